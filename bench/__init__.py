@@ -1,0 +1,1 @@
+"""gptj-bench measurement, CLI and reports."""

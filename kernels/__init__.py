@@ -1,0 +1,1 @@
+"""Reference kernels the GPT-J block calls (attention, rotary)."""

@@ -1,0 +1,1 @@
+"""GPT-J model family: configs, the block written once, partitioning drivers."""

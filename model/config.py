@@ -1,0 +1,273 @@
+"""The variant space and the presets: closed choices are enums, one variant is one frozen dataclass.
+
+A variant's canonical name is ``{residual}-{head}-{strategy}-{remat}``; ``parallel-h256-xmap-full`` is the
+configuration GPT-J-6B was trained with (Mesh Transformer JAX, 2021).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad user input: the message says what is valid."""
+
+
+class _Choice(str, enum.Enum):
+    @classmethod
+    def parse(cls, text: str, axis: str) -> "_Choice":
+        for member in cls:
+            if member.value == text:
+                return member
+        valid = ", ".join(m.value for m in cls)
+        raise ConfigError(f"unknown {axis} {text!r}; valid {axis} values: {valid}")
+
+
+class Residual(_Choice):
+    PARALLEL = "parallel"  # GPT-J: y = x + attn(ln(x)) + ff(ln(x))
+    SERIAL = "serial"  # GPT-2 / GPT-Neo: h = x + attn(ln_1(x)); y = h + ff(ln_2(h))
+
+
+class Head(_Choice):
+    H128 = "h128"
+    H256 = "h256"
+
+    @property
+    def d_head(self) -> int:
+        return int(self.value[1:])
+
+
+class Strategy(_Choice):
+    XMAP = "xmap"
+    PJIT = "pjit"
+    SHARD_MAP = "shard_map"
+    SINGLE = "single"  # one device: the reference the other strategies are compared against
+
+
+class Remat(_Choice):
+    NONE = "none"
+    FULL = "full"  # jax.checkpoint around each block, as GPT-J
+
+
+AXES: dict[str, type[_Choice]] = {
+    "residual": Residual,
+    "head": Head,
+    "strategy": Strategy,
+    "remat": Remat,
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    residual: Residual
+    head: Head
+    strategy: Strategy
+    remat: Remat
+
+    @property
+    def name(self) -> str:
+        return f"{self.residual.value}-{self.head.value}-{self.strategy.value}-{self.remat.value}"
+
+    @classmethod
+    def parse(cls, name: str) -> "Variant":
+        # strategy values contain "_" but never "-", so "-" splits the four axes unambiguously.
+        parts = name.split("-")
+        if len(parts) != len(AXES):
+            raise ConfigError(
+                f"variant {name!r} is not of the form residual-head-strategy-remat, "
+                f"e.g. parallel-h256-xmap-full; run `python -m bench list` for all names"
+            )
+        values = [enum_cls.parse(part, axis) for (axis, enum_cls), part in zip(AXES.items(), parts)]
+        return cls(*values)
+
+    def replace(self, **changes: Any) -> "Variant":
+        return dataclasses.replace(self, **changes)
+
+
+def all_variants() -> list[Variant]:
+    """The 24 benchmarked variants (``single`` is the test reference, not a benchmarked strategy)."""
+    strategies = [s for s in Strategy if s is not Strategy.SINGLE]
+    return [Variant(*combo) for combo in itertools.product(Residual, Head, strategies, Remat)]
+
+
+class Dtype(_Choice):
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """GPT-J architecture; the defaults are GPT-J-6B's (Mesh Transformer JAX configs/6B_roto_256.json)."""
+
+    n_layers: int = 28
+    d_model: int = 4096
+    d_ff: int = 16384
+    d_head: int = 256
+    # 50257 tokens padded to 50400 (a multiple of 8 x 16 shards, and of 64 for the matmul units).
+    vocab: int = 50400
+    context: int = 2048
+    # GPT-J rotates only the first 64 dims of each head; the rest pass through.
+    rotary_dim: int = 64
+    ln_eps: float = 1e-5
+    residual: Residual = Residual.PARALLEL
+    remat: Remat = Remat.FULL
+    compute_dtype: Dtype = Dtype.BFLOAT16
+    param_dtype: Dtype = Dtype.FLOAT32
+
+    @property
+    def n_heads(self) -> int:
+        return self.d_model // self.d_head
+
+    def validate(self) -> None:
+        if self.d_model % self.d_head:
+            raise ConfigError(f"d_model {self.d_model} is not a multiple of d_head {self.d_head}")
+        if self.rotary_dim > self.d_head or self.rotary_dim % 2:
+            raise ConfigError(f"rotary_dim {self.rotary_dim} must be even and at most d_head {self.d_head}")
+
+
+@dataclass(frozen=True)
+class Mesh:
+    dp: int = 1
+    mp: int = 1
+
+    @property
+    def devices(self) -> int:
+        return self.dp * self.mp
+
+    @classmethod
+    def parse(cls, text: str) -> "Mesh":
+        """``dp=2,mp=4`` (either key may be omitted and defaults to 1)."""
+        sizes = {"dp": 1, "mp": 1}
+        for item in filter(None, text.split(",")):
+            key, sep, value = item.partition("=")
+            if not sep or key.strip() not in sizes or not value.strip().isdigit() or int(value) < 1:
+                raise ConfigError(f"bad mesh {text!r}; expected e.g. dp=2,mp=4 (positive integers, keys dp and mp)")
+            sizes[key.strip()] = int(value)
+        return cls(**sizes)
+
+    def __str__(self) -> str:
+        return f"dp={self.dp},mp={self.mp}"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A workload: model dimensions, global batch and sequence, default mesh. Data, overridable by ``--set``."""
+
+    name: str
+    model: ModelConfig
+    batch: int  # global sequences per step
+    seq: int
+    mesh: Mesh
+    learning_rate: float = 1.2e-4  # GPT-J-6B's peak learning rate
+    weight_decay: float = 0.1  # GPT-J: on matrices only
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch * self.seq
+
+
+PRESETS: dict[str, Preset] = {
+    # Tests: seconds on a simulated 8-device CPU mesh. d_model 1024 keeps both head sizes and mp=4 legal.
+    "tiny": Preset(
+        "tiny",
+        ModelConfig(n_layers=2, d_model=1024, d_ff=1024, vocab=256, context=64, compute_dtype=Dtype.FLOAT32),
+        batch=4,
+        seq=16,
+        mesh=Mesh(dp=2, mp=4),
+    ),
+    # Meaningful CPU numbers: about a second a step on a 2-core machine with 8 simulated devices.
+    "cpu": Preset(
+        "cpu",
+        ModelConfig(n_layers=2, d_model=1024, d_ff=4096, vocab=2048, context=256, compute_dtype=Dtype.FLOAT32),
+        batch=8,
+        seq=64,
+        mesh=Mesh(dp=2, mp=4),
+    ),
+    # GPT-J-6B exactly; per-replica batch 1 x 2048 tokens on GPT-J's v3-256 mesh (dp=32 x mp=8).
+    "gptj-6b": Preset("gptj-6b", ModelConfig(), batch=32, seq=2048, mesh=Mesh(dp=32, mp=8)),
+    # GPT-Neo 2.7B dimensions, the article's comparison point (148k tokens/s on the same pod).
+    "gpt-neo-2.7b": Preset(
+        "gpt-neo-2.7b",
+        ModelConfig(n_layers=32, d_model=2560, d_ff=10240, d_head=128, vocab=50257, residual=Residual.SERIAL),
+        batch=32,
+        seq=2048,
+        mesh=Mesh(dp=32, mp=8),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+_PRESET_KEYS = {f.name: f.type for f in dataclasses.fields(Preset) if f.name not in ("name", "model", "mesh")}
+_MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
+
+
+def _convert(key: str, value: str, current: Any) -> Any:
+    if isinstance(current, enum.Enum):
+        return type(current).parse(value, key)
+    try:
+        return type(current)(value)
+    except ValueError:
+        raise ConfigError(f"--set {key}={value}: expected a {type(current).__name__}") from None
+
+
+def apply_overrides(preset: Preset, overrides: list[str]) -> Preset:
+    """Apply ``key=value`` overrides (``seq=512``, ``n_layers=4``, ``compute_dtype=bfloat16``, ``mesh=dp=4,mp=2``)."""
+    model_changes: dict[str, Any] = {}
+    preset_changes: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        if key == "mesh":
+            preset_changes["mesh"] = Mesh.parse(value)
+        elif key in _PRESET_KEYS:
+            preset_changes[key] = _convert(key, value, getattr(preset, key))
+        elif key in _MODEL_KEYS:
+            model_changes[key] = _convert(key, value, getattr(preset.model, key))
+        else:
+            valid = sorted(set(_PRESET_KEYS) | _MODEL_KEYS | {"mesh"})
+            raise ConfigError(f"unknown override key {key!r}; valid keys: {', '.join(valid)}")
+    model = dataclasses.replace(preset.model, **model_changes)
+    return dataclasses.replace(preset, model=model, **preset_changes)
+
+
+def model_for(preset: Preset, variant: Variant) -> ModelConfig:
+    """The preset's model with the variant's residual, head size and remat applied (d_model fixed)."""
+    model = dataclasses.replace(
+        preset.model, residual=variant.residual, d_head=variant.head.d_head, remat=variant.remat
+    )
+    model.validate()
+    return model
+
+
+def validate_run(preset: Preset, variant: Variant, mesh: Mesh, device_count: int) -> ModelConfig:
+    """Every check that can fail on user input, before anything compiles. Returns the variant's model."""
+    model = model_for(preset, variant)
+    if preset.seq > model.context:
+        raise ConfigError(f"seq {preset.seq} is longer than the context {model.context}")
+    if variant.strategy is Strategy.SINGLE and mesh.devices != 1:
+        raise ConfigError(f"strategy single runs on one device; got mesh {mesh} (use dp=1,mp=1)")
+    if model.n_heads % mesh.mp:
+        raise ConfigError(
+            f"n_heads {model.n_heads} (d_model {model.d_model} / d_head {model.d_head}) is not divisible by mp={mesh.mp}"
+        )
+    for name, size in (("d_ff", model.d_ff), ("vocab", model.vocab)):
+        if size % mesh.mp:
+            raise ConfigError(f"{name} {size} is not divisible by mp={mesh.mp}")
+    if preset.batch % mesh.dp:
+        raise ConfigError(f"global batch {preset.batch} is not divisible by dp={mesh.dp}")
+    if mesh.devices > device_count:
+        raise ConfigError(
+            f"mesh {mesh} needs {mesh.devices} devices but {device_count} are present; on CPU simulate them with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={mesh.devices} (set before JAX starts)"
+        )
+    return model

@@ -1,0 +1,166 @@
+"""The GPT-J model in dm-haiku, written once for every strategy.
+
+Shape letters: B batch (per data-parallel replica in the local view), T sequence, D model, H heads, K head dim,
+F feed-forward, V vocabulary, L layers. H, F and V are the per-shard sizes in the local view (shard_map, xmap)
+and the whole sizes in the global view (single, pjit); see ``model.sharding.TensorParallel``.
+"""
+
+from __future__ import annotations
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kernels.attention import causal_attention
+from kernels.rotary import apply_rotary
+from model.config import ModelConfig, Remat, Residual
+from model.sharding import PARAM_AXES, TensorParallel
+
+
+def _dtype(cfg: ModelConfig) -> jnp.dtype:
+    return jnp.dtype(cfg.compute_dtype.value)
+
+
+class _Module(hk.Module):
+    def __init__(self, cfg: ModelConfig, tp: TensorParallel, name: str):
+        super().__init__(name=name)
+        self.cfg, self.tp = cfg, tp
+
+    def param(self, leaf: str, global_shape: tuple[int, ...], init: hk.initializers.Initializer) -> jnp.ndarray:
+        """A parameter in the compute dtype, of its local shape under the tensor-parallel view."""
+        shape = self.tp.local_shape(PARAM_AXES[leaf], global_shape)
+        value = hk.get_parameter(leaf, shape, jnp.dtype(self.cfg.param_dtype.value), init)
+        return value.astype(_dtype(self.cfg))
+
+
+def _normal(fan_in: int) -> hk.initializers.Initializer:
+    return hk.initializers.TruncatedNormal(stddev=1.0 / np.sqrt(fan_in))
+
+
+class LayerNorm(_Module):
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        d = self.cfg.d_model
+        scale = self.param("scale", (d,), hk.initializers.Constant(1.0))
+        offset = self.param("offset", (d,), hk.initializers.Constant(0.0))
+        x32 = x.astype(jnp.float32)  # statistics in f32 whatever the compute dtype
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        normed = ((x32 - mean) * jax.lax.rsqrt(var + self.cfg.ln_eps)).astype(x.dtype)
+        return normed * scale + offset
+
+
+class Attention(_Module):
+    """Column-parallel q/k/v (whole heads per shard), row-parallel output: returns this shard's partial sum."""
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # x: [B, T, D]
+        cfg = self.cfg
+        hk_dim = cfg.n_heads * cfg.d_head
+        init = _normal(cfg.d_model)
+        qkv = [x @ self.param(w, (cfg.d_model, hk_dim), init) for w in ("w_q", "w_k", "w_v")]  # 3 x [B, T, H*K]
+        q, k, v = (t.reshape(*t.shape[:2], -1, cfg.d_head) for t in qkv)  # [B, T, H, K]
+        q, k, v = (self.tp.constrain(t, ("batch", "seq", "heads", "head_dim")) for t in (q, k, v))
+        q, k = apply_rotary(q, cfg.rotary_dim), apply_rotary(k, cfg.rotary_dim)
+        out = causal_attention(q, k, v)  # [B, T, H, K]
+        out = out.reshape(*out.shape[:2], -1)  # [B, T, H*K]
+        return out @ self.param("w_o", (hk_dim, cfg.d_model), _normal(hk_dim))  # [B, T, D], partial over shards
+
+
+class FeedForward(_Module):
+    """Column-parallel in, row-parallel out. Returns this shard's partial sum; ``b_out`` is added after the
+    all-reduce (``out_bias``) so that it is added once, not once per shard."""
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # x: [B, T, D]
+        cfg = self.cfg
+        h = x @ self.param("w_in", (cfg.d_model, cfg.d_ff), _normal(cfg.d_model))
+        h = h + self.param("b_in", (cfg.d_ff,), hk.initializers.Constant(0.0))  # [B, T, F]
+        h = self.tp.constrain(h, ("batch", "seq", "ff"))
+        h = jax.nn.gelu(h, approximate=True)
+        return h @ self.param("w_out", (cfg.d_ff, cfg.d_model), _normal(cfg.d_ff))  # [B, T, D], partial
+
+    def out_bias(self) -> jnp.ndarray:
+        return self.param("b_out", (self.cfg.d_model,), hk.initializers.Constant(0.0))
+
+
+class Block(_Module):
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # x: [B, T, D] -> [B, T, D]
+        cfg, tp = self.cfg, self.tp
+        attn, ff = Attention(cfg, tp, "attn"), FeedForward(cfg, tp, "ff")
+        x = tp.constrain(x, ("batch", "seq", "embed"))
+        if cfg.residual is Residual.PARALLEL:
+            # GPT-J: attention and feed-forward read the same LayerNorm output and their partial sums are added
+            # before leaving the tensor-parallel region, so one all-reduce per layer forward (and one backward,
+            # at tp.enter) instead of two each.
+            h = tp.enter(LayerNorm(cfg, tp, "ln_1")(x))
+            y = x + tp.exit(attn(h) + ff(h)) + ff.out_bias()
+        else:
+            h = x + tp.exit(attn(tp.enter(LayerNorm(cfg, tp, "ln_1")(x))))
+            y = h + tp.exit(ff(tp.enter(LayerNorm(cfg, tp, "ln_2")(h)))) + ff.out_bias()
+        return tp.constrain(y, ("batch", "seq", "embed"))
+
+
+class Embed(_Module):
+    """Vocab-parallel lookup: each shard holds V rows, looks up the ids it owns, and the shards' rows are summed."""
+
+    def __call__(self, ids: jnp.ndarray) -> jnp.ndarray:  # ids: [B, T] -> [B, T, D]
+        cfg = self.cfg
+        table = self.param("table", (cfg.vocab, cfg.d_model), hk.initializers.TruncatedNormal(stddev=0.02))
+        rows = table.shape[0]
+        local_ids = ids - self.tp.index() * rows
+        owned = (local_ids >= 0) & (local_ids < rows)
+        x = jnp.take(table, jnp.clip(local_ids, 0, rows - 1), axis=0) * owned[..., None].astype(table.dtype)
+        return self.tp.exit(x)
+
+
+class LMHead(_Module):
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # x: [B, T, D] -> logits [B, T, V]
+        cfg = self.cfg
+        logits = self.tp.enter(x) @ self.param("w", (cfg.d_model, cfg.vocab), _normal(cfg.d_model))
+        logits = logits + self.param("b", (cfg.vocab,), hk.initializers.Constant(0.0))
+        return self.tp.constrain(logits, ("batch", "seq", "vocab"))
+
+
+def block_stack(cfg: ModelConfig, tp: TensorParallel, x: jnp.ndarray) -> jnp.ndarray:
+    """L blocks, parameters stacked on a leading layer dim and scanned; remat wraps each block."""
+
+    def one_block(x: jnp.ndarray) -> jnp.ndarray:
+        return Block(cfg, tp, "block")(x)
+
+    return hk.layer_stack(cfg.n_layers, name="layers")(rematerialised(cfg, one_block))(x)
+
+
+def rematerialised(cfg: ModelConfig, fn):
+    """``jax.checkpoint`` (through haiku) around a block when the variant asks for it."""
+    return hk.remat(fn) if cfg.remat is Remat.FULL else fn
+
+
+def logits_fn(cfg: ModelConfig, tp: TensorParallel, ids: jnp.ndarray) -> jnp.ndarray:
+    x = Embed(cfg, tp, "embed")(ids)  # [B, T, D]
+    x = block_stack(cfg, tp, x)
+    x = LayerNorm(cfg, tp, "ln_f")(x)
+    return LMHead(cfg, tp, "lm_head")(x)  # [B, T, V]
+
+
+def cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray, tp: TensorParallel) -> jnp.ndarray:
+    """Mean next-token loss from vocab-sharded logits [B, T, V] (Megatron's vocab-parallel cross-entropy)."""
+    logits = logits.astype(jnp.float32)
+    rows = logits.shape[-1]
+    shift = tp.pmax(jax.lax.stop_gradient(logits.max(-1)))  # [B, T]
+    shifted = logits - shift[..., None]
+    sum_exp = tp.exit(jnp.exp(shifted).sum(-1))  # [B, T]
+    local_targets = targets - tp.index() * rows
+    owned = (local_targets >= 0) & (local_targets < rows)
+    picked = jnp.take_along_axis(shifted, jnp.clip(local_targets, 0, rows - 1)[..., None], axis=-1)[..., 0]
+    target_logit = tp.exit(jnp.where(owned, picked, 0.0))  # [B, T]
+    return (jnp.log(sum_exp) - target_logit).mean()
+
+
+def model_loss(cfg: ModelConfig, tp: TensorParallel, batch: dict[str, jnp.ndarray]) -> jnp.ndarray:
+    return cross_entropy(logits_fn(cfg, tp, batch["inputs"]), batch["targets"], tp)
+
+
+def block_loss(cfg: ModelConfig, tp: TensorParallel, batch: dict[str, jnp.ndarray]) -> jnp.ndarray:
+    """One block forward and backward: a scalar from its output against a fixed random cotangent."""
+    block = rematerialised(cfg, lambda x: Block(cfg, tp, "block")(x))
+    y = block(batch["x"].astype(_dtype(cfg)))  # [B, T, D]
+    return (y.astype(jnp.float32) * batch["cotangent"]).mean()

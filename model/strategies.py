@@ -1,0 +1,240 @@
+"""Strategies are drivers: each places the same global parameters and runs the same program.
+
+- ``single``: one device, global view; the reference.
+- ``pjit``: global view under ``jax.jit`` with ``NamedSharding`` in/out shardings; the block's sharding
+  constraints guide the compiler, which inserts the collectives.
+- ``shard_map``: local view; the block's Megatron f/g functions are the explicit collectives.
+- ``xmap``: the same local-view step under ``xmap`` with named axes (jax 0.4.30 only, via model.compat).
+
+All drivers share one interface: ``place_params``, ``place_batch``, ``init_opt_state``, ``grad_step``
+(loss and gradients, for equality tests) and ``train_step`` (forward, backward, AdamW update), plus
+``to_global`` to bring any parameter-shaped result back to the global layout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from model import compat
+from model.config import Mesh, Strategy
+from model.program import Batch, Params, Program
+from model.sharding import DP, MESH_AXES, MP, TensorParallel, param_specs, spec_for
+
+TrainStep = Callable[[Params, Any, Batch], tuple[Params, Any, jnp.ndarray]]
+
+
+def make_mesh(mesh: Mesh, devices: list[Any] | None = None) -> jax.sharding.Mesh:
+    devices = jax.devices() if devices is None else devices
+    return jax.sharding.Mesh(np.array(devices[: mesh.devices]).reshape(mesh.dp, mesh.mp), MESH_AXES)
+
+
+class Driver:
+    def __init__(self, program: Program, mesh: Mesh, devices: list[Any] | None = None):
+        self.program, self.mesh_shape = program, mesh
+        self.mesh = make_mesh(mesh, devices)
+        self.optimizer = program.optimizer()
+        self.param_specs = param_specs(program.param_shapes())
+        self.batch_specs = {k: spec_for(axes) for k, axes in program.batch_axes.items()}
+
+    def _named(self, specs: Any) -> Any:
+        return jax.tree_util.tree_map(
+            lambda s: NamedSharding(self.mesh, s), specs, is_leaf=lambda s: isinstance(s, PartitionSpec)
+        )
+
+    def opt_specs(self) -> Any:
+        """A PartitionSpec per optimizer-state leaf: a parameter's moments follow the parameter."""
+        state_shapes = jax.eval_shape(self.optimizer.init, self.program.param_shapes())
+        return optax.tree_map_params(
+            self.optimizer,
+            lambda _, spec: spec,
+            state_shapes,
+            self.param_specs,
+            transform_non_params=lambda _: PartitionSpec(),
+            is_leaf=lambda s: isinstance(s, PartitionSpec),
+        )
+
+    def place_params(self, params: Params) -> Params:
+        return jax.device_put(params, self._named(self.param_specs))
+
+    def place_batch(self, batch: Batch) -> Batch:
+        return {k: jax.device_put(v, NamedSharding(self.mesh, self.batch_specs[k])) for k, v in batch.items()}
+
+    def init_opt_state(self, params: Params) -> Any:
+        return jax.jit(self.optimizer.init, out_shardings=self._named(self.opt_specs()))(params)
+
+    def to_global(self, tree: Any) -> Any:
+        return jax.tree_util.tree_map(np.asarray, tree)
+
+    def grad_step(self) -> Callable[[Params, Batch], tuple[jnp.ndarray, Params]]:
+        raise NotImplementedError
+
+    def train_step(self) -> TrainStep:
+        raise NotImplementedError
+
+
+class GlobalViewDriver(Driver):
+    """single and pjit: the program sees whole arrays; under pjit the compiler partitions them."""
+
+    def __init__(self, program: Program, mesh: Mesh, devices: list[Any] | None = None, constrain: bool = True):
+        super().__init__(program, mesh, devices)
+        self.tp = TensorParallel(mesh=self.mesh if constrain else None)
+
+    def grad_step(self) -> Callable[[Params, Batch], tuple[jnp.ndarray, Params]]:
+        grad_fn = jax.value_and_grad(self.program.loss_fn(self.tp))
+        params, batch = self._named(self.param_specs), self._named(self.batch_specs)
+        return jax.jit(grad_fn, in_shardings=(params, batch), out_shardings=(self._named(PartitionSpec()), params))
+
+    def train_step(self) -> TrainStep:
+        loss_fn, optimizer = self.program.loss_fn(self.tp), self.optimizer
+
+        def step(params: Params, opt_state: Any, batch: Batch) -> tuple[Params, Any, jnp.ndarray]:
+            loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss
+
+        state = (self._named(self.param_specs), self._named(self.opt_specs()))
+        return jax.jit(
+            step,
+            in_shardings=(*state, self._named(self.batch_specs)),
+            out_shardings=(*state, self._named(PartitionSpec())),
+            donate_argnums=(0, 1),
+        )
+
+
+def local_grad(program: Program, tp: TensorParallel) -> Callable[[Params, Batch], tuple[jnp.ndarray, Params]]:
+    """Loss and gradients of one (dp, mp) shard, averaged over data-parallel replicas."""
+    grad_fn = jax.value_and_grad(program.loss_fn(tp))
+
+    def step(params: Params, batch: Batch) -> tuple[jnp.ndarray, Params]:
+        loss, grads = grad_fn(params, batch)
+        # Every replica's gradient is of its own mean loss; the global mean's gradient is their average.
+        return jax.lax.pmean(loss, DP), jax.lax.pmean(grads, DP)
+
+    return step
+
+
+def local_train(program: Program, tp: TensorParallel, optimizer: optax.GradientTransformation) -> TrainStep:
+    grad_step = local_grad(program, tp)
+
+    def step(params: Params, opt_state: Any, batch: Batch) -> tuple[Params, Any, jnp.ndarray]:
+        loss, grads = grad_step(params, batch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)  # elementwise: local shards suffice
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+class ShardMapDriver(Driver):
+    def __init__(self, program: Program, mesh: Mesh, devices: list[Any] | None = None):
+        super().__init__(program, mesh, devices)
+        self.tp = TensorParallel(axis=MP, size=mesh.mp)
+
+    def _shard_map(self, fn: Callable, in_specs: Any, out_specs: Any) -> Callable:
+        return compat.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs)
+
+    def grad_step(self) -> Callable[[Params, Batch], tuple[jnp.ndarray, Params]]:
+        fn = self._shard_map(
+            local_grad(self.program, self.tp),
+            in_specs=(self.param_specs, self.batch_specs),
+            out_specs=(PartitionSpec(), self.param_specs),
+        )
+        return jax.jit(fn)
+
+    def train_step(self) -> TrainStep:
+        state = (self.param_specs, self.opt_specs())
+        fn = self._shard_map(
+            local_train(self.program, self.tp, self.optimizer),
+            in_specs=(*state, self.batch_specs),
+            out_specs=(*state, PartitionSpec()),
+        )
+        return jax.jit(fn, donate_argnums=(0, 1))
+
+
+def _mp_dim(spec: PartitionSpec) -> int | None:
+    return next((i for i, axis in enumerate(spec) if axis == MP), None)
+
+
+class XmapDriver(Driver):
+    """Local view under xmap. xmap maps named axes over leading array dims, so every parameter and optimizer
+    leaf is held as [mp, ...local shape] (replicated ones broadcast, as mesh-transformer-jax did) and every
+    batch array as [dp, B/dp, ...]."""
+
+    def __init__(self, program: Program, mesh: Mesh, devices: list[Any] | None = None):
+        if not compat.has_xmap():
+            raise RuntimeError(compat.HAS_XMAP_MESSAGE.format(version=jax.__version__))
+        super().__init__(program, mesh, devices)
+        self.tp = TensorParallel(axis=MP, size=mesh.mp)
+        self.resources = {DP: DP, MP: MP}
+
+    def _axes(self, tree: Any, axis: str) -> Any:
+        return jax.tree_util.tree_map(lambda _: {0: axis}, tree)
+
+    def _xmap(self, fn: Callable, in_axes: Any, out_axes: Any) -> Callable:
+        mapped = compat.xmap(fn, in_axes=in_axes, out_axes=out_axes, axis_resources=self.resources)
+
+        def run(*args: Any) -> Any:
+            with self.mesh:
+                return mapped(*args)
+
+        run.lower = lambda *args: self._lower(mapped, *args)  # type: ignore[attr-defined]
+        return run
+
+    def _lower(self, mapped: Any, *args: Any) -> Any:
+        with self.mesh:
+            return mapped.lower(*args)
+
+    def place_params(self, params: Params) -> Params:
+        mp = self.mesh_shape.mp
+
+        def stack(x: Any, spec: PartitionSpec) -> jnp.ndarray:
+            dim = _mp_dim(spec)
+            x = np.asarray(x)
+            shards = np.split(x, mp, axis=dim) if dim is not None else [x] * mp
+            return jnp.asarray(np.stack(shards))  # [mp, ...local]
+
+        return jax.tree_util.tree_map(stack, params, self.param_specs)
+
+    def place_batch(self, batch: Batch) -> Batch:
+        dp = self.mesh_shape.dp
+        return {k: jnp.asarray(np.asarray(v).reshape(dp, -1, *v.shape[1:])) for k, v in batch.items()}
+
+    def to_global(self, tree: Any) -> Any:
+        def unstack(x: Any, spec: PartitionSpec) -> np.ndarray:
+            dim = _mp_dim(spec)
+            x = np.asarray(x)
+            return np.concatenate(list(x), axis=dim) if dim is not None else x[0]
+
+        return jax.tree_util.tree_map(unstack, tree, self.param_specs)
+
+    def init_opt_state(self, params: Params) -> Any:
+        state_shapes = jax.eval_shape(self.optimizer.init, self.program.param_shapes())
+        init = self._xmap(self.optimizer.init, (self._axes(params, MP),), self._axes(state_shapes, MP))
+        return init(params)
+
+    def grad_step(self) -> Callable[[Params, Batch], tuple[jnp.ndarray, Params]]:
+        shapes = self.program.param_shapes()
+        in_axes = (self._axes(shapes, MP), self._axes(self.batch_specs, DP))
+        return self._xmap(local_grad(self.program, self.tp), in_axes, ({}, self._axes(shapes, MP)))
+
+    def train_step(self) -> TrainStep:
+        shapes = self.program.param_shapes()
+        state_shapes = jax.eval_shape(self.optimizer.init, shapes)
+        state_axes = (self._axes(shapes, MP), self._axes(state_shapes, MP))
+        fn = local_train(self.program, self.tp, self.optimizer)
+        return self._xmap(fn, (*state_axes, self._axes(self.batch_specs, DP)), (*state_axes, {}))
+
+
+def make_driver(strategy: Strategy, program: Program, mesh: Mesh, devices: list[Any] | None = None) -> Driver:
+    if strategy is Strategy.SINGLE:
+        return GlobalViewDriver(program, Mesh(1, 1), devices, constrain=False)
+    if strategy is Strategy.PJIT:
+        return GlobalViewDriver(program, mesh, devices)
+    if strategy is Strategy.SHARD_MAP:
+        return ShardMapDriver(program, mesh, devices)
+    return XmapDriver(program, mesh, devices)
