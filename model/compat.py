@@ -5,7 +5,8 @@ Everything else in the suite uses current spellings and calls through here where
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 

@@ -19,7 +19,7 @@ class ConfigError(ValueError):
 
 class _Choice(str, enum.Enum):
     @classmethod
-    def parse(cls, text: str, axis: str) -> "_Choice":
+    def parse(cls, text: str, axis: str) -> _Choice:
         for member in cls:
             if member.value == text:
                 return member
@@ -73,7 +73,7 @@ class Variant:
         return f"{self.residual.value}-{self.head.value}-{self.strategy.value}-{self.remat.value}"
 
     @classmethod
-    def parse(cls, name: str) -> "Variant":
+    def parse(cls, name: str) -> Variant:
         # strategy values contain "_" but never "-", so "-" splits the four axes unambiguously.
         parts = name.split("-")
         if len(parts) != len(AXES):
@@ -84,7 +84,7 @@ class Variant:
         values = [enum_cls.parse(part, axis) for (axis, enum_cls), part in zip(AXES.items(), parts)]
         return cls(*values)
 
-    def replace(self, **changes: Any) -> "Variant":
+    def replace(self, **changes: Any) -> Variant:
         return dataclasses.replace(self, **changes)
 
 
@@ -139,7 +139,7 @@ class Mesh:
         return self.dp * self.mp
 
     @classmethod
-    def parse(cls, text: str) -> "Mesh":
+    def parse(cls, text: str) -> Mesh:
         """``dp=2,mp=4`` (either key may be omitted and defaults to 1)."""
         sizes = {"dp": 1, "mp": 1}
         for item in filter(None, text.split(",")):
@@ -258,7 +258,8 @@ def validate_run(preset: Preset, variant: Variant, mesh: Mesh, device_count: int
         raise ConfigError(f"strategy single runs on one device; got mesh {mesh} (use dp=1,mp=1)")
     if model.n_heads % mesh.mp:
         raise ConfigError(
-            f"n_heads {model.n_heads} (d_model {model.d_model} / d_head {model.d_head}) is not divisible by mp={mesh.mp}"
+            f"n_heads {model.n_heads} (d_model {model.d_model} / d_head {model.d_head}) "
+            f"is not divisible by mp={mesh.mp}"
         )
     for name, size in (("d_ff", model.d_ff), ("vocab", model.vocab)):
         if size % mesh.mp:

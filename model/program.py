@@ -6,8 +6,9 @@ strategy starts from the same global parameters made by ``init_params``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import haiku as hk
 import jax
@@ -47,7 +48,7 @@ class Program:
     weight_decay: float
 
     @classmethod
-    def from_preset(cls, preset: Preset, cfg: ModelConfig, scope: Scope = Scope.MODEL) -> "Program":
+    def from_preset(cls, preset: Preset, cfg: ModelConfig, scope: Scope = Scope.MODEL) -> Program:
         return cls(cfg, scope, preset.batch, preset.seq, preset.learning_rate, preset.weight_decay)
 
     @property

@@ -13,7 +13,8 @@ All drivers share one interface: ``place_params``, ``place_batch``, ``init_opt_s
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

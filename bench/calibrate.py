@@ -1,0 +1,187 @@
+"""CPU peak FLOP/s, measured: a CPU has no spec-sheet peak for our purpose, so we time a GEMM and call that the peak.
+
+One square matmul per device, all devices at once (a [devices, n, n] batch sharded over the devices), because
+simulated CPU devices share the host's cores: the aggregate is the machine's capacity, and the per-device peak is
+aggregate / devices, so MFU over ``devices`` x peak compares against the whole machine.
+
+Best, not median: timing noise on a shared host (other processes, frequency changes) only ever adds time, so the
+fastest repeat is the closest estimate of what the hardware can do; a median would fold contention into the "peak"
+and inflate MFU. For the same reason the peak is the best over a small sweep of sizes (small n is dispatch-bound,
+large n can spill the caches). The result is cached per machine, software and setting (JSON, written atomically).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CACHE_ENV = "GPTJ_BENCH_CACHE"  # a directory; the calibration lives in calibration.json inside it
+CACHE_FILE = "calibration.json"
+DEFAULT_SIZES = (256, 512, 1024)  # about 2-3 s for all three on 2 cores with 8 simulated devices
+DEFAULT_REPEATS = 5
+
+
+@dataclass(frozen=True)
+class CpuPeak:
+    flops_per_device: float
+    source: str  # what was measured, e.g. "GEMM calibration n=512 ..., float32, 8 CPU devices, 2025-01-01"
+    cached: bool  # True when read from the cache rather than measured by this call
+
+
+def cache_path() -> Path:
+    """``$GPTJ_BENCH_CACHE/calibration.json``, default ``~/.cache/gptj-bench/calibration.json``."""
+    directory = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "gptj-bench")
+    return Path(directory) / CACHE_FILE
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _cache_key(dtype_name: str, device_count: int, sizes: Sequence[int], repeats: int) -> str:
+    import jax
+    import jaxlib
+
+    fields = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "dtype": dtype_name,
+        "devices": device_count,
+        "sizes": list(sizes),
+        "repeats": repeats,
+    }
+    return json.dumps(fields, sort_keys=True)
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        warnings.warn(f"ignoring unreadable calibration cache {path}: {error}; measuring again", stacklevel=3)
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def _write_cache(path: Path, entries: dict[str, Any]) -> None:
+    # tmp file in the same directory + os.replace: readers see the old file or the new one, never half of one.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
+            json.dump(entries, tmp, indent=1, sort_keys=True)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        os.unlink(tmp_name)
+        raise
+
+
+def _cpu_devices(devices: Sequence[Any] | None) -> list[Any]:
+    import jax
+
+    devices = list(jax.local_devices(backend="cpu") if devices is None else devices)
+    if not devices:
+        raise ValueError("calibrate_cpu_peak needs at least one CPU device")
+    others = sorted({d.platform for d in devices if d.platform != "cpu"})
+    if others:
+        raise ValueError(
+            f"calibrate_cpu_peak measures CPU devices only, got platform(s) {others}; "
+            f"accelerators take their peak from bench.hardware"
+        )
+    return devices
+
+
+def _time_gemm(dtype_name: str, devices: list[Any], n: int, repeats: int) -> float:
+    """Best seconds for one [devices, n, n] @ [devices, n, n] batch, one n x n matmul per device."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    sharding = NamedSharding(Mesh(np.array(devices), ("d",)), PartitionSpec("d"))
+    ones = jax.device_put(jnp.ones((len(devices), n, n), dtype_name), sharding)
+    matmul = jax.jit(jnp.matmul, in_shardings=(sharding, sharding), out_shardings=sharding)
+    matmul(ones, ones).block_until_ready()  # compile and warm up outside the timing
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product = matmul(ones, ones)
+        product.block_until_ready()
+        seconds.append(time.perf_counter() - start)
+    # ones @ ones is n everywhere (rounded to dtype, e.g. bf16 holds 300 as 300 +- 4): a wrong product means the
+    # timing measured something else.
+    expected = np.asarray(jnp.asarray(n, dtype_name), dtype=np.float32)
+    if not np.all(np.asarray(product, dtype=np.float32) == expected):
+        raise RuntimeError(f"GEMM calibration produced a wrong product for n={n}, dtype {dtype_name}")
+    return min(seconds)
+
+
+def _measure(dtype_name: str, devices: list[Any], sizes: Sequence[int], repeats: int) -> tuple[float, str]:
+    best_rate, best_n = 0.0, sizes[0]
+    for n in sizes:
+        rate = 2.0 * n**3 / _time_gemm(dtype_name, devices, n, repeats)  # per device: each does one n^3 GEMM
+        if rate > best_rate:
+            best_rate, best_n = rate, n
+    today = datetime.date.today().isoformat()
+    source = (
+        f"GEMM calibration n={best_n} (best of sizes {list(sizes)}, best of {repeats} repeats), {dtype_name}, "
+        f"{len(devices)} CPU devices, {today}"
+    )
+    return best_rate, source
+
+
+def calibrate_cpu_peak(
+    dtype: Any = "float32",
+    devices: Sequence[Any] | None = None,
+    *,
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    repeats: int = DEFAULT_REPEATS,
+) -> CpuPeak:
+    """Peak FLOP/s per CPU device in ``dtype``, from the cache or measured (then cached).
+
+    ``devices`` defaults to all local CPU devices. The cache key is the CPU model and core count, jax and jaxlib
+    versions, dtype, device count, sizes and repeats.
+    """
+    import jax.numpy as jnp
+
+    dtype_name = jnp.dtype(dtype).name
+    if not jnp.issubdtype(dtype_name, jnp.floating):
+        raise ValueError(f"dtype must be a floating type (e.g. float32, bfloat16), got {dtype_name}")
+    if not sizes or any(not isinstance(n, int) or n < 1 for n in sizes):
+        raise ValueError(f"sizes must be positive integers (matrix sides), got {sizes!r}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    devices = _cpu_devices(devices)
+
+    path = cache_path()
+    key = _cache_key(dtype_name, len(devices), sizes, repeats)
+    entries = _read_cache(path)
+    entry = entries.get(key)
+    if isinstance(entry, dict) and entry.get("flops_per_device", 0) > 0 and "source" in entry:
+        return CpuPeak(float(entry["flops_per_device"]), str(entry["source"]), cached=True)
+
+    flops_per_device, source = _measure(dtype_name, devices, sizes, repeats)
+    entries[key] = {"flops_per_device": flops_per_device, "source": source}
+    _write_cache(path, entries)
+    return CpuPeak(flops_per_device, source, cached=False)

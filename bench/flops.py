@@ -1,0 +1,198 @@
+"""FLOP counts for a GPT-J training step, and utilisation against a peak.
+
+Every formula is one function that cites its source and is tested against a hand count (tests/test_flops.py).
+Each takes ``tokens`` and returns FLOPs for that many tokens; pass tokens per second to get FLOP/s.
+
+Parameter count convention: N is used exactly as the caller passes it, and callers pass the TOTAL parameter count
+(input embedding and LM head included). That is GPT-J's convention: its "effective flops" multiply the full
+parameter-tree size by 6 (mesh-transformer-jax benchmark.py, ``param_count * 6``), which is how the article's
+5.4 PFLOP/s was obtained. PaLM (Chowdhery et al. 2022, appendix B) uses non-embedding N; for GPT-J-6B the embedding
+and LM head are about 7% of N, so an MFU quoted on the other convention differs by that much.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+class UtilisationError(ValueError):
+    """A utilisation above 1.0: the suite miscounted, the hardware did not beat its own peak."""
+
+
+def _require_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _require_non_negative(**values: float) -> None:
+    for name, value in values.items():
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def flops_6n(n_params: int, tokens: float) -> float:
+    """GPT-J's "effective flops (not including attn)": 6 N per token.
+
+    Source: mesh-transformer-jax benchmark.py / device_train.py, ``weight_flops * 6`` with
+    ``weight_flops = tokens * param_count``; the basis of the GPT-J article's 5.4 PFLOP/s (Komatsuzaki, 2021).
+    6 = 2 (forward multiply-add) + 4 (backward: gradients wrt activations and wrt weights), Kaplan et al. 2020 sec 2.1.
+    """
+    _require_positive(n_params=n_params)
+    _require_non_negative(tokens=tokens)
+    return 6.0 * n_params * tokens
+
+
+def attention_forward_flops_per_token(n_layers: int, d_model: int, seq: int) -> float:
+    """Forward attention-score FLOPs per token, full (not causally halved) attention: 4 L d_model seq.
+
+    Per layer and token, Q K^T is a [d_model] x [d_model, seq] product (2 d_model seq FLOPs) and so is
+    softmax(.) V; the heads split d_model between them without changing the total. PaLM appendix B counts the
+    same 2 x 2 L H Q T forward (H Q = d_model) before multiplying by 3 for training.
+    """
+    _require_positive(n_layers=n_layers, d_model=d_model, seq=seq)
+    return 4.0 * n_layers * d_model * seq
+
+
+def model_flops(n_params: int, n_layers: int, d_model: int, seq: int, tokens: float) -> float:
+    """Model FLOPs of training: (6 N + 12 L d_model seq) per token.
+
+    Source: Chowdhery et al. 2022 (PaLM), appendix B, "6N + 12LHQT" with H Q = d_model and T = seq; attention
+    is counted in full, not halved for the causal mask. Recomputation is excluded by definition (that is HFU).
+    """
+    _require_positive(n_params=n_params)
+    _require_non_negative(tokens=tokens)
+    # forward 1x + backward 2x of the attention products, as of the weight products (2N + 4N)
+    per_token = 6.0 * n_params + 3.0 * attention_forward_flops_per_token(n_layers, d_model, seq)
+    return per_token * tokens
+
+
+def hardware_flops(n_params: int, n_layers: int, d_model: int, seq: int, tokens: float, remat: bool) -> float:
+    """Hardware FLOPs of training: model FLOPs plus what rematerialisation recomputes.
+
+    Full remat (``jax.checkpoint`` around every block, GPT-J's setting) reruns one forward pass in the backward
+    pass: + (2 N + 4 L d_model seq) per token, so (8 N + 16 L d_model seq) in all. That is the formula of
+    mesh-transformer-jax benchmark.py's "MXU flops" (``weight_flops * 8 + attn_flops``, ``attn_flops`` =
+    16 L d_model seq per token); GPT-J's article quotes 8.1 PFLOP/s on this basis, a figure reproduced only with
+    that script's hard-coded L=32, d_model=5120 rather than GPT-J's 28 x 4096 (bench/baseline.py). Without remat
+    this equals ``model_flops``.
+    """
+    total = model_flops(n_params, n_layers, d_model, seq, tokens)
+    if remat:
+        total += (2.0 * n_params + attention_forward_flops_per_token(n_layers, d_model, seq)) * tokens
+    return total
+
+
+def gptj_param_count(n_layers: int, d_model: int, d_ff: int, n_vocab: int) -> int:
+    """Parameters of GPT-J in the Hugging Face layout (transformers ``GPTJForCausalLM``).
+
+    Per block: ln_1 scale+bias (2 d), q/k/v/out projections without bias (4 d^2), fc_in d x d_ff + bias d_ff,
+    fc_out d_ff x d + bias d. Plus the input embedding V x d, ln_f (2 d) and the LM head d x V with bias V.
+    GPT-J-6B (28, 4096, 16384, 50400) gives 6,050,882,784; the GPT-J README states 6,053,381,344 for its own layout.
+    """
+    _require_positive(n_layers=n_layers, d_model=d_model, d_ff=d_ff, n_vocab=n_vocab)
+    per_block = 2 * d_model + 4 * d_model * d_model + (d_model * d_ff + d_ff) + (d_ff * d_model + d_model)
+    embedding = n_vocab * d_model
+    final_norm = 2 * d_model
+    lm_head = d_model * n_vocab + n_vocab
+    return n_layers * per_block + embedding + final_norm + lm_head
+
+
+def _utilisation(
+    kind: str, flops_per_s: float, devices: int, peak_flops_per_device: float | None, peak_source: str | None
+) -> float | None:
+    if peak_flops_per_device is None:
+        return None  # no known peak (unknown device kind): the caller warns, we never invent one
+    _require_positive(devices=devices, peak_flops_per_device=peak_flops_per_device)
+    _require_non_negative(flops_per_s=flops_per_s)
+    utilisation = flops_per_s / (devices * peak_flops_per_device)
+    if utilisation > 1.0:
+        source = f" (peak source: {peak_source})" if peak_source else ""
+        raise UtilisationError(
+            f"{kind} = {utilisation:.3f} > 1: {flops_per_s:.4g} FLOP/s exceeds {devices} devices x "
+            f"{peak_flops_per_device:.4g} FLOP/s{source}. This is a bug in the suite, not a result: tokens were "
+            f"counted more than once (e.g. a global batch counted per device) or the peak is wrong for this device."
+        )
+    return utilisation
+
+
+def mfu(
+    model_flops_per_s: float, devices: int, peak_flops_per_device: float | None, *, peak_source: str | None = None
+) -> float | None:
+    """Model FLOPs utilisation (PaLM appendix B): model FLOP/s over the devices' summed peak.
+
+    None when the peak is unknown. Raises ``UtilisationError`` above 1.0.
+    """
+    return _utilisation("MFU", model_flops_per_s, devices, peak_flops_per_device, peak_source)
+
+
+def hfu(
+    hardware_flops_per_s: float, devices: int, peak_flops_per_device: float | None, *, peak_source: str | None = None
+) -> float | None:
+    """Hardware FLOPs utilisation: like ``mfu`` but counting recomputation (``hardware_flops``)."""
+    return _utilisation("HFU", hardware_flops_per_s, devices, peak_flops_per_device, peak_source)
+
+
+# XLA's own count. Findings from compiling here (jax 0.10.2 and 0.4.30, CPU; tests/test_flops.py pins them):
+# - HloCostAnalysis counts a while-loop body ONCE, whatever the trip count: ``lax.scan`` over L matmuls reports the
+#   FLOPs of one matmul (plus a few for the loop counter); the same L matmuls unrolled report L times as many.
+#   Use ``scale_loop_flops`` with the body's own count to correct it.
+# - ``compiled.cost_analysis()`` describes the partitioned per-device program (a matmul sharded 8 ways reports 1/8 of
+#   its FLOPs); ``lowered.cost_analysis()`` describes the global program before partitioning and optimisation.
+# - jax 0.10.2 returns a dict; jax 0.4.30 returns a list with one dict from ``compiled.cost_analysis()`` and a
+#   dict from ``lowered.cost_analysis()``.
+# - jax 0.4.30 on CPU rewrites many dots into ``__onednn$matmul`` custom calls, which the cost analysis counts as
+#   -1 FLOP each: a single 256^3 matmul reports -1.0, a scan over seven reports +4.0. ``compiled_flops`` refuses
+#   such programs; ``lowered.cost_analysis()`` is unaffected.
+
+
+def xla_flops_total(cost_analysis: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> float | None:
+    """The "flops" entry of ``cost_analysis()`` on either jax version, or None where XLA gives no usable count.
+
+    Accepts a dict (jax 0.10.2, and ``Lowered.cost_analysis()`` on 0.4.30), a list of one dict
+    (``Compiled.cost_analysis()`` on 0.4.30) or None. A negative count is XLA's "unknown cost" and gives None.
+    """
+    if cost_analysis is None:
+        return None
+    if not isinstance(cost_analysis, Mapping):
+        entries = list(cost_analysis)
+        if not entries:
+            return None
+        if len(entries) > 1:
+            raise ValueError(
+                f"cost analysis has {len(entries)} entries (one per program); summing them could double count "
+                f"replicated programs, so pass one entry"
+            )
+        cost_analysis = entries[0]
+        if cost_analysis is None:
+            return None
+    flops = cost_analysis.get("flops")
+    if flops is None or flops < 0:
+        return None
+    return float(flops)
+
+
+def compiled_flops(compiled: Any) -> float | None:
+    """Per-device FLOPs of a ``jax.stages.Compiled``, or None where XLA's count leaves matmuls out.
+
+    None when the program holds oneDNN custom calls (jax 0.4.30 on CPU), whose FLOPs XLA does not count.
+    While-loop bodies are still counted once (see ``scale_loop_flops``).
+    """
+    if "__onednn$" in compiled.as_text():
+        return None
+    return xla_flops_total(compiled.cost_analysis())
+
+
+def scale_loop_flops(total_flops: float, body_flops: float, trip_count: int) -> float:
+    """Correct an XLA count that includes a loop body once: total + body x (trip_count - 1).
+
+    ``body_flops`` is the caller's count of one iteration (e.g. one scanned block, compiled on its own).
+    """
+    _require_positive(trip_count=trip_count)
+    _require_non_negative(body_flops=body_flops)
+    if total_flops < body_flops:
+        raise ValueError(
+            f"total_flops {total_flops:.4g} < body_flops {body_flops:.4g}: the total must already include the body once"
+        )
+    return total_flops + body_flops * (trip_count - 1)

@@ -1,0 +1,32 @@
+"""Single-device logits from a Hugging Face GPT-J checkpoint, for checking against other implementations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from model.config import ModelConfig
+from model.convert import from_hf, load_safetensors
+from model.gptj import logits_fn
+from model.sharding import TensorParallel
+
+
+def logits(cfg: ModelConfig, params: dict, tokens: list[int]) -> np.ndarray:
+    """[T, V] float32 logits for one sequence."""
+    fn = hk.without_apply_rng(hk.transform(lambda ids: logits_fn(cfg, TensorParallel(), ids)))
+    ids = jnp.asarray([tokens], dtype=jnp.int32)  # [1, T]
+    return np.asarray(jax.jit(fn.apply)(params, ids)[0], dtype=np.float32)
+
+
+def param_shapes(cfg: ModelConfig) -> dict:
+    fn = hk.without_apply_rng(hk.transform(lambda ids: logits_fn(cfg, TensorParallel(), ids)))
+    return jax.eval_shape(fn.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 1), jnp.int32))
+
+
+def logits_from_checkpoint(cfg: ModelConfig, path: Path, tokens: list[int]) -> np.ndarray:
+    params = from_hf(cfg, param_shapes(cfg), load_safetensors(path))
+    return logits(cfg, params, tokens)

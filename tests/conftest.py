@@ -1,0 +1,29 @@
+"""Tests run on a simulated 8-device CPU mesh: XLA reads the device count when JAX starts, so set it first."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from model import compat  # noqa: E402
+
+
+def require_devices(n: int) -> None:
+    if len(jax.devices()) < n:
+        pytest.skip(f"needs {n} devices, {len(jax.devices())} present (XLA_FLAGS was set before this test's JAX?)")
+
+
+def xmap_required() -> bool:
+    """The jax 0.4.30 session sets GPTJ_BENCH_REQUIRE_XMAP=1, so a missing xmap fails there instead of skipping."""
+    return os.environ.get("GPTJ_BENCH_REQUIRE_XMAP") == "1"
+
+
+def skip_without_xmap() -> None:
+    if compat.has_xmap():
+        return
+    if xmap_required():
+        pytest.fail(f"xmap is required in this session but JAX {jax.__version__} has none")
+    pytest.skip(f"xmap exists only up to jax 0.4.30 (this is {jax.__version__}); `nox -s tests_xmap` runs it")

@@ -1,0 +1,88 @@
+import pytest
+
+from model.config import (
+    ConfigError,
+    Head,
+    Mesh,
+    Remat,
+    Residual,
+    Strategy,
+    Variant,
+    all_variants,
+    apply_overrides,
+    get_preset,
+    validate_run,
+)
+
+
+def test_24_variants_with_canonical_names():
+    names = [v.name for v in all_variants()]
+    assert len(names) == len(set(names)) == 24
+    assert "parallel-h256-xmap-full" in names
+    assert all(Variant.parse(n).name == n for n in names)
+
+
+def test_gptj_training_variant_parses_to_its_axes():
+    v = Variant.parse("parallel-h256-xmap-full")
+    assert (v.residual, v.head, v.strategy, v.remat) == (Residual.PARALLEL, Head.H256, Strategy.XMAP, Remat.FULL)
+    assert v.head.d_head == 256
+
+
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("diagonal-h256-pjit-none", "valid residual values: parallel, serial"),
+        ("parallel-h64-pjit-none", "valid head values: h128, h256"),
+        ("parallel-h256-gspmd-none", "valid strategy values: xmap, pjit, shard_map, single"),
+        ("parallel-h256-pjit-some", "valid remat values: none, full"),
+        ("parallel-h256-pjit", "residual-head-strategy-remat"),
+    ],
+)
+def test_bad_variant_name_lists_valid_values_of_the_wrong_axis(name, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        Variant.parse(name)
+
+
+def test_overrides_change_preset_and_model_fields():
+    preset = apply_overrides(get_preset("cpu"), ["seq=32", "n_layers=3", "mesh=dp=4,mp=2", "compute_dtype=bfloat16"])
+    assert (preset.seq, preset.model.n_layers, preset.mesh) == (32, 3, Mesh(4, 2))
+    assert preset.model.compute_dtype.value == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["colour=red"], "unknown override key 'colour'; valid keys:"),
+        (["seq"], "key=value"),
+        (["seq=long"], "expected a int"),
+        (["compute_dtype=float8"], "valid compute_dtype values: float32, bfloat16"),
+        (["mesh=dp=0"], "expected e.g. dp=2,mp=4"),
+    ],
+)
+def test_bad_overrides(overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        apply_overrides(get_preset("tiny"), overrides)
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ConfigError, match="valid presets: tiny, cpu, gptj-6b, gpt-neo-2.7b"):
+        get_preset("gptj-20b")
+
+
+PJIT = Variant.parse("parallel-h256-pjit-none")
+
+
+@pytest.mark.parametrize(
+    "overrides, variant, mesh, devices, fragment",
+    [
+        ([], PJIT, Mesh(1, 8), 8, r"n_heads 4 \(d_model 1024 / d_head 256\) is not divisible by mp=8"),
+        (["batch=3"], PJIT, Mesh(2, 1), 8, "global batch 3 is not divisible by dp=2"),
+        (["seq=65"], PJIT, Mesh(1, 1), 8, "seq 65 is longer than the context 64"),
+        ([], PJIT, Mesh(4, 4), 8, "XLA_FLAGS=--xla_force_host_platform_device_count=16"),
+        ([], PJIT.replace(strategy=Strategy.SINGLE), Mesh(2, 1), 8, "strategy single runs on one device"),
+    ],
+)
+def test_bad_runs_fail_before_compiling(overrides, variant, mesh, devices, fragment):
+    preset = apply_overrides(get_preset("tiny"), overrides)
+    with pytest.raises(ConfigError, match=fragment):
+        validate_run(preset, variant, mesh, devices)
