@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import itertools
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -262,7 +261,7 @@ def _matching_close(text: str, start: int) -> int:
     i = start + 1
     while stack:
         if i >= len(text):
-            raise ValueError(f"unbalanced brackets in HLO: {text[start:start + 120]!r}")
+            raise ValueError(f"unbalanced brackets in HLO: {text[start : start + 120]!r}")
         char = text[i]
         if char == '"':
             i = _end_of_string(text, i)
@@ -303,6 +302,7 @@ def _split_top_level(text: str) -> list[str]:
 
 def _parse_instruction(line: str) -> tuple[_Instruction, bool] | None:
     """(instruction, is_root) for an instruction line, None for other lines."""
+    line = re.sub(r"/\*.*?\*/", "", line)  # XLA marks long tuples with /*index=5*/ comments
     head = _INSTRUCTION_HEAD.match(line)
     if not head:
         return None
@@ -493,9 +493,22 @@ def _multipliers(module: _Module) -> dict[str, tuple[int, bool]]:
             result[name] = (total, known)
         return result[name]
 
-    for name in module.computations:
-        visit(name, frozenset())
-    return {name: value for name, value in result.items() if value[0] > 0 or name == module.entry}
+    reachable = _reachable(module.entry, callers)
+    return {name: visit(name, frozenset()) for name in module.computations if name in reachable}
+
+
+def _reachable(entry: str, callers: Mapping[str, list[_Call]]) -> set[str]:
+    callees: dict[str, set[str]] = {}
+    for calls in callers.values():
+        for call in calls:
+            callees.setdefault(call.caller, set()).add(call.callee)
+    seen, frontier = {entry}, [entry]
+    while frontier:
+        for callee in callees.get(frontier.pop(), ()):
+            if callee not in seen:
+                seen.add(callee)
+                frontier.append(callee)
+    return seen
 
 
 def _async_wrapped(module: _Module) -> set[str]:
@@ -623,6 +636,3 @@ __all__ = [
     "shape_bytes",
     "shape_bytes_by_dtype",
 ]
-
-# itertools is used by bench.comm through this module's axis helper
-_ = itertools

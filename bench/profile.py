@@ -8,11 +8,14 @@ which ``tensorboard-plugin-profile`` 2.24 re-exports), so the numbers are the on
   ``CPU_ONLY``), but the XLA:CPU thunk runtime still emits one event per executed HLO op with ``hlo_module`` and
   ``hlo_op`` arguments. We then read the plugin's ``trace_viewer`` tool (Chrome trace JSON) and look each op's
   opcode up in the module's HLO text from the plugin's ``graph_viewer`` tool.
-  jaxlib 0.4.30's CPU client emits no per-op events at all; ``summarise_trace`` then raises ``NoOpEventsError``.
+  jaxlib 0.4.30's default CPU client emits no per-op events (``summarise_trace`` then raises ``NoOpEventsError``);
+  with ``XLA_FLAGS=--xla_cpu_use_thunk_runtime=true`` it does, and the same path works.
 
 Times are op self times summed over every device in the trace, so shares are shares of busy device time, not of
 wall-clock step time: idle gaps and host-side work are in neither. On simulated CPU devices a collective's time is
-mostly its rendezvous wait for the slowest participant, which is why it looks large there.
+mostly its rendezvous wait for the slowest participant, which is why it looks large there; and XLA:CPU may run one
+device's independent ops on several threads at once, so a while loop whose body ran partly on other threads keeps
+that waiting as self time and the summed op time can exceed the wall time.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 import jax
 
 PLUGIN_INSTALL_HINT = "pip install tensorboard-plugin-profile==2.24.2  (it brings xprof==2.24.2)"
-VIEWER_INSTALL_HINT = "pip install tensorboard==2.21.0  (loads the profile plugin; xprof's own server cannot bind localhost)"
+VIEWER_INSTALL_HINT = "pip install tensorboard==2.21.0  (serves the plugin; xprof's own server cannot bind localhost)"
 XPLANE_SUFFIX = ".xplane.pb"
 STEP_NAME = "train"
 
@@ -249,10 +252,15 @@ def parse_gviz_tables(text: str, tool: str) -> list[list[dict[str, Any]]]:
     tables = payload if isinstance(payload, list) else [payload]
     parsed = []
     for table in tables:
-        if not (isinstance(table, dict) and isinstance(table.get("cols"), list) and isinstance(table.get("rows"), list)):
-            raise UnknownToolFormatError(f"{tool}: expected gviz DataTable(s) with 'cols' and 'rows', got {text[:80]!r}")
+        if not (isinstance(table, dict) and all(isinstance(table.get(key), list) for key in ("cols", "rows"))):
+            raise UnknownToolFormatError(f"{tool}: expected gviz DataTables with 'cols' and 'rows', got {text[:80]!r}")
         ids = [col["id"] for col in table["cols"]]
-        parsed.append([dict(zip(ids, (cell.get("v") if cell else None for cell in row["c"]))) for row in table["rows"]])
+        parsed.append(
+            [
+                dict(zip(ids, (cell.get("v") if cell else None for cell in row["c"]), strict=True))
+                for row in table["rows"]
+            ]
+        )
     return parsed
 
 
@@ -264,8 +272,13 @@ def ops_from_hlo_stats(rows: Sequence[Mapping[str, Any]]) -> list[OpRow]:
     if rows and not set(HLO_STATS_COLUMNS) <= set(rows[0]):
         raise UnknownToolFormatError(f"hlo_stats: expected columns {HLO_STATS_COLUMNS}, got {sorted(rows[0])}")
     return [
-        OpRow(name=str(row["hlo_op_name"]), program=str(row["program_id"]), category=str(row["category"]),
-              occurrences=int(row["occurrences"] or 0), self_time_us=float(row["total_self_time"] or 0.0))
+        OpRow(
+            name=str(row["hlo_op_name"]),
+            program=str(row["program_id"]),
+            category=str(row["category"]),
+            occurrences=int(row["occurrences"] or 0),
+            self_time_us=float(row["total_self_time"] or 0.0),
+        )
         for row in rows
         if row["category"] != IDLE_CATEGORY
     ]
@@ -312,14 +325,13 @@ def hlo_op_events(trace: Mapping[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(events, list):
         raise UnknownToolFormatError("trace_viewer: expected Chrome trace JSON with a 'traceEvents' list")
     return [
-        event for event in events
+        event
+        for event in events
         if event.get("ph") == "X" and "hlo_op" in event.get("args", {}) and "hlo_module" in event.get("args", {})
     ]
 
 
-def ops_from_trace_events(
-    events: Sequence[Mapping[str, Any]], opcodes: Mapping[tuple[str, str], str]
-) -> list[OpRow]:
+def ops_from_trace_events(events: Sequence[Mapping[str, Any]], opcodes: Mapping[tuple[str, str], str]) -> list[OpRow]:
     """One OpRow per (module, op); self times are computed per thread, then summed."""
     by_thread: dict[tuple[Any, Any], list[Mapping[str, Any]]] = defaultdict(list)
     for event in events:
@@ -328,13 +340,18 @@ def ops_from_trace_events(
     self_us: dict[tuple[str, str], float] = defaultdict(float)
     for thread_events in by_thread.values():
         spans = [(float(event["ts"]), float(event["dur"])) for event in thread_events]  # Chrome trace: microseconds
-        for event, event_self_us in zip(thread_events, self_times_us(spans)):
+        for event, event_self_us in zip(thread_events, self_times_us(spans), strict=True):
             key = (event["args"]["hlo_module"], event["args"]["hlo_op"])
             occurrences[key] += 1
             self_us[key] += event_self_us
     return [
-        OpRow(name=op, program=module, category=opcodes.get((module, op), "unknown"),
-              occurrences=occurrences[(module, op)], self_time_us=self_us[(module, op)])
+        OpRow(
+            name=op,
+            program=module,
+            category=opcodes.get((module, op), "unknown"),
+            occurrences=occurrences[(module, op)],
+            self_time_us=self_us[(module, op)],
+        )
         for module, op in self_us
     ]
 
@@ -352,9 +369,16 @@ def summarise_ops(ops: Sequence[OpRow], top_n: int, tool: ProfileTool, trace_pat
         OpTime(**dataclasses.asdict(op), share=op.self_time_us / total_us if total_us > 0 else 0.0, is_collective=c)
         for op, c in ranked
     )
-    return TraceSummary(top_ops=top, op_count=len(ops), total_op_time_us=total_us, collective_time_us=collective_us,
-                        collective_share=collective_share, compute_share=compute_share, tool_used=tool,
-                        trace_path=trace_path)
+    return TraceSummary(
+        top_ops=top,
+        op_count=len(ops),
+        total_op_time_us=total_us,
+        collective_time_us=collective_us,
+        collective_share=collective_share,
+        compute_share=compute_share,
+        tool_used=tool,
+        trace_path=trace_path,
+    )
 
 
 def summarise_trace(xplane_path: Path, top_n: int = 10) -> TraceSummary:
@@ -382,8 +406,9 @@ def summarise_trace(xplane_path: Path, top_n: int = 10) -> TraceSummary:
     if not events:
         raise NoOpEventsError(
             f"{xplane_path} has no per-op timings: hlo_stats is empty (no device plane) and no trace event carries "
-            f"hlo_op. JAX {jax.__version__}'s CPU runtime may not emit op events (0.4.30 does not); "
-            "profile on GPU/TPU or with a current jaxlib"
+            f"hlo_op. This is JAX {jax.__version__}; jaxlib 0.4.30's default CPU runtime emits no op events, its "
+            "thunk runtime does: set XLA_FLAGS=--xla_cpu_use_thunk_runtime=true before JAX starts, or profile on "
+            "GPU/TPU or with a current jaxlib"
         )
     modules = {event["args"]["hlo_module"] for event in events}
     opcodes = _module_opcodes(converter, xplane_path, modules)

@@ -24,10 +24,8 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
-
-import numpy as np
 
 ACCEPTED_FORM = (
     "'<generation>:<chips per dimension>' with generation one of v2, v3, v5e, v6e (2 dimensions, "
@@ -84,9 +82,7 @@ class GenerationSpec:
 GENERATIONS: Mapping[TpuGeneration, GenerationSpec] = {
     TpuGeneration.V2: GenerationSpec(2, 2, "v2", AcceleratorCount.CORES),
     TpuGeneration.V3: GenerationSpec(2, 2, "v3", AcceleratorCount.CORES),
-    TpuGeneration.V4: GenerationSpec(
-        3, 2, "v4", AcceleratorCount.CORES, (("chip_config_name", "megacore"),)
-    ),
+    TpuGeneration.V4: GenerationSpec(3, 2, "v4", AcceleratorCount.CORES, (("chip_config_name", "megacore"),)),
     TpuGeneration.V5E: GenerationSpec(2, 1, "v5litepod", AcceleratorCount.CHIPS),
     TpuGeneration.V5P: GenerationSpec(3, 2, "v5p", AcceleratorCount.CORES),
     TpuGeneration.V6E: GenerationSpec(2, 1, "v6e", AcceleratorCount.CHIPS),
@@ -207,9 +203,7 @@ def topology_devices(topology: str) -> list[Any]:
 
     options = dict(GENERATIONS[parsed.generation].topology_options)
     try:
-        description = topologies.get_topology_desc(
-            topology_name=parsed.name, platform="tpu", **options
-        )
+        description = topologies.get_topology_desc(topology_name=parsed.name, platform="tpu", **options)
     except Exception as error:  # jaxlib's XlaRuntimeError / JaxRuntimeError, by version
         if "INVALID_ARGUMENT" not in str(error):
             raise
@@ -225,78 +219,14 @@ def compile_with_optimized_hlo(lowered: Any) -> tuple[Any, str]:
     On jax 0.4.30 with libtpu 0.0.1, `compiled.as_text()` prints every collective as
     `replica_groups={}`: libtpu stores the groups in HloInstructionProto field 87
     (collective_device_list), which jaxlib 0.4.30's proto does not have. The dump written by
-    libtpu itself keeps them, so read that instead (also correct on jax 0.10.2 and on CPU).
+    libtpu itself keeps them, so read that instead (also correct on jax 0.10.2 and on CPU). The
+    dump is asked for in long form (ENTRY signature, operand shapes), the form `as_text()` prints
+    and `bench.hlo.parse_collectives` reads.
     """
     with tempfile.TemporaryDirectory(prefix="xla_dump_") as dump_dir:
-        compiled = lowered.compile(compiler_options={"xla_dump_to": dump_dir})
-        dumps = glob.glob(os.path.join(dump_dir, "*.after_optimizations.txt"))
+        compiled = lowered.compile(compiler_options={"xla_dump_to": dump_dir, "xla_dump_hlo_as_long_text": True})
+        dumps = glob.glob(os.path.join(dump_dir, "*after_optimizations.txt"))
         if len(dumps) != 1:
             raise RuntimeError(f"expected one optimized-HLO dump in {dump_dir}, found {dumps}")
         with open(dumps[0]) as dump:
             return compiled, dump.read()
-
-
-_EXPLICIT_RE = re.compile(r"replica_groups=\{((?:\{[0-9,]*\},?)*)\}")
-_IOTA_RE = re.compile(
-    r"replica_groups=\[(?P<groups>\d+),(?P<size>\d+)\]<=\[(?P<dims>[0-9,]+)\](?:T\((?P<perm>[0-9,]+)\))?"
-)
-_MESH_RE = re.compile(r"replica_groups=mesh\[(?P<axes>[^\]]*)\] \{(?P<over>[^}]*)\}")
-
-
-def replica_groups(instruction: str) -> tuple[tuple[int, ...], ...]:
-    """The device groups of one collective HLO instruction line, in any of XLA's three spellings.
-
-    `{{0,1},{2,3}}` explicit; `[2,2]<=[4]` or `[2,2]<=[2,2]T(1,0)` iota (iota over `dims`,
-    transposed by `perm`, reshaped to [groups, size]); `mesh['a'=2,'b'=2] {'a'}` mesh axes
-    (devices varying over the braced axes form a group). Semantics: xla/hlo/ir/replica_group.h.
-    An empty `{}` means one group of every participant and is returned as ().
-    """
-    if match := _IOTA_RE.search(instruction):
-        dims = [int(d) for d in match["dims"].split(",")]
-        perm = [int(p) for p in match["perm"].split(",")] if match["perm"] else list(range(len(dims)))
-        ids = np.arange(math.prod(dims)).reshape(dims).transpose(perm)
-        return tuple(map(tuple, ids.reshape(int(match["groups"]), int(match["size"])).tolist()))
-    if match := _MESH_RE.search(instruction):
-        return _mesh_axes_groups(match["axes"], match["over"], instruction)
-    if match := _EXPLICIT_RE.search(instruction):
-        body = match[1]
-        return tuple(tuple(int(i) for i in g.split(",") if i) for g in re.findall(r"\{([0-9,]*)\}", body))
-    raise ValueError(f"no replica_groups attribute XLA spells in: {instruction[:200]!r}")
-
-
-def _mesh_axes_groups(axes_text: str, over_text: str, instruction: str) -> tuple[tuple[int, ...], ...]:
-    sizes = dict(re.findall(r"'([^']+)'=(\d+)", axes_text))
-    over_names = [item.strip().strip("'") for item in over_text.split(",")]
-    if not all(re.fullmatch(r"'[^':]+'", item.strip()) and name in sizes
-               for item, name in zip(over_text.split(","), over_names)):
-        # Sub-axes ('a':(1)2) split one mesh axis; nothing here has needed them yet.
-        raise ValueError(f"sub-axis or unknown mesh axis in replica_groups: {instruction[:200]!r}")
-    names = list(sizes)
-    kept = [n for n in names if n not in over_names]
-    ids = np.arange(math.prod(int(sizes[n]) for n in names)).reshape([int(sizes[n]) for n in names])
-    ids = ids.transpose([names.index(n) for n in kept + over_names])
-    group_size = math.prod(int(sizes[n]) for n in over_names)
-    return tuple(map(tuple, ids.reshape(-1, group_size).tolist()))
-
-
-def mesh_axes_of_groups(
-    groups: Sequence[Sequence[int]], mesh_axis_sizes: Mapping[str, int]
-) -> tuple[str, ...]:
-    """Which mesh axes a collective's groups run over.
-
-    Group members are logical ids: the flat index into `Mesh.devices` (replica ids in xmap's
-    MPMD lowering, partition ids under SPMD), so they unravel over the mesh shape in order.
-    Raises ValueError when the groups are not exactly the slices along some set of axes.
-    """
-    names, shape = list(mesh_axis_sizes), tuple(mesh_axis_sizes.values())
-    if not groups:
-        return tuple(names)
-    varying: set[str] = set()
-    for group in groups:
-        coords = np.array(np.unravel_index(np.asarray(group), shape))  # [axes, members]
-        varying |= {n for n, row in zip(names, coords) if len(set(row.tolist())) > 1}
-    axes = tuple(n for n in names if n in varying)
-    expected = math.prod(mesh_axis_sizes[n] for n in axes)
-    if any(len(g) != expected for g in groups) or len(groups) * expected != math.prod(shape):
-        raise ValueError(f"replica groups {groups} are not whole slices of mesh {dict(mesh_axis_sizes)}")
-    return axes

@@ -94,6 +94,11 @@ def all_variants() -> list[Variant]:
     return [Variant(*combo) for combo in itertools.product(Residual, Head, strategies, Remat)]
 
 
+class Scope(_Choice):
+    MODEL = "model"  # the preset's whole training step: embedding, L blocks, LM head, loss, AdamW update
+    BLOCK = "block"  # one block forward and backward (and its AdamW update)
+
+
 class Dtype(_Choice):
     FLOAT32 = "float32"
     BFLOAT16 = "bfloat16"
@@ -117,6 +122,9 @@ class ModelConfig:
     remat: Remat = Remat.FULL
     compute_dtype: Dtype = Dtype.BFLOAT16
     param_dtype: Dtype = Dtype.FLOAT32
+    # Layers are stacked and scanned (one compiled block). Unrolled, XLA sees every layer: its cost analysis,
+    # which counts a loop body once, then counts them all (GPT-J itself looped over layers in Python).
+    unroll_layers: bool = False
 
     @property
     def n_heads(self) -> int:
@@ -213,6 +221,10 @@ _MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
 def _convert(key: str, value: str, current: Any) -> Any:
     if isinstance(current, enum.Enum):
         return type(current).parse(value, key)
+    if isinstance(current, bool):
+        if value not in ("true", "false"):
+            raise ConfigError(f"--set {key}={value}: expected true or false")
+        return value == "true"
     try:
         return type(current)(value)
     except ValueError:

@@ -126,7 +126,8 @@ def block_stack(cfg: ModelConfig, tp: TensorParallel, x: jnp.ndarray) -> jnp.nda
     def one_block(x: jnp.ndarray) -> jnp.ndarray:
         return Block(cfg, tp, "block")(x)
 
-    return hk.layer_stack(cfg.n_layers, name="layers")(rematerialised(cfg, one_block))(x)
+    unroll = cfg.n_layers if cfg.unroll_layers else 1
+    return hk.layer_stack(cfg.n_layers, unroll=unroll, name="layers")(rematerialised(cfg, one_block))(x)
 
 
 def rematerialised(cfg: ModelConfig, fn):

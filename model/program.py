@@ -16,14 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from model.config import ModelConfig, Preset, _Choice
+from model.config import ModelConfig, Preset, Scope
 from model.gptj import block_loss, model_loss
 from model.sharding import TensorParallel, decay_mask
-
-
-class Scope(_Choice):
-    MODEL = "model"  # the preset's whole training step: embedding, L blocks, LM head, loss, AdamW update
-    BLOCK = "block"  # one block forward and backward (and its AdamW update)
 
 
 _LOSSES = {Scope.MODEL: model_loss, Scope.BLOCK: block_loss}

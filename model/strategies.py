@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from model import compat
 from model.config import Mesh, Strategy
 from model.program import Batch, Params, Program
-from model.sharding import DP, MESH_AXES, MP, TensorParallel, param_specs, spec_for
+from model.sharding import DP, MESH_AXES, MP, TensorParallel, param_axes, param_specs, spec_for
 
 TrainStep = Callable[[Params, Any, Batch], tuple[Params, Any, jnp.ndarray]]
 
@@ -71,6 +71,18 @@ class Driver:
 
     def to_global(self, tree: Any) -> Any:
         return jax.tree_util.tree_map(np.asarray, tree)
+
+    def abstract_args(self) -> tuple[Params, Any, Batch]:
+        """Shapes, dtypes and shardings of the train step's arguments: enough to lower and compile it without
+        allocating anything (and for devices that are not present, such as a TPU topology)."""
+        params = self.program.param_shapes()
+        opt_state = jax.eval_shape(self.optimizer.init, params)
+        batch = self.program.batch_shapes()
+        return (
+            _with_sharding(params, self._named(self.param_specs)),
+            _with_sharding(opt_state, self._named(self.opt_specs())),
+            _with_sharding(batch, self._named(self.batch_specs)),
+        )
 
     def grad_step(self) -> Callable[[Params, Batch], tuple[jnp.ndarray, Params]]:
         raise NotImplementedError
@@ -157,6 +169,10 @@ class ShardMapDriver(Driver):
         return jax.jit(fn, donate_argnums=(0, 1))
 
 
+def _with_sharding(shapes: Any, shardings: Any) -> Any:
+    return jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+
+
 def _mp_dim(spec: PartitionSpec) -> int | None:
     return next((i for i, axis in enumerate(spec) if axis == MP), None)
 
@@ -204,6 +220,23 @@ class XmapDriver(Driver):
     def place_batch(self, batch: Batch) -> Batch:
         dp = self.mesh_shape.dp
         return {k: jnp.asarray(np.asarray(v).reshape(dp, -1, *v.shape[1:])) for k, v in batch.items()}
+
+    def abstract_args(self) -> tuple[Params, Any, Batch]:
+        mp, dp = self.mesh_shape.mp, self.mesh_shape.dp
+        local = jax.tree_util.tree_map_with_path(
+            lambda path, s: jax.ShapeDtypeStruct(self.tp.local_shape(param_axes(path[-1].key, s.ndim), s.shape), s.dtype),
+            self.program.param_shapes(),
+        )
+        opt_state = jax.eval_shape(self.optimizer.init, local)
+
+        def stacked(s: Any) -> jax.ShapeDtypeStruct:
+            return jax.ShapeDtypeStruct((mp, *s.shape), s.dtype)
+
+        batch = {
+            k: jax.ShapeDtypeStruct((dp, s.shape[0] // dp, *s.shape[1:]), s.dtype)
+            for k, s in self.program.batch_shapes().items()
+        }
+        return jax.tree_util.tree_map(stacked, local), jax.tree_util.tree_map(stacked, opt_state), batch
 
     def to_global(self, tree: Any) -> Any:
         def unstack(x: Any, spec: PartitionSpec) -> np.ndarray:

@@ -1,6 +1,7 @@
 """bench.profile: a real CPU trace of a shard_map psum step, and the formulas and parsers it is summarised with."""
 
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -16,8 +17,11 @@ from model import compat
 
 DEVICES = 8
 STEPS = 2
-# Checked by hand: jaxlib 0.4.30's CPU client puts no per-HLO-op events in a trace; 0.10.2's thunk runtime does.
-CPU_EMITS_OP_EVENTS = jax.__version_info__ > (0, 4, 30)
+# Checked by hand: jaxlib 0.4.30's default CPU client puts no per-HLO-op events in a trace; its thunk runtime (the
+# default in 0.10.2) does.
+CPU_EMITS_OP_EVENTS = jax.__version_info__ > (0, 4, 30) or "--xla_cpu_use_thunk_runtime=true" in os.environ.get(
+    "XLA_FLAGS", ""
+)
 
 
 def _require_plugin() -> None:
@@ -113,8 +117,16 @@ def test_op_shares_hand_count():
 
 @pytest.mark.parametrize(
     "label",
-    ["all-reduce", "all-gather-start", "reduce-scatter", "all_to_all", "collective-permute-done", "send", "recv-done",
-     "all-reduce fusion"],
+    [
+        "all-reduce",
+        "all-gather-start",
+        "reduce-scatter",
+        "all_to_all",
+        "collective-permute-done",
+        "send",
+        "recv-done",
+        "all-reduce fusion",
+    ],
 )
 def test_collective_labels(label):
     assert profile.is_collective(label)
@@ -145,7 +157,11 @@ ENTRY main.0_spmd {
 def test_opcodes_from_hlo_text():
     # The first five lines are copied from a real module's short_txt (graph_viewer); the tuple line is added.
     assert profile.opcodes_from_hlo_text(HLO_TEXT) == {
-        "psum.0": "parameter", "add.0": "add", "param.2": "parameter", "ynn_fusion": "fusion", "pair": "tuple",
+        "psum.0": "parameter",
+        "add.0": "add",
+        "param.2": "parameter",
+        "ynn_fusion": "fusion",
+        "pair": "tuple",
         "psum.7": "all-reduce",
     }
 
@@ -155,17 +171,21 @@ def test_opcodes_from_hlo_text():
 
 def _hlo_stats_table(rows):
     # Column ids as xprof 2.24.2's hlo_stats tool names them (a subset; the real table has 29 columns).
-    cols = [{"id": key, "label": key, "type": "string"}
-            for key in ("rank", "program_id", "category", "hlo_op_name", "occurrences", "total_self_time")]
+    cols = [
+        {"id": key, "label": key, "type": "string"}
+        for key in ("rank", "program_id", "category", "hlo_op_name", "occurrences", "total_self_time")
+    ]
     return json.dumps({"cols": cols, "rows": [{"c": [{"v": value} for value in row]} for row in rows]})
 
 
 def test_hlo_stats_rows_to_summary():
-    text = _hlo_stats_table([
-        (1, "7", "convolution", "dot.1", 4, 300.0),
-        (2, "7", "all-reduce", "all-reduce.2", 4, 100.0),
-        (3, "7", "IDLE", "IDLE", 0, 600.0),  # idle time is not op time
-    ])
+    text = _hlo_stats_table(
+        [
+            (1, "7", "convolution", "dot.1", 4, 300.0),
+            (2, "7", "all-reduce", "all-reduce.2", 4, 100.0),
+            (3, "7", "IDLE", "IDLE", 0, 600.0),  # idle time is not op time
+        ]
+    )
     (rows,) = profile.parse_gviz_tables(text, "hlo_stats")
     ops = profile.ops_from_hlo_stats(rows)
     assert [op.name for op in ops] == ["dot.1", "all-reduce.2"]

@@ -1,0 +1,52 @@
+"""The analytic communication expectation for a variant: Megatron tensor parallelism (Shoeybi et al. 2019).
+
+Per layer, the block's f/g functions (model.sharding) put, on the mp axis:
+- forward: one all-reduce of the [B, T, D] activations per tensor-parallel region left (``g``): 1 for the parallel
+  block (attention and feed-forward summed first), 2 for the serial block;
+- backward: one all-reduce per region entered (``f``): again 1 or 2;
+- full remat: the forward ones again, when the block is recomputed for the backward pass.
+B is the per-replica batch (global batch / dp). Outside the blocks (model scope): the vocab-parallel embedding
+leaves its region once forward and the LM head enters once backward, each [B, T, D]; the vocab-parallel loss
+reduces three [B, T] f32 values (max, sum of exponentials, target logit). On dp: every gradient leaf's
+local shard is averaged once per step (f32 master parameters), plus the scalar loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.config import Mesh, ModelConfig, Remat, Residual
+from model.program import Scope
+
+
+@dataclass(frozen=True)
+class ExpectedComm:
+    mp_layer_allreduce_count: int  # per step, in the blocks
+    mp_layer_allreduce_bytes: int  # payload bytes per device per step, in the blocks
+    mp_other_allreduce_count: int  # embedding, LM head, loss
+    mp_other_allreduce_bytes: int
+    dp_grad_allreduce_bytes: int  # payload bytes per device per step (gradient shards, f32)
+
+    def as_record_fields(self) -> dict[str, int]:
+        return {f"expected_{k}": v for k, v in self.__dict__.items()}
+
+
+def tp_regions_per_layer(residual: Residual) -> int:
+    return 1 if residual is Residual.PARALLEL else 2
+
+
+def expected_comm(cfg: ModelConfig, mesh: Mesh, scope: Scope, batch: int, seq: int, local_param_bytes: int) -> ExpectedComm:
+    """``local_param_bytes``: bytes of one device's parameter shards (what its gradient all-reduce carries)."""
+    act_bytes = (batch // mesh.dp) * seq * cfg.d_model * np.dtype(cfg.compute_dtype.value).itemsize
+    layers = cfg.n_layers if scope is Scope.MODEL else 1
+    regions = tp_regions_per_layer(cfg.residual)
+    per_layer = regions * (2 + (1 if cfg.remat is Remat.FULL else 0))  # forward, backward, recomputed forward
+    layer_count = layers * per_layer if mesh.mp > 1 else 0
+    other_count, other_bytes = 0, 0
+    if scope is Scope.MODEL and mesh.mp > 1:
+        loss_bytes = (batch // mesh.dp) * seq * 4
+        other_count, other_bytes = 2 + 3, 2 * act_bytes + 3 * loss_bytes
+    dp_bytes = local_param_bytes if mesh.dp > 1 else 0
+    return ExpectedComm(layer_count, layer_count * act_bytes, other_count, other_bytes, dp_bytes)

@@ -1,0 +1,87 @@
+"""One flat JSON record per run, appended atomically to ``results.jsonl``; loading that tolerates damage.
+
+A record is written by rewriting the file to a temporary name and renaming it over the old one under a lock,
+so a crash leaves either the old file or the new one, never a half line. Loading skips (and names) lines
+that are not JSON objects or carry another schema version, so a report covers what is valid.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESULTS = "results.jsonl"
+
+# Fields every record carries, whatever its status (the rest are present when measured, else null).
+REQUIRED_FIELDS = ("schema_version", "variant", "preset", "scope", "status", "timestamp_utc")
+
+
+def results_path(run_dir: Path) -> Path:
+    return Path(run_dir) / RESULTS
+
+
+def append_record(run_dir: Path, record: dict[str, Any]) -> None:
+    missing = [k for k in REQUIRED_FIELDS if k not in record]
+    if missing:
+        raise ValueError(f"record lacks required fields {missing}")
+    line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = results_path(run_dir)
+    with open(run_dir / ".results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = path.read_bytes() if path.exists() else b""
+        if old and not old.endswith(b"\n"):
+            old += b"\n"  # never glue a new record onto a damaged last line
+        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".results.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(old + line.encode())
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@dataclass
+class Loaded:
+    records: list[dict[str, Any]]
+    skipped: list[str] = field(default_factory=list)  # one line of explanation per skipped line
+
+
+def load_records(run_dir: Path) -> Loaded:
+    path = results_path(run_dir)
+    if not path.exists():
+        return Loaded([], [f"{path}: no such file"])
+    loaded = Loaded([])
+    for number, text in enumerate(path.read_text().splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as error:
+            loaded.skipped.append(f"{path.name} line {number}: not JSON ({error.msg})")
+            continue
+        if not isinstance(record, dict):
+            loaded.skipped.append(f"{path.name} line {number}: not a JSON object")
+        elif record.get("schema_version") != SCHEMA_VERSION:
+            version = record.get("schema_version")
+            loaded.skipped.append(f"{path.name} line {number}: schema_version {version}, expected {SCHEMA_VERSION}")
+        else:
+            loaded.records.append(record)
+    return loaded
+
+
+def finished_keys(run_dir: Path) -> set[tuple[str, int]]:
+    """(variant, repeat) pairs already recorded ``ok``: what ``--resume`` skips."""
+    return {
+        (r["variant"], int(r.get("repeat", 0))) for r in load_records(run_dir).records if r.get("status") == "ok"
+    }

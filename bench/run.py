@@ -1,0 +1,242 @@
+"""``python -m bench run``: measure variants and append one record each to ``RUN_DIR/results.jsonl``.
+
+A variant that fails (bad configuration, compile error, out of memory) is recorded with ``status: failed`` and
+its error, and the next one still runs. ``--resume`` skips variants already recorded ``ok`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+from bench.record import SCHEMA_VERSION, append_record, finished_keys
+from model.config import Mesh, Preset, Variant
+from model.program import Scope
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def new_run_dir(root: Path = REPO / "reports" / "runs") -> Path:
+    """A fresh directory per run; earlier runs are never overwritten."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for suffix in [""] + [f"-{i}" for i in range(1, 1000)]:
+        path = root / f"{stamp}{suffix}"
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not make a new run directory under {root}")
+
+
+def step_stats(times_s: list[float]) -> dict[str, float]:
+    quartiles = statistics.quantiles(times_s, n=4) if len(times_s) > 1 else [times_s[0]] * 3
+    return {
+        "step_s_median": statistics.median(times_s),
+        "step_s_min": min(times_s),
+        "step_s_max": max(times_s),
+        "step_s_iqr": quartiles[2] - quartiles[0],
+        "steps_timed": len(times_s),
+    }
+
+
+def time_steps(step: Any, warmup: int, steps: int, progress: Any = None) -> list[float]:
+    """W warm-up steps, then N timed steps; each step waits for all of its outputs (Prepared.step does)."""
+    for _ in range(warmup):
+        step()
+        if progress:
+            progress()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+        if progress:
+            progress()
+    return times
+
+
+def bare_loop_step_s(prepared: Any, steps: int) -> float:
+    """The same compiled step in a plain loop, synchronising once at the end: the harness-overhead reference."""
+    import jax
+
+    state, batch = prepared.state, prepared.batch
+    start = time.perf_counter()
+    for _ in range(steps):
+        *state, loss = prepared.compiled(*state, batch)
+    jax.block_until_ready((state, loss))
+    elapsed = (time.perf_counter() - start) / steps
+    prepared.state = tuple(state)
+    return elapsed
+
+
+def _git() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        return {"git_commit": git("rev-parse", "HEAD") or None, "git_dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    import haiku
+    import jax
+    import jaxlib
+
+    return {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "haiku": haiku.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "process_count": jax.process_count(),
+        "hostname": platform.node(),
+        **_git(),
+    }
+
+
+def base_record(variant: Variant, preset: Preset, mesh: Mesh, scope: Scope, repeat: int) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "timestamp_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "variant": variant.name,
+        "residual": variant.residual.value,
+        "d_head": variant.head.d_head,
+        "strategy": variant.strategy.value,
+        "remat": variant.remat.value,
+        "preset": preset.name,
+        "scope": scope.value,
+        "mesh_dp": mesh.dp,
+        "mesh_mp": mesh.mp,
+        "devices": mesh.devices,
+        "batch": preset.batch,
+        "seq": preset.seq,
+        "dtype": preset.model.compute_dtype.value,
+        "repeat": repeat,
+        "status": "failed",
+        "error": None,
+    }
+
+
+def peak_fields(dtype: str, devices: int) -> dict[str, Any]:
+    """Peak FLOP/s per device: the hardware table on accelerators, a GEMM calibration on CPU, else none."""
+    import jax
+
+    from bench.calibrate import calibrate_cpu_peak
+    from bench.hardware import PeakBasis, peak_flops_per_device
+
+    device = jax.devices()[0]
+    fields: dict[str, Any] = {"backend": jax.default_backend(), "device_kind": device.device_kind}
+    if device.platform == "cpu":
+        peak = calibrate_cpu_peak(dtype, jax.devices()[:devices])
+        return fields | {"peak_flops_per_device": peak.flops_per_device, "peak_source": peak.source}
+    found = peak_flops_per_device(device.device_kind)
+    if found is None:
+        warnings.warn(f"no peak FLOP/s known for {device.device_kind!r}: MFU and HFU are recorded as null", stacklevel=2)
+        return fields | {"peak_flops_per_device": None, "peak_source": None}
+    fields |= {"peak_flops_per_device": found[0], "peak_source": found[1]}
+    gptj = peak_flops_per_device(device.device_kind, PeakBasis.GPTJ) if "v3" in device.device_kind else None
+    if gptj:
+        fields |= {"peak_flops_per_device_gptj_basis": gptj[0], "peak_source_gptj_basis": gptj[1]}
+    return fields
+
+
+def measure(
+    variant: Variant, preset: Preset, mesh: Mesh, scope: Scope, steps: int, warmup: int, repeat: int = 0,
+    overhead: bool = False, progress: Any = None,
+) -> dict[str, Any]:
+    """One complete record; failures are caught and recorded, never raised."""
+    record = base_record(variant, preset, mesh, scope, repeat)
+    try:
+        from bench.flops import hfu, mfu
+        from bench.runner import flop_fields, prepare
+
+        record.update(environment())
+        prepared = prepare(preset, variant, mesh, scope)
+        record["compile_s"] = prepared.compile_s
+        record.update(prepared.analysis)
+        times = time_steps(prepared.step, warmup, steps, progress)
+        record.update(step_stats(times))
+        record["loss"] = prepared.loss
+        median = record["step_s_median"]
+        record["tokens_per_s"] = preset.batch * preset.seq / median  # global tokens, counted once
+        record["tokens_per_s_per_device"] = record["tokens_per_s"] / mesh.devices
+        record.update(flop_fields(prepared, median))
+        record.update(peak_fields(preset.model.compute_dtype.value, mesh.devices))
+        peak = record["peak_flops_per_device"]
+        record["mfu"] = mfu(record["model_flops"], mesh.devices, peak, peak_source=record["peak_source"])
+        record["mfu_6n"] = mfu(record["flops_6n"], mesh.devices, peak, peak_source=record["peak_source"])
+        record["hfu"] = hfu(record["hardware_flops"], mesh.devices, peak, peak_source=record["peak_source"])
+        if overhead:
+            bare = bare_loop_step_s(prepared, steps)
+            record["bare_loop_step_s"] = bare
+            record["harness_overhead_frac"] = median / bare - 1.0
+        record["status"] = "ok"
+    except Exception as error:  # recorded, and the sweep goes on
+        record["error"] = f"{type(error).__name__}: {error}"
+        record["traceback"] = traceback.format_exc(limit=8)
+    return record
+
+
+def run_variants(
+    variants: list[Variant], preset: Preset, mesh: Mesh, scope: Scope, steps: int, warmup: int,
+    out: Path, resume: bool, repeat: int = 0, overhead: bool = False,
+) -> list[dict[str, Any]]:
+    done = finished_keys(out) if resume else set()
+    records = []
+    for variant in variants:
+        if (variant.name, repeat) in done:
+            print(f"skip {variant.name} (repeat {repeat}): already recorded ok in {out}", file=sys.stderr)
+            continue
+        record = _measure_with_progress(variant, preset, mesh, scope, steps, warmup, repeat, overhead)
+        append_record(out, record)
+        records.append(record)
+        _print_line(record)
+    return records
+
+
+def _measure_with_progress(variant, preset, mesh, scope, steps, warmup, repeat, overhead) -> dict[str, Any]:
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"{variant.name}: compiling and analysing", total=warmup + steps)
+
+        def advance() -> None:
+            progress.update(task, advance=1, description=f"{variant.name}: warm-up and timed steps")
+
+        return measure(variant, preset, mesh, scope, steps, warmup, repeat, overhead, advance)
+
+
+def _print_line(record: dict[str, Any]) -> None:
+    if record["status"] != "ok":
+        print(f"{record['variant']}: FAILED {record['error']}", file=sys.stderr)
+        return
+    mfu = f"{record['mfu']:.1%}" if record.get("mfu") is not None else "n/a"
+    print(
+        f"{record['variant']}: {record['tokens_per_s']:.0f} tokens/s, step {record['step_s_median'] * 1e3:.1f} ms, "
+        f"MFU {mfu}, mp all-reduce {record.get('comm_mp_allreduce_bytes', 0):.0f} B",
+        file=sys.stderr,
+    )

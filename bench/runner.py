@@ -1,0 +1,206 @@
+"""Measure one variant: compile, analyse the compiled step, time it, and build its flat record.
+
+``prepare`` compiles the training step once and reads the compiler's own figures (HLO collectives, cost and
+memory analysis); ``Prepared.step`` runs one step and waits for every output. ``bench run`` and the
+pytest-benchmark suite (tests/test_benchmarks.py) both drive this same code path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+from bench import comm, flops, hlo
+from bench.expected import expected_comm
+from model import compat
+from model.config import Mesh, Preset, Remat, Variant, validate_run
+from model.program import Program, Scope, count_params
+from model.strategies import Driver, make_driver
+
+
+@dataclass
+class Prepared:
+    variant: Variant
+    preset: Preset
+    mesh: Mesh
+    scope: Scope
+    program: Program
+    driver: Driver
+    compiled: Any
+    state: tuple[Any, Any]
+    batch: Any
+    compile_s: float
+    analysis: dict[str, Any]
+    last_loss: Any = None
+
+    def step(self) -> None:
+        params, opt_state, loss = self.compiled(*self.state, self.batch)
+        jax.block_until_ready((params, opt_state, loss))
+        self.state, self.last_loss = (params, opt_state), loss
+
+    @property
+    def loss(self) -> float:
+        return float(np.asarray(self.last_loss).reshape(-1)[0])
+
+
+def build_program(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope) -> Program:
+    """Validates the run (before anything compiles) and returns its program."""
+    cfg = validate_run(preset, variant, mesh, len(jax.devices()))
+    return Program.from_preset(preset, cfg, scope)
+
+
+def _lower(driver: Driver, program: Program) -> tuple[Any, tuple[Any, Any], Any]:
+    params = driver.place_params(program.init_params())
+    state = (params, driver.init_opt_state(params))
+    batch = driver.place_batch(program.example_batch())
+    return driver.train_step().lower(*state, batch), state, batch
+
+
+def prepare(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope = Scope.MODEL) -> Prepared:
+    program = build_program(preset, variant, mesh, scope)
+    driver = make_driver(variant.strategy, program, mesh)
+    lowered, state, batch = _lower(driver, program)
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - start
+    analysis = analyse(compiled, driver, program)
+    analysis.update(xla_flops_fields(preset, variant, mesh, scope))
+    return Prepared(variant, preset, mesh, scope, program, driver, compiled, state, batch, compile_s, analysis)
+
+
+def local_param_bytes(driver: Driver, program: Program) -> int:
+    """Bytes of one device's parameter shards, from the sharding table."""
+    total = 0
+    for shape, spec in zip(
+        jax.tree_util.tree_leaves(program.param_shapes()),
+        jax.tree_util.tree_leaves(driver.param_specs, is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec)),
+    ):
+        elements = int(np.prod(shape.shape))
+        shards = int(np.prod([driver.mesh.shape[a] for a in spec if a is not None]))
+        total += elements // shards * shape.dtype.itemsize
+    return total
+
+
+def analyse(compiled: Any, driver: Driver, program: Program) -> dict[str, Any]:
+    """The compiler's own figures for the compiled step: collectives, memory."""
+    fields: dict[str, Any] = {}
+    text = compiled.as_text()
+    mesh_ids = np.arange(driver.mesh.devices.size).reshape(driver.mesh.devices.shape)
+    collectives = hlo.parse_collectives(text, mesh_ids, ("dp", "mp"))
+    fields.update(comm.summarize(collectives, ("dp", "mp")))
+    fields["comm_trip_counts_known"] = all(c.trip_counts_known for c in collectives)
+    fields["comm_empty_groups"] = any(c.empty_groups for c in collectives)
+    fields.update(_wide_collectives(collectives, program))
+    fields.update(memory_fields(compiled))
+    expected = expected_comm(
+        program.cfg, driver.mesh_shape, program.scope, program.batch, program.seq, local_param_bytes(driver, program)
+    )
+    fields.update(expected.as_record_fields())
+    fields["comm_mismatch"] = comm_mismatch(fields, expected)
+    return fields
+
+
+def _wide_collectives(collectives: list[hlo.Collective], program: Program) -> dict[str, Any]:
+    """Collectives carried in a wider float than the compute dtype (an f32 all-reduce in a bf16 step)."""
+    compute_bits = np.dtype(program.cfg.compute_dtype.value).itemsize * 8
+    wide = sorted(
+        {
+            f"{c.kind.value} {dtype} on {c.mesh_axis}"
+            for c in collectives
+            for dtype in c.dtypes
+            if dtype.startswith("f") and hlo.DTYPE_BITS.get(dtype, 0) > compute_bits and c.mesh_axis == "mp"
+        }
+    )
+    return {"comm_wider_than_compute": wide}
+
+
+def comm_mismatch(fields: dict[str, Any], expected: Any) -> list[str]:
+    """Differences between the HLO's mp all-reduces and the analytic expectation, each as one sentence."""
+    found_count = int(fields.get("comm_mp_allreduce_count", 0))
+    found_bytes = int(fields.get("comm_mp_allreduce_bytes", 0))
+    want_count = expected.mp_layer_allreduce_count + expected.mp_other_allreduce_count
+    want_bytes = expected.mp_layer_allreduce_bytes + expected.mp_other_allreduce_bytes
+    notes = []
+    if found_count != want_count:
+        notes.append(f"mp all-reduce count {found_count} in the HLO, {want_count} expected")
+    if found_bytes != want_bytes:
+        notes.append(f"mp all-reduce payload {found_bytes} bytes in the HLO, {want_bytes} expected")
+    found_dp = int(fields.get("comm_dp_allreduce_bytes", 0))
+    if found_dp < expected.dp_grad_allreduce_bytes:
+        notes.append(f"dp all-reduce payload {found_dp} bytes, below the {expected.dp_grad_allreduce_bytes} gradient bytes")
+    return notes
+
+
+def memory_fields(compiled: Any) -> dict[str, Any]:
+    try:
+        stats = compiled.memory_analysis()
+    except Exception as error:  # some backends do not implement it
+        warnings.warn(f"no memory analysis: {error}", stacklevel=2)
+        return {}
+    if stats is None:
+        return {}
+    fields = {
+        "mem_argument_bytes": stats.argument_size_in_bytes,
+        "mem_output_bytes": stats.output_size_in_bytes,
+        "mem_temp_bytes": stats.temp_size_in_bytes,
+        "mem_alias_bytes": stats.alias_size_in_bytes,
+        "mem_generated_code_bytes": stats.generated_code_size_in_bytes,
+    }
+    # Arguments and outputs are live together except where donated outputs alias their arguments.
+    fields["mem_peak_estimate_bytes"] = (
+        stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes + stats.temp_size_in_bytes
+    )
+    return fields
+
+
+def xla_flops_fields(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope) -> dict[str, Any]:
+    """XLA's FLOP count from a second compile with the layer scan unrolled (XLA counts a loop body once).
+
+    The compiled per-device count is summed over devices. Where the compiled count is unusable (jax 0.4.30 on
+    CPU turns matmuls into oneDNN custom calls it counts as -1), the pre-partitioning count of the lowered
+    program is used, and ``xla_flops_source`` says so.
+    """
+    unrolled = dataclasses.replace(preset, model=dataclasses.replace(preset.model, unroll_layers=True))
+    program = build_program(unrolled, variant, mesh, scope)
+    driver = make_driver(variant.strategy, program, mesh)
+    lowered = driver.train_step().lower(*driver.abstract_args())
+    per_device = flops.compiled_flops(lowered.compile())
+    if per_device is not None:
+        return {"xla_flops_per_step": per_device * mesh.devices, "xla_flops_source": "compiled, summed over devices"}
+    whole = flops.xla_flops_total(lowered.cost_analysis())
+    return {"xla_flops_per_step": whole, "xla_flops_source": "lowered (before partitioning)"}
+
+
+def flop_fields(prepared: Prepared, step_s: float) -> dict[str, Any]:
+    """Analytic FLOPs per step and per second (formulas in bench.flops)."""
+    cfg, program = prepared.program.cfg, prepared.program
+    n_params = count_params(program.param_shapes())
+    layers = cfg.n_layers if prepared.scope is Scope.MODEL else 1
+    tokens = program.batch * program.seq
+    args = (n_params, layers, cfg.d_model, program.seq, tokens)
+    fields = {
+        "n_params": n_params,
+        "tokens_per_step": tokens,
+        "flops_6n_per_step": flops.flops_6n(n_params, tokens),
+        "model_flops_per_step": flops.model_flops(*args),
+        "hardware_flops_per_step": flops.hardware_flops(*args, remat=cfg.remat is Remat.FULL),
+    }
+    for key in ("flops_6n", "model_flops", "hardware_flops"):
+        fields[key] = fields[f"{key}_per_step"] / step_s  # FLOP/s
+    xla = prepared.analysis.get("xla_flops_per_step")
+    fields["xla_flops"] = xla / step_s if xla is not None else None
+    hw = fields["hardware_flops_per_step"]
+    fields["xla_to_hardware_flops_ratio"] = xla / hw if xla is not None else None
+    return fields
+
+
+def compat_versions() -> dict[str, str]:
+    import haiku
+
+    return {"jax": jax.__version__, "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "", "haiku": haiku.__version__, "has_xmap": str(compat.has_xmap())}
