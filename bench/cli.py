@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mesh", help="device mesh, e.g. dp=2,mp=4 (default: the preset's)")
     run.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     run.add_argument("--warmup", type=int, default=2, help="warm-up steps after compiling (default 2)")
-    run.add_argument("--scope", default="model", help="model: the whole training step; block: one block (default model)")
+    run.add_argument(
+        "--scope", default="model", help="model: the whole training step; block: one block (default model)"
+    )
     run.add_argument("--out", help="run directory (default: a new one under reports/runs/)")
     run.add_argument("--resume", action="store_true", help="skip variants already recorded ok in --out")
     run.add_argument("--repeat", type=int, default=0, help="repeat index stored in the record (sweeps set it)")

@@ -9,6 +9,8 @@ trip counts applied). KIND is one of allreduce, allgather, reducescatter, alltoa
 collectivepermute; AXIS is a mesh-axis label with "+" dropped (mp, dp, dpmp, none):
 
 - ``comm_KIND_count``: executions of that kind of op.
+- ``comm_KIND_tensors``: arrays those executions carry (a tuple-shaped all-reduce made by XLA's
+  all-reduce combiner counts each of its operands), the count to compare with an analytic one.
 - ``comm_KIND_bytes``: payload bytes S added over executions.
 - ``comm_KIND_wire_bytes``: wire bytes per device added over executions.
 - ``comm_count_total``, ``comm_bytes_total``, ``comm_wire_bytes_total``: the same over all kinds.
@@ -117,6 +119,7 @@ def payload_bytes_by_dtype(collectives: Iterable[Collective]) -> dict[str, int]:
 
 def _add(totals: dict[str, float], prefix: str, collective: Collective) -> None:
     totals[f"{prefix}_count"] += collective.multiplier
+    totals[f"{prefix}_tensors"] += collective.tensor_count * collective.multiplier
     totals[f"{prefix}_bytes"] += collective.payload_bytes * collective.multiplier
     totals[f"{prefix}_wire_bytes"] += collective_wire_bytes(collective) * collective.multiplier
 
@@ -131,7 +134,7 @@ def summarize(collectives: Sequence[Collective], axis_names: Sequence[str] | Non
     prefixes = ["comm"] + [f"comm_{_axis_key(label)}" for label in labels]
     totals: dict[str, float] = {}
     for prefix, kind in itertools.product(prefixes, CollectiveKind):
-        for metric in ("count", "bytes", "wire_bytes"):
+        for metric in ("count", "tensors", "bytes", "wire_bytes"):
             totals[f"{prefix}_{kind.key}_{metric}"] = 0
     for c in collectives:
         _add(totals, f"comm_{c.kind.key}", c)

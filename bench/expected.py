@@ -37,7 +37,9 @@ def tp_regions_per_layer(residual: Residual) -> int:
     return 1 if residual is Residual.PARALLEL else 2
 
 
-def expected_comm(cfg: ModelConfig, mesh: Mesh, scope: Scope, batch: int, seq: int, local_param_bytes: int) -> ExpectedComm:
+def expected_comm(
+    cfg: ModelConfig, mesh: Mesh, scope: Scope, batch: int, seq: int, local_param_bytes: int
+) -> ExpectedComm:
     """``local_param_bytes``: bytes of one device's parameter shards (what its gradient all-reduce carries)."""
     act_bytes = (batch // mesh.dp) * seq * cfg.d_model * np.dtype(cfg.compute_dtype.value).itemsize
     layers = cfg.n_layers if scope is Scope.MODEL else 1

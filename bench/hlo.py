@@ -82,6 +82,9 @@ class Collective:
     use_global_device_ids: bool
     group_mode: GroupMode
     mesh_axis: str | None  # "mp", "dp", "dp+mp", "none"; None without a mesh
+    # Arrays the op carries: XLA's all-reduce combiner merges independent all-reduces into one tuple-shaped
+    # op, which changes the op count but not this.
+    tensor_count: int = 1
 
     @property
     def dtypes(self) -> tuple[str, ...]:
@@ -200,6 +203,36 @@ def parse_replica_groups(text: str) -> Groups:
     if not (text.startswith("{") and text.endswith("}")):
         raise ValueError(f"replica_groups {text!r}: expected '{{{{0,1}},...}}' or '[G,S]<=[dims]T(perm)'")
     return tuple(_ints(group) for group in re.findall(r"\{([\d,\s]*)\}", text[1:-1]))
+
+
+_MESH_GROUPS = re.compile(r"^mesh\[([^\]]*)\]")
+_MESH_DEVICE_IOTA = re.compile(r"\[([\d,]+)\](?:T\(([\d,]+)\))?")
+
+
+def mesh_replica_groups(replica_groups: str, device_ids: str | None) -> Groups:
+    """Expand the mesh form that current XLA prints for partitioner-made collectives:
+    ``replica_groups=mesh['axis_0'=4,'axis_1'=1,'axis_2'=2], device_ids=([2,4]T(1,0)) {'axis_0'}``.
+
+    The device list (iota, optionally reshaped and transposed as in the iota groups; plain iota when
+    ``device_ids`` is absent) is laid out on the named mesh, and each group runs along the axes in braces.
+    """
+    mesh = _MESH_GROUPS.match(replica_groups.strip())
+    if not mesh:
+        raise ValueError(f"replica_groups {replica_groups!r} is not of the mesh[...] form")
+    axes = [(name.strip().strip("'"), int(size)) for name, size in (a.split("=") for a in mesh.group(1).split(","))]
+    sizes = [size for _, size in axes]
+    reduced_text = re.search(r"\{([^}]*)\}", (device_ids or "") + " " + replica_groups[mesh.end() :])
+    reduced = {a.strip().strip("'") for a in reduced_text.group(1).split(",")} if reduced_text else set()
+    ids = np.arange(math.prod(sizes))
+    iota = _MESH_DEVICE_IOTA.search(device_ids) if device_ids else None
+    if iota:
+        dims, perm = _ints(iota.group(1)), _ints(iota.group(2)) if iota.group(2) else None
+        ids = ids.reshape(dims).transpose(perm if perm else range(len(dims))).reshape(-1)
+    names = [name for name, _ in axes]
+    kept = [i for i, name in enumerate(names) if name not in reduced]
+    along = [i for i, name in enumerate(names) if name in reduced]
+    grouped = ids.reshape(sizes).transpose(kept + along).reshape(-1, math.prod(sizes[i] for i in along))
+    return tuple(tuple(int(i) for i in row) for row in grouped)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -565,7 +598,11 @@ def _collective(
     has_global_field = kind in (CollectiveKind.ALL_REDUCE, CollectiveKind.ALL_GATHER, CollectiveKind.REDUCE_SCATTER)
     mode = group_mode(channel_id is not None, use_global if has_global_field else None)
     pairs = tuple(tuple(p) for p in parse_replica_groups(attributes.get("source_target_pairs", "{}")))
-    groups = parse_replica_groups(attributes.get("replica_groups", "{}"))
+    printed_groups = attributes.get("replica_groups", "{}")
+    if printed_groups.startswith("mesh["):
+        groups = mesh_replica_groups(printed_groups, attributes.get("device_ids"))
+    else:
+        groups = parse_replica_groups(printed_groups)
     if kind is CollectiveKind.COLLECTIVE_PERMUTE:
         devices = device_groups(pairs, mode, module.replica_count, module.num_partitions) if pairs else ()
         size = 2
@@ -591,6 +628,7 @@ def _collective(
         use_global_device_ids=use_global,
         group_mode=mode,
         mesh_axis=mesh_axis_of_groups(devices, *mesh) if mesh is not None else None,
+        tensor_count=len(instruction.operands) if kind is CollectiveKind.ALL_REDUCE else 1,
     )
 
 
@@ -631,6 +669,7 @@ __all__ = [
     "group_mode",
     "iota_replica_groups",
     "mesh_axis_of_groups",
+    "mesh_replica_groups",
     "parse_collectives",
     "parse_replica_groups",
     "shape_bytes",

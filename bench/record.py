@@ -80,8 +80,11 @@ def load_records(run_dir: Path) -> Loaded:
     return loaded
 
 
-def finished_keys(run_dir: Path) -> set[tuple[str, int]]:
-    """(variant, repeat) pairs already recorded ``ok``: what ``--resume`` skips."""
-    return {
-        (r["variant"], int(r.get("repeat", 0))) for r in load_records(run_dir).records if r.get("status") == "ok"
-    }
+def record_key(record: dict[str, Any]) -> tuple[str, int, str]:
+    """A variant is measured once per repeat per JAX version (pjit runs in both environments of a sweep)."""
+    return record["variant"], int(record.get("repeat", 0)), str(record.get("jax", ""))
+
+
+def finished_keys(run_dir: Path) -> set[tuple[str, int, str]]:
+    """Keys of the records already ``ok``: what ``--resume`` skips."""
+    return {record_key(r) for r in load_records(run_dir).records if r.get("status") == "ok"}

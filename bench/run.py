@@ -118,6 +118,12 @@ def environment() -> dict[str, Any]:
     }
 
 
+def _jax_version() -> str:
+    import jax
+
+    return jax.__version__
+
+
 def base_record(variant: Variant, preset: Preset, mesh: Mesh, scope: Scope, repeat: int) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -136,6 +142,7 @@ def base_record(variant: Variant, preset: Preset, mesh: Mesh, scope: Scope, repe
         "seq": preset.seq,
         "dtype": preset.model.compute_dtype.value,
         "repeat": repeat,
+        "jax": _jax_version(),
         "status": "failed",
         "error": None,
     }
@@ -155,7 +162,9 @@ def peak_fields(dtype: str, devices: int) -> dict[str, Any]:
         return fields | {"peak_flops_per_device": peak.flops_per_device, "peak_source": peak.source}
     found = peak_flops_per_device(device.device_kind)
     if found is None:
-        warnings.warn(f"no peak FLOP/s known for {device.device_kind!r}: MFU and HFU are recorded as null", stacklevel=2)
+        warnings.warn(
+            f"no peak FLOP/s known for {device.device_kind!r}: MFU and HFU are recorded as null", stacklevel=2
+        )
         return fields | {"peak_flops_per_device": None, "peak_source": None}
     fields |= {"peak_flops_per_device": found[0], "peak_source": found[1]}
     gptj = peak_flops_per_device(device.device_kind, PeakBasis.GPTJ) if "v3" in device.device_kind else None
@@ -165,8 +174,15 @@ def peak_fields(dtype: str, devices: int) -> dict[str, Any]:
 
 
 def measure(
-    variant: Variant, preset: Preset, mesh: Mesh, scope: Scope, steps: int, warmup: int, repeat: int = 0,
-    overhead: bool = False, progress: Any = None,
+    variant: Variant,
+    preset: Preset,
+    mesh: Mesh,
+    scope: Scope,
+    steps: int,
+    warmup: int,
+    repeat: int = 0,
+    overhead: bool = False,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """One complete record; failures are caught and recorded, never raised."""
     record = base_record(variant, preset, mesh, scope, repeat)
@@ -202,13 +218,23 @@ def measure(
 
 
 def run_variants(
-    variants: list[Variant], preset: Preset, mesh: Mesh, scope: Scope, steps: int, warmup: int,
-    out: Path, resume: bool, repeat: int = 0, overhead: bool = False,
+    variants: list[Variant],
+    preset: Preset,
+    mesh: Mesh,
+    scope: Scope,
+    steps: int,
+    warmup: int,
+    out: Path,
+    resume: bool,
+    repeat: int = 0,
+    overhead: bool = False,
 ) -> list[dict[str, Any]]:
+    import jax
+
     done = finished_keys(out) if resume else set()
     records = []
     for variant in variants:
-        if (variant.name, repeat) in done:
+        if (variant.name, repeat, jax.__version__) in done:
             print(f"skip {variant.name} (repeat {repeat}): already recorded ok in {out}", file=sys.stderr)
             continue
         record = _measure_with_progress(variant, preset, mesh, scope, steps, warmup, repeat, overhead)
@@ -234,9 +260,13 @@ def _print_line(record: dict[str, Any]) -> None:
     if record["status"] != "ok":
         print(f"{record['variant']}: FAILED {record['error']}", file=sys.stderr)
         return
-    mfu = f"{record['mfu']:.1%}" if record.get("mfu") is not None else "n/a"
+
+    def show(key: str, fmt: str, scale: float = 1.0) -> str:
+        value = record.get(key)
+        return format(value * scale, fmt) if value is not None else "n/a"
+
     print(
-        f"{record['variant']}: {record['tokens_per_s']:.0f} tokens/s, step {record['step_s_median'] * 1e3:.1f} ms, "
-        f"MFU {mfu}, mp all-reduce {record.get('comm_mp_allreduce_bytes', 0):.0f} B",
+        f"{record['variant']}: {show('tokens_per_s', '.0f')} tokens/s, step {show('step_s_median', '.1f', 1e3)} ms, "
+        f"MFU {show('mfu', '.1%')}, HFU {show('hfu', '.1%')}, mp all-reduce {show('comm_mp_allreduce_bytes', '.0f')} B",
         file=sys.stderr,
     )

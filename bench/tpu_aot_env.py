@@ -33,9 +33,9 @@ ACCEPTED_FORM = (
     "'v5p:2x2x1'); every count a positive integer"
 )
 
-# jax releases before this one pair with libtpu builds whose PJRT C API is newer than the one they
-# were built against (jax 0.4.30 expects 0.54, libtpu 0.0.1 offers 0.55), so they need
-# ENABLE_PJRT_COMPATIBILITY. Measured in this repo, see .notes/tpu_findings.md.
+# The legacy (xmap) environment pairs jax 0.4.30, whose PJRT C API is 0.54, with the oldest libtpu on
+# PyPI (0.0.1, API 0.55): jax refuses the mismatch unless ENABLE_PJRT_COMPATIBILITY is set. jax 0.10.2
+# and its pinned libtpu 0.0.42.1 match. Measured here, see .notes/tpu_findings.md.
 _FIRST_NON_LEGACY_JAX = (0, 5)
 
 

@@ -182,7 +182,9 @@ PRESETS: dict[str, Preset] = {
     # Tests: seconds on a simulated 8-device CPU mesh. d_model 1024 keeps both head sizes and mp=4 legal.
     "tiny": Preset(
         "tiny",
-        ModelConfig(n_layers=2, d_model=1024, d_ff=1024, vocab=256, context=64, compute_dtype=Dtype.FLOAT32),
+        ModelConfig(
+            n_layers=2, d_model=1024, d_ff=1024, vocab=256, context=64, compute_dtype=Dtype.FLOAT32, unroll_layers=True
+        ),
         batch=4,
         seq=16,
         mesh=Mesh(dp=2, mp=4),
@@ -190,7 +192,15 @@ PRESETS: dict[str, Preset] = {
     # Meaningful CPU numbers: about a second a step on a 2-core machine with 8 simulated devices.
     "cpu": Preset(
         "cpu",
-        ModelConfig(n_layers=2, d_model=1024, d_ff=4096, vocab=2048, context=256, compute_dtype=Dtype.FLOAT32),
+        ModelConfig(
+            n_layers=2,
+            d_model=1024,
+            d_ff=4096,
+            vocab=2048,
+            context=256,
+            compute_dtype=Dtype.FLOAT32,
+            unroll_layers=True,
+        ),
         batch=8,
         seq=64,
         mesh=Mesh(dp=2, mp=4),

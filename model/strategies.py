@@ -224,7 +224,9 @@ class XmapDriver(Driver):
     def abstract_args(self) -> tuple[Params, Any, Batch]:
         mp, dp = self.mesh_shape.mp, self.mesh_shape.dp
         local = jax.tree_util.tree_map_with_path(
-            lambda path, s: jax.ShapeDtypeStruct(self.tp.local_shape(param_axes(path[-1].key, s.ndim), s.shape), s.dtype),
+            lambda path, s: jax.ShapeDtypeStruct(
+                self.tp.local_shape(param_axes(path[-1].key, s.ndim), s.shape), s.dtype
+            ),
             self.program.param_shapes(),
         )
         opt_state = jax.eval_shape(self.optimizer.init, local)

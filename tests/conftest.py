@@ -27,3 +27,24 @@ def skip_without_xmap() -> None:
     if xmap_required():
         pytest.fail(f"xmap is required in this session but JAX {jax.__version__} has none")
     pytest.skip(f"xmap exists only up to jax 0.4.30 (this is {jax.__version__}); `nox -s tests_xmap` runs it")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gptj-bench")
+    group.addoption("--bench-preset", default="tiny", help="preset for tests/test_benchmarks.py (default tiny)")
+    group.addoption("--bench-rounds", type=int, default=5, help="timed rounds per benchmark (default 5)")
+    group.addoption("--bench-warmup", type=int, default=2, help="warm-up rounds per benchmark (default 2)")
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Library versions and the device set, so that --benchmark-compare compares like with like."""
+    import haiku
+    import jaxlib
+
+    machine_info["jax"] = jax.__version__
+    machine_info["jaxlib"] = jaxlib.__version__
+    machine_info["haiku"] = haiku.__version__
+    machine_info["backend"] = jax.default_backend()
+    machine_info["device_kind"] = jax.devices()[0].device_kind
+    machine_info["device_count"] = len(jax.devices())
+    machine_info["xla_flags"] = os.environ.get("XLA_FLAGS", "")

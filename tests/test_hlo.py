@@ -300,3 +300,34 @@ def test_live_shard_map_scan() -> None:
     assert totals["comm_dp_allreduce_bytes"] == 64
     assert totals["comm_wire_bytes_total"] == 3 * 96 + 64  # n=4: 2 * 3/4 * 64; n=2: 2 * 1/2 * 64
     assert totals["comm_trip_counts_known"] is True
+
+
+def test_mesh_form_of_replica_groups_from_current_xla():
+    # Printed by jax 0.10.2's CPU compiler for a pjit (GSPMD) step on a (dp=2, mp=4) mesh.
+    from bench.hlo import mesh_replica_groups
+
+    transposed = mesh_replica_groups("mesh['axis_0'=4,'axis_1'=1,'axis_2'=2]", "([2,4]T(1,0)) {'axis_0'}")
+    assert transposed == ((0, 1, 2, 3), (4, 5, 6, 7))  # ids [0,4,1,5,2,6,3,7] laid on (4,1,2), along axis_0
+    plain = mesh_replica_groups("mesh['axis_0'=2,'axis_1'=1,'axis_2'=4] {'axis_2'}", None)
+    assert plain == ((0, 1, 2, 3), (4, 5, 6, 7))
+    across = mesh_replica_groups("mesh['axis_0'=2,'axis_1'=1,'axis_2'=4] {'axis_0'}", None)
+    assert across == ((0, 4), (1, 5), (2, 6), (3, 7))
+
+
+def test_mesh_form_in_an_instruction_line():
+    text = """HloModule m, num_partitions=8
+
+%add (a: f32[], b: f32[]) -> f32[] {
+  %a = f32[] parameter(0)
+  %b = f32[] parameter(1)
+  ROOT %s = f32[] add(%a, %b)
+}
+
+ENTRY %main (p: f32[2,16,1024]) -> f32[2,16,1024] {
+  %p = f32[2,16,1024]{2,1,0} parameter(0)
+  ROOT %all-reduce.16 = f32[2,16,1024]{2,1,0} all-reduce(%p), channel_id=23, replica_groups=mesh['axis_0'=4,'axis_1'=1,'axis_2'=2], device_ids=([2,4]T(1,0)) {'axis_0'}, use_global_device_ids=true, to_apply=%add
+}
+"""
+    (collective,) = parse_collectives(text, np.arange(8).reshape(2, 4))
+    assert collective.group_size == 4 and collective.mesh_axis == "mp"
+    assert collective.payload_bytes == 2 * 16 * 1024 * 4
