@@ -1,10 +1,17 @@
 """nox drives the suite: tests in both JAX environments, a session per variant, the sweep, profiles, reports.
 
-`nox` with no arguments runs the default sessions: the `cpu`-preset sweep and its report (the main job).
+`nox` with no arguments runs the default session: the `cpu`-preset sweep of every variant in both environments,
+then its report (the main job). `nox -l` lists every session.
+
+Two pinned environments serve every session: current JAX (requirements/current.txt) and jax 0.4.30, the last
+release with xmap (requirements/xmap.txt). They are built once under .nox/_env_* and rebuilt when their
+requirements file changes, so `nox -R` and repeated sessions reuse them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,30 +25,46 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["sweep"]
 
-CURRENT = "requirements/current.txt"
-XMAP = "requirements/xmap.txt"
+ENVS = {"current": "requirements/current.txt", "xmap": "requirements/xmap.txt"}
+VARIANT_NAMES = [v.name for v in all_variants()]  # the model's own list: no second, hand-kept one
 
 
-def install(session: nox.Session, requirements: str) -> None:
-    session.install("-q", "-r", requirements)
+def env_python(session: nox.Session, name: str) -> str:
+    """The python of a pinned environment, built (or rebuilt when its requirements changed) on first use."""
+    requirements = ROOT / ENVS[name]
+    venv = ROOT / ".nox" / f"_env_{name}"
+    python = venv / "bin" / "python"
+    stamp = venv / "requirements.sha256"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    if not python.exists() or not stamp.exists() or stamp.read_text() != digest:
+        shutil.rmtree(venv, ignore_errors=True)
+        session.run(sys.executable, "-m", "venv", str(venv), external=True)
+        session.run(str(python), "-m", "pip", "install", "-q", "-r", str(requirements), external=True)
+        stamp.write_text(digest)
+    return str(python)
 
 
-def pytest_args(session: nox.Session) -> list[str]:
-    return ["-q", "-p", "no:randomly", "--benchmark-disable", *session.posargs]
+def environment_for(variant_name: str) -> str:
+    """xmap variants need jax 0.4.30; the rest run on current JAX."""
+    return "xmap" if variant_name.split("-")[2] == Strategy.XMAP.value else "current"
 
 
-@nox.session
+PYTEST = ["-m", "pytest", "-q", "--benchmark-disable"]
+
+
+@nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """Run the tests on current JAX (simulated 8-device CPU mesh)."""
-    install(session, CURRENT)
-    session.run("python", "-m", "pytest", *pytest_args(session))
+    session.run(env_python(session, "current"), *PYTEST, *session.posargs, external=True)
 
 
-@nox.session
+@nox.session(python=False)
 def tests_xmap(session: nox.Session) -> None:
-    """Run the tests on jax 0.4.30, where xmap exists (xmap tests must run here, not skip)."""
-    install(session, XMAP)
-    session.run("python", "-m", "pytest", *pytest_args(session), env={"GPTJ_BENCH_REQUIRE_XMAP": "1"})
+    """Run the tests on jax 0.4.30, where xmap exists and its tests must run, not skip."""
+    # The non-xmap benchmarks already ran in `tests`; here only the xmap ones.
+    deselect = ["-k", "not test_train_step or xmap"]
+    env = {"GPTJ_BENCH_REQUIRE_XMAP": "1"}
+    session.run(env_python(session, "xmap"), *PYTEST, *deselect, *session.posargs, env=env, external=True)
 
 
 @nox.session
@@ -52,9 +75,31 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-def environment_for(variant_name: str) -> str:
-    """xmap variants need jax 0.4.30; the rest run on current JAX."""
-    return XMAP if variant_name.split("-")[2] == Strategy.XMAP.value else CURRENT
+@nox.session(python=False)
+@nox.parametrize("variant", VARIANT_NAMES, ids=VARIANT_NAMES)
+def bench(session: nox.Session, variant: str) -> None:
+    """Measure one variant (args after -- go to `python -m bench run`, e.g. -- --preset tiny --steps 5)."""
+    python = env_python(session, environment_for(variant))
+    session.run(python, "-m", "bench", "run", "--variant", variant, *session.posargs, external=True)
 
 
-VARIANT_NAMES = [v.name for v in all_variants()]
+@nox.session(python=False)
+def sweep(session: nox.Session) -> None:
+    """Every variant, both environments, then the report (default; -- --quick for a fast look)."""
+    current, xmap = env_python(session, "current"), env_python(session, "xmap")
+    session.run(current, "-m", "bench", "sweep", "--python-xmap", xmap, *session.posargs, external=True)
+
+
+@nox.session(python=False)
+def benchmarks(session: nox.Session) -> None:
+    """pytest-benchmark timings of every current-JAX variant (-- --benchmark-json out.json, --benchmark-compare)."""
+    python = env_python(session, "current")
+    session.run(python, "-m", "pytest", "-q", "tests/test_benchmarks.py", *session.posargs, external=True)
+
+
+@nox.session(python=False)
+def report(session: nox.Session) -> None:
+    """Write REPORT.md for a run directory: -- RUN_DIR [--compare OTHER_RUN_DIR]."""
+    if not session.posargs:
+        session.error("usage: nox -s report -- RUN_DIR [--compare OTHER_RUN_DIR] [--aot AOT_RUN_DIR]")
+    session.run(env_python(session, "current"), "-m", "bench", "report", *session.posargs, external=True)

@@ -94,6 +94,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.run import new_run_dir
+    from bench.sweep import plan_from_args, sweep
+
+    plan = plan_from_args(args.quick, args.preset, args.steps, args.warmup, args.repeats)
+    get_preset(plan.preset)
+    if plan.repeats < 1 or plan.steps < 1 or plan.warmup < 0:
+        raise ConfigError("--repeats and --steps must be at least 1, --warmup at least 0")
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out RUN_DIR: the run directory to complete")
+    pythons = {"current": args.python_current or sys.executable}
+    if args.python_xmap:
+        pythons["xmap"] = args.python_xmap
+    else:
+        print("sweep: no --python-xmap given, so xmap variants are not measured", file=sys.stderr)
+    out = Path(args.out) if args.out else new_run_dir()
+    extra = [f"--set={o}" for o in args.overrides]
+    sweep(plan, pythons, out, extra, args.variant_timeout)
+    if not args.no_report:
+        return cmd_report(argparse.Namespace(run_dir=str(out), compare=None, aot=args.aot))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"no run directory at {run_dir}")
+    compare = Path(args.compare) if args.compare else None
+    path = write_report(run_dir, compare=compare, aot_dirs=[Path(a) for a in args.aot or []])
+    print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +167,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--overhead", action="store_true", help="also time a bare loop of the same step: the harness overhead"
     )
     run.set_defaults(func=cmd_run)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="every variant in its own process, both JAX environments, then the report",
+        description="Example: python -m bench sweep --python-xmap .nox/_env_xmap/bin/python --repeats 2",
+    )
+    sweep.add_argument("--quick", action="store_true", help="a fast look: the tiny preset, 3 steps, no xmap baselines")
+    sweep.add_argument("--preset", help="preset (default cpu; tiny with --quick)")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--steps", type=int, help="timed steps per variant (default 5; 3 with --quick)")
+    sweep.add_argument("--warmup", type=int, help="warm-up steps per variant (default 1)")
+    sweep.add_argument("--repeats", type=int, help="times the whole variant list runs, in rotating order (default 1)")
+    sweep.add_argument("--out", help="run directory (default: a new one under reports/runs/)")
+    sweep.add_argument("--resume", action="store_true", help="complete --out, skipping variants recorded ok")
+    sweep.add_argument("--python-current", help="python of the current-JAX environment (default: this one)")
+    sweep.add_argument("--python-xmap", help="python of the jax 0.4.30 environment (xmap variants are skipped without)")
+    sweep.add_argument("--variant-timeout", type=float, default=1800.0, help="seconds per variant (default 1800)")
+    sweep.add_argument("--aot", action="append", help="run directory of tpu_aot records to include in the report")
+    sweep.add_argument("--no-report", action="store_true", help="measure only")
+    sweep.set_defaults(func=cmd_sweep)
+
+    report = sub.add_parser(
+        "report",
+        help="write RUN_DIR/REPORT.md with plots from the run's records",
+        description="Example: python -m bench report reports/runs/20261129T053302Z --compare reports/example",
+    )
+    report.add_argument("run_dir", help="a run directory holding results.jsonl")
+    report.add_argument("--compare", help="another run directory: per-variant ratios, regressions flagged")
+    report.add_argument("--aot", action="append", help="run directory of tpu_aot records (repeatable)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -20,7 +20,6 @@ from model.config import ModelConfig, Preset, Scope
 from model.gptj import block_loss, model_loss
 from model.sharding import TensorParallel, decay_mask
 
-
 _LOSSES = {Scope.MODEL: model_loss, Scope.BLOCK: block_loss}
 
 # Logical dims of each batch array, for the sharding rules.

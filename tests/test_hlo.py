@@ -315,6 +315,11 @@ def test_mesh_form_of_replica_groups_from_current_xla():
 
 
 def test_mesh_form_in_an_instruction_line():
+    line = (
+        "  ROOT %all-reduce.16 = f32[2,16,1024]{2,1,0} all-reduce(%p), channel_id=23, "
+        "replica_groups=mesh['axis_0'=4,'axis_1'=1,'axis_2'=2], device_ids=([2,4]T(1,0)) {'axis_0'}, "
+        "use_global_device_ids=true, to_apply=%add"
+    )
     text = """HloModule m, num_partitions=8
 
 %add (a: f32[], b: f32[]) -> f32[] {
@@ -325,9 +330,9 @@ def test_mesh_form_in_an_instruction_line():
 
 ENTRY %main (p: f32[2,16,1024]) -> f32[2,16,1024] {
   %p = f32[2,16,1024]{2,1,0} parameter(0)
-  ROOT %all-reduce.16 = f32[2,16,1024]{2,1,0} all-reduce(%p), channel_id=23, replica_groups=mesh['axis_0'=4,'axis_1'=1,'axis_2'=2], device_ids=([2,4]T(1,0)) {'axis_0'}, use_global_device_ids=true, to_apply=%add
+LINE
 }
-"""
+""".replace("LINE", line)
     (collective,) = parse_collectives(text, np.arange(8).reshape(2, 4))
     assert collective.group_size == 4 and collective.mesh_axis == "mp"
     assert collective.payload_bytes == 2 * 16 * 1024 * 4

@@ -1,0 +1,112 @@
+"""``python -m bench sweep``: every variant, each in its own process, in both JAX environments, then the report.
+
+One process per variant keeps one variant's memory and compile caches from disturbing another's timing, and a
+crash costs one record, not the sweep. ``--repeats R`` runs the whole job list R times in rotating order, so
+slow drifts of a noisy machine spread over all variants instead of landing on a few. xmap exists only on
+jax 0.4.30, and its ratios are only fair against pjit and shard_map measured there, so the xmap environment
+also measures those (``--quick`` leaves them out and the report says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.record import SCHEMA_VERSION, append_record, load_records
+from model.config import Strategy, Variant, all_variants
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Job:
+    env: str  # "current" | "xmap"
+    variant: Variant
+    repeat: int
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    preset: str
+    steps: int
+    warmup: int
+    repeats: int
+    xmap_baselines: bool  # measure pjit and shard_map in the xmap environment too
+
+
+QUICK = SweepPlan("tiny", steps=3, warmup=1, repeats=1, xmap_baselines=False)
+FULL = SweepPlan("cpu", steps=5, warmup=1, repeats=1, xmap_baselines=True)
+
+
+def env_variants(env: str, plan: SweepPlan) -> list[Variant]:
+    variants = all_variants()
+    if env == "current":
+        return [v for v in variants if v.strategy is not Strategy.XMAP]
+    return [v for v in variants if v.strategy is Strategy.XMAP or plan.xmap_baselines]
+
+
+def rotated(items: list, repeat: int, repeats: int) -> list:
+    """Repeat r starts 1/R of the way further along the list."""
+    shift = (repeat * math.ceil(len(items) / repeats)) % len(items) if items else 0
+    return items[shift:] + items[:shift]
+
+
+def jobs(plan: SweepPlan, envs: list[str]) -> list[Job]:
+    base = [(env, v) for env in envs for v in env_variants(env, plan)]
+    return [Job(env, v, r) for r in range(plan.repeats) for env, v in rotated(base, r, plan.repeats)]
+
+
+def command(job: Job, plan: SweepPlan, python: str, out: Path, extra: list[str]) -> list[str]:
+    return [
+        python, "-m", "bench", "run", "--variant", job.variant.name, "--preset", plan.preset,
+        "--steps", str(plan.steps), "--warmup", str(plan.warmup), "--repeat", str(job.repeat),
+        "--out", str(out), "--resume", *extra,
+    ]  # fmt: skip
+
+
+def _failed_record(job: Job, plan: SweepPlan, error: str) -> dict:
+    v = job.variant
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        "variant": v.name, "residual": v.residual.value, "d_head": v.head.d_head, "strategy": v.strategy.value,
+        "remat": v.remat.value, "preset": plan.preset, "scope": "model", "repeat": job.repeat,
+        "environment": job.env, "status": "failed", "error": error,
+    }  # fmt: skip
+
+
+def run_job(job: Job, plan: SweepPlan, python: str, out: Path, extra: list[str], timeout_s: float) -> None:
+    """One variant in its own process. If the process dies without writing its record, record that."""
+    before = len(load_records(out).records)
+    try:
+        result = subprocess.run(
+            command(job, plan, python, out, extra), cwd=REPO, timeout=timeout_s, stderr=subprocess.PIPE, text=True
+        )
+    except subprocess.TimeoutExpired:
+        error = f"process killed after the {timeout_s:.0f} s per-variant limit"
+    else:
+        sys.stderr.write(result.stderr)
+        if result.returncode == 0:
+            return  # recorded, or skipped by --resume
+        error = f"process exited with code {result.returncode}: {result.stderr.strip()[-500:]}"
+    if len(load_records(out).records) == before:
+        append_record(out, _failed_record(job, plan, error))
+
+
+def sweep(plan: SweepPlan, pythons: dict[str, str], out: Path, extra: list[str], timeout_s: float) -> None:
+    planned = jobs(plan, list(pythons))
+    print(f"sweep: {len(planned)} runs of preset {plan.preset} into {out}", file=sys.stderr)
+    for i, job in enumerate(planned, 1):
+        print(f"[{i}/{len(planned)}] {job.env}: {job.variant.name} (repeat {job.repeat})", file=sys.stderr)
+        run_job(job, plan, pythons[job.env], out, extra, timeout_s)
+
+
+def plan_from_args(quick: bool, preset: str | None, steps: int | None, warmup: int | None, repeats: int | None) -> SweepPlan:
+    plan = QUICK if quick else FULL
+    changes = {k: v for k, v in dict(preset=preset, steps=steps, warmup=warmup, repeats=repeats).items() if v is not None}
+    return dataclasses.replace(plan, **changes)
