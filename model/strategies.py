@@ -192,8 +192,9 @@ class XmapDriver(Driver):
     def _axes(self, tree: Any, axis: str) -> Any:
         return jax.tree_util.tree_map(lambda _: {0: axis}, tree)
 
-    def _xmap(self, fn: Callable, in_axes: Any, out_axes: Any) -> Callable:
-        mapped = compat.xmap(fn, in_axes=in_axes, out_axes=out_axes, axis_resources=self.resources)
+    def _xmap(self, fn: Callable, in_axes: Any, out_axes: Any, resources: dict[str, str] | None = None) -> Callable:
+        resources = self.resources if resources is None else resources
+        mapped = compat.xmap(fn, in_axes=in_axes, out_axes=out_axes, axis_resources=resources)
 
         def run(*args: Any) -> Any:
             with self.mesh:
@@ -250,7 +251,10 @@ class XmapDriver(Driver):
 
     def init_opt_state(self, params: Params) -> Any:
         state_shapes = jax.eval_shape(self.optimizer.init, self.program.param_shapes())
-        init = self._xmap(self.optimizer.init, (self._axes(params, MP),), self._axes(state_shapes, MP))
+        # The optimizer state has no batch dim: only mp is mapped here.
+        init = self._xmap(
+            self.optimizer.init, (self._axes(params, MP),), self._axes(state_shapes, MP), resources={MP: MP}
+        )
         return init(params)
 
     def grad_step(self) -> Callable[[Params, Batch], tuple[jnp.ndarray, Params]]:
