@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import nox
@@ -25,7 +26,13 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["sweep"]
 
-ENVS = {"current": "requirements/current.txt", "xmap": "requirements/xmap.txt"}
+ENVS = {
+    "current": "requirements/current.txt",
+    "xmap": "requirements/xmap.txt",
+    # The same plus libtpu, the TPU compiler, for compile-only runs against TPU topologies.
+    "tpu": "requirements/tpu.txt",
+    "tpu-xmap": "requirements/tpu-xmap.txt",
+}
 VARIANT_NAMES = [v.name for v in all_variants()]  # the model's own list: no second, hand-kept one
 
 
@@ -103,3 +110,23 @@ def report(session: nox.Session) -> None:
     if not session.posargs:
         session.error("usage: nox -s report -- RUN_DIR [--compare OTHER_RUN_DIR] [--aot AOT_RUN_DIR]")
     session.run(env_python(session, "current"), "-m", "bench", "report", *session.posargs, external=True)
+
+
+@nox.session(python=False)
+def tpu_aot(session: nox.Session) -> None:
+    """Compile every gptj-6b variant for a TPU v3-256 (v3:8x16, dp=32 x mp=8) without a TPU; record the compiler's
+    memory, FLOPs and communication (-- --topology v4:4x4x4 --mesh dp=16,mp=8 --out DIR ...)."""
+    args = list(session.posargs)
+    if "--out" not in args:
+        args += ["--out", str(ROOT / "reports" / "runs" / f"tpu-aot-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")]
+    xmap_variants = [f"--variant={name}" for name in VARIANT_NAMES if environment_for(name) == "xmap"]
+    session.run(env_python(session, "tpu"), "-m", "bench", "tpu-aot", *args, external=True)
+    session.run(env_python(session, "tpu-xmap"), "-m", "bench", "tpu-aot", *xmap_variants, *args, external=True)
+
+
+@nox.session(python=False)
+def tests_tpu_aot(session: nox.Session) -> None:
+    """The tests that compile for small TPU topologies with libtpu (both JAX versions; not in default CI)."""
+    for env in ("tpu", "tpu-xmap"):
+        extra = {"GPTJ_BENCH_REQUIRE_XMAP": "1"} if env == "tpu-xmap" else {}
+        session.run(env_python(session, env), *PYTEST, "-m", "tpu_aot", *session.posargs, env=extra, external=True)

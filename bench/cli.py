@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bench.devices import request_cpu_devices
+from bench.tpu_aot_env import TopologyError
 from model.config import ConfigError, all_variants, apply_overrides, get_preset
 
 
@@ -129,6 +130,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tpu_aot(args: argparse.Namespace) -> int:
+    from bench.tpu_aot_env import apply_tpu_compile_env, installed_jax_is_legacy, parse_topology
+
+    from model.config import Mesh, Strategy
+
+    parse_topology(args.topology)
+    preset = apply_overrides(get_preset(args.preset), args.overrides)
+    mesh = Mesh.parse(args.mesh) if args.mesh else preset.mesh
+    variants = _variants(args.variant or ["all"])
+    if not installed_jax_is_legacy():  # xmap compiles in the jax 0.4.30 environment (nox -s tpu_aot does both)
+        skipped = [v.name for v in variants if v.strategy is Strategy.XMAP]
+        variants = [v for v in variants if v.strategy is not Strategy.XMAP]
+        if skipped:
+            print(f"tpu-aot: xmap needs jax 0.4.30; not compiled here: {', '.join(skipped)}", file=sys.stderr)
+    apply_tpu_compile_env(args.topology)
+    from bench.run import new_run_dir
+    from bench.tpu_aot import run_aot
+
+    out = Path(args.out) if args.out else new_run_dir()
+    print(f"run directory: {out}", file=sys.stderr)
+    return 1 if run_aot(preset, variants, mesh, args.topology, out, args.resume) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-report", action="store_true", help="measure only")
     sweep.set_defaults(func=cmd_sweep)
 
+    aot = sub.add_parser(
+        "tpu-aot",
+        help="compile variants for a TPU topology without a TPU; record memory, FLOPs, communication",
+        description="Example: python -m bench tpu-aot --topology v3:8x16 --preset gptj-6b --mesh dp=32,mp=8",
+    )
+    aot.add_argument("--topology", default="v3:8x16", help="TPU topology, e.g. v3:8x16 (a v3-256), v4:4x4x4, v5e:16x16")
+    aot.add_argument("--variant", action="append", help="variant name (repeatable); default all this JAX can build")
+    _add_preset_args(aot)
+    aot.set_defaults(preset="gptj-6b")
+    aot.add_argument("--mesh", help="device mesh (default: the preset's, dp=32,mp=8 for gptj-6b)")
+    aot.add_argument("--out", help="run directory (default: a new one under reports/runs/)")
+    aot.add_argument("--resume", action="store_true", help="skip variants already recorded ok in --out")
+    aot.set_defaults(func=cmd_tpu_aot)
+
     report = sub.add_parser(
         "report",
         help="write RUN_DIR/REPORT.md with plots from the run's records",
@@ -204,6 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as error:
+    except (ConfigError, TopologyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

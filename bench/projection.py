@@ -105,6 +105,7 @@ class Projection:
 
     variant: str
     jax: str
+    preset: str
     topology: str
     accelerator: str
     basis: PeakBasis
@@ -178,6 +179,7 @@ def project(record: Mapping[str, Any], basis: PeakBasis = PeakBasis.SPEC) -> Pro
     return Projection(
         variant=str(record.get("variant")),
         jax=str(record.get("jax") or "unknown"),
+        preset=str(record.get("preset")),
         topology=str(record.get("topology") or ""),
         accelerator=accelerator.name,
         basis=basis,

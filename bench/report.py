@@ -38,14 +38,14 @@ MIN_COMPARE_THRESHOLD = 0.02
 # Measured records of one run are compared only when these agree (a different preset, mesh or batch is another
 # workload); the most frequent combination is reported, the others are named as skipped.
 CONFIG_FIELDS = ("preset", "scope", "mesh_dp", "mesh_mp", "batch", "seq", "dtype")
-PLOT_FILES = (
-    "throughput.png",
-    "effects.png",
-    "utilisation.png",
-    "wire_bytes.png",
-    "memory_throughput.png",
-    "projection_tpu.png",
-)
+PLOTS = {  # plot name: its PNG beside REPORT.md
+    "throughput": "throughput.png",
+    "effects": "effects.png",
+    "utilisation": "utilisation.png",
+    "wire": "wire_bytes.png",
+    "memory": "memory_throughput.png",
+    "projection": "projection_tpu.png",
+}
 ERROR_CHARS = 300  # of an error message in the failures table; the record keeps all of it
 
 
@@ -63,6 +63,7 @@ class RunRecords:
     aot: tuple[dict[str, Any], ...]  # backend "tpu-aot": projection inputs, never ranked with measured runs
     skipped: tuple[str, ...]  # one sentence per line or record left out
     config: Mapping[str, Any] | None  # what the measured records share (CONFIG_FIELDS)
+    aot_from: tuple[Path, ...] = ()  # the directory of each aot record
 
 
 def _describe(record: Mapping[str, Any]) -> str:
@@ -125,10 +126,12 @@ def load_run(run_dir: Path, aot_dirs: Sequence[Path] = ()) -> RunRecords:
     run_dir = Path(run_dir)
     records, skipped = _load_dir(run_dir, "")
     aot = [r for r in records if _is_aot(r)]
+    aot_from = [run_dir] * len(aot)
     for directory in map(Path, aot_dirs):
         extra, extra_skipped = _load_dir(directory, f"{directory}/")
         skipped += extra_skipped
         aot += [r for r in extra if _is_aot(r)]
+        aot_from += [directory] * (len(aot) - len(aot_from))
         others = len([r for r in extra if not _is_aot(r)])
         if others:
             skipped.append(f"{directory}: {others} record(s) without backend tpu-aot left out (--aot reads compiles)")
@@ -140,7 +143,7 @@ def load_run(run_dir: Path, aot_dirs: Sequence[Path] = ()) -> RunRecords:
             f"no usable records in {run_dir / RESULTS} ({reasons}). A run directory holds one JSON record per line "
             f"with schema_version, variant and status; make one with `python -m bench run --out {run_dir}`"
         )
-    return RunRecords(run_dir, tuple(measured), tuple(aot), tuple(skipped), config)
+    return RunRecords(run_dir, tuple(measured), tuple(aot), tuple(skipped), config, tuple(aot_from))
 
 
 # ---------------------------------------------------------------------------------------------------- summary
@@ -398,6 +401,12 @@ def fmt(value: Any, digits: int = 4) -> str:
     return f"{number:,.{digits - 1 - magnitude}f}"
 
 
+def pct(fraction: Any, digits: int = 4) -> str:
+    """A fraction as a percentage: pct(0.2026) == "20.26%"; "n/a" when missing."""
+    text = fmt(_number(fraction) * 100, digits)
+    return text if text == "n/a" else text + "%"
+
+
 def fmt_ratio(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3f}x"
 
@@ -506,7 +515,7 @@ def section_headline(a: Analysis) -> list[str]:
         lines.append(
             f"Fastest: **{best['variant']}** (jax {best['jax']}) at **{fmt(best['tokens_per_s'])} tokens/s** "
             f"({fmt(best['tokens_per_s_per_device'])} per device, {_devices_text(a.run)}), "
-            f"MFU {fmt(best['mfu'] * 100)}%, MFU (6N) {fmt(best['mfu_6n'] * 100)}%, HFU {fmt(best['hfu'] * 100)}% "
+            f"MFU {pct(best['mfu'])}, MFU (6N) {pct(best['mfu_6n'])}, HFU {pct(best['hfu'])} "
             f"of its own peak ({_peak_source(a.run.measured, best)})."
         )
     lines.append("")
@@ -567,7 +576,7 @@ def _v3_peak_tflops(basis: PeakBasis) -> float:
 def section_summary(a: Analysis) -> list[str]:
     lines = ["## 2. Summary", ""]
     if a.summary.empty:
-        lines.append("No measured variant finished (failures below, if any).")
+        lines += ["No measured variant finished (failures below, if any).", ""]
     else:
         lines += [
             f"One row per variant and JAX version, ranked by tokens/s. Values are medians over the ok repeats; "
@@ -630,17 +639,24 @@ def section_effects(a: Analysis) -> list[str]:
     lines += [""] if any(not e.pairs for e in a.effects) else []
     remat = next(e for e in a.effects if e.comparison.axis == "remat")
     if remat.pairs and not math.isnan(remat.memory_median):
-        cost = 1 - remat.median
-        saved = 1 - remat.memory_median
         lines += [
-            f"Remat trade-off: full remat costs {fmt(cost * 100, 3)}% of the throughput (median over "
-            f"{len(remat.pairs)} pair(s)) and saves {fmt(saved * 100, 3)}% of the peak memory per device.",
+            f"Remat trade-off (median over {len(remat.pairs)} pair(s)): full remat "
+            f"{_change(remat.median, 'throughput')} and {_change(remat.memory_median, 'peak memory per device')}, "
+            f"against no remat.",
             "",
         ]
     lines += _jax_note(a)
     lines += _figure(a, "effects", "Paired effects")
     lines += _figure(a, "memory", "Peak memory per device against tokens/s")
     return lines
+
+
+def _change(ratio: float, what: str) -> str:
+    """'lowers throughput by 20.2%' for a ratio of 0.798."""
+    if ratio == 1:
+        return f"leaves {what} unchanged"
+    verb = "lowers" if ratio < 1 else "raises"
+    return f"{verb} {what} by {fmt(abs(ratio - 1) * 100, 3)}%"
 
 
 def _jax_note(a: Analysis) -> list[str]:
@@ -786,7 +802,8 @@ def project_all(aot: Sequence[Mapping[str, Any]]) -> tuple[list[projection.Proje
 
 def _aot_record(a: Analysis, p: projection.Projection) -> Mapping[str, Any]:
     for record in reversed(a.run.aot):
-        if row_key(record) == (p.variant, p.jax) and str(record.get("topology") or "") == p.topology:
+        same_compile = str(record.get("topology") or "") == p.topology and str(record.get("preset")) == p.preset
+        if row_key(record) == (p.variant, p.jax) and same_compile:
             return record
     raise KeyError(p.variant)
 
@@ -802,7 +819,7 @@ def aot_resources_table(a: Analysis) -> pd.DataFrame:
             {
                 "variant": p.variant,
                 "jax": p.jax,
-                "preset": str(r.get("preset")),
+                "preset": p.preset,
                 "topology": p.topology or p.accelerator,
                 "mesh": f"dp={r.get('mesh_dp')},mp={r.get('mesh_mp')}",
                 "peak HBM per device GiB": fmt(_number(p.mem_peak_bytes_per_device) / GiB),
@@ -928,6 +945,9 @@ def section_projection(a: Analysis) -> list[str]:
         *hardware_lines(a.projections),
         "",
     ]
+    no_hbm = sorted({p.variant for p in a.projections if p.hbm_s is None})
+    if no_hbm:
+        lines += [f"- no xla_bytes_accessed_per_step for {', '.join(no_hbm)}: its bounds leave HBM time out", ""]
     lines += [f"- not projected: {u}" for u in a.unprojected]
     lines += _figure(a, "projection", "PROJECTION of tokens/s at 6B scale against GPT-J's measured throughput")
     return lines
@@ -1121,7 +1141,7 @@ def section_profiles(a: Analysis) -> list[str]:
         lines += [
             f"### {r['variant']} (jax {row_key(r)[1]}, repeat {r.get('repeat', 0)})",
             "",
-            f"Collectives take {fmt(_number(r.get('profile_collective_share')) * 100)}% of the summed op time "
+            f"Collectives take {pct(r.get('profile_collective_share'))} of the summed op time "
             f"({r.get('profile_tool', 'profiler')} tool; busy device time, not wall-clock step time).",
             "",
         ]
@@ -1271,14 +1291,53 @@ def section_environment(a: Analysis) -> list[str]:
         "",
         markdown_table(environment_table(a.run)),
         "",
-        "Commands that reproduce the measured records (model shape overrides other than batch, seq and dtype are "
-        "not recorded):",
+        "Commands that reproduce the records (model shape overrides other than batch, seq and dtype are not recorded):",
         "",
         "```",
-        *reproduce_commands(a.run),
+        *(reproduce_commands(a.run) + aot_commands(a.run) or ["# no records to reproduce"]),
         "```",
         "",
     ]
+
+
+def aot_commands(run: RunRecords) -> list[str]:
+    """`bench tpu-aot` command lines that repeat the compile records: one per JAX version, topology and mesh."""
+    groups: dict[tuple, list[str]] = {}
+    for record, directory in zip(run.aot, run.aot_from):
+        key = (
+            record.get("jax"),
+            record.get("topology"),
+            record.get("preset"),
+            record.get("mesh_dp"),
+            record.get("mesh_mp"),
+            record.get("batch"),
+            record.get("seq"),
+            record.get("dtype"),
+            directory,
+        )
+        groups.setdefault(key, []).append(record["variant"])
+    lines = []
+    for (jax, topology, preset, dp, mp, batch, seq, dtype, directory), variants in groups.items():
+        config = {"preset": preset, "batch": batch, "seq": seq, "dtype": dtype}
+        words = [
+            "python",
+            "-m",
+            "bench",
+            "tpu-aot",
+            "--topology",
+            str(topology),
+            "--preset",
+            str(preset),
+            "--mesh",
+            f"dp={dp},mp={mp}",
+            *[f for o in _overrides(config) for f in ("--set", o)],
+            "--out",
+            str(directory),
+        ]
+        for variant in dict.fromkeys(variants):
+            words += ["--variant", variant]
+        lines += [f"# TPU compile only, jax {jax}", " ".join(shlex.quote(w) for w in words)]
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------------- compare
@@ -1426,7 +1485,7 @@ def draw(a: Analysis, out_dir: Path) -> dict[str, str]:
     """Write the PNGs beside REPORT.md; returns {plot name: file name} for the ones with data."""
     from bench import plots  # matplotlib is imported only when plots are drawn
 
-    for name in PLOT_FILES:  # a plot with no data this time must not leave last time's picture behind
+    for name in PLOTS.values():  # a plot with no data this time must not leave last time's picture behind
         (out_dir / name).unlink(missing_ok=True)
     remat = next(e for e in a.effects if e.comparison.axis == "remat")
     pairs = pd.DataFrame(
@@ -1461,9 +1520,9 @@ def draw(a: Analysis, out_dir: Path) -> dict[str, str]:
         ),
     }
     drawn = {}
-    for (name, job), file_name in zip(jobs.items(), PLOT_FILES):
-        if job(out_dir / file_name) is not None:
-            drawn[name] = file_name
+    for name, job in jobs.items():
+        if job(out_dir / PLOTS[name]) is not None:
+            drawn[name] = PLOTS[name]
     return drawn
 
 

@@ -51,7 +51,11 @@ class Prepared:
 
 def build_program(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope) -> Program:
     """Validates the run (before anything compiles) and returns its program."""
-    cfg = validate_run(preset, variant, mesh, len(jax.devices()))
+    return build_program_for_devices(preset, variant, mesh, scope, len(jax.devices()))
+
+
+def build_program_for_devices(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope, devices: int) -> Program:
+    cfg = validate_run(preset, variant, mesh, devices)
     return Program.from_preset(preset, cfg, scope)
 
 
@@ -90,10 +94,11 @@ def local_param_bytes(driver: Driver, program: Program) -> int:
     return total
 
 
-def analyse(compiled: Any, driver: Driver, program: Program) -> dict[str, Any]:
-    """The compiler's own figures for the compiled step: collectives, memory."""
+def analyse(compiled: Any, driver: Driver, program: Program, hlo_text: str | None = None) -> dict[str, Any]:
+    """The compiler's own figures for the compiled step: collectives, memory. ``hlo_text`` replaces
+    ``compiled.as_text()`` where that loses information (see bench.tpu_aot_env.compile_with_optimized_hlo)."""
     fields: dict[str, Any] = {}
-    text = compiled.as_text()
+    text = compiled.as_text() if hlo_text is None else hlo_text
     mesh_ids = np.arange(driver.mesh.devices.size).reshape(driver.mesh.devices.shape)
     collectives = hlo.parse_collectives(text, mesh_ids, ("dp", "mp"))
     fields.update(comm.summarize(collectives, ("dp", "mp")))
@@ -190,19 +195,8 @@ def xla_flops_of(compiled: Any, lowered: Any, mesh: Mesh) -> dict[str, Any]:
 
 
 def flop_fields(prepared: Prepared, step_s: float) -> dict[str, Any]:
-    """Analytic FLOPs per step and per second (formulas in bench.flops)."""
-    cfg, program = prepared.program.cfg, prepared.program
-    n_params = count_params(program.param_shapes())
-    layers = cfg.n_layers if prepared.scope is Scope.MODEL else 1
-    tokens = program.batch * program.seq
-    args = (n_params, layers, cfg.d_model, program.seq, tokens)
-    fields = {
-        "n_params": n_params,
-        "tokens_per_step": tokens,
-        "flops_6n_per_step": flops.flops_6n(n_params, tokens),
-        "model_flops_per_step": flops.model_flops(*args),
-        "hardware_flops_per_step": flops.hardware_flops(*args, remat=cfg.remat is Remat.FULL),
-    }
+    """Analytic FLOPs per step and per second (formulas in bench.flops), and XLA's beside them."""
+    fields = static_flop_fields(prepared.program)
     for key in ("flops_6n", "model_flops", "hardware_flops"):
         fields[key] = fields[f"{key}_per_step"] / step_s  # FLOP/s
     xla = prepared.analysis.get("xla_flops_per_step")
@@ -212,12 +206,18 @@ def flop_fields(prepared: Prepared, step_s: float) -> dict[str, Any]:
     return fields
 
 
-def compat_versions() -> dict[str, str]:
-    import haiku
-
-    return {
-        "jax": jax.__version__,
-        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
-        "haiku": haiku.__version__,
-        "has_xmap": str(compat.has_xmap()),
+def static_flop_fields(program: Program) -> dict[str, Any]:
+    """Analytic FLOPs per step (formulas in bench.flops)."""
+    cfg = program.cfg
+    n_params = count_params(program.param_shapes())
+    layers = cfg.n_layers if program.scope is Scope.MODEL else 1
+    tokens = program.batch * program.seq
+    args = (n_params, layers, cfg.d_model, program.seq, tokens)
+    fields = {
+        "n_params": n_params,
+        "tokens_per_step": tokens,
+        "flops_6n_per_step": flops.flops_6n(n_params, tokens),
+        "model_flops_per_step": flops.model_flops(*args),
+        "hardware_flops_per_step": flops.hardware_flops(*args, remat=cfg.remat is Remat.FULL),
     }
+    return fields

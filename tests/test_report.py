@@ -142,7 +142,7 @@ def test_project_says_what_is_missing():
         projection.project({k: v for k, v in HAND.items() if k != "comm_dp_wire_bytes"})
     with pytest.raises(ValueError, match="bad TPU topology"):
         projection.project(HAND | {"topology": "v9:2x2"})
-    no_bytes = projection.project({k: v for k, v in HAND.items() if k != "xla_bytes_accessed_per_step"})
+    no_bytes = projection.project({k: v for k, v in HAND.items() if k != "xla_bytes_accessed_per_step"})  # flagged
     assert no_bytes.hbm_s is None and no_bytes.serial_step_s == pytest.approx(1.344e16 / (256 * 61.5e12) + 0.05)
 
 
@@ -168,7 +168,7 @@ def test_every_section_with_plots_beside_it(tmp_path):
         assert heading in text
     assert "## 8." not in text  # no --compare
     links = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
-    assert sorted(links) == sorted(report.PLOT_FILES)
+    assert sorted(links) == sorted(report.PLOTS.values())
     for link in links:
         assert "/" not in link and (run_dir / link).read_bytes().startswith(b"\x89PNG")
 
@@ -362,6 +362,9 @@ def test_tpu_aot_records_from_another_directory(tmp_path):
     projected = table_after(text, "| variant | jax | peak basis")
     assert len(projected) == 2 * 6  # spec and GPT-J bases for each TPU v3 compile
     assert set(projected["fits HBM"]) == {"yes", "NO"}
+    aot_runs = [c for c in text.splitlines() if c.startswith("python -m bench tpu-aot")]
+    assert len(aot_runs) == 2  # one per JAX version: xmap compiles under jax 0.4.30
+    assert all(f"--topology v3:8x16 --preset gptj-6b --mesh dp=32,mp=8 --out {aot_dir}" in c for c in aot_runs)
 
 
 def test_projections_are_labelled_wherever_they_appear(tmp_path):
@@ -410,4 +413,5 @@ def test_number_format():
     assert report.fmt(9.0) == "9"
     assert report.fmt(0.0012345678) == "0.001235"
     assert report.fmt(None) == "n/a" and report.fmt(float("nan")) == "n/a"
+    assert report.pct(0.20264) == "20.26%" and report.pct(None) == "n/a"
     assert report.trace_log_dir("runs/x/profile/plugins/profile/2026_11_29/host.xplane.pb") == Path("runs/x/profile")

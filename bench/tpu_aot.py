@@ -1,0 +1,137 @@
+"""Compile variants for a real TPU topology with no TPU present, and record what the TPU compiler says.
+
+Records are marked ``backend: tpu-aot``: per-device memory (does the step fit the core's HBM, with what
+headroom?), XLA's FLOP and HBM-byte counts, and the HLO communication volume through the same parser as measured
+runs. Nothing is timed. Must run in a process whose JAX has not started: the compile-only environment of
+libtpu is set first (bench.tpu_aot_env).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench.record import append_record, finished_keys
+from model.config import ConfigError, Mesh, Preset, Scope, Variant
+
+# XLA counts a while-loop body once. Layer scans are kept (a 28-layer unrolled compile is slow), and the
+# whole-step counts are extrapolated from unrolled 1- and 2-layer compiles: every layer is the same, so a
+# count is affine in the layer count.
+EXTRAPOLATION = "affine in layers, from unrolled 1- and 2-layer compiles"
+
+
+def check_mesh(mesh: Mesh, device_count: int, topology: str) -> None:
+    if mesh.devices != device_count:
+        raise ConfigError(
+            f"mesh {mesh} has {mesh.devices} devices but topology {topology} has {device_count}; "
+            f"valid meshes have dp x mp = {device_count} (e.g. dp={device_count // 8},mp=8)"
+        )
+
+
+def _compile(preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any]) -> tuple[Any, Any, Any, Any]:
+    from bench.runner import build_program_for_devices
+    from bench.tpu_aot_env import compile_with_optimized_hlo
+    from model.strategies import make_driver
+
+    program = build_program_for_devices(preset, variant, mesh, Scope.MODEL, len(devices))
+    driver = make_driver(variant.strategy, program, mesh, devices)
+    lowered = driver.train_step().lower(*driver.abstract_args())
+    compiled, hlo_text = compile_with_optimized_hlo(lowered)
+    return compiled, hlo_text, driver, program
+
+
+def _costs(compiled: Any) -> tuple[float | None, float | None]:
+    from model.compat import cost_analysis
+
+    costs = cost_analysis(compiled) or {}
+    return costs.get("flops"), costs.get("bytes accessed")
+
+
+def extrapolated_costs(preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any]) -> dict[str, Any]:
+    """Per-step FLOPs and HBM bytes summed over devices, for the preset's layer count."""
+    per_layers = {}
+    for layers in (1, 2):
+        model = dataclasses.replace(preset.model, n_layers=layers, unroll_layers=True)
+        compiled, *_ = _compile(dataclasses.replace(preset, model=model), variant, mesh, devices)
+        per_layers[layers] = _costs(compiled)
+    total_layers = preset.model.n_layers
+    fields: dict[str, Any] = {"xla_flops_source": EXTRAPOLATION}
+    for index, key in enumerate(("xla_flops_per_step", "xla_bytes_accessed_per_step")):
+        one, two = per_layers[1][index], per_layers[2][index]
+        per_device = None if one is None or two is None else one + (total_layers - 1) * (two - one)
+        fields[key] = None if per_device is None else per_device * mesh.devices
+    return fields
+
+
+def compile_record(preset: Preset, variant: Variant, mesh: Mesh, topology: str, devices: list[Any]) -> dict[str, Any]:
+    from bench.hardware import PeakBasis, accelerator_for_topology, peak_flops_per_device
+    from bench.run import base_record, environment
+    from bench.runner import analyse, static_flop_fields
+
+    record = base_record(variant, preset, mesh, Scope.MODEL, repeat=0)
+    record.update(environment(), backend="tpu-aot", topology=topology, device_kind=devices[0].device_kind)
+    try:
+        start = time.perf_counter()
+        compiled, hlo_text, driver, program = _compile(preset, variant, mesh, devices)
+        record["compile_s"] = time.perf_counter() - start
+        record.update(analyse(compiled, driver, program, hlo_text))
+        record.update(extrapolated_costs(preset, variant, mesh, devices))
+        record.update(static_flop_fields(program))
+        xla = record.get("xla_flops_per_step")
+        record["xla_to_hardware_flops_ratio"] = xla / record["hardware_flops_per_step"] if xla else None
+        accelerator = accelerator_for_topology(topology)
+        hbm = accelerator.hbm_bytes_per_device
+        record["hbm_bytes_per_device"] = hbm
+        peak = record.get("mem_peak_estimate_bytes")
+        if hbm is not None and peak is not None:
+            record["fits_hbm"] = peak <= hbm
+            record["hbm_headroom_bytes"] = hbm - peak
+        for basis in PeakBasis:
+            found = peak_flops_per_device(record["device_kind"], basis) if basis is PeakBasis.SPEC or "v3" in topology else None
+            if found:
+                suffix = "" if basis is PeakBasis.SPEC else "_gptj_basis"
+                record[f"peak_flops_per_device{suffix}"], record[f"peak_source{suffix}"] = found
+        record["status"] = "ok"
+    except Exception as error:  # recorded, and the next variant still compiles
+        record["error"] = f"{type(error).__name__}: {error}"
+        record["traceback"] = traceback.format_exc(limit=8)
+    return record
+
+
+def run_aot(preset: Preset, variants: list[Variant], mesh: Mesh, topology: str, out: Path, resume: bool) -> int:
+    """Compile each variant; returns the number that failed."""
+    import jax
+
+    from bench.tpu_aot_env import topology_devices
+
+    devices = topology_devices(topology)
+    check_mesh(mesh, len(devices), topology)
+    done = finished_keys(out) if resume else set()
+    failures = 0
+    for variant in variants:
+        if (variant.name, 0, jax.__version__) in done:
+            print(f"skip {variant.name}: already recorded ok in {out}", file=sys.stderr)
+            continue
+        start = time.perf_counter()
+        record = compile_record(preset, variant, mesh, topology, devices)
+        append_record(out, record)
+        failures += record["status"] != "ok"
+        _print(record, time.perf_counter() - start)
+    return failures
+
+
+def _print(record: dict[str, Any], seconds: float) -> None:
+    if record["status"] != "ok":
+        print(f"{record['variant']}: FAILED {record['error']} ({seconds:.0f} s)", file=sys.stderr)
+        return
+    gib = 2**30
+    print(
+        f"{record['variant']}: peak {record.get('mem_peak_estimate_bytes', 0) / gib:.2f} GiB per device "
+        f"(fits: {record.get('fits_hbm')}), mp all-reduce {record.get('comm_mp_allreduce_bytes', 0) / gib:.2f} GiB, "
+        f"XLA {record.get('xla_flops_per_step') or 0:.3e} FLOP/step, {seconds:.0f} s",
+        file=sys.stderr,
+    )
