@@ -98,6 +98,19 @@ def sweep(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def profile(session: nox.Session) -> None:
+    """XProf trace of one variant, summarised into its record: -- --variant NAME [--preset tiny] [--out DIR]."""
+    names = [a.split("=", 1)[1] for a in session.posargs if a.startswith("--variant=")]
+    names += [b for a, b in zip(session.posargs, session.posargs[1:]) if a == "--variant"]
+    if len(names) != 1:
+        session.error("usage: nox -s profile -- --variant NAME [--preset P] [--out DIR] (one variant)")
+    python = env_python(session, environment_for(names[0]))
+    session.run(python, "-m", "bench", "run", "--profile", *session.posargs, external=True)
+    log_dir = "RUN_DIR/traces/" + names[0]
+    session.log(f"open the trace: tensorboard --logdir {log_dir} --host localhost (run directory printed above)")
+
+
+@nox.session(python=False)
 def benchmarks(session: nox.Session) -> None:
     """pytest-benchmark timings of every current-JAX variant (-- --benchmark-json out.json, --benchmark-compare)."""
     python = env_python(session, "current")

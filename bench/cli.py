@@ -90,7 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else new_run_dir()
     print(f"run directory: {out}", file=sys.stderr)
     records = run_variants(
-        variants, preset, mesh, scope, args.steps, args.warmup, out, args.resume, args.repeat, args.overhead
+        variants, preset, mesh, scope, args.steps, args.warmup, out, args.resume, args.repeat, args.overhead,
+        args.profile,
     )
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
@@ -189,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeat", type=int, default=0, help="repeat index stored in the record (sweeps set it)")
     run.add_argument(
         "--overhead", action="store_true", help="also time a bare loop of the same step: the harness overhead"
+    )
+    run.add_argument(
+        "--profile",
+        action="store_true",
+        help="capture an XProf trace of a few more steps into RUN_DIR/traces/ and add its summary to the record",
     )
     run.set_defaults(func=cmd_run)
 

@@ -183,9 +183,11 @@ def measure(
     repeat: int = 0,
     overhead: bool = False,
     progress: Any = None,
+    trace_dir: Path | None = None,
 ) -> dict[str, Any]:
     """One complete record; failures are caught and recorded, never raised."""
     record = base_record(variant, preset, mesh, scope, repeat)
+    record.update(warmup_steps=warmup, timed_steps=steps)
     try:
         from bench.flops import hfu, mfu
         from bench.runner import flop_fields, prepare
@@ -210,11 +212,29 @@ def measure(
             bare = bare_loop_step_s(prepared, steps)
             record["bare_loop_step_s"] = bare
             record["harness_overhead_frac"] = median / bare - 1.0
+        if trace_dir is not None:
+            record.update(profile_fields(prepared, trace_dir / variant.name))
         record["status"] = "ok"
     except Exception as error:  # recorded, and the sweep goes on
         record["error"] = f"{type(error).__name__}: {error}"
         record["traceback"] = traceback.format_exc(limit=8)
     return record
+
+
+PROFILE_STEPS = 3
+
+
+def profile_fields(prepared: Any, log_dir: Path) -> dict[str, Any]:
+    """An XProf trace of a few more steps, summarised by the profiler plugin's own converters."""
+    from bench.profile import capture_trace, summarise_trace, tensorboard_command
+
+    trace = capture_trace(prepared.step, (), PROFILE_STEPS, log_dir)
+    fields: dict[str, Any] = {"profile_command": tensorboard_command(log_dir), "profile_trace_path": str(trace)}
+    try:
+        fields.update(summarise_trace(trace).as_record_fields())
+    except Exception as error:  # the trace is kept; only its summary is missing
+        fields["profile_error"] = f"{type(error).__name__}: {error}"
+    return fields
 
 
 def run_variants(
@@ -228,6 +248,7 @@ def run_variants(
     resume: bool,
     repeat: int = 0,
     overhead: bool = False,
+    profile: bool = False,
 ) -> list[dict[str, Any]]:
     import jax
 
@@ -237,14 +258,15 @@ def run_variants(
         if (variant.name, repeat, jax.__version__) in done:
             print(f"skip {variant.name} (repeat {repeat}): already recorded ok in {out}", file=sys.stderr)
             continue
-        record = _measure_with_progress(variant, preset, mesh, scope, steps, warmup, repeat, overhead)
+        trace_dir = out / "traces" if profile else None
+        record = _measure_with_progress(variant, preset, mesh, scope, steps, warmup, repeat, overhead, trace_dir)
         append_record(out, record)
         records.append(record)
         _print_line(record)
     return records
 
 
-def _measure_with_progress(variant, preset, mesh, scope, steps, warmup, repeat, overhead) -> dict[str, Any]:
+def _measure_with_progress(variant, preset, mesh, scope, steps, warmup, repeat, overhead, trace_dir) -> dict[str, Any]:
     from rich.progress import Progress
 
     with Progress(transient=True) as progress:
@@ -253,7 +275,7 @@ def _measure_with_progress(variant, preset, mesh, scope, steps, warmup, repeat, 
         def advance() -> None:
             progress.update(task, advance=1, description=f"{variant.name}: warm-up and timed steps")
 
-        return measure(variant, preset, mesh, scope, steps, warmup, repeat, overhead, advance)
+        return measure(variant, preset, mesh, scope, steps, warmup, repeat, overhead, advance, trace_dir)
 
 
 def _print_line(record: dict[str, Any]) -> None:

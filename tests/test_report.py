@@ -142,7 +142,7 @@ def test_project_says_what_is_missing():
         projection.project({k: v for k, v in HAND.items() if k != "comm_dp_wire_bytes"})
     with pytest.raises(ValueError, match="bad TPU topology"):
         projection.project(HAND | {"topology": "v9:2x2"})
-    no_bytes = projection.project({k: v for k, v in HAND.items() if k != "xla_bytes_accessed_per_step"})  # flagged
+    no_bytes = projection.project({k: v for k, v in HAND.items() if k != "xla_bytes_accessed_per_step"})
     assert no_bytes.hbm_s is None and no_bytes.serial_step_s == pytest.approx(1.344e16 / (256 * 61.5e12) + 0.05)
 
 
