@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from bench import distributed
 from bench.devices import request_cpu_devices
 from bench.tpu_aot_env import TopologyError
 from model.config import ConfigError, all_variants, apply_overrides, get_preset
@@ -76,7 +77,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     scope = Scope.parse(args.scope, "scope")
     if args.steps < 1 or args.warmup < 0:
         raise ConfigError("--steps must be at least 1 and --warmup at least 0")
-    request_cpu_devices(mesh.devices)
+    if args.distributed:  # jax.distributed starts before JAX touches a device; each process takes its share
+        distributed.start(args, mesh, variants)
+    else:
+        request_cpu_devices(mesh.devices)
     import jax
 
     from model import compat
@@ -88,7 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.run import new_run_dir, run_variants
 
     out = Path(args.out) if args.out else new_run_dir()
-    print(f"run directory: {out}", file=sys.stderr)
+    if distributed.is_writer():
+        print(f"run directory: {out}", file=sys.stderr)
     records = run_variants(
         variants, preset, mesh, scope, args.steps, args.warmup, out, args.resume, args.repeat, args.overhead,
         args.profile,
@@ -196,7 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="capture an XProf trace of a few more steps into RUN_DIR/traces/ and add its summary to the record",
     )
+    distributed.add_run_arguments(run)
     run.set_defaults(func=cmd_run)
+
+    launch = sub.add_parser(
+        "distributed",
+        help="launch a run as several local processes over loopback (jax.distributed, simulated CPU devices)",
+        description="Example: python -m bench distributed --processes 2 --devices-per-process 4 -- "
+        "run --variant parallel-h256-pjit-none --preset tiny --mesh dp=2,mp=4",
+    )
+    distributed.add_launcher_arguments(launch)
+    launch.set_defaults(func=distributed.cmd_distributed)
 
     sweep = sub.add_parser(
         "sweep",

@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from bench import distributed
 from bench.record import SCHEMA_VERSION, append_record, finished_keys
 from model.config import Mesh, Preset, Variant
 from model.program import Scope
@@ -158,7 +159,8 @@ def peak_fields(dtype: str, devices: int) -> dict[str, Any]:
     device = jax.devices()[0]
     fields: dict[str, Any] = {"backend": jax.default_backend(), "device_kind": device.device_kind}
     if device.platform == "cpu":
-        peak = calibrate_cpu_peak(dtype, jax.devices()[:devices])
+        # this process's devices: across processes each host measures its own (other hosts' are not addressable)
+        peak = calibrate_cpu_peak(dtype, jax.local_devices()[:devices])
         return fields | {"peak_flops_per_device": peak.flops_per_device, "peak_source": peak.source}
     found = peak_flops_per_device(device.device_kind)
     if found is None:
@@ -259,21 +261,30 @@ def run_variants(
             print(f"skip {variant.name} (repeat {repeat}): already recorded ok in {out}", file=sys.stderr)
             continue
         trace_dir = out / "traces" if profile else None
-        record = _measure_with_progress(variant, preset, mesh, scope, steps, warmup, repeat, overhead, trace_dir)
-        append_record(out, record)
+        distributed.begin_variant(variant.name, lambda v=variant: base_record(v, preset, mesh, scope, repeat), out)
+        with distributed.own_trace_dir(trace_dir) as this_process_trace_dir:
+            record = _measure_with_progress(
+                variant, preset, mesh, scope, steps, warmup, repeat, overhead, this_process_trace_dir
+            )
+        record = distributed.agree(record)  # ok only if ok on every process; carries process_count
+        if distributed.is_writer():  # process 0 writes for all
+            append_record(out, record)
+            _print_line(record)
         records.append(record)
-        _print_line(record)
     return records
 
 
 def _measure_with_progress(variant, preset, mesh, scope, steps, warmup, repeat, overhead, trace_dir) -> dict[str, Any]:
     from rich.progress import Progress
 
+    if not distributed.is_writer():  # one progress display, process 0's; the watchdog still hears every step
+        return measure(variant, preset, mesh, scope, steps, warmup, repeat, overhead, distributed.step_done, trace_dir)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"{variant.name}: compiling and analysing", total=warmup + steps)
 
         def advance() -> None:
             progress.update(task, advance=1, description=f"{variant.name}: warm-up and timed steps")
+            distributed.step_done()
 
         return measure(variant, preset, mesh, scope, steps, warmup, repeat, overhead, advance, trace_dir)
 

@@ -32,6 +32,10 @@ TrainStep = Callable[[Params, Any, Batch], tuple[Params, Any, jnp.ndarray]]
 
 def make_mesh(mesh: Mesh, devices: list[Any] | None = None) -> jax.sharding.Mesh:
     devices = jax.devices() if devices is None else devices
+    if len({d.process_index for d in devices}) > 1:
+        # Several processes (hosts): each one's devices contiguous, row-major, so an mp group (two all-reduces
+        # per layer) stays inside a host when mp divides its device count, and dp (one per step) spans hosts.
+        devices = sorted(devices, key=lambda d: (d.process_index, d.id))
     return jax.sharding.Mesh(np.array(devices[: mesh.devices]).reshape(mesh.dp, mesh.mp), MESH_AXES)
 
 
@@ -61,10 +65,19 @@ class Driver:
         )
 
     def place_params(self, params: Params) -> Params:
-        return jax.device_put(params, self._named(self.param_specs))
+        shardings = self._named(self.param_specs)
+        if jax.process_count() == 1:
+            return jax.device_put(params, shardings)
+        # Multi-controller: every process initialised the same global parameters (same seed, same program);
+        # each fills the shards its own devices hold.
+        return jax.tree_util.tree_map(_from_global_value, params, shardings)
 
     def place_batch(self, batch: Batch) -> Batch:
-        return {k: jax.device_put(v, NamedSharding(self.mesh, self.batch_specs[k])) for k, v in batch.items()}
+        shardings = {k: NamedSharding(self.mesh, self.batch_specs[k]) for k in batch}
+        if jax.process_count() == 1:
+            return {k: jax.device_put(v, shardings[k]) for k, v in batch.items()}
+        # Multi-controller: each process feeds only its own rows, as a per-host input pipeline would.
+        return {k: _from_process_rows(np.asarray(v), shardings[k]) for k, v in batch.items()}
 
     def init_opt_state(self, params: Params) -> Any:
         return jax.jit(self.optimizer.init, out_shardings=self._named(self.opt_specs()))(params)
@@ -167,6 +180,22 @@ class ShardMapDriver(Driver):
             out_specs=(*state, PartitionSpec()),
         )
         return jax.jit(fn, donate_argnums=(0, 1))
+
+
+def _from_global_value(x: Any, sharding: NamedSharding) -> jax.Array:
+    """A global array from a value every process holds whole: each process copies out its devices' shards."""
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _from_process_rows(global_value: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array from this process's block of it: the bounding box of the shards its devices hold."""
+    indices = sharding.addressable_devices_indices_map(global_value.shape).values()
+    block = tuple(
+        slice(min(i[dim].indices(n)[0] for i in indices), max(i[dim].indices(n)[1] for i in indices))
+        for dim, n in enumerate(global_value.shape)
+    )
+    return jax.make_array_from_process_local_data(sharding, global_value[block], global_value.shape)
 
 
 def _with_sharding(shapes: Any, shardings: Any) -> Any:
