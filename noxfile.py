@@ -56,20 +56,21 @@ def environment_for(variant_name: str) -> str:
     return "xmap" if variant_name.split("-")[2] == Strategy.XMAP.value else "current"
 
 
-PYTEST = ["-m", "pytest", "-q", "--benchmark-disable"]
+# Two workers (one per core of the CI machine), one test file each so per-file reference caches hold.
+PYTEST = ["-m", "pytest", "-q", "--benchmark-disable", "-n", "2", "--dist", "loadfile"]
 
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """Run the tests on current JAX (simulated 8-device CPU mesh)."""
-    session.run(env_python(session, "current"), *PYTEST, *session.posargs, external=True)
+    session.run(env_python(session, "current"), *PYTEST, "-m", "not tpu_aot", *session.posargs, external=True)
 
 
 @nox.session(python=False)
 def tests_xmap(session: nox.Session) -> None:
     """Run the tests on jax 0.4.30, where xmap exists and its tests must run, not skip."""
     # The non-xmap benchmarks already ran in `tests`; here only the xmap ones.
-    deselect = ["-k", "not test_train_step or xmap"]
+    deselect = ["-k", "not test_train_step or xmap", "-m", "not tpu_aot"]
     env = {"GPTJ_BENCH_REQUIRE_XMAP": "1"}
     session.run(env_python(session, "xmap"), *PYTEST, *deselect, *session.posargs, env=env, external=True)
 

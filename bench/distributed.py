@@ -77,10 +77,6 @@ class Coordinates:
         if None not in (self.num_processes, self.process_id) and self.process_id >= self.num_processes:
             raise ConfigError(f"--process-id {self.process_id} is not below --num-processes {self.num_processes}")
 
-    @property
-    def explicit(self) -> bool:
-        return None not in (self.coordinator_address, self.num_processes, self.process_id)
-
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--distributed`` flags of ``python -m bench run``."""
@@ -232,7 +228,12 @@ class Diagnosis:
 
 
 def diagnose(
-    me: int, my_progress: int, my_phase: str, stalled_s: float, peers: Mapping[int, PeerView], stale_s: float,
+    me: int,
+    my_progress: int,
+    my_phase: str,
+    stalled_s: float,
+    peers: Mapping[int, PeerView],
+    stale_s: float,
     coordinator_error: str | None = None,
 ) -> Diagnosis:
     """Name the processes this one is waiting for: silent ones first, else live ones that fell behind."""
@@ -251,7 +252,9 @@ def diagnose(
         why = "; ".join(f"process {p} is alive but stuck at '{v.phase}'" for p, v in sorted(behind.items()))
         return Diagnosis(tuple(sorted(behind)), f"{head}: {why}")
     others = ", ".join(str(p) for p in sorted(peers)) or "none"
-    return Diagnosis(tuple(sorted(peers)), f"{head}: so did every other process ({others}): a collective never completed")
+    return Diagnosis(
+        tuple(sorted(peers)), f"{head}: so did every other process ({others}): a collective never completed"
+    )
 
 
 # --- records: every process reports, process 0 writes ---------------------------------------------------------
@@ -283,10 +286,6 @@ def merge_reports(
 
 
 _SESSION: Session | None = None
-
-
-def current() -> Session | None:
-    return _SESSION
 
 
 def is_writer() -> bool:
@@ -369,7 +368,8 @@ class Session:
         now = time.monotonic()
         with self.lock:
             views = {
-                pid: PeerView(now - changed, progress, phase) for pid, (_, changed, progress, phase) in self.peers.items()
+                pid: PeerView(now - changed, progress, phase)
+                for pid, (_, changed, progress, phase) in self.peers.items()
             }
             for pid in range(self.process_count):
                 if pid != self.process_id and pid not in views:
@@ -379,7 +379,10 @@ class Session:
 
     def _expire(self, stalled_s: float) -> None:
         found = self.diagnosis(stalled_s)
-        message = f"error: {found.message}; giving up after --distributed-timeout {self.timeout_s:.0f} s"
+        self.fail_now(found, f"error: {found.message}; giving up after --distributed-timeout {self.timeout_s:.0f} s")
+
+    def fail_now(self, found: Diagnosis, message: str) -> None:
+        """Say who failed, write the failed record (process 0), and exit without waiting for anyone."""
         if self.process_id == 0 and self.failure_context is not None:
             try:
                 self._write_failed_record(found, message)
@@ -450,7 +453,11 @@ class Session:
         self.report_seq += 1
         self.set_phase(f"{record['variant']}: report", announce=False)
         report = {"status": record.get("status"), "error": record.get("error")}
-        self.client.key_value_set(self._key("report", self.report_seq, self.process_id), json.dumps(report))
+        try:
+            self.client.key_value_set(self._key("report", self.report_seq, self.process_id), json.dumps(report))
+        except Exception as error:  # the coordination service lives in process 0
+            found = Diagnosis((0,), f"process {self.process_id} cannot report to the coordinator (process 0): {error}")
+            self.fail_now(found, f"error: {found.message}")
         self.failure_context = None
         if self.process_id != 0:
             return dict(record, process_count=self.process_count)
@@ -485,7 +492,9 @@ class Session:
         with self.lock:
             _, changed, _, phase = self.peers.get(pid, ("", self.started, -1, "never seen"))
         if silent:
-            return f"sent no report: no heartbeat for {now - changed:.0f} s (exited, killed or frozen), last at '{phase}'"
+            return (
+                f"sent no report: no heartbeat for {now - changed:.0f} s (exited, killed or frozen), last at '{phase}'"
+            )
         return f"sent no report within {self.timeout_s:.0f} s, last at '{phase}'"
 
     def _silent_peers(self) -> set[int]:
@@ -507,7 +516,8 @@ class Session:
             try:
                 return self.client.blocking_key_value_get(key, int(self.timeout_s * 1000))
             except Exception as error:
-                raise RuntimeError(f"process 0 did not share {name!r} within {self.timeout_s:.0f} s: {error}") from None
+                found = Diagnosis((0,), f"process 0 did not share {name!r} within {self.timeout_s:.0f} s: {error}")
+                self.fail_now(found, f"error: {found.message}")
 
     # the end
 
@@ -536,8 +546,8 @@ def _jax_initialize(coords: Coordinates, timeout_s: float) -> None:
 
     limits = {"initialization_timeout": int(timeout_s) + JAX_LIMIT_MARGIN_S}
     accepted = inspect.signature(jax.distributed.initialize).parameters
-    # jax >= 0.4.36 or so: a dead peer is declared after the heartbeat limit (and the job aborted); keep that
-    # past our own timeout, which says who is missing.
+    # jax 0.10.2 (not 0.4.30) declares a silent peer dead after a heartbeat limit and aborts the job without
+    # naming it; keep that limit past our own timeout, whose message does name it.
     if "heartbeat_timeout_seconds" in accepted:
         limits["heartbeat_timeout_seconds"] = int(timeout_s) + JAX_LIMIT_MARGIN_S
     if "shutdown_timeout_seconds" in accepted:
@@ -699,8 +709,13 @@ class LocalCluster:
     is forwarded line by line, prefixed with the process id, and the last lines are kept (``lines``)."""
 
     def __init__(
-        self, bench_args: Sequence[str], processes: int, devices_per_process: int, port: int | None = None,
-        env: Mapping[str, str] | None = None, echo: bool = True,
+        self,
+        bench_args: Sequence[str],
+        processes: int,
+        devices_per_process: int,
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        echo: bool = True,
     ):
         if processes < 1 or devices_per_process < 1:
             raise ConfigError("--processes and --devices-per-process must be at least 1")
@@ -726,9 +741,15 @@ class LocalCluster:
     def start(self) -> LocalCluster:
         for pid in range(self.processes):
             child = subprocess.Popen(
-                self.argv(pid), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, text=True, errors="replace",
-            )  # fmt: skip
+                self.argv(pid),
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: killed as a whole, children included
+                text=True,
+                errors="replace",
+            )
             self.popen.append(child)
             reader = threading.Thread(target=self._forward, args=(pid, child), daemon=True)
             reader.start()
@@ -830,7 +851,9 @@ def cmd_distributed(args: argparse.Namespace) -> int:
 
     bench_args = args.bench_args[1:] if args.bench_args[:1] == ["--"] else list(args.bench_args)
     if bench_args[:1] != ["run"]:
-        raise ConfigError("expected a run command after --, e.g. -- run --variant parallel-h256-pjit-none --preset tiny")
+        raise ConfigError(
+            "expected a run command after --, e.g. -- run --variant parallel-h256-pjit-none --preset tiny"
+        )
     if args.time_limit <= 0:
         raise ConfigError(f"--time-limit must be positive, got {args.time_limit}")
     run_args = build_parser().parse_args(bench_args)
@@ -851,10 +874,9 @@ def cmd_distributed(args: argparse.Namespace) -> int:
         exits = cluster.wait(args.time_limit, grace_s=run_args.distributed_timeout + 30)
     for e in exits:
         print(e.describe(), file=sys.stderr)
-    status = exit_status(exits)
-    if status:
+    if exits[0].returncode not in (0, 1, 2):  # process 0 died or was killed: it may not have recorded everything
         _record_unrecorded(plan, out, before, exits)
-    return status
+    return exit_status(exits)
 
 
 @dataclass(frozen=True)
@@ -899,7 +921,9 @@ def _record_unrecorded(plan: _Plan, out: Path, before: int, exits: Sequence[Proc
             error=f"the run ended before process 0 recorded this variant: {how}",
             failed_processes=failed,
             process_count=len(exits),
-            process_errors={str(e.process_id): describe_exit(e.returncode, e.killed_by_launcher) for e in exits if not e.ok},
+            process_errors={
+                str(e.process_id): describe_exit(e.returncode, e.killed_by_launcher) for e in exits if not e.ok
+            },
         )
         append_record(out, record)
         print(f"{variant.name}: FAILED {record['error']}", file=sys.stderr)

@@ -9,6 +9,7 @@ libtpu is set first (bench.tpu_aot_env).
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import time
 import traceback
@@ -98,8 +99,25 @@ def compile_record(preset: Preset, variant: Variant, mesh: Mesh, topology: str, 
         record["status"] = "ok"
     except Exception as error:  # recorded, and the next variant still compiles
         record["error"] = f"{type(error).__name__}: {error}"
+        record.update(out_of_memory_fields(str(error)))
         record["traceback"] = traceback.format_exc(limit=8)
     return record
+
+
+_OOM = re.compile(r"required for HLO temporaries \(([\d.]+)G\) exceeds available HBM \(([\d.]+)G\)")
+
+
+def out_of_memory_fields(message: str) -> dict[str, Any]:
+    """The TPU compiler refuses a step that does not fit and says by how much: keep those figures."""
+    found = _OOM.search(message)
+    if not found:
+        return {}
+    gib = 2**30  # XLA prints sizes in GiB with a "G" suffix
+    return {
+        "fits_hbm": False,
+        "oom_temporaries_bytes": float(found.group(1)) * gib,
+        "oom_available_hbm_bytes": float(found.group(2)) * gib,
+    }
 
 
 def run_aot(preset: Preset, variants: list[Variant], mesh: Mesh, topology: str, out: Path, resume: bool) -> int:

@@ -82,3 +82,16 @@ def test_run_records_a_real_variant_end_to_end(tmp_path):
     assert 0 < record["hfu"] <= 1 and record["mfu"] <= record["hfu"]  # remat adds recompute to HFU only
     assert record["comm_mp_allreduce_bytes"] > 0 and record["devices"] == 8
     assert record["harness_overhead_frac"] is not None
+
+
+def test_tpu_out_of_memory_keeps_the_compilers_figures():
+    from bench.tpu_aot import out_of_memory_fields
+
+    message = (
+        "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (18.00G) "
+        "exceeds available HBM (15.48G)."
+    )
+    fields = out_of_memory_fields(message)
+    assert fields["fits_hbm"] is False
+    assert fields["oom_temporaries_bytes"] == 18.00 * 2**30 and fields["oom_available_hbm_bytes"] == 15.48 * 2**30
+    assert out_of_memory_fields("some other failure") == {}

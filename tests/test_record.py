@@ -67,7 +67,7 @@ def test_step_stats_by_hand():
 
 
 def fake_measure(fail: set[str]):
-    def measure(variant, preset, mesh, scope, steps, warmup, repeat=0, overhead=False, progress=None):
+    def measure(variant, preset, mesh, scope, steps, warmup, repeat=0, overhead=False, progress=None, trace_dir=None):
         out = bench_run.base_record(variant, preset, mesh, scope, repeat)
         if variant.name in fail:
             out["error"] = "RuntimeError: forced"
