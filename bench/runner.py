@@ -18,7 +18,6 @@ import numpy as np
 
 from bench import comm, flops, hlo
 from bench.expected import expected_comm
-from model import compat
 from model.config import Mesh, Preset, Remat, Variant, validate_run
 from model.program import Program, Scope, count_params
 from model.strategies import Driver, make_driver

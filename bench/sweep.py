@@ -106,7 +106,9 @@ def sweep(plan: SweepPlan, pythons: dict[str, str], out: Path, extra: list[str],
         run_job(job, plan, pythons[job.env], out, extra, timeout_s)
 
 
-def plan_from_args(quick: bool, preset: str | None, steps: int | None, warmup: int | None, repeats: int | None) -> SweepPlan:
+def plan_from_args(
+    quick: bool, preset: str | None, steps: int | None, warmup: int | None, repeats: int | None
+) -> SweepPlan:
     plan = QUICK if quick else FULL
-    changes = {k: v for k, v in dict(preset=preset, steps=steps, warmup=warmup, repeats=repeats).items() if v is not None}
-    return dataclasses.replace(plan, **changes)
+    given = dict(preset=preset, steps=steps, warmup=warmup, repeats=repeats)
+    return dataclasses.replace(plan, **{k: v for k, v in given.items() if v is not None})

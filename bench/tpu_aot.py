@@ -92,7 +92,9 @@ def compile_record(preset: Preset, variant: Variant, mesh: Mesh, topology: str, 
             record["fits_hbm"] = peak <= hbm
             record["hbm_headroom_bytes"] = hbm - peak
         for basis in PeakBasis:
-            found = peak_flops_per_device(record["device_kind"], basis) if basis is PeakBasis.SPEC or "v3" in topology else None
+            if basis is PeakBasis.GPTJ and not topology.startswith("v3"):
+                continue  # GPT-J's basis exists for v3 only
+            found = peak_flops_per_device(record["device_kind"], basis)
             if found:
                 suffix = "" if basis is PeakBasis.SPEC else "_gptj_basis"
                 record[f"peak_flops_per_device{suffix}"], record[f"peak_source{suffix}"] = found
