@@ -806,6 +806,7 @@ class LocalCluster:
         running = [pid for pid, child in enumerate(self.popen) if child.poll() is None]
         for pid in running:
             self.signal(pid, signal.SIGTERM)
+            self.signal(pid, signal.SIGCONT)  # a stopped (frozen) process acts on SIGTERM only once continued
         deadline = time.monotonic() + 5
         for pid in running:
             try:
@@ -847,83 +848,84 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_distributed(args: argparse.Namespace) -> int:
     """``python -m bench distributed --processes P --devices-per-process N -- run ...``"""
-    from bench.cli import build_parser
-
     bench_args = args.bench_args[1:] if args.bench_args[:1] == ["--"] else list(args.bench_args)
-    if bench_args[:1] != ["run"]:
-        raise ConfigError(
-            "expected a run command after --, e.g. -- run --variant parallel-h256-pjit-none --preset tiny"
-        )
     if args.time_limit <= 0:
         raise ConfigError(f"--time-limit must be positive, got {args.time_limit}")
-    run_args = build_parser().parse_args(bench_args)
-    plan = _plan(run_args)
+    plan = plan_run(bench_args)
     local_device_request(plan.mesh, args.processes)
     check_mesh(plan.mesh, dict.fromkeys(range(args.processes), args.devices_per_process))
-    if not run_args.out:
+    if plan.out is None:
         from bench.run import new_run_dir
 
-        run_args.out = str(new_run_dir())
-        bench_args += ["--out", run_args.out]
+        bench_args += ["--out", str(new_run_dir())]
+        plan = plan_run(bench_args)
     if args.port is not None:
         check_port_free(args.port)
-    out = Path(run_args.out)
-    before = _record_count(out)
-    print(f"run directory: {out}", file=sys.stderr)
+    before = len(_records(plan.out))
+    print(f"run directory: {plan.out}", file=sys.stderr)
     with LocalCluster(bench_args, args.processes, args.devices_per_process, args.port) as cluster:
-        exits = cluster.wait(args.time_limit, grace_s=run_args.distributed_timeout + 30)
+        exits = cluster.wait(args.time_limit, grace_s=plan.timeout_s + 30)
     for e in exits:
         print(e.describe(), file=sys.stderr)
-    if exits[0].returncode not in (0, 1, 2):  # process 0 died or was killed: it may not have recorded everything
-        _record_unrecorded(plan, out, before, exits)
+    record_unrecorded(plan, before, exits)
     return exit_status(exits)
 
 
 @dataclass(frozen=True)
-class _Plan:
+class RunPlan:
+    """What a ``run`` command line will measure, read as ``bench run`` reads it."""
+
     variants: list[Variant]
     preset: Any
     mesh: Mesh
     scope: Any
     repeat: int
+    out: Path | None
+    timeout_s: float
 
 
-def _plan(run_args: argparse.Namespace) -> _Plan:
-    from bench.cli import _variants
+def plan_run(bench_args: Sequence[str]) -> RunPlan:
+    from bench.cli import _variants, build_parser
     from model.config import Scope, apply_overrides, get_preset
 
-    preset = apply_overrides(get_preset(run_args.preset), run_args.overrides)
-    mesh = Mesh.parse(run_args.mesh) if run_args.mesh else preset.mesh
-    variants = _variants(run_args.variant)
+    if list(bench_args[:1]) != ["run"]:
+        raise ConfigError("expected a run command, e.g. -- run --variant parallel-h256-pjit-none --preset tiny")
+    args = build_parser().parse_args(bench_args)
+    preset = apply_overrides(get_preset(args.preset), args.overrides)
+    mesh = Mesh.parse(args.mesh) if args.mesh else preset.mesh
+    variants = _variants(args.variant)
     check_variants(variants)
-    return _Plan(variants, preset, mesh, Scope.parse(run_args.scope, "scope"), run_args.repeat)
+    out = Path(args.out) if args.out else None
+    scope = Scope.parse(args.scope, "scope")
+    return RunPlan(variants, preset, mesh, scope, args.repeat, out, args.distributed_timeout)
 
 
-def _record_count(out: Path) -> int:
+def _records(out: Path) -> list[dict[str, Any]]:
     from bench.record import load_records
 
-    return len(load_records(out).records)
+    return load_records(out).records
 
 
-def _record_unrecorded(plan: _Plan, out: Path, before: int, exits: Sequence[ProcessExit]) -> None:
-    """Process 0 died before recording some variants: write them as failed, saying how each process ended."""
-    from bench.record import append_record, load_records
+def record_unrecorded(plan: RunPlan, before: int, exits: Sequence[ProcessExit]) -> None:
+    """When process 0 died or was killed (so its watchdog could not write), write each variant it left
+    unrecorded as failed, saying how every process ended. ``before``: the records in the run directory before."""
+    from bench.record import append_record
     from bench.run import base_record
 
-    recorded = {r["variant"] for r in load_records(out).records[before:]}
+    if plan.out is None or exits[0].returncode in (0, 1, 2):  # process 0 recorded everything it ran
+        return
+    recorded = {r["variant"] for r in _records(plan.out)[before:]}
     how = "; ".join(e.describe() for e in exits)
+    failed = [e for e in exits if not e.ok]
     for variant in plan.variants:
         if variant.name in recorded:
             continue
         record = base_record(variant, plan.preset, plan.mesh, plan.scope, plan.repeat)
-        failed = [e.process_id for e in exits if not e.ok]
         record.update(
             error=f"the run ended before process 0 recorded this variant: {how}",
-            failed_processes=failed,
+            failed_processes=[e.process_id for e in failed],
             process_count=len(exits),
-            process_errors={
-                str(e.process_id): describe_exit(e.returncode, e.killed_by_launcher) for e in exits if not e.ok
-            },
+            process_errors={str(e.process_id): describe_exit(e.returncode, e.killed_by_launcher) for e in failed},
         )
-        append_record(out, record)
+        append_record(plan.out, record)
         print(f"{variant.name}: FAILED {record['error']}", file=sys.stderr)

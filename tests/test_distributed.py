@@ -4,6 +4,7 @@ The launches are real: `python -m bench run --distributed` processes talking glo
 own simulated CPU devices, every one bounded in time and killed (process group) when a test ends.
 """
 
+import contextlib
 import functools
 import os
 import signal
@@ -104,10 +105,11 @@ def reference(variant: str, mesh: str) -> dict:
 
 def assert_matches_one_process(processes: int, devices_per_process: int, mesh: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
+    launch = ["distributed", "--processes", str(processes), "--devices-per-process", str(devices_per_process)]
     args = run_args(mesh, VARIANTS, out, steps=2, timeout_s=120)
-    with LocalCluster(args, processes, devices_per_process, echo=False) as cluster:
-        exits = cluster.wait(time_limit_s=300, grace_s=30)
-    assert all(e.ok for e in exits), [e.describe() for e in exits] + [outputs(cluster)]
+    code, output, _ = run_bench([*launch, "--time-limit", "300", "--", *args], timeout_s=360)
+    assert code == 0, output[-6000:]
+    assert all(f"process {p}: exited with status 0" in output for p in range(processes)), output[-6000:]
     records = {r["variant"]: r for r in load_records(out).records}
     assert sorted(records) == sorted(VARIANTS)
     for name in VARIANTS:
@@ -149,11 +151,16 @@ def test_a_dead_or_frozen_process_fails_the_run_within_the_timeout(fault, tmp_pa
         assert cluster.wait_for_line(1, "warm-up and timed steps", 120), outputs(cluster)
         cluster.signal(1, fault)
         faulted = time.monotonic()
-        exits = cluster.wait(time_limit_s=FAULT_TIMEOUT_S + 30, grace_s=0)  # a frozen process 1 is then killed
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            cluster.popen[0].wait(timeout=FAULT_TIMEOUT_S + 30)
         waited_s = time.monotonic() - faulted
-    survivor = exits[0]
-    assert not survivor.killed_by_launcher and survivor.returncode not in (0, None), outputs(cluster)
+    # leaving the block killed a frozen process 1 (and process 0, had it outlived the wait)
+    exits = [ProcessExit(pid, child.returncode, False) for pid, child in enumerate(cluster.popen)]
+    assert exits[0].returncode not in (0, None), outputs(cluster)
     assert waited_s < FAULT_TIMEOUT_S + 15, (waited_s, outputs(cluster))
+    # As `bench distributed` does after every launch: where process 0 itself crashed (jaxlib 0.4.30 aborts on a
+    # gloo error), the variant it left unrecorded is recorded as failed.
+    distributed.record_unrecorded(distributed.plan_run(args), 0, exits)
     records = load_records(out).records
     assert [r["status"] for r in records] == ["failed"], outputs(cluster)
     assert 1 in records[0]["failed_processes"] and "process 1" in records[0]["error"], records[0]
