@@ -17,8 +17,12 @@ HAS_XMAP_MESSAGE = (
 
 
 def has_xmap() -> bool:
+    import warnings
+
     try:
-        from jax.experimental.maps import xmap  # noqa: F401
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from jax.experimental.maps import xmap  # noqa: F401
     except ImportError:
         return False
     return True
