@@ -80,13 +80,20 @@ def _failed_record(job: Job, plan: SweepPlan, error: str) -> dict:
     }  # fmt: skip
 
 
-def run_job(job: Job, plan: SweepPlan, python: str, out: Path, extra: list[str], timeout_s: float) -> None:
+def run_job(
+    job: Job,
+    plan: SweepPlan,
+    python: str,
+    out: Path,
+    extra: list[str],
+    timeout_s: float,
+    command_override: list[str] | None = None,
+) -> None:
     """One variant in its own process. If the process dies without writing its record, record that."""
     before = len(load_records(out).records)
+    argv = command_override or command(job, plan, python, out, extra)
     try:
-        result = subprocess.run(
-            command(job, plan, python, out, extra), cwd=REPO, timeout=timeout_s, stderr=subprocess.PIPE, text=True
-        )
+        result = subprocess.run(argv, cwd=REPO, timeout=timeout_s, stderr=subprocess.PIPE, text=True)
     except subprocess.TimeoutExpired:
         error = f"process killed after the {timeout_s:.0f} s per-variant limit"
     else:
