@@ -144,3 +144,26 @@ def tests_tpu_aot(session: nox.Session) -> None:
     for env in ("tpu", "tpu-xmap"):
         extra = {"GPTJ_BENCH_REQUIRE_XMAP": "1"} if env == "tpu-xmap" else {}
         session.run(env_python(session, env), *PYTEST, "-m", "tpu_aot", *session.posargs, env=extra, external=True)
+
+
+@nox.session(python=False)
+def distributed(session: nox.Session) -> None:
+    """A run as local processes over loopback (jax.distributed, gloo): -- --variant NAME [--processes 2]
+    [--devices-per-process 4] [--time-limit S] [any `bench run` flag; defaults --preset tiny --steps 5]."""
+    usage = "usage: nox -s distributed -- --variant NAME [--processes 2] [--devices-per-process 4] [run flags]"
+    launcher = {"--processes": "2", "--devices-per-process": "4", "--time-limit": "1800"}
+    args, run_args = list(session.posargs), []
+    while args:
+        name, has_value, value = args.pop(0).partition("=")
+        if name not in launcher:
+            run_args.append(f"{name}={value}" if has_value else name)
+        elif has_value or args:
+            launcher[name] = value if has_value else args.pop(0)
+        else:
+            session.error(f"{name} needs a value; {usage}")
+    if not any(a.split("=")[0] == "--variant" for a in run_args):
+        session.error(usage)
+    flags = [item for pair in launcher.items() for item in pair]
+    run = ["run", "--preset", "tiny", "--steps", "5", "--warmup", "1", *run_args]  # a later flag overrides these
+    python = env_python(session, "current")
+    session.run(python, "-m", "bench", "distributed", *flags, "--", *run, external=True)

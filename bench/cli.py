@@ -95,7 +95,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if distributed.is_writer():
         print(f"run directory: {out}", file=sys.stderr)
     records = run_variants(
-        variants, preset, mesh, scope, args.steps, args.warmup, out, args.resume, args.repeat, args.overhead,
+        variants,
+        preset,
+        mesh,
+        scope,
+        args.steps,
+        args.warmup,
+        out,
+        args.resume,
+        args.repeat,
+        args.overhead,
         args.profile,
     )
     return 0 if all(r["status"] == "ok" for r in records) else 1

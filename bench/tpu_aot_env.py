@@ -156,6 +156,9 @@ def tpu_compile_env(topology: str, jax_legacy: bool) -> dict[str, str]:
         # Silences libtpu's "could not determine TPU accelerator type"; the compile-only topology
         # itself comes from get_topology_desc, not from this variable.
         "TPU_ACCELERATOR_TYPE": accelerator_type_for(topology),
+        # libtpu takes /tmp/libtpu_lockfile so that two processes never drive one TPU; with no TPU to drive,
+        # compile-only processes (a test next to a tpu_aot run) may share it.
+        "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
     }
     if jax_legacy:
         env["ENABLE_PJRT_COMPATIBILITY"] = "1"

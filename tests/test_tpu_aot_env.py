@@ -92,6 +92,7 @@ def test_compile_env_keeps_runtime_on_cpu_and_skips_metadata_server():
         "TPU_WORKER_HOSTNAMES": "localhost",
         "TPU_WORKER_ID": "0",
         "TPU_ACCELERATOR_TYPE": "v3-256",
+        "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
     }
     assert dict(os.environ) == before  # pure: nothing set
 
