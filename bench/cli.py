@@ -147,7 +147,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_tpu_aot(args: argparse.Namespace) -> int:
     from bench.tpu_aot_env import apply_tpu_compile_env, installed_jax_is_legacy, parse_topology
-
     from model.config import Mesh, Strategy
 
     parse_topology(args.topology)
