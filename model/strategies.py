@@ -221,9 +221,18 @@ class XmapDriver(Driver):
     def _axes(self, tree: Any, axis: str) -> Any:
         return jax.tree_util.tree_map(lambda _: {0: axis}, tree)
 
-    def _xmap(self, fn: Callable, in_axes: Any, out_axes: Any, resources: dict[str, str] | None = None) -> Callable:
+    def _xmap(
+        self,
+        fn: Callable,
+        in_axes: Any,
+        out_axes: Any,
+        resources: dict[str, str] | None = None,
+        donate_argnums: tuple[int, ...] = (),
+    ) -> Callable:
         resources = self.resources if resources is None else resources
-        mapped = compat.xmap(fn, in_axes=in_axes, out_axes=out_axes, axis_resources=resources)
+        mapped = compat.xmap(
+            fn, in_axes=in_axes, out_axes=out_axes, axis_resources=resources, donate_argnums=donate_argnums
+        )
 
         def run(*args: Any) -> Any:
             with self.mesh:
@@ -296,7 +305,8 @@ class XmapDriver(Driver):
         state_shapes = jax.eval_shape(self.optimizer.init, shapes)
         state_axes = (self._axes(shapes, MP), self._axes(state_shapes, MP))
         fn = local_train(self.program, self.tp, self.optimizer)
-        return self._xmap(fn, (*state_axes, self._axes(self.batch_specs, DP)), (*state_axes, {}))
+        # Parameters and optimizer state are donated, as in the other drivers and in mesh-transformer-jax.
+        return self._xmap(fn, (*state_axes, self._axes(self.batch_specs, DP)), (*state_axes, {}), donate_argnums=(0, 1))
 
 
 def make_driver(strategy: Strategy, program: Program, mesh: Mesh, devices: list[Any] | None = None) -> Driver:
