@@ -106,18 +106,22 @@ def compile_record(preset: Preset, variant: Variant, mesh: Mesh, topology: str, 
     return record
 
 
-_OOM = re.compile(r"required for HLO temporaries \(([\d.]+)G\) exceeds available HBM \(([\d.]+)G\)")
+# The two ways libtpu words it (current releases; libtpu 0.0.1 for jax 0.4.30).
+_OOM = (
+    re.compile(r"required for HLO temporaries \(([\d.]+)G\) exceeds available HBM \(([\d.]+)G\)"),
+    re.compile(r"Ran out of memory in memory space hbm\. Used ([\d.]+)G of ([\d.]+)G hbm"),
+)
 
 
 def out_of_memory_fields(message: str) -> dict[str, Any]:
     """The TPU compiler refuses a step that does not fit and says by how much: keep those figures."""
-    found = _OOM.search(message)
+    found = next((m for m in (p.search(message) for p in _OOM) if m), None)
     if not found:
         return {}
     gib = 2**30  # XLA prints sizes in GiB with a "G" suffix
     return {
         "fits_hbm": False,
-        "oom_temporaries_bytes": float(found.group(1)) * gib,
+        "oom_required_bytes": float(found.group(1)) * gib,
         "oom_available_hbm_bytes": float(found.group(2)) * gib,
     }
 

@@ -97,5 +97,7 @@ def test_tpu_out_of_memory_keeps_the_compilers_figures():
     )
     fields = out_of_memory_fields(message)
     assert fields["fits_hbm"] is False
-    assert fields["oom_temporaries_bytes"] == 18.00 * 2**30 and fields["oom_available_hbm_bytes"] == 15.48 * 2**30
+    assert fields["oom_required_bytes"] == 18.00 * 2**30 and fields["oom_available_hbm_bytes"] == 15.48 * 2**30
+    legacy = "XLA:TPU compile permanent error. Ran out of memory in memory space hbm. Used 19.35G of 15.48G hbm."
+    assert out_of_memory_fields(legacy)["oom_required_bytes"] == 19.35 * 2**30
     assert out_of_memory_fields("some other failure") == {}
