@@ -4,6 +4,11 @@ One square matmul per device, all devices at once (a [devices, n, n] batch shard
 simulated CPU devices share the host's cores: the aggregate is the machine's capacity, and the per-device peak is
 aggregate / devices, so MFU over ``devices`` x peak compares against the whole machine.
 
+The simulated devices of one machine can also fail to fill it together: with jax 0.10.2 on 2 cores, 8 devices
+each running a 1024 GEMM reached 241 GFLOP/s in all while one device running a 2048 GEMM on every core reached
+429 (measured 2026-11-29). The machine's capacity is the larger of the two ways, so both are timed and the best
+rate counts; otherwise a low peak would inflate MFU.
+
 Best, not median: timing noise on a shared host (other processes, frequency changes) only ever adds time, so the
 fastest repeat is the closest estimate of what the hardware can do; a median would fold contention into the "peak"
 and inflate MFU. For the same reason the peak is the best over a small sweep of sizes (small n is dispatch-bound,
@@ -28,6 +33,8 @@ CACHE_ENV = "GPTJ_BENCH_CACHE"  # a directory; the calibration lives in calibrat
 CACHE_FILE = "calibration.json"
 DEFAULT_SIZES = (256, 512, 1024)  # about 2-3 s for all three on 2 cores with 8 simulated devices
 DEFAULT_REPEATS = 5
+SINGLE_DEVICE_SIZE = 2048  # one device's GEMM on every core: large enough to keep both cores' vector units busy
+METHOD = "max(all devices in parallel, one device on all cores)"  # in the cache key: a new method measures anew
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ def _cache_key(dtype_name: str, device_count: int, sizes: Sequence[int], repeats
         "devices": device_count,
         "sizes": list(sizes),
         "repeats": repeats,
+        "method": METHOD,
     }
     return json.dumps(fields, sort_keys=True)
 
@@ -148,6 +156,15 @@ def _measure(dtype_name: str, devices: list[Any], sizes: Sequence[int], repeats:
         f"GEMM calibration n={best_n} (best of sizes {list(sizes)}, best of {repeats} repeats), {dtype_name}, "
         f"{len(devices)} CPU devices, {today}"
     )
+    n = SINGLE_DEVICE_SIZE
+    single_rate = 2.0 * n**3 / _time_gemm(dtype_name, devices[:1], n, repeats)  # the whole machine, one device
+    if single_rate > best_rate * len(devices):
+        source = (
+            f"GEMM calibration: one device, n={n} on all cores (best of {repeats} repeats), {dtype_name}, "
+            f"divided over {len(devices)} CPU devices ({best_rate * len(devices) / 1e9:.0f} GFLOP/s with every "
+            f"device in parallel was lower), {today}"
+        )
+        best_rate = single_rate / len(devices)
     return best_rate, source
 
 
