@@ -795,9 +795,33 @@ def project_all(aot: Sequence[Mapping[str, Any]]) -> tuple[list[projection.Proje
         except ValueError as error:  # ProjectionError, or a topology the hardware table does not know
             unprojected.append(f"{record['variant']} (jax {record.get('jax')}): {error}")
     failed = [
-        f"{r['variant']} (jax {r.get('jax')}): compile failed: {r.get('error')}" for r in aot if r["status"] == "failed"
+        f"{r['variant']} (jax {r.get('jax')}): compile failed: {first_line(r.get('error'))}"
+        for r in aot
+        if r["status"] == "failed" and r.get("fits_hbm") is not False  # not fitting is a result: see does_not_fit
     ]
     return projected, unprojected + failed
+
+
+def first_line(text: Any) -> str:
+    return str(text or "(no error recorded)").strip().splitlines()[0]
+
+
+def does_not_fit_table(aot: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Variants the TPU compiler refused because one step's memory exceeds a device's HBM, with its figures."""
+    rows = [
+        {
+            "variant": r["variant"],
+            "jax": r.get("jax"),
+            "topology": r.get("topology"),
+            "required per device GiB": fmt(r["oom_required_bytes"] / GiB) if r.get("oom_required_bytes") else "n/a",
+            "available per device GiB": fmt(r["oom_available_hbm_bytes"] / GiB)
+            if r.get("oom_available_hbm_bytes")
+            else "n/a",
+        }
+        for r in aot
+        if r["status"] == "failed" and r.get("fits_hbm") is False
+    ]
+    return pd.DataFrame(rows)
 
 
 def _aot_record(a: Analysis, p: projection.Projection) -> Mapping[str, Any]:
@@ -945,6 +969,15 @@ def section_projection(a: Analysis) -> list[str]:
         *hardware_lines(a.projections),
         "",
     ]
+    refused = does_not_fit_table(a.run.aot)
+    if not refused.empty:
+        lines += [
+            "Variants that do not fit: the TPU compiler refused them, one step needing more HBM per device than a "
+            "v3 core has (its own figures; nothing to project):",
+            "",
+            markdown_table(refused),
+            "",
+        ]
     no_hbm = sorted({p.variant for p in a.projections if p.hbm_s is None})
     if no_hbm:
         lines += [f"- no xla_bytes_accessed_per_step for {', '.join(no_hbm)}: its bounds leave HBM time out", ""]
@@ -1251,6 +1284,7 @@ def _run_command(run: RunRecords, jax: str, repeat: Any, records: Sequence[Mappi
     first = records[0]
     comment = f"# jax {jax}, jaxlib {first.get('jaxlib')}, dm-haiku {first.get('haiku')}, python {first.get('python')}"
     steps = Counter(r["steps_timed"] for r in records if r.get("steps_timed"))
+    warmups = Counter(r["warmup_steps"] for r in records if r.get("warmup_steps") is not None)
     flags = Counter(r.get("xla_flags") for r in records if r.get("xla_flags"))
     words = [
         "python",
@@ -1267,11 +1301,14 @@ def _run_command(run: RunRecords, jax: str, repeat: Any, records: Sequence[Mappi
     words += [f for s in _overrides(config) for f in ("--set", s)]
     if steps:
         words += ["--steps", str(steps.most_common(1)[0][0])]
+    if warmups:
+        words += ["--warmup", str(warmups.most_common(1)[0][0])]
     words += ["--repeat", str(repeat), "--out", str(run.run_dir)]
     for variant in dict.fromkeys(r["variant"] for r in records):
         words += ["--variant", variant]
     prefix = f"XLA_FLAGS={shlex.quote(flags.most_common(1)[0][0])} " if flags else ""
-    notes = "# --warmup is not recorded (default 2)" + ("" if steps else "; no ok record gives --steps")
+    missing = [flag for flag, found in (("--steps", steps), ("--warmup", warmups)) if not found]
+    notes = f"# no ok record gives {' or '.join(missing)}" if missing else "# one process per variant in a sweep"
     return [comment, notes, prefix + " ".join(shlex.quote(w) for w in words)]
 
 
