@@ -41,6 +41,9 @@ def append_record(run_dir: Path, record: dict[str, Any]) -> None:
             old += b"\n"  # never glue a new record onto a damaged last line
         fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".results.", suffix=".tmp")
         try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes the file private; records are for everyone to read
             with os.fdopen(fd, "wb") as out:
                 out.write(old + line.encode())
                 out.flush()
