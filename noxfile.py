@@ -20,7 +20,7 @@ import nox
 
 ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT))
-from model.config import Strategy, all_variants  # noqa: E402  (no JAX import: safe in nox's own interpreter)
+from model.config import Strategy, Variant, all_variants  # noqa: E402  (no JAX import: safe in nox's own interpreter)
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
@@ -53,7 +53,7 @@ def env_python(session: nox.Session, name: str) -> str:
 
 def environment_for(variant_name: str) -> str:
     """xmap variants need jax 0.4.30; the rest run on current JAX."""
-    return "xmap" if variant_name.split("-")[2] == Strategy.XMAP.value else "current"
+    return "xmap" if Variant.parse(variant_name).strategy is Strategy.XMAP else "current"
 
 
 # Two workers (one per core of the CI machine), one test file each so per-file reference caches hold.

@@ -50,7 +50,8 @@ def cache_path() -> Path:
     return Path(directory) / CACHE_FILE
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The host CPU's model name (/proc/cpuinfo), for cache keys and records."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
@@ -66,7 +67,7 @@ def _cache_key(dtype_name: str, device_count: int, sizes: Sequence[int], repeats
     import jaxlib
 
     fields = {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,

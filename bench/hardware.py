@@ -209,6 +209,11 @@ def accelerator_for_device_kind(device_kind: str) -> Accelerator | None:
     return None
 
 
+def peak_bases(accelerator: Accelerator) -> tuple[PeakBasis, ...]:
+    """The bases a peak exists on: the spec sheet always, GPT-J's own basis for TPU v3 only."""
+    return (PeakBasis.SPEC, PeakBasis.GPTJ) if accelerator.name == "TPU v3" else (PeakBasis.SPEC,)
+
+
 def peak_flops_per_device(device_kind: str, basis: PeakBasis = PeakBasis.SPEC) -> tuple[float, str] | None:
     """(peak bf16 FLOP/s per JAX device, source) for ``jax.Device.device_kind``; None for an unknown kind.
 
@@ -220,7 +225,7 @@ def peak_flops_per_device(device_kind: str, basis: PeakBasis = PeakBasis.SPEC) -
     if basis is PeakBasis.SPEC:
         return accelerator.peak_bf16_flops_per_device, accelerator.source
     if basis is PeakBasis.GPTJ:
-        if accelerator.name != "TPU v3":
+        if basis not in peak_bases(accelerator):
             raise ValueError(
                 f"PeakBasis.GPTJ is defined for TPU v3 only (GPT-J's 13.4 PFLOP/s); {device_kind!r} is "
                 f"{accelerator.name}: use PeakBasis.SPEC"

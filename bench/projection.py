@@ -164,8 +164,8 @@ def accelerator_of(record: Mapping[str, Any]) -> Accelerator:
 
 
 def bases_for(accelerator: Accelerator) -> tuple[PeakBasis, ...]:
-    """Peak bases a projection is shown on: the spec sheet always, GPT-J's basis where it is defined (TPU v3)."""
-    return (PeakBasis.SPEC, PeakBasis.GPTJ) if accelerator.name == "TPU v3" else (PeakBasis.SPEC,)
+    """Peak bases a projection is shown on: every basis the hardware table defines for the accelerator."""
+    return hardware.peak_bases(accelerator)
 
 
 def project(record: Mapping[str, Any], basis: PeakBasis = PeakBasis.SPEC) -> Projection:

@@ -22,6 +22,17 @@ RESULTS = "results.jsonl"
 REQUIRED_FIELDS = ("schema_version", "variant", "preset", "scope", "status", "timestamp_utc")
 
 
+def variant_fields(variant: Any) -> dict[str, Any]:
+    """The variant's name and its four axes, as every record spells them."""
+    return {
+        "variant": variant.name,
+        "residual": variant.residual.value,
+        "d_head": variant.head.d_head,
+        "strategy": variant.strategy.value,
+        "remat": variant.remat.value,
+    }
+
+
 def results_path(run_dir: Path) -> Path:
     return Path(run_dir) / RESULTS
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import distributed
-from bench.record import SCHEMA_VERSION, append_record, finished_keys
+from bench.record import SCHEMA_VERSION, append_record, finished_keys, variant_fields
 from model.config import Mesh, Preset, Variant
 from model.program import Scope
 
@@ -90,20 +90,12 @@ def _git() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment() -> dict[str, Any]:
     import haiku
     import jax
     import jaxlib
+
+    from bench.calibrate import cpu_model
 
     return {
         "python": platform.python_version(),
@@ -111,7 +103,7 @@ def environment() -> dict[str, Any]:
         "jaxlib": jaxlib.__version__,
         "haiku": haiku.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "process_count": jax.process_count(),
         "hostname": platform.node(),
@@ -129,11 +121,7 @@ def base_record(variant: Variant, preset: Preset, mesh: Mesh, scope: Scope, repe
     return {
         "schema_version": SCHEMA_VERSION,
         "timestamp_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "variant": variant.name,
-        "residual": variant.residual.value,
-        "d_head": variant.head.d_head,
-        "strategy": variant.strategy.value,
-        "remat": variant.remat.value,
+        **variant_fields(variant),
         "preset": preset.name,
         "scope": scope.value,
         "mesh_dp": mesh.dp,
@@ -154,7 +142,7 @@ def peak_fields(dtype: str, devices: int) -> dict[str, Any]:
     import jax
 
     from bench.calibrate import calibrate_cpu_peak
-    from bench.hardware import PeakBasis, peak_flops_per_device
+    from bench.hardware import accelerator_for_device_kind, peak_bases
 
     device = jax.devices()[0]
     fields: dict[str, Any] = {"backend": jax.default_backend(), "device_kind": device.device_kind}
@@ -162,16 +150,25 @@ def peak_fields(dtype: str, devices: int) -> dict[str, Any]:
         # this process's devices: across processes each host measures its own (other hosts' are not addressable)
         peak = calibrate_cpu_peak(dtype, jax.local_devices()[:devices])
         return fields | {"peak_flops_per_device": peak.flops_per_device, "peak_source": peak.source}
-    found = peak_flops_per_device(device.device_kind)
-    if found is None:
+    accelerator = accelerator_for_device_kind(device.device_kind)
+    if accelerator is None:
         warnings.warn(
             f"no peak FLOP/s known for {device.device_kind!r}: MFU and HFU are recorded as null", stacklevel=2
         )
         return fields | {"peak_flops_per_device": None, "peak_source": None}
-    fields |= {"peak_flops_per_device": found[0], "peak_source": found[1]}
-    gptj = peak_flops_per_device(device.device_kind, PeakBasis.GPTJ) if "v3" in device.device_kind else None
-    if gptj:
-        fields |= {"peak_flops_per_device_gptj_basis": gptj[0], "peak_source_gptj_basis": gptj[1]}
+    return fields | peak_basis_fields(device.device_kind, peak_bases(accelerator))
+
+
+def peak_basis_fields(device_kind: str, bases: tuple[Any, ...]) -> dict[str, Any]:
+    """``peak_flops_per_device`` and ``peak_source`` on the spec basis, with a ``_gptj_basis`` twin where defined."""
+    from bench.hardware import PeakBasis, peak_flops_per_device
+
+    fields: dict[str, Any] = {}
+    for basis in bases:
+        suffix = "" if basis is PeakBasis.SPEC else "_gptj_basis"
+        fields[f"peak_flops_per_device{suffix}"], fields[f"peak_source{suffix}"] = peak_flops_per_device(
+            device_kind, basis
+        )
     return fields
 
 

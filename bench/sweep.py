@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.record import SCHEMA_VERSION, append_record, load_records
+from bench.record import SCHEMA_VERSION, append_record, load_records, variant_fields
 from model.config import Strategy, Variant, all_variants
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,12 +70,11 @@ def command(job: Job, plan: SweepPlan, python: str, out: Path, extra: list[str])
 
 
 def _failed_record(job: Job, plan: SweepPlan, error: str) -> dict:
-    v = job.variant
     return {
         "schema_version": SCHEMA_VERSION,
         "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        "variant": v.name, "residual": v.residual.value, "d_head": v.head.d_head, "strategy": v.strategy.value,
-        "remat": v.remat.value, "preset": plan.preset, "scope": "model", "repeat": job.repeat,
+        **variant_fields(job.variant),
+        "preset": plan.preset, "scope": "model", "repeat": job.repeat,
         "environment": job.env, "status": "failed", "error": error,
     }  # fmt: skip
 

@@ -69,8 +69,8 @@ def extrapolated_costs(preset: Preset, variant: Variant, mesh: Mesh, devices: li
 
 
 def compile_record(preset: Preset, variant: Variant, mesh: Mesh, topology: str, devices: list[Any]) -> dict[str, Any]:
-    from bench.hardware import PeakBasis, accelerator_for_topology, peak_flops_per_device
-    from bench.run import base_record, environment
+    from bench.hardware import accelerator_for_topology, peak_bases
+    from bench.run import base_record, environment, peak_basis_fields
     from bench.runner import analyse, static_flop_fields
 
     record = base_record(variant, preset, mesh, Scope.MODEL, repeat=0)
@@ -91,13 +91,7 @@ def compile_record(preset: Preset, variant: Variant, mesh: Mesh, topology: str, 
         if hbm is not None and peak is not None:
             record["fits_hbm"] = peak <= hbm
             record["hbm_headroom_bytes"] = hbm - peak
-        for basis in PeakBasis:
-            if basis is PeakBasis.GPTJ and not topology.startswith("v3"):
-                continue  # GPT-J's basis exists for v3 only
-            found = peak_flops_per_device(record["device_kind"], basis)
-            if found:
-                suffix = "" if basis is PeakBasis.SPEC else "_gptj_basis"
-                record[f"peak_flops_per_device{suffix}"], record[f"peak_source{suffix}"] = found
+        record.update(peak_basis_fields(record["device_kind"], peak_bases(accelerator)))
         record["status"] = "ok"
     except Exception as error:  # recorded, and the next variant still compiles
         record["error"] = f"{type(error).__name__}: {error}"
