@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import require_devices, skip_without_xmap
 
-from bench.runner import prepare
+from bench.measure.prepare import prepare
 from model.config import Strategy, Variant, all_variants, get_preset
 
 TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.tpu_aot import check_mesh
+from bench.tpu_aot.compile import check_mesh
 from model import compat
 from model.config import ConfigError, Mesh, all_variants
 
@@ -73,7 +73,7 @@ def test_a_mesh_that_does_not_fit_the_topology_lists_what_does():
 
 
 def test_run_records_a_real_variant_end_to_end(tmp_path):
-    from bench.record import load_records
+    from bench.records.store import load_records
 
     result = bench(
         "run", "--variant", "parallel-h256-shard_map-full", "--preset", "tiny", "--steps", "2", "--warmup", "1",
@@ -89,7 +89,7 @@ def test_run_records_a_real_variant_end_to_end(tmp_path):
 
 
 def test_tpu_out_of_memory_keeps_the_compilers_figures():
-    from bench.tpu_aot import out_of_memory_fields
+    from bench.tpu_aot.compile import out_of_memory_fields
 
     message = (
         "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (18.00G) "

@@ -18,27 +18,25 @@ import jaxlib
 import pytest
 from conftest import require_devices
 
-from bench import distributed
-from bench.distributed import (
+from bench.launch import local
+from bench.launch import session as distributed
+from bench.launch.local import LocalCluster, ProcessExit, exit_status, process_env
+from bench.launch.session import (
     EXIT_PEER_FAILURE,
     Coordinates,
-    LocalCluster,
     PeerView,
-    ProcessExit,
     check_cpu_collectives,
     check_mesh,
     check_port_free,
     check_variants,
     diagnose,
-    exit_status,
     free_port,
     local_device_request,
     merge_reports,
     parse_address,
-    process_env,
     wait_for_coordinator,
 )
-from bench.record import load_records
+from bench.records.store import load_records
 from model.config import ConfigError, Mesh, Scope, Variant, get_preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +94,7 @@ def run_bench(args: list[str], timeout_s: float) -> tuple[int, str, float]:
 @functools.cache
 def reference(variant: str, mesh: str) -> dict:
     """The same run in this one process (8 simulated devices), through the same measure()."""
-    from bench.run import measure
+    from bench.measure.pipeline import measure
 
     record = measure(Variant.parse(variant), PRESET, Mesh.parse(mesh), Scope.MODEL, steps=2, warmup=1)
     assert record["status"] == "ok", record.get("error")
@@ -160,7 +158,7 @@ def test_a_dead_or_frozen_process_fails_the_run_within_the_timeout(fault, tmp_pa
     assert waited_s < FAULT_TIMEOUT_S + 15, (waited_s, outputs(cluster))
     # As `bench distributed` does after every launch: where process 0 itself crashed (jaxlib 0.4.30 aborts on a
     # gloo error), the variant it left unrecorded is recorded as failed.
-    distributed.record_unrecorded(distributed.plan_run(args), 0, exits)
+    local.record_unrecorded(local.plan_run(args), 0, exits)
     records = load_records(out).records
     assert [r["status"] for r in records] == ["failed"], outputs(cluster)
     assert 1 in records[0]["failed_processes"] and "process 1" in records[0]["error"], records[0]
@@ -216,7 +214,7 @@ def test_processes_that_do_not_fit_the_mesh_stop_before_compiling(tmp_path):
 
 
 def test_launcher_checks_the_mesh_before_starting_anything(capsys):
-    from bench.cli import main
+    from bench.cli.main import main
 
     code = main(["distributed", "--processes", "2", "--devices-per-process", "2", "--", "run", "--variant",
                  VARIANTS[0], "--preset", "tiny", "--mesh", "dp=2,mp=4"])  # fmt: skip

@@ -5,8 +5,8 @@ import itertools
 import pytest
 from conftest import require_devices
 
-from bench.expected import expected_comm
-from bench.runner import analyse, build_program
+from bench.analysis.expected import expected_comm
+from bench.measure.prepare import analyse, build_program
 from model.config import Mesh, Remat, Residual, Scope, Variant, get_preset, model_for
 from model.strategies import make_driver
 

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import pytest
 from jax import lax
 
-from bench import baseline, flops, hardware
+from bench.analysis import flops
+from bench.hardware import baseline
+from bench.hardware import table as hardware
 
 GPTJ_N_HF = 6_050_882_784
 GPTJ_TOKENS_PER_S = 151_000

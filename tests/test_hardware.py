@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import jax
 import pytest
 
-from bench import calibrate, hardware
-from bench.hardware import PeakBasis
+from bench.hardware import table as hardware
+from bench.hardware.table import PeakBasis
+from bench.measure import calibrate
 
 
 @pytest.mark.parametrize(

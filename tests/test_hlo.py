@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import require_devices
 
-from bench import comm
-from bench.hlo import (
+from bench.analysis import comm
+from bench.analysis.hlo import (
     Collective,
     CollectiveKind,
     GroupMode,
@@ -304,7 +304,7 @@ def test_live_shard_map_scan() -> None:
 
 def test_mesh_form_of_replica_groups_from_current_xla():
     # Printed by jax 0.10.2's CPU compiler for a pjit (GSPMD) step on a (dp=2, mp=4) mesh.
-    from bench.hlo import mesh_replica_groups
+    from bench.analysis.hlo import mesh_replica_groups
 
     transposed = mesh_replica_groups("mesh['axis_0'=4,'axis_1'=1,'axis_2'=2]", "([2,4]T(1,0)) {'axis_0'}")
     assert transposed == ((0, 1, 2, 3), (4, 5, 6, 7))  # ids [0,4,1,5,2,6,3,7] laid on (4,1,2), along axis_0

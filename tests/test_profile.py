@@ -12,7 +12,7 @@ from conftest import require_devices
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bench import profile
+from bench.measure import profile
 from model import compat
 
 DEVICES = 8

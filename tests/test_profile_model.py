@@ -4,8 +4,8 @@ import jax
 import pytest
 from conftest import require_devices
 
-from bench.profile import NoOpEventsError, capture_trace, summarise_trace
-from bench.runner import prepare
+from bench.measure.prepare import prepare
+from bench.measure.profile import NoOpEventsError, capture_trace, summarise_trace
 from model.config import Variant, get_preset
 
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from bench import run as bench_run
-from bench.record import SCHEMA_VERSION, append_record, finished_keys, load_records, results_path
+from bench.measure import pipeline as bench_run
+from bench.records.store import SCHEMA_VERSION, append_record, finished_keys, load_records, results_path
 from model.config import Mesh, Scope, Variant, get_preset
 
 PRESET = get_preset("tiny")

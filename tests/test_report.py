@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import projection, report
-from bench.hardware import PeakBasis, accelerator_for_topology
-from bench.record import RESULTS
+from bench.hardware import projection
+from bench.hardware.table import PeakBasis, accelerator_for_topology
+from bench.records.store import RESULTS
+from bench.report import build as report
 
 DATA = Path(__file__).parent / "data" / "records"
 SWEEP = "synthetic_sweep_tiny.jsonl"

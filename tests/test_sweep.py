@@ -1,7 +1,7 @@
 import sys
 
-from bench.record import load_records
-from bench.sweep import FULL, QUICK, Job, env_variants, jobs, rotated, run_job
+from bench.launch.sweep import FULL, QUICK, Job, env_variants, jobs, rotated, run_job
+from bench.records.store import load_records
 from model.config import Strategy, Variant
 
 

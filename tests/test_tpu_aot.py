@@ -9,8 +9,8 @@ import os
 import pytest
 from conftest import skip_without_xmap
 
-from bench.tpu_aot import compile_record
-from bench.tpu_aot_env import installed_jax_is_legacy, libtpu_available, topology_devices, tpu_compile_env
+from bench.tpu_aot.compile import compile_record
+from bench.tpu_aot.env import installed_jax_is_legacy, libtpu_available, topology_devices, tpu_compile_env
 from model.config import Mesh, Strategy, Variant, get_preset
 
 pytestmark = [

@@ -15,8 +15,8 @@ from conftest import skip_without_xmap
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bench import hlo as hlo_parser
-from bench.tpu_aot_env import (
+from bench.analysis import hlo as hlo_parser
+from bench.tpu_aot.env import (
     ACCEPTED_FORM,
     TopologyError,
     TpuGeneration,

@@ -10,9 +10,10 @@ import json
 import sys
 from pathlib import Path
 
-from bench import distributed
-from bench.devices import request_cpu_devices
-from bench.tpu_aot_env import TopologyError
+from bench.launch import local
+from bench.launch import session as distributed
+from bench.measure.devices import request_cpu_devices
+from bench.tpu_aot.env import TopologyError
 from model.config import ConfigError, all_variants, apply_overrides, get_preset
 
 
@@ -89,7 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(compat.HAS_XMAP_MESSAGE.format(version=jax.__version__))
     for variant in variants:  # every configuration error surfaces before the first compile
         validate_run(preset, variant, mesh, len(jax.devices()))
-    from bench.run import new_run_dir, run_variants
+    from bench.measure.pipeline import run_variants
+    from bench.records.context import new_run_dir
 
     out = Path(args.out) if args.out else new_run_dir()
     if distributed.is_writer():
@@ -111,8 +113,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from bench.run import new_run_dir
-    from bench.sweep import plan_from_args, sweep
+    from bench.launch.sweep import plan_from_args, sweep
+    from bench.records.context import new_run_dir
 
     plan = plan_from_args(args.quick, args.preset, args.steps, args.warmup, args.repeats)
     get_preset(plan.preset)
@@ -134,7 +136,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import write_report
+    from bench.report.build import write_report
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -146,7 +148,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_tpu_aot(args: argparse.Namespace) -> int:
-    from bench.tpu_aot_env import apply_tpu_compile_env, installed_jax_is_legacy, parse_topology
+    from bench.tpu_aot.env import apply_tpu_compile_env, installed_jax_is_legacy, parse_topology
     from model.config import Mesh, Strategy
 
     parse_topology(args.topology)
@@ -159,8 +161,8 @@ def cmd_tpu_aot(args: argparse.Namespace) -> int:
         if skipped:
             print(f"tpu-aot: xmap needs jax 0.4.30; not compiled here: {', '.join(skipped)}", file=sys.stderr)
     apply_tpu_compile_env(args.topology)
-    from bench.run import new_run_dir
-    from bench.tpu_aot import run_aot
+    from bench.records.context import new_run_dir
+    from bench.tpu_aot.compile import run_aot
 
     out = Path(args.out) if args.out else new_run_dir()
     print(f"run directory: {out}", file=sys.stderr)
@@ -218,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Example: python -m bench distributed --processes 2 --devices-per-process 4 -- "
         "run --variant parallel-h256-pjit-none --preset tiny --mesh dp=2,mp=4",
     )
-    distributed.add_launcher_arguments(launch)
-    launch.set_defaults(func=distributed.cmd_distributed)
+    local.add_launcher_arguments(launch)
+    launch.set_defaults(func=local.cmd_distributed)
 
     sweep = sub.add_parser(
         "sweep",

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench import flops, hardware
+from bench.analysis import flops
+from bench.hardware import table as hardware
 from model.config import ModelConfig
 
 ARTICLE = "Komatsuzaki 2021, 'GPT-J-6B: 6B JAX-Based Transformer' (arankomatsuzaki.wordpress.com/2021/06/04/gpt-j/)"

@@ -1,7 +1,7 @@
 """Roofline PROJECTION of training throughput from a TPU ahead-of-time compile (``backend: "tpu-aot"`` records).
 
 Nothing here is measured: a projection combines the compiler's figures for one step (FLOPs, bytes on the wire per
-mesh axis, HBM bytes accessed) with peak hardware rates from bench/hardware.py, and every place that shows its
+mesh axis, HBM bytes accessed) with peak hardware rates from bench/hardware/table.py, and every place that shows its
 result must say "projection".
 
 The model (Austin et al., "How to Scale Your Model", jax-ml/scaling-book, roofline.md and sharding.md):
@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bench import hardware
-from bench.hardware import Accelerator, PeakBasis
+from bench.hardware import table as hardware
+from bench.hardware.table import Accelerator, PeakBasis
 
 AOT_BACKEND = "tpu-aot"
 LABEL = "projection"  # the word every table, plot and sentence showing these numbers carries

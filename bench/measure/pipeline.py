@@ -6,37 +6,19 @@ its error, and the next one still runs. ``--resume`` skips variants already reco
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import traceback
-import warnings
 from pathlib import Path
 from typing import Any
 
-from bench import distributed
-from bench.record import SCHEMA_VERSION, append_record, finished_keys, variant_fields
+from bench.launch import session as distributed
+from bench.measure.peaks import peak_fields
+from bench.records.context import base_record, environment
+from bench.records.store import append_record, finished_keys
 from model.config import Mesh, Preset, Variant
 from model.program import Scope
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def new_run_dir(root: Path = REPO / "reports" / "runs") -> Path:
-    """A fresh directory per run; earlier runs are never overwritten."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for suffix in [""] + [f"-{i}" for i in range(1, 1000)]:
-        path = root / f"{stamp}{suffix}"
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not make a new run directory under {root}")
 
 
 def step_stats(times_s: list[float]) -> dict[str, float]:
@@ -80,98 +62,6 @@ def bare_loop_step_s(prepared: Any, steps: int) -> float:
     return elapsed
 
 
-def _git() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-
-    try:
-        return {"git_commit": git("rev-parse", "HEAD") or None, "git_dirty": bool(git("status", "--porcelain"))}
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "git_dirty": None}
-
-
-def environment() -> dict[str, Any]:
-    import haiku
-    import jax
-    import jaxlib
-
-    from bench.calibrate import cpu_model
-
-    return {
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "haiku": haiku.__version__,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "process_count": jax.process_count(),
-        "hostname": platform.node(),
-        **_git(),
-    }
-
-
-def _jax_version() -> str:
-    import jax
-
-    return jax.__version__
-
-
-def base_record(variant: Variant, preset: Preset, mesh: Mesh, scope: Scope, repeat: int) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "timestamp_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        **variant_fields(variant),
-        "preset": preset.name,
-        "scope": scope.value,
-        "mesh_dp": mesh.dp,
-        "mesh_mp": mesh.mp,
-        "devices": mesh.devices,
-        "batch": preset.batch,
-        "seq": preset.seq,
-        "dtype": preset.model.compute_dtype.value,
-        "repeat": repeat,
-        "jax": _jax_version(),
-        "status": "failed",
-        "error": None,
-    }
-
-
-def peak_fields(dtype: str, devices: int) -> dict[str, Any]:
-    """Peak FLOP/s per device: the hardware table on accelerators, a GEMM calibration on CPU, else none."""
-    import jax
-
-    from bench.calibrate import calibrate_cpu_peak
-    from bench.hardware import accelerator_for_device_kind, peak_bases
-
-    device = jax.devices()[0]
-    fields: dict[str, Any] = {"backend": jax.default_backend(), "device_kind": device.device_kind}
-    if device.platform == "cpu":
-        # this process's devices: across processes each host measures its own (other hosts' are not addressable)
-        peak = calibrate_cpu_peak(dtype, jax.local_devices()[:devices])
-        return fields | {"peak_flops_per_device": peak.flops_per_device, "peak_source": peak.source}
-    accelerator = accelerator_for_device_kind(device.device_kind)
-    if accelerator is None:
-        warnings.warn(
-            f"no peak FLOP/s known for {device.device_kind!r}: MFU and HFU are recorded as null", stacklevel=2
-        )
-        return fields | {"peak_flops_per_device": None, "peak_source": None}
-    return fields | peak_basis_fields(device.device_kind, peak_bases(accelerator))
-
-
-def peak_basis_fields(device_kind: str, bases: tuple[Any, ...]) -> dict[str, Any]:
-    """``peak_flops_per_device`` and ``peak_source`` on the spec basis, with a ``_gptj_basis`` twin where defined."""
-    from bench.hardware import PeakBasis, peak_flops_per_device
-
-    fields: dict[str, Any] = {}
-    for basis in bases:
-        suffix = "" if basis is PeakBasis.SPEC else "_gptj_basis"
-        fields[f"peak_flops_per_device{suffix}"], fields[f"peak_source{suffix}"] = peak_flops_per_device(
-            device_kind, basis
-        )
-    return fields
-
-
 def measure(
     variant: Variant,
     preset: Preset,
@@ -188,8 +78,8 @@ def measure(
     record = base_record(variant, preset, mesh, scope, repeat)
     record.update(warmup_steps=warmup, timed_steps=steps)
     try:
-        from bench.flops import hfu, mfu
-        from bench.runner import flop_fields, prepare
+        from bench.analysis.flops import hfu, mfu
+        from bench.measure.prepare import flop_fields, prepare
 
         record.update(environment())
         prepared = prepare(preset, variant, mesh, scope)
@@ -225,7 +115,7 @@ PROFILE_STEPS = 3
 
 def profile_fields(prepared: Any, log_dir: Path) -> dict[str, Any]:
     """An XProf trace of a few more steps, summarised by the profiler plugin's own converters."""
-    from bench.profile import capture_trace, summarise_trace, tensorboard_command
+    from bench.measure.profile import capture_trace, summarise_trace, tensorboard_command
 
     trace = capture_trace(prepared.step, (), PROFILE_STEPS, log_dir)
     fields: dict[str, Any] = {"profile_command": tensorboard_command(log_dir), "profile_trace_path": str(trace)}

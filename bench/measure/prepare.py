@@ -16,8 +16,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from bench import comm, flops, hlo
-from bench.expected import expected_comm
+from bench.analysis import comm, flops, hlo
+from bench.analysis.expected import expected_comm
 from model.config import Mesh, Preset, Remat, Variant, validate_run
 from model.program import Program, Scope, count_params
 from model.strategies import Driver, make_driver

@@ -25,9 +25,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench import baseline, hardware, projection
-from bench.hardware import GiB, PeakBasis
-from bench.record import RESULTS, load_records
+from bench.hardware import baseline, projection
+from bench.hardware import table as hardware
+from bench.hardware.table import GiB, PeakBasis
+from bench.records.store import RESULTS, load_records
 from model.config import AXES, PRESETS, ConfigError
 
 REPORT = "REPORT.md"
@@ -1157,7 +1158,7 @@ def section_profiles(a: Analysis) -> list[str]:
     profiled = [r for r in _latest_profiled(a.run.measured)]
     if not profiled:
         return lines + ["No variant in this run has a captured trace (records carry no profile_* fields).", ""]
-    from bench.profile import tensorboard_command  # imports JAX: only when there is a trace to open
+    from bench.measure.profile import tensorboard_command  # imports JAX: only when there is a trace to open
 
     for r in profiled:
         ops = pd.DataFrame(
@@ -1520,7 +1521,7 @@ def render(a: Analysis) -> str:
 
 def draw(a: Analysis, out_dir: Path) -> dict[str, str]:
     """Write the PNGs beside REPORT.md; returns {plot name: file name} for the ones with data."""
-    from bench import plots  # matplotlib is imported only when plots are drawn
+    from bench.report import plots  # matplotlib is imported only when plots are drawn
 
     for name in PLOTS.values():  # a plot with no data this time must not leave last time's picture behind
         (out_dir / name).unlink(missing_ok=True)

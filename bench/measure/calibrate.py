@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import tempfile
 import time
 import warnings
@@ -28,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.records.context import cpu_model
 
 CACHE_ENV = "GPTJ_BENCH_CACHE"  # a directory; the calibration lives in calibration.json inside it
 CACHE_FILE = "calibration.json"
@@ -48,18 +49,6 @@ def cache_path() -> Path:
     """``$GPTJ_BENCH_CACHE/calibration.json``, default ``~/.cache/gptj-bench/calibration.json``."""
     directory = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "gptj-bench")
     return Path(directory) / CACHE_FILE
-
-
-def cpu_model() -> str:
-    """The host CPU's model name (/proc/cpuinfo), for cache keys and records."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def _cache_key(dtype_name: str, device_count: int, sizes: Sequence[int], repeats: int) -> str:

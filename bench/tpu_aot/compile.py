@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.record import append_record, finished_keys
+from bench.records.store import append_record, finished_keys
 from model.config import ConfigError, Mesh, Preset, Scope, Variant
 
 # XLA counts a while-loop body once. Layer scans are kept (a 28-layer unrolled compile is slow), and the
@@ -34,8 +34,8 @@ def check_mesh(mesh: Mesh, device_count: int, topology: str) -> None:
 
 
 def _compile(preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any]) -> tuple[Any, Any, Any, Any]:
-    from bench.runner import build_program_for_devices
-    from bench.tpu_aot_env import compile_with_optimized_hlo
+    from bench.measure.prepare import build_program_for_devices
+    from bench.tpu_aot.env import compile_with_optimized_hlo
     from model.strategies import make_driver
 
     program = build_program_for_devices(preset, variant, mesh, Scope.MODEL, len(devices))
@@ -69,9 +69,10 @@ def extrapolated_costs(preset: Preset, variant: Variant, mesh: Mesh, devices: li
 
 
 def compile_record(preset: Preset, variant: Variant, mesh: Mesh, topology: str, devices: list[Any]) -> dict[str, Any]:
-    from bench.hardware import accelerator_for_topology, peak_bases
-    from bench.run import base_record, environment, peak_basis_fields
-    from bench.runner import analyse, static_flop_fields
+    from bench.hardware.table import accelerator_for_topology, peak_bases
+    from bench.measure.peaks import peak_basis_fields
+    from bench.measure.prepare import analyse, static_flop_fields
+    from bench.records.context import base_record, environment
 
     record = base_record(variant, preset, mesh, Scope.MODEL, repeat=0)
     record.update(environment(), backend="tpu-aot", topology=topology, device_kind=devices[0].device_kind)
@@ -125,7 +126,7 @@ def run_aot(preset: Preset, variants: list[Variant], mesh: Mesh, topology: str, 
     verdict is a result, recorded with the compiler's figures)."""
     import jax
 
-    from bench.tpu_aot_env import topology_devices
+    from bench.tpu_aot.env import topology_devices
 
     devices = topology_devices(topology)
     check_mesh(mesh, len(devices), topology)

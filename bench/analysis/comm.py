@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from bench.hlo import Collective, CollectiveKind
+from bench.analysis.hlo import Collective, CollectiveKind
 
 
 def allreduce_wire_bytes(payload_bytes: int, group_size: int) -> float:

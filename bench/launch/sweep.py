@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.record import SCHEMA_VERSION, append_record, load_records, variant_fields
+from bench.records.store import SCHEMA_VERSION, append_record, load_records, variant_fields
 from model.config import Strategy, Variant, all_variants
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

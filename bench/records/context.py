@@ -1,0 +1,95 @@
+"""The context every record carries: where runs go, the environment, the head fields of a record."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bench.records.store import SCHEMA_VERSION, variant_fields
+from model.config import Mesh, Preset, Scope, Variant
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def new_run_dir(root: Path = REPO / "reports" / "runs") -> Path:
+    """A fresh directory per run; earlier runs are never overwritten."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for suffix in [""] + [f"-{i}" for i in range(1, 1000)]:
+        path = root / f"{stamp}{suffix}"
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not make a new run directory under {root}")
+
+
+def cpu_model() -> str:
+    """The host CPU's model name (/proc/cpuinfo), for cache keys and records."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _git() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        return {"git_commit": git("rev-parse", "HEAD") or None, "git_dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+
+
+def environment() -> dict[str, Any]:
+    import haiku
+    import jax
+    import jaxlib
+
+    return {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "haiku": haiku.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "process_count": jax.process_count(),
+        "hostname": platform.node(),
+        **_git(),
+    }
+
+
+def _jax_version() -> str:
+    import jax
+
+    return jax.__version__
+
+
+def base_record(variant: Variant, preset: Preset, mesh: Mesh, scope: Scope, repeat: int) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "timestamp_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **variant_fields(variant),
+        "preset": preset.name,
+        "scope": scope.value,
+        "mesh_dp": mesh.dp,
+        "mesh_mp": mesh.mp,
+        "devices": mesh.devices,
+        "batch": preset.batch,
+        "seq": preset.seq,
+        "dtype": preset.model.compute_dtype.value,
+        "repeat": repeat,
+        "jax": _jax_version(),
+        "status": "failed",
+        "error": None,
+    }

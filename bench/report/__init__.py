@@ -1,0 +1,1 @@
+"""Reports: read a run's records, summarise and compare them, write REPORT.md and its plots."""
