@@ -86,13 +86,7 @@ def test_only_main_and_the_launcher_import_the_cli():
 def test_lower_layers_import_no_producer(layer):
     """records, analysis, hardware and report never reach into measurement, compilation or launching."""
     producers = ("bench.measure", "bench.tpu_aot", "bench.launch", "bench.cli")
-    bad = {
-        (m, d)
-        for m, deps in graph().items()
-        if m.startswith(layer)
-        for d in deps
-        if d.startswith(producers)
-    }
+    bad = {(m, d) for m, deps in graph().items() if m.startswith(layer) for d in deps if d.startswith(producers)}
     assert not bad
 
 
