@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -81,14 +81,7 @@ def reproduce_commands(run: RunRecords) -> list[str]:
     """`bench run` command lines that repeat the measured records: one per JAX environment and repeat index."""
     if not run.measured:
         return []
-    lines = []
-    commits = Counter(r.get("git_commit") for r in run.measured if r.get("git_commit"))
-    if commits:
-        lines.append(f"git checkout {commits.most_common(1)[0][0]}")
-        if any(r.get("git_dirty") for r in run.measured):
-            lines.append("# the recorded tree had uncommitted changes (git_dirty): the checkout may differ")
-        if len(commits) > 1:
-            lines.append(f"# records come from {len(commits)} commits: {', '.join(commits)}")
+    lines = _checkout(run.measured)
     groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = {}
     for record in run.measured:
         if record.get("jax"):
@@ -105,6 +98,19 @@ def reproduce_commands(run: RunRecords) -> list[str]:
     return lines
 
 
+def _checkout(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """`git checkout` of the most frequent recorded commit, with a warning where the tree or the commits differ."""
+    commits = Counter(r.get("git_commit") for r in records if r.get("git_commit"))
+    if not commits:
+        return []
+    lines = [f"git checkout {commits.most_common(1)[0][0]}"]
+    if any(r.get("git_dirty") for r in records):
+        lines.append("# the recorded tree had uncommitted changes (git_dirty): the checkout may differ")
+    if len(commits) > 1:
+        lines.append(f"# records come from {len(commits)} commits: {', '.join(commits)}")
+    return lines
+
+
 def _run_command(run: RunRecords, jax: str, repeat: Any, records: Sequence[Mapping[str, Any]]) -> list[str]:
     config = run.config or {}
     first = records[0]
@@ -112,77 +118,54 @@ def _run_command(run: RunRecords, jax: str, repeat: Any, records: Sequence[Mappi
     steps = Counter(r["steps_timed"] for r in records if r.get("steps_timed"))
     warmups = Counter(r["warmup_steps"] for r in records if r.get("warmup_steps") is not None)
     flags = Counter(r.get("xla_flags") for r in records if r.get("xla_flags"))
-    words = [
-        "python",
-        "-m",
-        "bench",
-        "run",
-        "--preset",
-        str(config.get("preset")),
-        "--mesh",
-        f"dp={config.get('mesh_dp')},mp={config.get('mesh_mp')}",
-        "--scope",
-        str(config.get("scope")),
-    ]
-    words += [f for s in _overrides(config) for f in ("--set", s)]
+    words = ["python", "-m", "bench", "run", "--preset", str(config.get("preset"))]
+    words += ["--mesh", f"dp={config.get('mesh_dp')},mp={config.get('mesh_mp')}", "--scope", str(config.get("scope"))]
+    words += _set_flags(config)
     if steps:
         words += ["--steps", str(steps.most_common(1)[0][0])]
     if warmups:
         words += ["--warmup", str(warmups.most_common(1)[0][0])]
-    words += ["--repeat", str(repeat), "--out", str(run.run_dir)]
-    for variant in dict.fromkeys(r["variant"] for r in records):
-        words += ["--variant", variant]
+    words += ["--repeat", str(repeat), "--out", str(run.run_dir), *_variant_flags(r["variant"] for r in records)]
     prefix = f"XLA_FLAGS={shlex.quote(flags.most_common(1)[0][0])} " if flags else ""
     missing = [flag for flag, found in (("--steps", steps), ("--warmup", warmups)) if not found]
     notes = f"# no ok record gives {' or '.join(missing)}" if missing else "# one process per variant in a sweep"
-    return [comment, notes, prefix + " ".join(shlex.quote(w) for w in words)]
+    return [comment, notes, prefix + _shell(words)]
 
 
-def _overrides(config: Mapping[str, Any]) -> list[str]:
-    """--set values for the recorded batch, seq and dtype where they differ from the preset's defaults."""
-    preset = PRESETS.get(str(config.get("preset")))
-    if preset is None:
-        return []
-    defaults = {"batch": preset.batch, "seq": preset.seq, "compute_dtype": preset.model.compute_dtype.value}
-    recorded = {"batch": config.get("batch"), "seq": config.get("seq"), "compute_dtype": config.get("dtype")}
-    return [f"{k}={recorded[k]}" for k in defaults if recorded[k] is not None and recorded[k] != defaults[k]]
+# a tpu-aot command repeats the compiles that agree in these (and in the directory they were read from)
+AOT_COMMAND_FIELDS = ("jax", "topology", "preset", "mesh_dp", "mesh_mp", "batch", "seq", "dtype")
 
 
 def aot_commands(run: RunRecords) -> list[str]:
     """`bench tpu-aot` command lines that repeat the compile records: one per JAX version, topology and mesh."""
     groups: dict[tuple, list[str]] = {}
     for record, directory in zip(run.aot, run.aot_from):
-        key = (
-            record.get("jax"),
-            record.get("topology"),
-            record.get("preset"),
-            record.get("mesh_dp"),
-            record.get("mesh_mp"),
-            record.get("batch"),
-            record.get("seq"),
-            record.get("dtype"),
-            directory,
-        )
+        key = (*(record.get(f) for f in AOT_COMMAND_FIELDS), directory)
         groups.setdefault(key, []).append(record["variant"])
     lines = []
-    for (jax, topology, preset, dp, mp, batch, seq, dtype, directory), variants in groups.items():
-        config = {"preset": preset, "batch": batch, "seq": seq, "dtype": dtype}
-        words = [
-            "python",
-            "-m",
-            "bench",
-            "tpu-aot",
-            "--topology",
-            str(topology),
-            "--preset",
-            str(preset),
-            "--mesh",
-            f"dp={dp},mp={mp}",
-            *[f for o in _overrides(config) for f in ("--set", o)],
-            "--out",
-            str(directory),
-        ]
-        for variant in dict.fromkeys(variants):
-            words += ["--variant", variant]
-        lines += [f"# TPU compile only, jax {jax}", " ".join(shlex.quote(w) for w in words)]
+    for (*values, directory), variants in groups.items():
+        fields = dict(zip(AOT_COMMAND_FIELDS, values))
+        words = ["python", "-m", "bench", "tpu-aot", "--topology", str(fields["topology"])]
+        words += ["--preset", str(fields["preset"]), "--mesh", f"dp={fields['mesh_dp']},mp={fields['mesh_mp']}"]
+        words += [*_set_flags(fields), "--out", str(directory), *_variant_flags(variants)]
+        lines += [f"# TPU compile only, jax {fields['jax']}", _shell(words)]
     return lines
+
+
+def _set_flags(config: Mapping[str, Any]) -> list[str]:
+    """--set flags for the recorded batch, seq and dtype where they differ from the preset's defaults."""
+    preset = PRESETS.get(str(config.get("preset")))
+    if preset is None:
+        return []
+    defaults = {"batch": preset.batch, "seq": preset.seq, "compute_dtype": preset.model.compute_dtype.value}
+    recorded = {"batch": config.get("batch"), "seq": config.get("seq"), "compute_dtype": config.get("dtype")}
+    changed = [f"{k}={recorded[k]}" for k in defaults if recorded[k] is not None and recorded[k] != defaults[k]]
+    return [word for value in changed for word in ("--set", value)]
+
+
+def _variant_flags(variants: Iterable[str]) -> list[str]:
+    return [word for variant in dict.fromkeys(variants) for word in ("--variant", variant)]
+
+
+def _shell(words: Sequence[str]) -> str:
+    return " ".join(shlex.quote(w) for w in words)
