@@ -1,4 +1,4 @@
-"""The markdown report (bench/report.py), its plots and the roofline projection (bench/projection.py).
+"""The markdown report (bench/report/), its plots and the roofline projection (bench/hardware/projection.py).
 
 Fixtures (tests/data/records/): measured_run1_tiny.jsonl is one real record of a tiny-preset run on this machine;
 the synthetic_*.jsonl files are variations of it (names, numbers and errors made up, hostname "synthetic-fixture"),
@@ -13,10 +13,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.cli.main import main as cli_main
 from bench.hardware import projection
 from bench.hardware.table import PeakBasis, accelerator_for_topology
 from bench.records.store import RESULTS
-from bench.report import build as report
+from bench.report.format import fmt, pct
+from bench.report.load import ReportError, load_run
+from bench.report.sections.environment import reproduce_commands
+from bench.report.sections.profiles import trace_log_dir
+from bench.report.stats import Comparison, Noise, pair_effect, summarise
+from bench.report.write import PLOTS, build, write_report
 
 DATA = Path(__file__).parent / "data" / "records"
 SWEEP = "synthetic_sweep_tiny.jsonl"
@@ -25,7 +31,7 @@ DAMAGED = "synthetic_damaged.jsonl"
 REAL = "measured_run1_tiny.jsonl"
 
 # The summary table's columns and the record field and scale each shows, written out here rather than taken from
-# bench/report.py so that a wrong mapping there fails.
+# bench/report/sections/headline.py so that a wrong mapping there fails.
 SUMMARY_COLUMNS = {
     "tokens/s": ("tokens_per_s", 1),
     "tokens/s per device": ("tokens_per_s_per_device", 1),
@@ -152,7 +158,7 @@ def test_project_says_what_is_missing():
 
 def test_every_section_with_plots_beside_it(tmp_path):
     run_dir = make_run(tmp_path, SWEEP, AOT)
-    path = report.write_report(run_dir)
+    path = write_report(run_dir)
     assert path == run_dir / "REPORT.md"
     text = path.read_text()
     for heading in (
@@ -169,13 +175,13 @@ def test_every_section_with_plots_beside_it(tmp_path):
         assert heading in text
     assert "## 8." not in text  # no --compare
     links = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
-    assert sorted(links) == sorted(report.PLOTS.values())
+    assert sorted(links) == sorted(PLOTS.values())
     for link in links:
         assert "/" not in link and (run_dir / link).read_bytes().startswith(b"\x89PNG")
 
 
 def test_summary_numbers_equal_their_records(tmp_path):
-    text = report.write_report(make_run(tmp_path, SWEEP, AOT), plots=False).read_text()
+    text = write_report(make_run(tmp_path, SWEEP, AOT), plots=False).read_text()
     table = table_after(text, "| rank")
     expected = medians_by_row(fixture_records(SWEEP))
     assert len(table) == len(expected) == 27  # aot records are never ranked with measured ones
@@ -192,7 +198,7 @@ def test_summary_numbers_equal_their_records(tmp_path):
 
 
 def test_two_repeats_give_a_median_and_a_spread(tmp_path):
-    text = report.write_report(make_run(tmp_path, SWEEP), plots=False).read_text()
+    text = write_report(make_run(tmp_path, SWEEP), plots=False).read_text()
     table = table_after(text, "| rank").set_index(["variant", "jax"])
     repeats = [
         r["tokens_per_s"]
@@ -203,11 +209,11 @@ def test_two_repeats_give_a_median_and_a_spread(tmp_path):
     assert row["repeats"] == "2"
     assert number(row["tokens/s"]) == pytest.approx(sum(repeats) / 2, rel=1e-3)
     spread = (max(repeats) - min(repeats)) / statistics.median(repeats) * 100
-    assert row["spread %"] == f"{report.fmt(spread, 2)} (repeats)"
+    assert row["spread %"] == f"{fmt(spread, 2)} (repeats)"
 
 
 def test_failed_and_missing_metrics_are_shown_not_dropped(tmp_path):
-    text = report.write_report(make_run(tmp_path, SWEEP), plots=False).read_text()
+    text = write_report(make_run(tmp_path, SWEEP), plots=False).read_text()
     failed = table_after(text, "| variant | jax | repeat | error")
     assert sorted(zip(failed["variant"], failed["jax"], failed["repeat"])) == [
         ("parallel-h128-pjit-full", "0.10.2", "1"),
@@ -234,7 +240,7 @@ def test_failed_and_missing_metrics_are_shown_not_dropped(tmp_path):
 
 
 def test_a_single_variant(tmp_path):
-    text = report.write_report(make_run(tmp_path, REAL), plots=False).read_text()
+    text = write_report(make_run(tmp_path, REAL), plots=False).read_text()
     record = fixture_records(REAL)[0]
     row = table_after(text, "| rank").iloc[0]
     assert row["variant"] == record["variant"]
@@ -258,32 +264,32 @@ def test_effects_are_paired_ratios(tmp_path):
         {"variant": v, "jax": "0.10.2", "status": "ok", "tokens_per_s": t, "mem_peak_estimate_bytes": 1.0}
         for v, t in rows
     ]
-    summary = report.summarise(records)
-    effect = report.pair_effect(summary, report.Comparison("residual", "parallel", "serial"))
+    summary = summarise(records)
+    effect = pair_effect(summary, Comparison("residual", "parallel", "serial"))
     assert sorted(effect.ratios) == [1.5, 2.0] and effect.median == 1.75
-    assert report.pair_effect(summary, report.Comparison("remat", "full", "none")).ratios == [0.1]
-    assert effect.exceeds(report.Noise(0.5, "")) is True
-    assert effect.exceeds(report.Noise(0.8, "")) is False
-    assert effect.exceeds(report.Noise(None, "")) is None
+    assert pair_effect(summary, Comparison("remat", "full", "none")).ratios == [0.1]
+    assert effect.exceeds(Noise(0.5, "")) is True
+    assert effect.exceeds(Noise(0.8, "")) is False
+    assert effect.exceeds(Noise(None, "")) is None
 
 
 def test_xmap_is_paired_only_within_its_jax_environment(tmp_path):
     records = fixture_records(SWEEP)
-    summary = report.summarise(records)
-    xmap_pjit = report.pair_effect(summary, report.Comparison("strategy", "xmap", "pjit"))
+    summary = summarise(records)
+    xmap_pjit = pair_effect(summary, Comparison("strategy", "xmap", "pjit"))
     assert xmap_pjit.pairs and {p.jax for p in xmap_pjit.pairs} == {"0.4.30"}
     # without pjit and shard_map under 0.4.30 there is no same-environment pair: the report says it crossed
     current_only = [r for r in records if r.get("jax") == "0.10.2" or r["strategy"] == "xmap"]
     run_dir = tmp_path / "cross"
     run_dir.mkdir()
     (run_dir / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in current_only))
-    text = report.write_report(run_dir, plots=False).read_text()
+    text = write_report(run_dir, plots=False).read_text()
     assert "xmap vs pjit: no pair in this run" in text
     assert "CROSS-ENVIRONMENT" in text
 
 
 def test_communication_mismatches_are_explained(tmp_path):
-    text = report.write_report(make_run(tmp_path, SWEEP), plots=False).read_text()
+    text = write_report(make_run(tmp_path, SWEEP), plots=False).read_text()
     lines = text.splitlines()
     shard_map = next(line for line in lines if line.startswith("- parallel-h256-shard_map-none (jax 0.10.2)"))
     assert "XLA's combiner carried 9 arrays in 8 ops" in shard_map and "expected (" not in shard_map
@@ -305,7 +311,7 @@ def test_compare_flags_a_20_percent_regression_and_not_1_percent(tmp_path):
     other_dir = tmp_path / "other"
     other_dir.mkdir()
     (other_dir / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in other))
-    text = report.write_report(this_dir, compare=other_dir, plots=False).read_text()
+    text = write_report(this_dir, compare=other_dir, plots=False).read_text()
     banner = text[: text.index("## 1. Headline")]
     assert "REGRESSIONS" in banner and "parallel-h256-pjit-none (jax 0.10.2): 0.800x" in banner
     assert "serial-h256-pjit-none" not in banner
@@ -321,13 +327,13 @@ def test_compare_refuses_another_configuration(tmp_path):
     other_dir = tmp_path / "other"
     other_dir.mkdir()
     (other_dir / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in other))
-    text = report.write_report(this_dir, compare=other_dir, plots=False).read_text()
+    text = write_report(this_dir, compare=other_dir, plots=False).read_text()
     assert "not compared: this run is preset 'tiny'" in text and "REGRESSION" not in text
 
 
 def test_bad_lines_and_mixed_presets_are_named_and_the_rest_reported(tmp_path, capsys):
     run_dir = make_run(tmp_path, SWEEP, DAMAGED)
-    text = report.write_report(run_dir, plots=False).read_text()
+    text = write_report(run_dir, plots=False).read_text()
     lines = len(fixture_records(SWEEP))
     banner = text[: text.index("## 1. Headline")]
     assert f"results.jsonl line {lines + 1}: schema_version 2, expected 1" in banner
@@ -340,24 +346,24 @@ def test_bad_lines_and_mixed_presets_are_named_and_the_rest_reported(tmp_path, c
 def test_no_records_is_a_clear_error(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(report.ReportError, match="no usable records .*no such file"):
-        report.write_report(empty)
+    with pytest.raises(ReportError, match="no usable records .*no such file"):
+        write_report(empty)
     (empty / RESULTS).write_text("")
-    with pytest.raises(report.ReportError, match="no usable records .*the file is empty"):
-        report.write_report(empty)
+    with pytest.raises(ReportError, match="no usable records .*the file is empty"):
+        write_report(empty)
     (empty / RESULTS).write_text("not json\n")
-    with pytest.raises(report.ReportError, match="line 1: not JSON"):
-        report.write_report(empty)
-    with pytest.raises(report.ReportError, match="is not a directory"):
-        report.write_report(tmp_path / "missing")
-    assert report.main([str(empty), "--no-plots"]) == 2
+    with pytest.raises(ReportError, match="line 1: not JSON"):
+        write_report(empty)
+    with pytest.raises(ReportError, match="is not a directory"):
+        write_report(tmp_path / "missing")
+    assert cli_main(["report", str(empty)]) == 2
     assert not (empty / "REPORT.md").exists()
 
 
 def test_tpu_aot_records_from_another_directory(tmp_path):
     run_dir = make_run(tmp_path, SWEEP, name="run")
     aot_dir = make_run(tmp_path, AOT, REAL, name="aot")
-    text = report.write_report(run_dir, aot_dirs=[aot_dir], plots=False).read_text()
+    text = write_report(run_dir, aot_dirs=[aot_dir], plots=False).read_text()
     assert len(table_after(text, "| rank")) == 27
     assert "aot: 1 record(s) without backend tpu-aot left out" in text
     projected = table_after(text, "| variant | jax | peak basis")
@@ -370,12 +376,12 @@ def test_tpu_aot_records_from_another_directory(tmp_path):
 
 def test_projections_are_labelled_wherever_they_appear(tmp_path):
     run_dir = make_run(tmp_path, AOT)  # tpu-aot records only: a report of projections
-    text = report.write_report(run_dir, plots=False).read_text()
+    text = write_report(run_dir, plots=False).read_text()
     assert "No measured variant has a throughput" in text
-    analysis = report.build(run_dir)
+    analysis = build(run_dir)
     lines = text.splitlines()
     for p in analysis.projections:
-        for value in (report.fmt(p.tokens_per_s_overlap), report.fmt(p.tokens_per_s_serial)):
+        for value in (fmt(p.tokens_per_s_overlap), fmt(p.tokens_per_s_serial)):
             for i, line in enumerate(lines):
                 if value not in line:
                     continue
@@ -387,7 +393,7 @@ def test_projections_are_labelled_wherever_they_appear(tmp_path):
 
 
 def test_profile_section_gives_top_ops_and_the_command(tmp_path):
-    text = report.write_report(make_run(tmp_path, SWEEP), plots=False).read_text()
+    text = write_report(make_run(tmp_path, SWEEP), plots=False).read_text()
     ops = table_after(text, "| op | category")
     assert list(ops["op"])[:2] == ["all-reduce.3", "dot.12"]
     assert "tensorboard --logdir reports/runs/synthetic/profile --host localhost" in text
@@ -395,7 +401,7 @@ def test_profile_section_gives_top_ops_and_the_command(tmp_path):
 
 def test_reproduce_commands(tmp_path):
     run_dir = make_run(tmp_path, SWEEP)
-    commands = report.reproduce_commands(report.load_run(run_dir))
+    commands = reproduce_commands(load_run(run_dir))
     runs = [c for c in commands if "bench run" in c]
     assert len(runs) == 4  # 2 JAX environments x 2 repeats
     unknown = "# parallel-h128-xmap-none (repeat 0): no JAX version recorded (environment xmap)"
@@ -409,10 +415,10 @@ def test_reproduce_commands(tmp_path):
 
 
 def test_number_format():
-    assert report.fmt(605.68642) == "605.7"
-    assert report.fmt(151000) == "151,000"
-    assert report.fmt(9.0) == "9"
-    assert report.fmt(0.0012345678) == "0.001235"
-    assert report.fmt(None) == "n/a" and report.fmt(float("nan")) == "n/a"
-    assert report.pct(0.20264) == "20.26%" and report.pct(None) == "n/a"
-    assert report.trace_log_dir("runs/x/profile/plugins/profile/2026_11_29/host.xplane.pb") == Path("runs/x/profile")
+    assert fmt(605.68642) == "605.7"
+    assert fmt(151000) == "151,000"
+    assert fmt(9.0) == "9"
+    assert fmt(0.0012345678) == "0.001235"
+    assert fmt(None) == "n/a" and fmt(float("nan")) == "n/a"
+    assert pct(0.20264) == "20.26%" and pct(None) == "n/a"
+    assert trace_log_dir("runs/x/profile/plugins/profile/2026_11_29/host.xplane.pb") == Path("runs/x/profile")

@@ -136,7 +136,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report.build import write_report
+    from bench.report.write import write_report
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():

@@ -24,7 +24,6 @@ import dataclasses
 import enum
 import json
 import re
-import shlex
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,8 @@ from types import ModuleType
 from typing import Any
 
 import jax
+
+from bench.analysis.profile import tensorboard_command as tensorboard_command  # shared with the report
 
 PLUGIN_INSTALL_HINT = "pip install tensorboard-plugin-profile==2.24.2  (it brings xprof==2.24.2)"
 VIEWER_INSTALL_HINT = "pip install tensorboard==2.21.0  (serves the plugin; xprof's own server cannot bind localhost)"
@@ -152,18 +153,6 @@ def capture_trace(step_fn: Callable[..., Any], args: Sequence[Any], steps: int, 
     if len(new) != 1:
         raise RuntimeError(f"expected one new *{XPLANE_SUFFIX} under {log_dir}/plugins/profile, found {new}")
     return new[0]
-
-
-def tensorboard_command(log_dir: Path, port: int = 6006) -> str:
-    """The command that serves ``log_dir``'s profiles on http://localhost:PORT only (Profile tab).
-
-    TensorBoard is used because ``--host localhost`` binds the loopback interface; ``xprof --logdir DIR`` works
-    without TensorBoard but its 2.24 server has no host flag and listens on every interface (and on gRPC 50051).
-    Needs ``tensorboard`` next to the plugin: see VIEWER_INSTALL_HINT.
-    """
-    if not 0 < port < 65536:
-        raise ValueError(f"port must be in 1..65535, got {port!r}")
-    return f"tensorboard --logdir {shlex.quote(str(log_dir))} --host localhost --port {port}"
 
 
 # ---------------------------------------------------------------------------------------------------- formulas

@@ -1,7 +1,7 @@
 """PNG plots for REPORT.md, drawn with matplotlib's Agg canvas (no display, no pyplot global state).
 
-Each function takes the report's own tables (pandas DataFrames built by bench/report.py, one row per variant
-and JAX version), writes one PNG and returns its path, or None when there is nothing to draw.
+Each function takes the report's own tables (pandas DataFrames built by bench/report/write.py and the sections,
+one row per variant and JAX version), writes one PNG and returns its path, or None when there is nothing to draw.
 """
 
 from __future__ import annotations
@@ -13,16 +13,11 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bench.report.format import MiB
+from bench.report.kinds import KIND_LABELS
+
 DPI = 100
-MiB = 2**20
 STRATEGY_COLOURS = {"pjit": "tab:blue", "shard_map": "tab:orange", "xmap": "tab:green", "single": "tab:gray"}
-KIND_LABELS = {
-    "allreduce": "all-reduce",
-    "allgather": "all-gather",
-    "reducescatter": "reduce-scatter",
-    "alltoall": "all-to-all",
-    "collectivepermute": "collective-permute",
-}
 
 
 def _save(figure: Figure, path: Path) -> Path:

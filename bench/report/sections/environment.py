@@ -1,0 +1,171 @@
+"""Section 7: the environment the records came from, and the command lines that repeat them."""
+
+from __future__ import annotations
+
+import shlex
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from bench.report.analyse import Analysis
+from bench.report.format import markdown_table
+from bench.report.load import RunRecords
+from model.config import PRESETS
+
+ENV_FIELDS = (
+    "hostname",
+    "cpu_model",
+    "cpu_count",
+    "backend",
+    "device_kind",
+    "devices",
+    "topology",
+    "process_count",
+    "python",
+    "jax",
+    "jaxlib",
+    "haiku",
+    "libtpu",
+    "xla_flags",
+    "git_commit",
+    "git_dirty",
+    "peak_source",
+)
+
+
+def section_environment(a: Analysis) -> list[str]:
+    return [
+        "## 7. Environment",
+        "",
+        markdown_table(environment_table(a.run)),
+        "",
+        "Commands that reproduce the records (model shape overrides other than batch, seq and dtype are not recorded):",
+        "",
+        "```",
+        *(reproduce_commands(a.run) + aot_commands(a.run) or ["# no records to reproduce"]),
+        "```",
+        "",
+    ]
+
+
+def _distinct(records: Sequence[Mapping[str, Any]], key: str) -> str:
+    counts = Counter(str(r[key]) for r in records if r.get(key) not in (None, ""))
+    if not counts:
+        return "n/a"
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "; ".join(f"{value} ({n} records)" for value, n in counts.items())
+
+
+def environment_table(run: RunRecords) -> pd.DataFrame:
+    groups = {"measured runs": list(run.measured), "tpu-aot compiles": list(run.aot)}
+    groups = {name: records for name, records in groups.items() if records}
+    rows = []
+    for key in ENV_FIELDS:
+        values = {name: _distinct(records, key) for name, records in groups.items()}
+        if any(v != "n/a" for v in values.values()):
+            rows.append({"field": key, **values})
+    stamps = {name: _time_range(records) for name, records in groups.items()}
+    rows.append({"field": "timestamp_utc", **stamps})
+    return pd.DataFrame(rows)
+
+
+def _time_range(records: Sequence[Mapping[str, Any]]) -> str:
+    stamps = sorted(str(r["timestamp_utc"]) for r in records if r.get("timestamp_utc"))
+    return f"{stamps[0]} to {stamps[-1]}" if stamps else "n/a"
+
+
+def reproduce_commands(run: RunRecords) -> list[str]:
+    """`bench run` command lines that repeat the measured records: one per JAX environment and repeat index."""
+    if not run.measured:
+        return []
+    lines = _checkout(run.measured)
+    groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = {}
+    for record in run.measured:
+        if record.get("jax"):
+            groups.setdefault((record["jax"], record.get("repeat", 0)), []).append(record)
+        else:  # e.g. the sweep's record of a process that died: it names an environment, not a JAX version
+            lines.append(
+                f"# {record['variant']} (repeat {record.get('repeat', 0)}): no JAX version recorded"
+                + (f" (environment {record['environment']})" if record.get("environment") else "")
+                + "; run it with the command of its environment"
+            )
+    for (jax, repeat), records in groups.items():
+        lines += _run_command(run, jax, repeat, records)
+    lines.append(f"python -m bench report {shlex.quote(str(run.run_dir))}")
+    return lines
+
+
+def _checkout(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """`git checkout` of the most frequent recorded commit, with a warning where the tree or the commits differ."""
+    commits = Counter(r.get("git_commit") for r in records if r.get("git_commit"))
+    if not commits:
+        return []
+    lines = [f"git checkout {commits.most_common(1)[0][0]}"]
+    if any(r.get("git_dirty") for r in records):
+        lines.append("# the recorded tree had uncommitted changes (git_dirty): the checkout may differ")
+    if len(commits) > 1:
+        lines.append(f"# records come from {len(commits)} commits: {', '.join(commits)}")
+    return lines
+
+
+def _run_command(run: RunRecords, jax: str, repeat: Any, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    config = run.config or {}
+    first = records[0]
+    comment = f"# jax {jax}, jaxlib {first.get('jaxlib')}, dm-haiku {first.get('haiku')}, python {first.get('python')}"
+    steps = Counter(r["steps_timed"] for r in records if r.get("steps_timed"))
+    warmups = Counter(r["warmup_steps"] for r in records if r.get("warmup_steps") is not None)
+    flags = Counter(r.get("xla_flags") for r in records if r.get("xla_flags"))
+    words = ["python", "-m", "bench", "run", "--preset", str(config.get("preset"))]
+    words += ["--mesh", f"dp={config.get('mesh_dp')},mp={config.get('mesh_mp')}", "--scope", str(config.get("scope"))]
+    words += _set_flags(config)
+    if steps:
+        words += ["--steps", str(steps.most_common(1)[0][0])]
+    if warmups:
+        words += ["--warmup", str(warmups.most_common(1)[0][0])]
+    words += ["--repeat", str(repeat), "--out", str(run.run_dir), *_variant_flags(r["variant"] for r in records)]
+    prefix = f"XLA_FLAGS={shlex.quote(flags.most_common(1)[0][0])} " if flags else ""
+    missing = [flag for flag, found in (("--steps", steps), ("--warmup", warmups)) if not found]
+    notes = f"# no ok record gives {' or '.join(missing)}" if missing else "# one process per variant in a sweep"
+    return [comment, notes, prefix + _shell(words)]
+
+
+# a tpu-aot command repeats the compiles that agree in these (and in the directory they were read from)
+AOT_COMMAND_FIELDS = ("jax", "topology", "preset", "mesh_dp", "mesh_mp", "batch", "seq", "dtype")
+
+
+def aot_commands(run: RunRecords) -> list[str]:
+    """`bench tpu-aot` command lines that repeat the compile records: one per JAX version, topology and mesh."""
+    groups: dict[tuple, list[str]] = {}
+    for record, directory in zip(run.aot, run.aot_from):
+        key = (*(record.get(f) for f in AOT_COMMAND_FIELDS), directory)
+        groups.setdefault(key, []).append(record["variant"])
+    lines = []
+    for (*values, directory), variants in groups.items():
+        fields = dict(zip(AOT_COMMAND_FIELDS, values))
+        words = ["python", "-m", "bench", "tpu-aot", "--topology", str(fields["topology"])]
+        words += ["--preset", str(fields["preset"]), "--mesh", f"dp={fields['mesh_dp']},mp={fields['mesh_mp']}"]
+        words += [*_set_flags(fields), "--out", str(directory), *_variant_flags(variants)]
+        lines += [f"# TPU compile only, jax {fields['jax']}", _shell(words)]
+    return lines
+
+
+def _set_flags(config: Mapping[str, Any]) -> list[str]:
+    """--set flags for the recorded batch, seq and dtype where they differ from the preset's defaults."""
+    preset = PRESETS.get(str(config.get("preset")))
+    if preset is None:
+        return []
+    defaults = {"batch": preset.batch, "seq": preset.seq, "compute_dtype": preset.model.compute_dtype.value}
+    recorded = {"batch": config.get("batch"), "seq": config.get("seq"), "compute_dtype": config.get("dtype")}
+    changed = [f"{k}={recorded[k]}" for k in defaults if recorded[k] is not None and recorded[k] != defaults[k]]
+    return [word for value in changed for word in ("--set", value)]
+
+
+def _variant_flags(variants: Iterable[str]) -> list[str]:
+    return [word for variant in dict.fromkeys(variants) for word in ("--variant", variant)]
+
+
+def _shell(words: Sequence[str]) -> str:
+    return " ".join(shlex.quote(w) for w in words)
