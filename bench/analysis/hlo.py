@@ -33,20 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-
-class CollectiveKind(enum.Enum):
-    """The collective HLO opcodes that move data between devices."""
-
-    ALL_REDUCE = "all-reduce"
-    ALL_GATHER = "all-gather"
-    REDUCE_SCATTER = "reduce-scatter"
-    ALL_TO_ALL = "all-to-all"
-    COLLECTIVE_PERMUTE = "collective-permute"
-
-    @property
-    def key(self) -> str:
-        """Name used in metric keys: "allreduce", "allgather", ..."""
-        return self.value.replace("-", "")
+from bench.analysis.collectives import NO_MESH_AXIS, CollectiveKind, OpForm, collective_opcode
 
 
 class GroupMode(enum.Enum):
@@ -282,7 +269,7 @@ def mesh_axis_of_groups(groups: Groups, mesh_ids: np.ndarray, axis_names: Sequen
             raise ValueError(f"device ids {missing} are not in the mesh ids {sorted(coords)}")
         members = np.array([coords[d] for d in group])  # [group size, mesh rank]
         spanned.update(int(a) for a in np.flatnonzero((members != members[0]).any(axis=0)))
-    return "+".join(axis_names[a] for a in sorted(spanned)) or "none"
+    return "+".join(axis_names[a] for a in sorted(spanned)) or NO_MESH_AXIS
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -357,6 +344,23 @@ def _parse_instruction(line: str) -> tuple[_Instruction, bool] | None:
         attributes=attributes,
     )
     return instruction, bool(head.group(1))
+
+
+def instruction_opcodes(hlo_text: str) -> dict[str, str]:
+    """{instruction name: opcode} for every instruction line of HLO text, in any of its printed forms.
+
+    Reads lines one at a time, so it takes what ``parse_collectives`` needs a whole module for as well as the
+    short form the profiler's graph viewer prints (computation headers without signatures, no ENTRY needed).
+    """
+    opcodes = {}
+    for line in hlo_text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("HloModule", "//")):
+            continue
+        parsed = _parse_instruction(stripped)
+        if parsed:
+            opcodes[parsed[0].name] = parsed[0].opcode
+    return opcodes
 
 
 def _parse_module(hlo_text: str) -> _Module:
@@ -559,11 +563,10 @@ def _async_wrapped(module: _Module) -> set[str]:
 
 def _kind_of(opcode: str) -> tuple[CollectiveKind, bool] | None:
     """(kind, is the async start form) for collective opcodes; None for others, X-done included."""
-    base = opcode.removesuffix("-start")
-    try:
-        return CollectiveKind(base), base != opcode
-    except ValueError:
+    found = collective_opcode(opcode)
+    if found is None or found[1] is OpForm.DONE:
         return None
+    return found[0], found[1] is OpForm.START
 
 
 def _payload_by_dtype(kind: CollectiveKind, instruction: _Instruction, computation: _Computation) -> dict[str, int]:
@@ -667,6 +670,7 @@ __all__ = [
     "GroupMode",
     "device_groups",
     "group_mode",
+    "instruction_opcodes",
     "iota_replica_groups",
     "mesh_axis_of_groups",
     "mesh_replica_groups",
