@@ -19,45 +19,17 @@ from bench.analysis import hlo as hlo_parser
 from bench.tpu_aot.env import (
     ACCEPTED_FORM,
     TopologyError,
-    TpuGeneration,
     accelerator_type_for,
     apply_tpu_compile_env,
     compile_with_optimized_hlo,
     installed_jax_is_legacy,
     libtpu_available,
-    parse_topology,
     topology_devices,
     tpu_compile_env,
 )
 from model import compat
 
-# --- topology strings --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "name, generation, chips_per_dim, chips, cores",
-    [
-        ("v3:8x16", TpuGeneration.V3, (8, 16), 128, 256),
-        ("v4:4x4x4", TpuGeneration.V4, (4, 4, 4), 64, 128),
-        ("v5e:16x16", TpuGeneration.V5E, (16, 16), 256, 256),
-        ("v6e:8x8", TpuGeneration.V6E, (8, 8), 64, 64),
-        ("v5p:2x2x1", TpuGeneration.V5P, (2, 2, 1), 4, 8),
-        (" V2:4x4 ", TpuGeneration.V2, (4, 4), 16, 32),
-    ],
-)
-def test_parse_topology_counts_chips_and_cores(name, generation, chips_per_dim, chips, cores):
-    topology = parse_topology(name)
-    assert (topology.generation, topology.chips_per_dim) == (generation, chips_per_dim)
-    assert (topology.chip_count, topology.core_count) == (chips, cores)
-
-
-@pytest.mark.parametrize(
-    "bad", ["v3", "v3:8x16x2", "v4:4x4", "v7:2x2x1", "v3:0x4", "tpu:8x16", "", "v3:8*16", "v3-256", "v5litepod:4x4"]
-)
-def test_parse_topology_rejects_with_accepted_form(bad):
-    with pytest.raises(TopologyError) as error:
-        parse_topology(bad)
-    assert ACCEPTED_FORM in str(error.value)
+# --- accelerator types (topology strings are parsed, and tested, in bench.hardware.topology) ----------------------
 
 
 # Hand counts against the Cloud TPU docs' own examples: v3-8 is one 2x2 host (4 chips, 8 cores), "v4-32 ... 16
