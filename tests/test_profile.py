@@ -21,9 +21,9 @@ DEVICES = 8
 STEPS = 2
 # Checked by hand: jaxlib 0.4.30's default CPU client puts no per-HLO-op events in a trace; its thunk runtime (the
 # default in 0.10.2) does.
-CPU_EMITS_OP_EVENTS = jax.__version_info__ > (0, 4, 30) or "--xla_cpu_use_thunk_runtime=true" in os.environ.get(
-    "XLA_FLAGS", ""
-)
+CPU_EMITS_OP_EVENTS = compat.version_tuple(
+    jax.__version__
+) > compat.LAST_XMAP_JAX or "--xla_cpu_use_thunk_runtime=true" in os.environ.get("XLA_FLAGS", "")
 
 
 def _require_plugin() -> None:

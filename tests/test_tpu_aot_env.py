@@ -84,6 +84,22 @@ def test_legacy_flag_matches_the_running_jax():
     assert installed_jax_is_legacy() == ((major, minor) < (0, 5))
 
 
+@pytest.mark.parametrize(
+    "version, release",
+    [("0.4.30", (0, 4, 30)), ("0.10.2", (0, 10, 2)), ("0.4.30rc1", (0, 4, 30)), ("0.5.0.dev20250101", (0, 5, 0))],
+)
+def test_version_tuple_reads_the_release(version, release):
+    assert compat.version_tuple(version) == release
+
+
+def test_version_predicates_and_unreadable_versions():
+    assert compat.jax_needs_pjrt_compatibility("0.4.30") and compat.jax_needs_pjrt_compatibility("0.4.38")
+    assert not compat.jax_needs_pjrt_compatibility("0.5.0") and not compat.jax_needs_pjrt_compatibility("0.10.2")
+    assert compat.jaxlib_cpu_collectives_deadlock("0.4.30") and not compat.jaxlib_cpu_collectives_deadlock("0.4.31")
+    with pytest.raises(ValueError, match="cannot read a release number"):
+        compat.version_tuple("unknown")
+
+
 def test_apply_refuses_once_jax_is_imported():
     before = dict(os.environ)
     with pytest.raises(RuntimeError, match="before `import jax`"):
