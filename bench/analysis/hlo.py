@@ -5,7 +5,7 @@ all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute and their
 ``X-start``/``X-done`` pair counts once, at the start. An op wrapped in a generic ``async-start``
 counts once, in the wrapped computation. For each op the parser records:
 
-- ``payload_bytes``: S, the bytes per device that the wire-bytes formulas in ``bench.comm`` take.
+- ``payload_bytes``: S, the bytes per device that the wire-bytes formulas in ``bench.analysis.comm`` take.
   It is the operand size for all-reduce, reduce-scatter (unscattered), all-to-all and
   collective-permute, and the result (gathered) size for all-gather.
 - ``multiplier``: how many times one run of ENTRY executes the op. Each path from ENTRY adds the
@@ -20,7 +20,8 @@ counts once, in the wrapped computation. For each op the parser records:
   (``replica * num_partitions + partition``), using XLA's CollectiveOpGroupMode rules. Under SPMD
   (one replica) these are the partition ids, which are positions in the flattened ``Mesh``.
 - ``mesh_axis``: the mesh axes along which group members differ, joined with "+" in mesh order
-  ("mp", "dp", "dp+mp"). It is "none" when no group spans an axis and None when no mesh was given.
+  ("mp", "dp", "dp+mp"). It is "none" when no group spans an axis and None when no mesh was given; the labels
+  and their record-key forms are in ``bench.analysis.collectives``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Accelerator peaks: ONE table, a source per row. Nothing here is measured (CPU peaks: bench/calibrate.py).
+"""Accelerator peaks: ONE table, a source per row. Nothing here is measured (CPU peaks: bench/measure/calibrate.py).
 
 Peaks are dense bf16 matrix FLOP/s (no 2:4 sparsity). A "device" is what JAX calls one: ``jax.devices()`` lists
 one per TensorCore on TPU v2/v3 (two per chip), one per chip on megacore v4/v5p and on single-core v5e/v6e, and
