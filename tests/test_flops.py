@@ -10,6 +10,7 @@ from jax import lax
 from bench.analysis import flops
 from bench.hardware import baseline
 from bench.hardware import table as hardware
+from model import compat
 
 GPTJ_N_HF = 6_050_882_784
 GPTJ_TOKENS_PER_S = 151_000
@@ -116,14 +117,23 @@ def test_theoretical_peak_bases():
 
 
 def test_xla_flops_total_accepts_both_jax_formats():
-    assert flops.xla_flops_total({"flops": 12.0}) == 12.0  # jax 0.10.2
-    assert flops.xla_flops_total([{"flops": 12.0}]) == 12.0  # jax 0.4.30 compiled
-    assert flops.xla_flops_total(None) is None
-    assert flops.xla_flops_total([]) is None
+    # model.compat.cost_dict is the one place that turns either jax version's answer into one dict
+    assert flops.xla_flops_total(compat.cost_dict({"flops": 12.0})) == 12.0  # jax 0.10.2
+    assert flops.xla_flops_total(compat.cost_dict([{"flops": 12.0}])) == 12.0  # jax 0.4.30 compiled
+    assert flops.xla_flops_total(compat.cost_dict(None)) is None
+    assert flops.xla_flops_total(compat.cost_dict([])) is None
+    assert flops.xla_flops_total(compat.cost_dict([None])) is None
     assert flops.xla_flops_total({"bytes accessed": 4.0}) is None
     assert flops.xla_flops_total({"flops": -1.0}) is None  # XLA's "unknown cost"
     with pytest.raises(ValueError, match="2 entries"):
-        flops.xla_flops_total([{"flops": 1.0}, {"flops": 1.0}])
+        compat.cost_dict([{"flops": 1.0}, {"flops": 1.0}])
+
+
+def test_cost_analysis_of_a_compiled_and_a_lowered_stage_is_one_dict():
+    lowered = jax.jit(lambda x: x @ x).lower(jnp.ones((N_SIDE, N_SIDE)))
+    for stage in (lowered, lowered.compile()):
+        costs = compat.cost_analysis(stage)
+        assert isinstance(costs, dict) and "flops" in costs
 
 
 def test_scale_loop_flops_hand_count_and_checks():
@@ -150,7 +160,7 @@ def _unrolled(x, ws):
 
 
 def _lowered_flops(fn, *args):
-    return flops.xla_flops_total(jax.jit(fn).lower(*args).cost_analysis())
+    return flops.xla_flops_total(compat.cost_analysis(jax.jit(fn).lower(*args)))
 
 
 def test_xla_counts_a_scan_body_once_and_scale_loop_flops_corrects_it():
@@ -169,7 +179,7 @@ def test_xla_counts_a_scan_body_once_and_scale_loop_flops_corrects_it():
 def test_compiled_flops_is_per_device_or_refuses_uncounted_matmuls():
     x, ws = jnp.ones((N_SIDE, N_SIDE)), jnp.ones((TRIPS, N_SIDE, N_SIDE))
     compiled = jax.jit(_scanned).lower(x, ws).compile()
-    counted = flops.compiled_flops(compiled)
+    counted = flops.compiled_flops(compiled.as_text(), compat.cost_analysis(compiled))
     if "__onednn$" in compiled.as_text():  # jax 0.4.30 on CPU: dots become oneDNN calls XLA counts as -1
         assert counted is None
     else:

@@ -10,6 +10,7 @@ import pytest
 
 from bench.hardware import table as hardware
 from bench.hardware.table import PeakBasis
+from bench.hardware.topology import TpuGeneration
 from bench.measure import calibrate
 
 
@@ -43,9 +44,9 @@ def test_unknown_device_kind_has_no_peak(device_kind):
 
 def test_table_rows_are_unambiguous_and_sourced():
     kinds = [hardware._normalise(p) for a in hardware.ACCELERATORS for p in a.device_kind_patterns]
-    prefixes = [p for a in hardware.ACCELERATORS for p in a.topology_prefixes]
+    generations = [a.tpu_generation for a in hardware.ACCELERATORS if a.tpu_generation is not None]
     assert len(kinds) == len(set(kinds))
-    assert len(prefixes) == len(set(prefixes))
+    assert len(generations) == len(set(generations)) == len(TpuGeneration)
     for accelerator in hardware.ACCELERATORS:
         assert accelerator.source and accelerator.peak_bf16_flops_per_chip > 0 and accelerator.devices_per_chip >= 1
 
@@ -77,8 +78,9 @@ def test_topology_lookup():
     assert hardware.accelerator_for_topology("v3:8x16").name == "TPU v3"
     assert hardware.topology_chips("v3:8x16") == 128  # 256 cores: GPT-J's v3-256
     assert hardware.accelerator_for_topology("v4:4x4x8").name == "TPU v4"
-    assert hardware.accelerator_for_topology("v5litepod:16x16").name == "TPU v5e"
-    for bad in ["v3", "v9:2x2", "v3:8", "v3:8x0", "v3:axb", "v4:2x2x2x2"]:
+    # v5litepod is the Cloud accelerator-type prefix ("v5litepod-256"); topology names say v5e (bench.hardware.topology)
+    assert hardware.accelerator_for_topology("v5e:16x16").name == "TPU v5e"
+    for bad in ["v3", "v9:2x2", "v3:8", "v3:8x0", "v3:axb", "v4:2x2x2x2", "v5litepod:16x16"]:
         with pytest.raises(ValueError, match="bad TPU topology"):
             hardware.accelerator_for_topology(bad)
 

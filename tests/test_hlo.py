@@ -1,4 +1,4 @@
-"""bench.hlo (collectives parsed from optimized HLO) and bench.comm (wire bytes), against hand counts.
+"""bench.analysis.hlo (collectives in optimized HLO), .collectives (kinds) and .comm (wire bytes), by hand count.
 
 Snippets in tests/data/hlo are real XLA CPU output unless their header comment says hand-written.
 Per-device shapes on the (dp=2, mp=4) mesh: an [8, 16] f32 input sharded P("dp", "mp") is
@@ -14,11 +14,13 @@ import pytest
 from conftest import require_devices
 
 from bench.analysis import comm
+from bench.analysis.collectives import AXIS_LABELS, KIND_LABELS, OpForm, axis_key, collective_opcode, mesh_axis_values
 from bench.analysis.hlo import (
     Collective,
     CollectiveKind,
     GroupMode,
     device_groups,
+    instruction_opcodes,
     iota_replica_groups,
     mesh_axis_of_groups,
     parse_collectives,
@@ -336,3 +338,33 @@ LINE
     (collective,) = parse_collectives(text, np.arange(8).reshape(2, 4))
     assert collective.group_size == 4 and collective.mesh_axis == "mp"
     assert collective.payload_bytes == 2 * 16 * 1024 * 4
+
+
+# --- the collective-kinds table -------------------------------------------------------------------------------------
+
+
+def test_collective_opcodes_name_kind_and_form() -> None:
+    assert collective_opcode("all-reduce") == (CollectiveKind.ALL_REDUCE, OpForm.SYNC)
+    assert collective_opcode("all-gather-start") == (CollectiveKind.ALL_GATHER, OpForm.START)
+    assert collective_opcode("collective-permute-done") == (CollectiveKind.COLLECTIVE_PERMUTE, OpForm.DONE)
+    assert collective_opcode("async-start") is None and collective_opcode("reduce") is None
+    assert CollectiveKind.REDUCE_SCATTER.key == "reducescatter"
+
+
+def test_report_labels_come_from_the_table() -> None:
+    assert KIND_LABELS == {
+        "allreduce": "all-reduce",
+        "allgather": "all-gather",
+        "reducescatter": "reduce-scatter",
+        "alltoall": "all-to-all",
+        "collectivepermute": "collective-permute",
+    }
+    assert list(AXIS_LABELS.items()) == [("mp", "mp"), ("dp", "dp"), ("dpmp", "dp+mp"), ("none", "no mesh axis")]
+    assert [axis_key(axis) for axis in mesh_axis_values()] == ["dp", "mp", "dpmp", "none"]
+    assert comm.axis_labels(("dp", "mp")) == mesh_axis_values(("dp", "mp"))
+
+
+def test_instruction_opcodes_of_a_compiled_module() -> None:
+    opcodes = instruction_opcodes((DATA / "tuple_allreduce.txt").read_text())
+    assert "all-reduce" in opcodes.values()
+    assert all(opcode and " " not in opcode for opcode in opcodes.values())

@@ -1,4 +1,5 @@
-"""bench.profile: a real CPU trace of a shard_map psum step, and the formulas and parsers it is summarised with."""
+"""bench.measure.profile (capture) and bench.analysis.profile (summary): a real CPU trace of a shard_map psum step,
+and the formulas and parsers it is summarised with."""
 
 import json
 import os
@@ -12,22 +13,23 @@ from conftest import require_devices
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bench.measure import profile
+from bench.analysis import hlo, profile
+from bench.measure import profile as capture
 from model import compat
 
 DEVICES = 8
 STEPS = 2
 # Checked by hand: jaxlib 0.4.30's default CPU client puts no per-HLO-op events in a trace; its thunk runtime (the
 # default in 0.10.2) does.
-CPU_EMITS_OP_EVENTS = jax.__version_info__ > (0, 4, 30) or "--xla_cpu_use_thunk_runtime=true" in os.environ.get(
-    "XLA_FLAGS", ""
-)
+CPU_EMITS_OP_EVENTS = compat.version_tuple(
+    jax.__version__
+) > compat.LAST_XMAP_JAX or "--xla_cpu_use_thunk_runtime=true" in os.environ.get("XLA_FLAGS", "")
 
 
 def _require_plugin() -> None:
     try:
-        profile.load_converter()
-    except profile.ProfilerPluginMissingError as err:
+        capture.load_converter()
+    except capture.ProfilerPluginMissingError as err:
         pytest.skip(f"profiler plugin not installed in this environment: {err}")
 
 
@@ -49,7 +51,7 @@ def _psum_step():
 def psum_trace(tmp_path_factory) -> Path:
     require_devices(DEVICES)
     step, args = _psum_step()
-    return profile.capture_trace(step, args, steps=STEPS, log_dir=tmp_path_factory.mktemp("profile"))
+    return capture.capture_trace(step, args, steps=STEPS, log_dir=tmp_path_factory.mktemp("profile"))
 
 
 # ---------------------------------------------------------------------------------------------------- real trace
@@ -58,18 +60,18 @@ def psum_trace(tmp_path_factory) -> Path:
 def test_capture_writes_one_xplane_per_call(psum_trace, tmp_path):
     assert psum_trace.name.endswith(".xplane.pb") and psum_trace.stat().st_size > 0
     step, args = _psum_step()
-    first = profile.capture_trace(step, args, steps=1, log_dir=tmp_path)
-    second = profile.capture_trace(step, args, steps=1, log_dir=tmp_path)  # often within the same second
+    first = capture.capture_trace(step, args, steps=1, log_dir=tmp_path)
+    second = capture.capture_trace(step, args, steps=1, log_dir=tmp_path)  # often within the same second
     assert first.is_file() and second.is_file()
 
 
 def test_summary_of_real_psum_trace(psum_trace):
     _require_plugin()
     if not CPU_EMITS_OP_EVENTS:
-        with pytest.raises(profile.NoOpEventsError, match="no per-op timings"):
-            profile.summarise_trace(psum_trace)
+        with pytest.raises(capture.NoOpEventsError, match="no per-op timings"):
+            capture.summarise_trace(psum_trace)
         return
-    summary = profile.summarise_trace(psum_trace, top_n=50)
+    summary = capture.summarise_trace(psum_trace, top_n=50)
     # XProf builds op statistics from device planes only; a CPU trace has none, so the trace events are used.
     assert summary.tool_used is profile.ProfileTool.TRACE_VIEWER
     assert summary.op_count > 0 and summary.total_op_time_us > 0
@@ -89,7 +91,7 @@ def test_record_fields_are_flat_json(psum_trace):
     _require_plugin()
     if not CPU_EMITS_OP_EVENTS:
         pytest.skip(f"JAX {jax.__version__}'s CPU traces hold no op events to summarise (checked in the test above)")
-    fields = profile.summarise_trace(psum_trace, top_n=3).as_record_fields()
+    fields = capture.summarise_trace(psum_trace, top_n=3).as_record_fields()
     assert all(key.startswith("profile_") for key in fields)
     assert json.loads(json.dumps(fields)) == fields
     assert fields["profile_trace_path"] == str(psum_trace)
@@ -154,9 +156,9 @@ ENTRY main.0_spmd {
 """
 
 
-def test_opcodes_from_hlo_text():
+def test_instruction_opcodes_of_graph_viewer_text():
     # The first five lines are copied from a real module's short_txt (graph_viewer); the tuple line is added.
-    assert profile.opcodes_from_hlo_text(HLO_TEXT) == {
+    assert hlo.instruction_opcodes(HLO_TEXT) == {
         "psum.0": "parameter",
         "add.0": "add",
         "param.2": "parameter",
@@ -195,6 +197,30 @@ def test_hlo_stats_rows_to_summary():
     assert [(op.name, op.share, op.is_collective) for op in summary.top_ops] == [("dot.1", 0.75, False)]
 
 
+def test_record_fields_keep_numbers_numbers():
+    ops = [
+        profile.OpRow("dot.1", "7", "convolution", 4, 300.0),
+        profile.OpRow("all-reduce.2", "7", "all-reduce", 4, 100),
+    ]
+    fields = profile.summarise_ops(ops, 2, profile.ProfileTool.HLO_STATS, Path("t.xplane.pb")).as_record_fields()
+    assert fields["profile_op_count"] == 2 and type(fields["profile_op_count"]) is int
+    for key in ("total_op_time_us", "collective_time_us", "collective_share", "compute_share"):
+        assert type(fields[f"profile_{key}"]) is float, key
+    assert fields["profile_collective_share"] == 0.25
+    assert isinstance(fields["profile_top_ops"], list)
+    top = fields["profile_top_ops"][1]
+    assert top == {
+        "name": "all-reduce.2",
+        "program": "7",
+        "category": "all-reduce",
+        "occurrences": 4,
+        "self_time_us": 100.0,
+        "share": 0.25,
+        "is_collective": True,
+    }
+    assert (type(top["occurrences"]), type(top["self_time_us"])) == (int, float)
+
+
 def test_gviz_list_of_tables_and_null_cells():
     table = {"cols": [{"id": "a"}, {"id": "b"}], "rows": [{"c": [{"v": 1}, None]}]}
     assert profile.parse_gviz_tables(json.dumps([table, table]), "t") == [[{"a": 1, "b": None}]] * 2
@@ -220,19 +246,33 @@ def test_trace_without_events_list():
 
 
 def test_tensorboard_command_binds_localhost():
+    assert capture.tensorboard_command is profile.tensorboard_command  # one definition, re-exported for the pipeline
     command = profile.tensorboard_command(Path("/runs/my run"), port=6007)
     assert command == "tensorboard --logdir '/runs/my run' --host localhost --port 6007"
     with pytest.raises(ValueError, match="port"):
         profile.tensorboard_command(Path("x"), port=0)
 
 
+@pytest.mark.parametrize(
+    "trace, log_dir",
+    [
+        ("/runs/a/plugins/profile/2026_01_01/host.xplane.pb", "/runs/a"),
+        ("runs/plugins/profile/r/h.xplane.pb", "runs"),
+        ("/tmp/elsewhere/h.xplane.pb", "/tmp/elsewhere"),  # not under plugins/profile: its own folder
+        ("plugins/profile/r/h.xplane.pb", "."),  # LOG_DIR is the working directory
+    ],
+)
+def test_trace_log_dir(trace, log_dir):
+    assert profile.trace_log_dir(trace) == Path(log_dir)
+
+
 def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="xplane.pb"):
-        profile.summarise_trace(tmp_path / "trace.json.gz")
+        capture.summarise_trace(tmp_path / "trace.json.gz")
     with pytest.raises(FileNotFoundError, match="no trace"):
-        profile.summarise_trace(tmp_path / "missing.xplane.pb")
+        capture.summarise_trace(tmp_path / "missing.xplane.pb")
     (tmp_path / "x.xplane.pb").write_bytes(b"")
     with pytest.raises(ValueError, match="top_n"):
-        profile.summarise_trace(tmp_path / "x.xplane.pb", top_n=0)
+        capture.summarise_trace(tmp_path / "x.xplane.pb", top_n=0)
     with pytest.raises(ValueError, match="steps"):
-        profile.capture_trace(lambda: None, (), steps=0, log_dir=tmp_path)
+        capture.capture_trace(lambda: None, (), steps=0, log_dir=tmp_path)

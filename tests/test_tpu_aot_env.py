@@ -19,45 +19,17 @@ from bench.analysis import hlo as hlo_parser
 from bench.tpu_aot.env import (
     ACCEPTED_FORM,
     TopologyError,
-    TpuGeneration,
     accelerator_type_for,
     apply_tpu_compile_env,
     compile_with_optimized_hlo,
     installed_jax_is_legacy,
     libtpu_available,
-    parse_topology,
     topology_devices,
     tpu_compile_env,
 )
 from model import compat
 
-# --- topology strings --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "name, generation, chips_per_dim, chips, cores",
-    [
-        ("v3:8x16", TpuGeneration.V3, (8, 16), 128, 256),
-        ("v4:4x4x4", TpuGeneration.V4, (4, 4, 4), 64, 128),
-        ("v5e:16x16", TpuGeneration.V5E, (16, 16), 256, 256),
-        ("v6e:8x8", TpuGeneration.V6E, (8, 8), 64, 64),
-        ("v5p:2x2x1", TpuGeneration.V5P, (2, 2, 1), 4, 8),
-        (" V2:4x4 ", TpuGeneration.V2, (4, 4), 16, 32),
-    ],
-)
-def test_parse_topology_counts_chips_and_cores(name, generation, chips_per_dim, chips, cores):
-    topology = parse_topology(name)
-    assert (topology.generation, topology.chips_per_dim) == (generation, chips_per_dim)
-    assert (topology.chip_count, topology.core_count) == (chips, cores)
-
-
-@pytest.mark.parametrize(
-    "bad", ["v3", "v3:8x16x2", "v4:4x4", "v7:2x2x1", "v3:0x4", "tpu:8x16", "", "v3:8*16", "v3-256", "v5litepod:4x4"]
-)
-def test_parse_topology_rejects_with_accepted_form(bad):
-    with pytest.raises(TopologyError) as error:
-        parse_topology(bad)
-    assert ACCEPTED_FORM in str(error.value)
+# --- accelerator types (topology strings are parsed, and tested, in bench.hardware.topology) ----------------------
 
 
 # Hand counts against the Cloud TPU docs' own examples: v3-8 is one 2x2 host (4 chips, 8 cores), "v4-32 ... 16
@@ -110,6 +82,22 @@ def test_compile_env_rejects_bad_topology():
 def test_legacy_flag_matches_the_running_jax():
     major, minor = (int(p) for p in jax.__version__.split(".")[:2])
     assert installed_jax_is_legacy() == ((major, minor) < (0, 5))
+
+
+@pytest.mark.parametrize(
+    "version, release",
+    [("0.4.30", (0, 4, 30)), ("0.10.2", (0, 10, 2)), ("0.4.30rc1", (0, 4, 30)), ("0.5.0.dev20250101", (0, 5, 0))],
+)
+def test_version_tuple_reads_the_release(version, release):
+    assert compat.version_tuple(version) == release
+
+
+def test_version_predicates_and_unreadable_versions():
+    assert compat.jax_needs_pjrt_compatibility("0.4.30") and compat.jax_needs_pjrt_compatibility("0.4.38")
+    assert not compat.jax_needs_pjrt_compatibility("0.5.0") and not compat.jax_needs_pjrt_compatibility("0.10.2")
+    assert compat.jaxlib_cpu_collectives_deadlock("0.4.30") and not compat.jaxlib_cpu_collectives_deadlock("0.4.31")
+    with pytest.raises(ValueError, match="cannot read a release number"):
+        compat.version_tuple("unknown")
 
 
 def test_apply_refuses_once_jax_is_imported():

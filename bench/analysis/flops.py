@@ -12,7 +12,7 @@ and LM head are about 7% of N, so an MFU quoted on the other convention differs 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -141,47 +141,34 @@ def hfu(
 # - ``compiled.cost_analysis()`` describes the partitioned per-device program (a matmul sharded 8 ways reports 1/8 of
 #   its FLOPs); ``lowered.cost_analysis()`` describes the global program before partitioning and optimisation.
 # - jax 0.10.2 returns a dict; jax 0.4.30 returns a list with one dict from ``compiled.cost_analysis()`` and a
-#   dict from ``lowered.cost_analysis()``.
+#   dict from ``lowered.cost_analysis()``: ``model.compat.cost_analysis`` makes one dict of either.
 # - jax 0.4.30 on CPU rewrites many dots into ``__onednn$matmul`` custom calls, which the cost analysis counts as
 #   -1 FLOP each: a single 256^3 matmul reports -1.0, a scan over seven reports +4.0. ``compiled_flops`` refuses
 #   such programs; ``lowered.cost_analysis()`` is unaffected.
 
 
-def xla_flops_total(cost_analysis: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> float | None:
-    """The "flops" entry of ``cost_analysis()`` on either jax version, or None where XLA gives no usable count.
+def xla_flops_total(cost_analysis: Mapping[str, Any] | None) -> float | None:
+    """The "flops" entry of one program's cost analysis, or None where XLA gives no usable count.
 
-    Accepts a dict (jax 0.10.2, and ``Lowered.cost_analysis()`` on 0.4.30), a list of one dict
-    (``Compiled.cost_analysis()`` on 0.4.30) or None. A negative count is XLA's "unknown cost" and gives None.
+    Takes the dict that ``model.compat.cost_analysis`` makes of either jax version's answer, or None. A negative
+    count is XLA's "unknown cost" and gives None.
     """
-    if cost_analysis is None:
-        return None
-    if not isinstance(cost_analysis, Mapping):
-        entries = list(cost_analysis)
-        if not entries:
-            return None
-        if len(entries) > 1:
-            raise ValueError(
-                f"cost analysis has {len(entries)} entries (one per program); summing them could double count "
-                f"replicated programs, so pass one entry"
-            )
-        cost_analysis = entries[0]
-        if cost_analysis is None:
-            return None
-    flops = cost_analysis.get("flops")
+    flops = None if cost_analysis is None else cost_analysis.get("flops")
     if flops is None or flops < 0:
         return None
     return float(flops)
 
 
-def compiled_flops(compiled: Any) -> float | None:
-    """Per-device FLOPs of a ``jax.stages.Compiled``, or None where XLA's count leaves matmuls out.
+def compiled_flops(hlo_text: str, cost_analysis: Mapping[str, Any] | None) -> float | None:
+    """Per-device FLOPs of a compiled program (its ``as_text()`` and cost analysis), or None where XLA's count
+    leaves matmuls out.
 
     None when the program holds oneDNN custom calls (jax 0.4.30 on CPU), whose FLOPs XLA does not count.
     While-loop bodies are still counted once (see ``scale_loop_flops``).
     """
-    if "__onednn$" in compiled.as_text():
+    if "__onednn$" in hlo_text:
         return None
-    return xla_flops_total(compiled.cost_analysis())
+    return xla_flops_total(cost_analysis)
 
 
 def scale_loop_flops(total_flops: float, body_flops: float, trip_count: int) -> float:

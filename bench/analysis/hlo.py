@@ -5,7 +5,7 @@ all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute and their
 ``X-start``/``X-done`` pair counts once, at the start. An op wrapped in a generic ``async-start``
 counts once, in the wrapped computation. For each op the parser records:
 
-- ``payload_bytes``: S, the bytes per device that the wire-bytes formulas in ``bench.comm`` take.
+- ``payload_bytes``: S, the bytes per device that the wire-bytes formulas in ``bench.analysis.comm`` take.
   It is the operand size for all-reduce, reduce-scatter (unscattered), all-to-all and
   collective-permute, and the result (gathered) size for all-gather.
 - ``multiplier``: how many times one run of ENTRY executes the op. Each path from ENTRY adds the
@@ -20,7 +20,8 @@ counts once, in the wrapped computation. For each op the parser records:
   (``replica * num_partitions + partition``), using XLA's CollectiveOpGroupMode rules. Under SPMD
   (one replica) these are the partition ids, which are positions in the flattened ``Mesh``.
 - ``mesh_axis``: the mesh axes along which group members differ, joined with "+" in mesh order
-  ("mp", "dp", "dp+mp"). It is "none" when no group spans an axis and None when no mesh was given.
+  ("mp", "dp", "dp+mp"). It is "none" when no group spans an axis and None when no mesh was given; the labels
+  and their record-key forms are in ``bench.analysis.collectives``.
 """
 
 from __future__ import annotations
@@ -33,20 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-
-class CollectiveKind(enum.Enum):
-    """The collective HLO opcodes that move data between devices."""
-
-    ALL_REDUCE = "all-reduce"
-    ALL_GATHER = "all-gather"
-    REDUCE_SCATTER = "reduce-scatter"
-    ALL_TO_ALL = "all-to-all"
-    COLLECTIVE_PERMUTE = "collective-permute"
-
-    @property
-    def key(self) -> str:
-        """Name used in metric keys: "allreduce", "allgather", ..."""
-        return self.value.replace("-", "")
+from bench.analysis.collectives import NO_MESH_AXIS, CollectiveKind, OpForm, collective_opcode
 
 
 class GroupMode(enum.Enum):
@@ -282,7 +270,7 @@ def mesh_axis_of_groups(groups: Groups, mesh_ids: np.ndarray, axis_names: Sequen
             raise ValueError(f"device ids {missing} are not in the mesh ids {sorted(coords)}")
         members = np.array([coords[d] for d in group])  # [group size, mesh rank]
         spanned.update(int(a) for a in np.flatnonzero((members != members[0]).any(axis=0)))
-    return "+".join(axis_names[a] for a in sorted(spanned)) or "none"
+    return "+".join(axis_names[a] for a in sorted(spanned)) or NO_MESH_AXIS
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -357,6 +345,23 @@ def _parse_instruction(line: str) -> tuple[_Instruction, bool] | None:
         attributes=attributes,
     )
     return instruction, bool(head.group(1))
+
+
+def instruction_opcodes(hlo_text: str) -> dict[str, str]:
+    """{instruction name: opcode} for every instruction line of HLO text, in any of its printed forms.
+
+    Reads lines one at a time, so it takes what ``parse_collectives`` needs a whole module for as well as the
+    short form the profiler's graph viewer prints (computation headers without signatures, no ENTRY needed).
+    """
+    opcodes = {}
+    for line in hlo_text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("HloModule", "//")):
+            continue
+        parsed = _parse_instruction(stripped)
+        if parsed:
+            opcodes[parsed[0].name] = parsed[0].opcode
+    return opcodes
 
 
 def _parse_module(hlo_text: str) -> _Module:
@@ -559,11 +564,10 @@ def _async_wrapped(module: _Module) -> set[str]:
 
 def _kind_of(opcode: str) -> tuple[CollectiveKind, bool] | None:
     """(kind, is the async start form) for collective opcodes; None for others, X-done included."""
-    base = opcode.removesuffix("-start")
-    try:
-        return CollectiveKind(base), base != opcode
-    except ValueError:
+    found = collective_opcode(opcode)
+    if found is None or found[1] is OpForm.DONE:
         return None
+    return found[0], found[1] is OpForm.START
 
 
 def _payload_by_dtype(kind: CollectiveKind, instruction: _Instruction, computation: _Computation) -> dict[str, int]:
@@ -667,6 +671,7 @@ __all__ = [
     "GroupMode",
     "device_groups",
     "group_mode",
+    "instruction_opcodes",
     "iota_replica_groups",
     "mesh_axis_of_groups",
     "mesh_replica_groups",

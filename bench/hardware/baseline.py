@@ -50,7 +50,7 @@ N_PARAMS_README = Published(6_053_381_344, "parameters", '"n_parameters | 6,053,
 
 SHAPE = ModelConfig()  # GPT-J-6B: 28 layers, d_model 4096, d_ff 16384, vocab 50400, context 2048
 SEQ = SHAPE.context
-# The Hugging Face checkpoint's count (bench.flops.gptj_param_count): 6,050,882,784.
+# The Hugging Face checkpoint's count (bench.analysis.flops.gptj_param_count): 6,050,882,784.
 N_PARAMS_HF = flops.gptj_param_count(SHAPE.n_layers, SHAPE.d_model, SHAPE.d_ff, SHAPE.vocab)
 # benchmark.py's hard-coded attention shape (see module docstring).
 BENCHMARK_PY_ATTN_LAYERS = 32

@@ -1,8 +1,9 @@
-"""Accelerator peaks: ONE table, a source per row. Nothing here is measured (CPU peaks: bench/calibrate.py).
+"""Accelerator peaks: ONE table, a source per row. Nothing here is measured (CPU peaks: bench/measure/calibrate.py).
 
 Peaks are dense bf16 matrix FLOP/s (no 2:4 sparsity). A "device" is what JAX calls one: ``jax.devices()`` lists
 one per TensorCore on TPU v2/v3 (two per chip), one per chip on megacore v4/v5p and on single-core v5e/v6e, and
-one per GPU. Per-device peak = per-chip peak / devices per chip.
+one per GPU. Per-device peak = per-chip peak / devices per chip; a TPU row takes its devices per chip from its
+generation's row in bench/hardware/topology.py, which also parses topology names.
 
 Units: bytes and bytes/s in SI (GB = 1e9), GiB as 2**30, written as each vendor states them.
 """
@@ -10,8 +11,9 @@ Units: bytes and bytes/s in SI (GB = 1e9), GiB as 2**30, written as each vendor 
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass
+
+from bench.hardware.topology import GENERATIONS, TpuGeneration, parse_topology
 
 GB = 1e9
 GiB = 2**30
@@ -37,8 +39,8 @@ class Accelerator:
     ici_link_bandwidth_bytes_per_s: float | None  # one way, per link (NVLink on GPUs); None where unknown
     ici_links_per_chip: int | None
     source: str
-    # generation prefixes of TPU topology names, e.g. "v3" in "v3:8x16"; empty for GPUs
-    topology_prefixes: tuple[str, ...] = ()
+    # the TPU generation that topology names ("v3:8x16") give; None for GPUs
+    tpu_generation: TpuGeneration | None = None
 
     @property
     def peak_bf16_flops_per_device(self) -> float:
@@ -59,7 +61,7 @@ ACCELERATORS: tuple[Accelerator, ...] = (
         name="TPU v2",
         device_kind_patterns=("TPU v2",),
         peak_bf16_flops_per_chip=45 * TFLOPS,
-        devices_per_chip=2,
+        devices_per_chip=GENERATIONS[TpuGeneration.V2].devices_per_chip,
         hbm_bytes_per_chip=16 * GiB,
         hbm_bandwidth_bytes_per_s=600 * GB,
         ici_link_bandwidth_bytes_per_s=None,
@@ -67,72 +69,72 @@ ACCELERATORS: tuple[Accelerator, ...] = (
         source="Wang, Wei, Brooks 2019, arXiv:1907.10701, Table 1: a v2-8 board (4 chips, 8 cores) has 180 TFLOP/s, "
         "64 GiB HBM, 2400 GB/s (per chip: 45, 16 GiB, 600 GB/s); 2 TensorCores per chip; 2D torus (4 links/chip). "
         "ICI link bandwidth: no source checked, left None.",
-        topology_prefixes=("v2",),
+        tpu_generation=TpuGeneration.V2,
     ),
     Accelerator(
         name="TPU v3",
         device_kind_patterns=("TPU v3",),
         peak_bf16_flops_per_chip=123 * TFLOPS,
-        devices_per_chip=2,
+        devices_per_chip=GENERATIONS[TpuGeneration.V3].devices_per_chip,
         hbm_bytes_per_chip=32 * GiB,
         hbm_bandwidth_bytes_per_s=900 * GB,
         ici_link_bandwidth_bytes_per_s=1e11,
         ici_links_per_chip=4,
         source=f"{_CLOUD_TPU}/v3: 123 TFLOP/s bf16 per chip, HBM2 32 GiB and 900 GBps per chip, 2 TensorCores per "
         f"chip, 2D torus (4 links/chip). {_SCALING_BOOK_ICI}.",
-        topology_prefixes=("v3",),
+        tpu_generation=TpuGeneration.V3,
     ),
     Accelerator(
         name="TPU v4",
         device_kind_patterns=("TPU v4",),
         peak_bf16_flops_per_chip=275 * TFLOPS,
-        devices_per_chip=1,
+        devices_per_chip=GENERATIONS[TpuGeneration.V4].devices_per_chip,
         hbm_bytes_per_chip=32 * GiB,
         hbm_bandwidth_bytes_per_s=1200 * GB,
         ici_link_bandwidth_bytes_per_s=4.5e10,
         ici_links_per_chip=6,
         source=f"{_CLOUD_TPU}/v4: 275 TFLOP/s bf16 per chip, HBM2 32 GiB and 1200 GBps, 2 TensorCores as one "
         f"megacore device, 3D torus (6 links/chip). {_SCALING_BOOK_ICI}.",
-        topology_prefixes=("v4",),
+        tpu_generation=TpuGeneration.V4,
     ),
     Accelerator(
         name="TPU v5e",
         device_kind_patterns=("TPU v5 lite", "TPU v5e"),
         peak_bf16_flops_per_chip=197 * TFLOPS,
-        devices_per_chip=1,
+        devices_per_chip=GENERATIONS[TpuGeneration.V5E].devices_per_chip,
         hbm_bytes_per_chip=16 * GB,
         hbm_bandwidth_bytes_per_s=819 * GB,
         ici_link_bandwidth_bytes_per_s=4.5e10,
         ici_links_per_chip=4,
         source=f"{_CLOUD_TPU}/v5e: 197 TFLOP/s bf16 per chip, HBM2 16 GB and 819 GBps, 1 TensorCore per chip, "
         f"400 GBps bidirectional ICI per chip over 4 ports, 2D torus. {_SCALING_BOOK_ICI}.",
-        topology_prefixes=("v5e", "v5litepod"),
+        tpu_generation=TpuGeneration.V5E,
     ),
     Accelerator(
         name="TPU v5p",
         device_kind_patterns=("TPU v5", "TPU v5p"),
         peak_bf16_flops_per_chip=459 * TFLOPS,
-        devices_per_chip=1,
+        devices_per_chip=GENERATIONS[TpuGeneration.V5P].devices_per_chip,
         hbm_bytes_per_chip=95 * GiB,
         hbm_bandwidth_bytes_per_s=2765 * GB,
         ici_link_bandwidth_bytes_per_s=9e10,
         ici_links_per_chip=6,
         source=f"{_CLOUD_TPU}/v5p: 459 TFLOP/s bf16 per chip, HBM 95 GiB and 2765 GBps, 2 TensorCores as one "
         f"megacore device, 1200 GBps bidirectional ICI per chip, 3D torus (6 links/chip). {_SCALING_BOOK_ICI}.",
-        topology_prefixes=("v5p",),
+        tpu_generation=TpuGeneration.V5P,
     ),
     Accelerator(
         name="TPU v6e (Trillium)",
         device_kind_patterns=("TPU v6 lite", "TPU v6e"),
         peak_bf16_flops_per_chip=918 * TFLOPS,
-        devices_per_chip=1,
+        devices_per_chip=GENERATIONS[TpuGeneration.V6E].devices_per_chip,
         hbm_bytes_per_chip=32 * GB,
         hbm_bandwidth_bytes_per_s=1638 * GB,
         ici_link_bandwidth_bytes_per_s=9e10,
         ici_links_per_chip=4,
         source=f"{_CLOUD_TPU}/v6e: 918 TFLOP/s bf16 per chip, HBM 32 GB and 1638 GBps, 1 TensorCore per chip, "
         f"800 GBps bidirectional ICI per chip over 4 ports, 2D torus. {_SCALING_BOOK_ICI}.",
-        topology_prefixes=("v6e",),
+        tpu_generation=TpuGeneration.V6E,
     ),
     Accelerator(
         name="NVIDIA A100 SXM4 80GB",
@@ -234,28 +236,12 @@ def peak_flops_per_device(device_kind: str, basis: PeakBasis = PeakBasis.SPEC) -
     raise TypeError(f"basis must be a PeakBasis ({', '.join(b.name for b in PeakBasis)}), got {basis!r}")
 
 
-def _parse_topology(topology: str) -> tuple[Accelerator, tuple[int, ...]]:
-    prefix, sep, dims_text = topology.strip().partition(":")
-    valid = ", ".join(p for a in ACCELERATORS for p in a.topology_prefixes)
-    accelerator = next((a for a in ACCELERATORS if prefix.casefold() in a.topology_prefixes), None)
-    if not sep or accelerator is None:
-        raise ValueError(
-            f"bad TPU topology {topology!r}; expected GENERATION:AxB[xC], e.g. v3:8x16, with GENERATION one of {valid}"
-        )
-    parts = dims_text.split("x")
-    if not all(p.isdigit() and int(p) > 0 for p in parts) or len(parts) not in (2, 3):
-        raise ValueError(
-            f"bad TPU topology {topology!r}: dimensions must be 2 or 3 positive integers joined by "
-            f"'x', e.g. v3:8x16 or v4:4x4x8"
-        )
-    return accelerator, tuple(int(p) for p in parts)
-
-
 def accelerator_for_topology(topology: str) -> Accelerator:
     """The table row of a TPU topology name such as ``v3:8x16`` (used for TPU ahead-of-time compiles)."""
-    return _parse_topology(topology)[0]
+    generation = parse_topology(topology).generation
+    return next(a for a in ACCELERATORS if a.tpu_generation is generation)
 
 
 def topology_chips(topology: str) -> int:
     """Chips in a TPU topology name: ``v3:8x16`` has 128 chips (256 JAX devices, 2 per v3 chip)."""
-    return math.prod(_parse_topology(topology)[1])
+    return parse_topology(topology).chips

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model import compat
 from model.config import ConfigError, Mesh, Strategy, Variant
 
 EXIT_PEER_FAILURE = 3  # a process died, hung or failed: distinct from 1 (a variant failed) and 2 (bad input)
@@ -197,9 +198,10 @@ def check_cpu_collectives(jaxlib_version: str, platform: str, local_devices: int
 
     Its GlooCollectives::GetCommunicator holds one mutex while connectFullMesh waits for the peers, so two local
     devices of one clique (an mp group inside a process) wait for each other for ever; measured here, and
-    later jaxlibs (0.10.2 tested) create communicators without that lock. Versions in between are untested."""
-    version = tuple(int(part) for part in re.findall(r"\d+", jaxlib_version)[:3])
-    if platform == "cpu" and process_count > 1 and local_devices > 1 and version <= (0, 4, 30):
+    later jaxlibs (0.10.2 tested) create communicators without that lock. Versions in between are untested; which
+    versions are affected is model.compat's to say."""
+    deadlocks = compat.jaxlib_cpu_collectives_deadlock(jaxlib_version)
+    if platform == "cpu" and process_count > 1 and local_devices > 1 and deadlocks:
         raise ConfigError(
             f"jaxlib {jaxlib_version}'s CPU (gloo) collectives deadlock with {local_devices} devices per process; "
             f"use one CPU device per process here (e.g. --devices-per-process 1), or a newer jax"

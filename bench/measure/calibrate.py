@@ -105,7 +105,7 @@ def _cpu_devices(devices: Sequence[Any] | None) -> list[Any]:
     if others:
         raise ValueError(
             f"calibrate_cpu_peak measures CPU devices only, got platform(s) {others}; "
-            f"accelerators take their peak from bench.hardware"
+            f"accelerators take their peak from bench.hardware.table"
         )
     return devices
 

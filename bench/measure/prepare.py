@@ -18,6 +18,7 @@ import numpy as np
 
 from bench.analysis import comm, flops, hlo
 from bench.analysis.expected import expected_comm
+from model import compat
 from model.config import Mesh, Preset, Remat, Variant, validate_run
 from model.program import Program, Scope, count_params
 from model.strategies import Driver, make_driver
@@ -186,10 +187,10 @@ def xla_flops_fields(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope)
 
 
 def xla_flops_of(compiled: Any, lowered: Any, mesh: Mesh) -> dict[str, Any]:
-    per_device = flops.compiled_flops(compiled)
+    per_device = flops.compiled_flops(compiled.as_text(), compat.cost_analysis(compiled))
     if per_device is not None:
         return {"xla_flops_per_step": per_device * mesh.devices, "xla_flops_source": "compiled, summed over devices"}
-    whole = flops.xla_flops_total(lowered.cost_analysis())
+    whole = flops.xla_flops_total(compat.cost_analysis(lowered))
     return {"xla_flops_per_step": whole, "xla_flops_source": "lowered (before partitioning)"}
 
 

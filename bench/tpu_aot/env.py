@@ -4,143 +4,32 @@ libtpu ships the TPU compiler; JAX can hand it "compile-only" devices that descr
 topology (`jax.experimental.topologies.get_topology_desc`) and `jit(...).lower(...).compile()`
 then produces the real TPU executable's HLO, memory and cost analyses. libtpu's start-up code
 assumes it runs on a Cloud TPU VM, so a few environment variables must be set before JAX
-initialises; this module owns them and the topology naming (see .notes/tpu_findings.md).
+initialises; this module owns them (see .notes/tpu_findings.md). Topology names are parsed by
+bench.hardware.topology, the one grammar the hardware table shares.
 
 Works on jax 0.10.2 (libtpu 0.0.42.1) and jax 0.4.30 (libtpu 0.0.1, needs
 ENABLE_PJRT_COMPATIBILITY); requirements/tpu.txt and requirements/tpu-xmap.txt pin both.
-
-Glossary: a *chip* is one TPU package; a *core* is one TensorCore; v2/v3/v4/v5p chips have two
-cores, v5e/v6e chips one. A topology string names chips per torus dimension: "v3:8x16".
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import glob
 import importlib.metadata
-import math
 import os
-import re
 import sys
 import tempfile
-from collections.abc import Mapping
 from typing import Any
 
-ACCEPTED_FORM = (
-    "'<generation>:<chips per dimension>' with generation one of v2, v3, v5e, v6e (2 dimensions, "
-    "e.g. 'v3:8x16', 'v5e:16x16', 'v6e:8x8') or v4, v5p (3 dimensions, e.g. 'v4:4x4x4', "
-    "'v5p:2x2x1'); every count a positive integer"
-)
-
-# The legacy (xmap) environment pairs jax 0.4.30, whose PJRT C API is 0.54, with the oldest libtpu on
-# PyPI (0.0.1, API 0.55): jax refuses the mismatch unless ENABLE_PJRT_COMPATIBILITY is set. jax 0.10.2
-# and its pinned libtpu 0.0.42.1 match. Measured here, see .notes/tpu_findings.md.
-_FIRST_NON_LEGACY_JAX = (0, 5)
-
-
-class TpuGeneration(enum.Enum):
-    V2 = "v2"
-    V3 = "v3"
-    V4 = "v4"
-    V5E = "v5e"
-    V5P = "v5p"
-    V6E = "v6e"
-
-
-class AcceleratorCount(enum.Enum):
-    """What the number in a Cloud accelerator type ("v3-256") counts."""
-
-    CORES = "cores"
-    CHIPS = "chips"
-
-
-@dataclasses.dataclass(frozen=True)
-class GenerationSpec:
-    topology_rank: int  # torus dimensions named in the topology string
-    cores_per_chip: int
-    accelerator_prefix: str  # Cloud accelerator-type prefix: "v3" in "v3-256"
-    accelerator_count: AcceleratorCount
-    # Extra get_topology_desc arguments so the compile-only devices match what JAX sees on the
-    # real slice: v4 VMs run megacore (one JAX device per chip); libtpu's default is per core.
-    topology_options: tuple[tuple[str, str], ...] = ()
-
-
-# One row per generation. Sources:
-# v2, v3: cloud.google.com/tpu/docs/system-architecture-tpu-vm: 2 TensorCores per chip, 2D torus,
-#   accelerator type counts cores (v3-8 = 4 chips).
-# v4: cloud.google.com/tpu/docs/v4: "Each TPU v4 chip contains two TensorCores", 3D topology
-#   AxBxC; accelerator type counts cores (v4-32 = 16 chips). Megacore: MaxText
-#   MaxText/accelerator_to_spec_map.py ("v4-8": topology "v4:2x2x1", chip_config "megacore",
-#   4 devices).
-# v5e: cloud.google.com/tpu/docs/v5e: one TensorCore per chip, 2D; accelerator type
-#   "v5litepod-<chips>".
-# v5p: cloud.google.com/tpu/docs/v5p: 3D; "--accelerator-type v5p-32 ... 32 TensorCores
-#   (16 chips)".
-# v6e: cloud.google.com/tpu/docs/v6e: "Each v6e chip contains one TensorCore", 2D torus;
-#   accelerator type "v6e-<chips>".
-GENERATIONS: Mapping[TpuGeneration, GenerationSpec] = {
-    TpuGeneration.V2: GenerationSpec(2, 2, "v2", AcceleratorCount.CORES),
-    TpuGeneration.V3: GenerationSpec(2, 2, "v3", AcceleratorCount.CORES),
-    TpuGeneration.V4: GenerationSpec(3, 2, "v4", AcceleratorCount.CORES, (("chip_config_name", "megacore"),)),
-    TpuGeneration.V5E: GenerationSpec(2, 1, "v5litepod", AcceleratorCount.CHIPS),
-    TpuGeneration.V5P: GenerationSpec(3, 2, "v5p", AcceleratorCount.CORES),
-    TpuGeneration.V6E: GenerationSpec(2, 1, "v6e", AcceleratorCount.CHIPS),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class TpuTopology:
-    generation: TpuGeneration
-    chips_per_dim: tuple[int, ...]
-
-    @property
-    def name(self) -> str:
-        """The string libtpu's topology parser takes, e.g. "v3:8x16"."""
-        return f"{self.generation.value}:{'x'.join(map(str, self.chips_per_dim))}"
-
-    @property
-    def chip_count(self) -> int:
-        return math.prod(self.chips_per_dim)
-
-    @property
-    def core_count(self) -> int:
-        return self.chip_count * GENERATIONS[self.generation].cores_per_chip
-
-
-class TopologyError(ValueError):
-    """A topology string that is malformed or that the TPU compiler rejected."""
-
-
-_TOPOLOGY_RE = re.compile(r"^(?P<gen>[a-z0-9]+):(?P<dims>[0-9]+(?:x[0-9]+)*)$")
-
-
-def parse_topology(topology: str) -> TpuTopology:
-    """Validate a topology string like "v3:8x16"; raise TopologyError naming the accepted form."""
-    match = _TOPOLOGY_RE.match(topology.strip().lower()) if isinstance(topology, str) else None
-    if match is None:
-        raise TopologyError(f"bad TPU topology {topology!r}; expected {ACCEPTED_FORM}")
-    try:
-        generation = TpuGeneration(match["gen"])
-    except ValueError:
-        raise TopologyError(
-            f"unknown TPU generation {match['gen']!r} in {topology!r}; expected {ACCEPTED_FORM}"
-        ) from None
-    chips_per_dim = tuple(int(d) for d in match["dims"].split("x"))
-    rank = GENERATIONS[generation].topology_rank
-    if len(chips_per_dim) != rank or min(chips_per_dim) < 1:
-        raise TopologyError(
-            f"{generation.value} topologies name {rank} positive chip counts, got {topology!r}; "
-            f"expected {ACCEPTED_FORM}"
-        )
-    return TpuTopology(generation, chips_per_dim)
+# TopologyError and parse_topology are re-exported: the CLI checks a --topology through this module.
+from bench.hardware.topology import ACCEPTED_FORM, GENERATIONS, AcceleratorCount, TopologyError, parse_topology
+from model import compat
 
 
 def accelerator_type_for(topology: str) -> str:
     """Cloud accelerator type of a topology: "v3:8x16" -> "v3-256", "v5e:16x16" -> "v5litepod-256"."""
     parsed = parse_topology(topology)
     spec = GENERATIONS[parsed.generation]
-    count = parsed.core_count if spec.accelerator_count is AcceleratorCount.CORES else parsed.chip_count
+    count = parsed.cores if spec.accelerator_count is AcceleratorCount.CORES else parsed.chips
     return f"{spec.accelerator_prefix}-{count}"
 
 
@@ -166,11 +55,13 @@ def tpu_compile_env(topology: str, jax_legacy: bool) -> dict[str, str]:
 
 
 def installed_jax_is_legacy() -> bool:
-    """Whether the installed jax (read from package metadata, not imported) needs PJRT compat."""
-    release = re.match(r"(\d+)\.(\d+)", importlib.metadata.version("jax"))
-    if release is None:
-        raise RuntimeError(f"cannot read jax's version {importlib.metadata.version('jax')!r}")
-    return (int(release[1]), int(release[2])) < _FIRST_NON_LEGACY_JAX
+    """Whether the installed jax (read from package metadata, not imported) needs ENABLE_PJRT_COMPATIBILITY.
+
+    The legacy (xmap) environment pairs jax 0.4.30 with the oldest libtpu on PyPI, whose PJRT C API is newer than
+    jax's: jax refuses the mismatch unless ENABLE_PJRT_COMPATIBILITY is set. Measured here, see
+    .notes/tpu_findings.md; the version test is model.compat's.
+    """
+    return compat.jax_needs_pjrt_compatibility(compat.installed_version("jax"))
 
 
 def apply_tpu_compile_env(topology: str) -> dict[str, str]:
