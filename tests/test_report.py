@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.analysis.profile import trace_log_dir
 from bench.cli.main import main as cli_main
 from bench.hardware import projection
 from bench.hardware.table import PeakBasis, accelerator_for_topology
@@ -20,7 +21,6 @@ from bench.records.store import RESULTS
 from bench.report.format import fmt, pct
 from bench.report.load import ReportError, load_run
 from bench.report.sections.environment import reproduce_commands
-from bench.report.sections.profiles import trace_log_dir
 from bench.report.stats import Comparison, Noise, pair_effect, summarise
 from bench.report.write import PLOTS, build, write_report
 

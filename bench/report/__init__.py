@@ -3,7 +3,6 @@
 Modules, in the order data flows through them (each imports only those above it):
 
 - ``format``: numbers, percentages, ratios, markdown tables and plot links as the report writes them.
-- ``kinds``: the collective kinds and mesh axes, as record keys spell them, and their names in the report.
 - ``load``: a run directory's records and its --aot directories' compiles, one configuration of them, what was
   skipped and why; ``row_key`` and ``latest_ok``, the one "latest ok record per variant and JAX version".
 - ``stats``: per-variant summaries, the run's noise, paired effects of each design choice, run-to-run comparison.

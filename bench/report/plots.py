@@ -13,8 +13,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bench.analysis.collectives import KIND_LABELS
 from bench.report.format import MiB
-from bench.report.kinds import KIND_LABELS
 
 DPI = 100
 STRATEGY_COLOURS = {"pjit": "tab:blue", "shard_map": "tab:orange", "xmap": "tab:green", "single": "tab:gray"}

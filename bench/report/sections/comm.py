@@ -9,10 +9,13 @@ from typing import Any
 
 import pandas as pd
 
+from bench.analysis.collectives import AXIS_LABELS, KIND_LABELS, CollectiveKind
 from bench.report.analyse import Analysis
 from bench.report.format import figure, fmt, markdown_table, number
-from bench.report.kinds import AXIS_LABELS, KIND_LABELS, OTHER_KINDS
 from bench.report.load import latest_ok, row_key
+
+# the kinds the Megatron expectation does not have (it counts all-reduces only)
+OTHER_KINDS = {k.key: k.label for k in CollectiveKind if k is not CollectiveKind.ALL_REDUCE}
 
 
 def _int(record: Mapping[str, Any], key: str) -> int | None:

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.analysis.profile import tensorboard_command
+from bench.analysis.profile import tensorboard_command, trace_log_dir
 from bench.report.analyse import Analysis
 from bench.report.format import fmt, markdown_table, number, pct
 from bench.report.load import latest_ok, row_key
-
-
-def trace_log_dir(trace_path: str) -> Path:
-    """The TensorBoard log directory of an xplane file: LOG_DIR/plugins/profile/RUN/HOST.xplane.pb."""
-    path = Path(trace_path)
-    parents = path.parents
-    if len(parents) >= 4 and parents[1].name == "profile" and parents[2].name == "plugins":
-        return parents[3]
-    return path.parent
 
 
 def section_profiles(a: Analysis) -> list[str]:
