@@ -78,9 +78,9 @@ def test_topology_lookup():
     assert hardware.accelerator_for_topology("v3:8x16").name == "TPU v3"
     assert hardware.topology_chips("v3:8x16") == 128  # 256 cores: GPT-J's v3-256
     assert hardware.accelerator_for_topology("v4:4x4x8").name == "TPU v4"
-    # v5litepod is the Cloud accelerator-type prefix ("v5litepod-256"); topology names say v5e (bench.hardware.topology)
+    assert hardware.accelerator_for_topology("v5litepod:16x16").name == "TPU v5e"
     assert hardware.accelerator_for_topology("v5e:16x16").name == "TPU v5e"
-    for bad in ["v3", "v9:2x2", "v3:8", "v3:8x0", "v3:axb", "v4:2x2x2x2", "v5litepod:16x16"]:
+    for bad in ["v3", "v9:2x2", "v3:8", "v3:8x0", "v3:axb", "v4:2x2x2x2"]:
         with pytest.raises(ValueError, match="bad TPU topology"):
             hardware.accelerator_for_topology(bad)
 

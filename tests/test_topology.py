@@ -40,7 +40,6 @@ def test_parse_topology_counts_chips_cores_and_devices(name, generation, dims, c
         "v7:2x2x1",  # unknown generation
         "v9:2x2",
         "tpu:8x16",
-        "v5litepod:4x4",  # the accelerator-type prefix, not a topology generation
         "v3:0x4",  # chip counts are positive
         "v3:8x0",
         "v3:axb",
@@ -55,9 +54,12 @@ def test_parse_topology_refuses_naming_the_accepted_form(bad):
     assert "bad TPU topology" in str(error.value) and ACCEPTED_FORM in str(error.value)
 
 
-def test_litepod_refusal_says_which_generation_to_write():
-    with pytest.raises(TopologyError, match="its topologies are v5e"):
-        parse_topology("v5litepod:16x16")
+def test_v5litepod_is_v5e():
+    """Cloud's accelerator-type prefix for v5e is accepted as the generation it names."""
+    assert parse_topology("v5litepod:16x16") == parse_topology("v5e:16x16")
+    assert parse_topology("v5litepod:4x4").name == "v5e:4x4"
+    with pytest.raises(TopologyError, match="2 positive chip counts"):
+        parse_topology("v5litepod:4x4x4")
 
 
 def test_refusal_is_a_value_error_for_every_caller():

@@ -66,7 +66,7 @@ GENERATIONS: Mapping[TpuGeneration, GenerationSpec] = {
 }
 
 ACCEPTED_FORM = (
-    "'<generation>:<chips per dimension>' with generation one of v2, v3, v5e, v6e (2 dimensions, "
+    "'<generation>:<chips per dimension>' with generation one of v2, v3, v5e (or v5litepod), v6e (2 dimensions, "
     "e.g. 'v3:8x16', 'v5e:16x16', 'v6e:8x8') or v4, v5p (3 dimensions, e.g. 'v4:4x4x4', "
     "'v5p:2x2x1'); every count a positive integer"
 )
@@ -104,6 +104,8 @@ class Topology:
         return self.chips * self.spec.devices_per_chip
 
 
+# Cloud's accelerator types call v5e "v5litepod" ("v5litepod-256"); the hardware table accepted that spelling.
+GENERATION_ALIASES = {"v5litepod": TpuGeneration.V5E.value}
 _TOPOLOGY_RE = re.compile(r"^(?P<gen>[a-z0-9]+):(?P<dims>[0-9]+(?:x[0-9]+)*)$")
 
 
@@ -113,12 +115,10 @@ def parse_topology(topology: str) -> Topology:
     if match is None:
         raise TopologyError(f"bad TPU topology {topology!r}; expected {ACCEPTED_FORM}")
     try:
-        generation = TpuGeneration(match["gen"])
+        generation = TpuGeneration(GENERATION_ALIASES.get(match["gen"], match["gen"]))
     except ValueError:
-        litepod = "litepod" in match["gen"]
-        hint = " (v5litepod names the Cloud accelerator type; its topologies are v5e)" if litepod else ""
         raise TopologyError(
-            f"bad TPU topology {topology!r}: unknown TPU generation {match['gen']!r}{hint}; expected {ACCEPTED_FORM}"
+            f"bad TPU topology {topology!r}: unknown TPU generation {match['gen']!r}; expected {ACCEPTED_FORM}"
         ) from None
     dims = tuple(int(d) for d in match["dims"].split("x"))
     rank = GENERATIONS[generation].topology_rank
