@@ -27,7 +27,7 @@ from bench.launch import session as distributed
 from bench.measure.devices import request_cpu_devices
 from bench.records.runspec import add_run_flags
 from bench.tpu_aot.env import TopologyError
-from model.config import ConfigError, all_variants, apply_overrides, get_preset, validate_run
+from model.config import ConfigError, Strategy, all_variants, apply_overrides, get_preset, validate_run
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
@@ -82,8 +82,6 @@ def cmd_logits(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from model.config import Strategy
-
     spec = resolve_run(args)
     if spec.left_out:
         print(f"run: {spec.left_out}", file=sys.stderr)
@@ -144,10 +142,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         print("sweep: no --python-xmap given, so xmap variants are not measured", file=sys.stderr)
     out = Path(args.out) if args.out else new_run_dir()
-    with _interruptible(out):
+    with _interruptible(out):  # --resume skips what is recorded, then writes the report
         sweep(plan, pythons, out, list(args.overrides), args.variant_timeout)
-    if not args.no_report:
-        return cmd_report(argparse.Namespace(run_dir=str(out), compare=None, aot=args.aot, no_plots=False))
+        if not args.no_report:
+            return cmd_report(argparse.Namespace(run_dir=str(out), compare=None, aot=args.aot, no_plots=False))
     return 0
 
 
@@ -167,7 +165,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_tpu_aot(args: argparse.Namespace) -> int:
     from bench.tpu_aot.compile import check_mesh
     from bench.tpu_aot.env import apply_tpu_compile_env, installed_jax_is_legacy, libtpu_available, parse_topology
-    from model.config import Mesh, Strategy
+    from model.config import Mesh
 
     topology = parse_topology(args.topology)
     preset = resolve_preset(args.preset, args.overrides)
@@ -293,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except Interrupted as stop:
         _exit_interrupted(str(stop))
-    except KeyboardInterrupt:  # before a run directory exists: nothing was recorded
-        _exit_interrupted("interrupted before anything was recorded")
+    except KeyboardInterrupt:  # outside a measurement (before its run directory exists, or in a report)
+        _exit_interrupted("interrupted")
     except (ConfigError, TopologyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
