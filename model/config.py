@@ -130,11 +130,25 @@ class ModelConfig:
     def n_heads(self) -> int:
         return self.d_model // self.d_head
 
+    def check_sizes(self) -> None:
+        """Every size at least 1 (a zero ends in a division by zero, or fails only after compiling)."""
+        sizes = {"n_layers": self.n_layers, "d_model": self.d_model, "d_ff": self.d_ff, "d_head": self.d_head}
+        _check_positive(sizes | {"vocab": self.vocab, "context": self.context})
+        if self.ln_eps <= 0:
+            raise ConfigError(f"ln_eps must be positive, got {self.ln_eps}")
+
     def validate(self) -> None:
+        self.check_sizes()
         if self.d_model % self.d_head:
             raise ConfigError(f"d_model {self.d_model} is not a multiple of d_head {self.d_head}")
-        if self.rotary_dim > self.d_head or self.rotary_dim % 2:
-            raise ConfigError(f"rotary_dim {self.rotary_dim} must be even and at most d_head {self.d_head}")
+        if not 0 <= self.rotary_dim <= self.d_head or self.rotary_dim % 2:
+            raise ConfigError(f"rotary_dim {self.rotary_dim} must be even, at least 0 and at most d_head {self.d_head}")
+
+
+def _check_positive(sizes: dict[str, int]) -> None:
+    bad = [f"{name}={size}" for name, size in sizes.items() if size < 1]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: sizes must be positive integers (at least 1)")
 
 
 @dataclass(frozen=True)
@@ -176,6 +190,16 @@ class Preset:
     @property
     def tokens_per_step(self) -> int:
         return self.batch * self.seq
+
+    def validate(self) -> None:
+        """The checks that need no variant and no mesh (the variant sets d_head, so divisibility waits for it)."""
+        _check_positive({"batch": self.batch, "seq": self.seq})
+        if self.learning_rate <= 0 or self.weight_decay < 0:
+            raise ConfigError(
+                f"learning_rate must be positive and weight_decay at least 0, got {self.learning_rate}, "
+                f"{self.weight_decay}"
+            )
+        self.model.check_sizes()
 
 
 PRESETS: dict[str, Preset] = {
@@ -262,6 +286,21 @@ def apply_overrides(preset: Preset, overrides: list[str]) -> Preset:
     return dataclasses.replace(preset, model=model, **preset_changes)
 
 
+# The model fields a variant sets (model_for): an override of one would be silently replaced, so runs refuse it.
+VARIANT_FIELDS = {"residual": "residual", "d_head": "head", "remat": "remat"}  # field -> variant axis
+
+
+def refuse_variant_fields(overrides: list[str]) -> None:
+    """For commands that take ``--variant``: the variant, not ``--set``, chooses the residual, head size and remat."""
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key in VARIANT_FIELDS:
+            raise ConfigError(
+                f"--set {item}: {key} is the variant's {VARIANT_FIELDS[key]} axis; choose it with --variant "
+                f"(e.g. --variant parallel-h128-pjit-none), not --set"
+            )
+
+
 def model_for(preset: Preset, variant: Variant) -> ModelConfig:
     """The preset's model with the variant's residual, head size and remat applied (d_model fixed)."""
     model = dataclasses.replace(
@@ -273,6 +312,7 @@ def model_for(preset: Preset, variant: Variant) -> ModelConfig:
 
 def validate_run(preset: Preset, variant: Variant, mesh: Mesh, device_count: int) -> ModelConfig:
     """Every check that can fail on user input, before anything compiles. Returns the variant's model."""
+    preset.validate()
     model = model_for(preset, variant)
     if preset.seq > model.context:
         raise ConfigError(f"seq {preset.seq} is longer than the context {model.context}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from model.config import ModelConfig, Residual
+from model.config import ConfigError, ModelConfig, Residual
 
 # Buffers some GPT-J checkpoints carry that are not parameters (the causal mask and its fill value).
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
@@ -22,8 +22,8 @@ IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 LAYERS = "layers/block"
 
 
-class ConversionError(ValueError):
-    pass
+class ConversionError(ConfigError):
+    """A checkpoint that is not there, not safetensors, or not this model's tensors: the message says which."""
 
 
 def _layer_map(cfg: ModelConfig) -> dict[tuple[str, str], tuple[str, bool]]:
@@ -81,7 +81,7 @@ def validate(cfg: ModelConfig, param_shapes: Any, tensors: dict[str, tuple[int, 
         if k in present and tuple(present[k]) != s
     ]
     if problems:
-        raise ConversionError(f"{len(problems)} problem(s) in the checkpoint:\n  " + "\n  ".join(problems))
+        raise ConversionError(f"{len(problems)} problem(s) in the checkpoint: " + "; ".join(problems))
 
 
 def from_hf(cfg: ModelConfig, param_shapes: Any, tensors: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
@@ -109,12 +109,38 @@ def to_hf(cfg: ModelConfig, params: Any) -> dict[str, np.ndarray]:
     return tensors
 
 
+def _check_file(path: Path) -> None:
+    if Path(path).is_dir():
+        raise ConversionError(f"{path} is a directory; expected a .safetensors file")
+    if not Path(path).is_file():
+        raise ConversionError(f"no checkpoint at {path}: expected a .safetensors file")
+
+
+def _not_safetensors(path: Path, error: Exception) -> ConversionError:
+    return ConversionError(f"{path} is not a safetensors file ({error})")
+
+
+def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape, from the file's header alone (nothing is loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    _check_file(path)
+    try:
+        with safe_open(str(path), framework="np") as checkpoint:
+            return {k: tuple(checkpoint.get_slice(k).get_shape()) for k in checkpoint.keys()}  # noqa: SIM118
+    except SafetensorError as error:
+        raise _not_safetensors(path, error) from None
+
+
 def load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    if not Path(path).is_file():
-        raise ConversionError(f"no checkpoint at {path}")
-    tensors = load_file(str(path))
+    _check_file(path)
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as error:
+        raise _not_safetensors(path, error) from None
     # Half-precision checkpoints become float32 master parameters.
     return {k: np.asarray(v, dtype=np.float32) if v.dtype.kind == "f" else v for k, v in tensors.items()}
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model.config import ModelConfig
-from model.convert import from_hf, load_safetensors
+from model.convert import from_hf, load_safetensors, read_shapes, validate
 from model.gptj import logits_fn
 from model.sharding import TensorParallel
 
@@ -28,5 +28,7 @@ def param_shapes(cfg: ModelConfig) -> dict:
 
 
 def logits_from_checkpoint(cfg: ModelConfig, path: Path, tokens: list[int]) -> np.ndarray:
-    params = from_hf(cfg, param_shapes(cfg), load_safetensors(path))
+    shapes = param_shapes(cfg)
+    validate(cfg, shapes, read_shapes(path))  # names and shapes from the header, before gigabytes are read
+    params = from_hf(cfg, shapes, load_safetensors(path))
     return logits(cfg, params, tokens)

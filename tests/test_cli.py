@@ -1,7 +1,9 @@
 """The command line and the noxfile: the variant list has one home, and bad input fails before any compile."""
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,133 @@ def test_tpu_out_of_memory_keeps_the_compilers_figures():
     legacy = "XLA:TPU compile permanent error. Ran out of memory in memory space hbm. Used 19.35G of 15.48G hbm."
     assert out_of_memory_fields(legacy)["oom_required_bytes"] == 19.35 * 2**30
     assert out_of_memory_fields("some other failure") == {}
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str, code: int = 2) -> None:
+    """Exit ``code``, one ``error:`` line naming what is valid, and no Python traceback."""
+    assert result.returncode == code, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+PJIT_NONE = "parallel-h256-pjit-none"
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["run", "--variant", "all", "--variant", PJIT_NONE], "--variant all stands alone"),
+        (["run", "--variant", PJIT_NONE, "--set", "seq=0"], "seq=0: sizes must be positive"),
+        (["run", "--variant", PJIT_NONE, "--set", "seq=-5"], "seq=-5: sizes must be positive"),
+        (["run", "--variant", PJIT_NONE, "--set", "batch=0"], "batch=0: sizes must be positive"),
+        (["run", "--variant", PJIT_NONE, "--set", "n_layers=0"], "n_layers=0: sizes must be positive"),
+        (["run", "--variant", PJIT_NONE, "--set", "vocab=-1"], "vocab=-1: sizes must be positive"),
+        (["run", "--variant", PJIT_NONE, "--set", "d_head=128"], "choose it with --variant"),
+        (["run", "--variant", PJIT_NONE, "--set", "residual=serial"], "choose it with --variant"),
+        (["sweep", "--set", "remat=full"], "choose it with --variant"),
+        (["run", "--variant", PJIT_NONE, "--resume"], "--resume needs --out"),
+        (["tpu-aot", "--variant", PJIT_NONE, "--topology", "v3:2x2", "--mesh", "dp=2,mp=2"], "dp x mp = 8"),
+        (["tpu-aot", "--variant", PJIT_NONE, "--set", "seq=0"], "seq=0: sizes must be positive"),
+    ],
+)
+def test_user_mistakes_end_in_one_line_not_a_traceback(args, fragment):
+    assert_one_line_error(bench(*args), fragment)
+
+
+def test_tpu_aot_without_libtpu_names_the_nox_session():
+    from bench.tpu_aot.env import libtpu_available
+
+    if libtpu_available():
+        pytest.skip("libtpu is installed here: the message is for environments without it")
+    result = bench("tpu-aot", "--variant", PJIT_NONE, "--preset", "tiny", "--topology", "v3:2x2", "--mesh", "dp=2,mp=4")
+    assert_one_line_error(result, "nox -s tpu_aot")
+
+
+def test_all_means_every_variant_this_jax_can_build():
+    # mp=8 does not divide the tiny preset's 4 heads: the run stops at validation, after 'all' was resolved
+    result = bench("run", "--variant", "all", "--preset", "tiny", "--mesh", "mp=8")
+    assert_one_line_error(result, "not divisible by mp=8")
+    if not compat.has_xmap():
+        assert "'all' leaves out the xmap variants, which need jax 0.4.30" in result.stderr
+        assert "parallel-h256-xmap-full" in result.stderr
+
+
+@pytest.fixture
+def a_file(tmp_path) -> Path:
+    path = tmp_path / "results.txt"
+    path.write_text("not a directory")
+    return path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "--variant", PJIT_NONE, "--preset", "tiny"],
+        ["sweep", "--quick", "--no-report"],
+        ["tpu-aot", "--variant", PJIT_NONE, "--preset", "tiny", "--topology", "v3:2x2", "--mesh", "dp=2,mp=4"],
+        ["distributed", "--processes", "2", "--devices-per-process", "4", "--", "run", "--variant", PJIT_NONE],
+    ],
+    ids=["run", "sweep", "tpu-aot", "distributed"],
+)
+@pytest.mark.parametrize("under", [False, True], ids=["a-file", "under-a-file"])
+def test_an_out_that_cannot_be_written_fails_before_measuring(command, under, a_file):
+    out = a_file / "run" if under else a_file
+    result = bench(*command, "--out", str(out), timeout=30)
+    assert_one_line_error(result, f"--out {out}")
+    assert "run directory:" not in result.stderr  # printed just before the first compile
+
+
+def interrupt(args: list[str], after: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``python -m bench ARGS``, send SIGINT once a stderr line contains ``after``; the result and seconds."""
+    child = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    start = time.monotonic()
+    seen = []
+    for line in child.stderr:
+        seen.append(line)
+        if after in line:
+            time.sleep(0.5)  # inside the compile, or the child process
+            child.send_signal(signal.SIGINT)
+            break
+    seen.append(child.stderr.read())
+    child.wait(timeout=60)
+    return subprocess.CompletedProcess(args, child.returncode, "", "".join(seen)), time.monotonic() - start
+
+
+@pytest.mark.parametrize(
+    "command, after",
+    [
+        (["run", "--variant", PJIT_NONE, "--preset", "tiny", "--steps", "1", "--warmup", "0"], "run directory:"),
+        (["sweep", "--quick", "--no-report"], "[1/"),
+    ],
+    ids=["run", "sweep"],
+)
+def test_ctrl_c_says_where_the_records_are_and_how_to_finish(command, after, tmp_path):
+    result, seconds = interrupt([*command, "--out", str(tmp_path)], after)
+    assert_one_line_error(result, f"intact in {tmp_path}; rerun with --resume --out {tmp_path} to finish", code=130)
+    assert seconds < 60
+
+
+def test_nox_is_ignored_as_a_directory_or_a_symlink():
+    # `.nox/` would match only a directory; the nox environments here are often a symlink
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "-q", ".nox"], cwd=REPO)
+    assert ignored.returncode == 0
+
+
+def test_the_launcher_and_the_cli_read_the_same_run_flags():
+    from bench.cli.spec import run_parser
+    from bench.launch.local import LocalCluster
+    from bench.records.runspec import run_argv
+
+    argv = run_argv(variant=[PJIT_NONE], preset="tiny", overrides=["seq=8"], steps=3, resume=True, out="/tmp/x")
+    assert argv[0] == "run"
+    args = run_parser().parse_args(argv[1:])
+    assert (args.variant, args.preset, args.overrides) == ([PJIT_NONE], "tiny", ["seq=8"])
+    assert (args.steps, args.warmup) == (3, 2)
+    assert args.resume and args.out == "/tmp/x" and not args.distributed
+    cluster = LocalCluster(argv, processes=2, devices_per_process=4, port=12345, env={})
+    launched = run_parser().parse_args(cluster.argv(1)[4:])
+    assert (launched.distributed, launched.coordinator) == (True, "127.0.0.1:12345")
+    assert (launched.num_processes, launched.process_id, launched.variant) == (2, 1, [PJIT_NONE])
+    with pytest.raises(TypeError, match="not a bench run flag: colour"):
+        run_argv(colour="red")

@@ -11,6 +11,7 @@ from model.config import (
     all_variants,
     apply_overrides,
     get_preset,
+    refuse_variant_fields,
     validate_run,
 )
 
@@ -86,3 +87,38 @@ def test_bad_runs_fail_before_compiling(overrides, variant, mesh, devices, fragm
     preset = apply_overrides(get_preset("tiny"), overrides)
     with pytest.raises(ConfigError, match=fragment):
         validate_run(preset, variant, mesh, devices)
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["seq=0"], "seq=0: sizes must be positive"),
+        (["seq=-5"], "seq=-5: sizes must be positive"),
+        (["batch=0"], "batch=0: sizes must be positive"),
+        (["n_layers=0"], "n_layers=0: sizes must be positive"),
+        (["d_model=0", "d_ff=-1"], "d_model=0, d_ff=-1: sizes must be positive"),
+        (["vocab=0"], "vocab=0: sizes must be positive"),
+        (["context=0"], "context=0: sizes must be positive"),
+        (["ln_eps=0"], "ln_eps must be positive"),
+    ],
+)
+def test_sizes_below_one_are_refused_before_compiling(overrides, fragment):
+    preset = apply_overrides(get_preset("tiny"), overrides)
+    with pytest.raises(ConfigError, match=fragment):
+        preset.validate()
+    with pytest.raises(ConfigError, match=fragment):
+        validate_run(preset, PJIT, Mesh(1, 1), 8)
+
+
+def test_presets_pass_their_own_checks():
+    for name in ("tiny", "cpu", "gptj-6b", "gpt-neo-2.7b"):
+        get_preset(name).validate()
+
+
+@pytest.mark.parametrize(
+    "override, axis", [("d_head=128", "head"), ("residual=serial", "residual"), ("remat=none", "remat")]
+)
+def test_fields_a_variant_sets_are_refused_as_overrides(override, axis):
+    with pytest.raises(ConfigError, match=f"the variant's {axis} axis; choose it with --variant"):
+        refuse_variant_fields(["seq=8", override])
+    refuse_variant_fields(["seq=8", "n_layers=3"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model.config import apply_overrides, get_preset
-from model.convert import ConversionError, from_hf, load_safetensors, save_safetensors, to_hf, validate
+from model.convert import ConversionError, from_hf, load_safetensors, read_shapes, save_safetensors, to_hf, validate
 from model.logits import logits, param_shapes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,3 +80,58 @@ def test_overridden_preset_shapes_are_checked(tmp_path):
     wider = apply_overrides(get_preset("tiny"), ["n_layers=3"]).model
     with pytest.raises(ConversionError, match="missing: transformer.h.2.ln_1.weight"):
         from_hf(wider, param_shapes(wider), load_safetensors(path))
+
+
+def not_safetensors(tmp_path: Path, kind: str) -> Path:
+    """A file that is no safetensors checkpoint: random bytes, empty, or a real one cut in half."""
+    path = tmp_path / f"{kind}.safetensors"
+    if kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        save_safetensors({"transformer.wte.weight": np.zeros((256, 1024), np.float32)}, path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["random", "empty", "truncated"])
+def test_a_file_that_is_not_safetensors_says_so(tmp_path, kind):
+    path = not_safetensors(tmp_path, kind)
+    for read in (load_safetensors, read_shapes):
+        with pytest.raises(ConversionError, match=f"{path} is not a safetensors file"):
+            read(path)
+
+
+def test_a_missing_file_or_a_directory_is_named(tmp_path):
+    with pytest.raises(ConversionError, match="no checkpoint at .*nope.safetensors"):
+        read_shapes(tmp_path / "nope.safetensors")
+    with pytest.raises(ConversionError, match="is a directory; expected a .safetensors file"):
+        load_safetensors(tmp_path)
+
+
+def test_shapes_are_read_from_the_header(tmp_path):
+    _, path = tiny_checkpoint(tmp_path)
+    assert read_shapes(path) == {k: v.shape for k, v in load_safetensors(path).items()}
+
+
+def bench_logits(weights: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "bench", "logits", "--preset", "tiny", "--weights", str(weights), "--tokens", "1"]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "random", "empty", "truncated", "wrong-tensors"])
+def test_logits_command_refuses_a_bad_checkpoint_in_one_line(tmp_path, kind):
+    if kind == "missing":
+        weights, fragment = tmp_path / "nope.safetensors", "no checkpoint at"
+    elif kind == "directory":
+        weights, fragment = tmp_path, "is a directory"
+    elif kind == "wrong-tensors":
+        weights, fragment = tmp_path / "other.safetensors", "wrong shape: transformer.wte.weight is [7, 3]"
+        save_safetensors({"transformer.wte.weight": np.zeros((7, 3), np.float32), "x": np.zeros(1)}, weights)
+    else:
+        weights, fragment = not_safetensors(tmp_path, kind), "is not a safetensors file"
+    result = bench_logits(weights)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error:") and fragment in result.stderr
+    assert "Traceback" not in result.stderr

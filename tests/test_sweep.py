@@ -33,3 +33,15 @@ def test_a_process_that_dies_without_a_record_is_recorded_as_failed(tmp_path):
     (record,) = load_records(tmp_path).records
     assert record["status"] == "failed" and "code 139" in record["error"] and "segfault-ish" in record["error"]
     assert record["environment"] == "current"
+
+
+def test_a_jobs_command_is_a_run_the_cli_parses_back(tmp_path):
+    from bench.cli.spec import run_parser
+    from bench.launch.sweep import command
+
+    job = Job("current", Variant.parse("parallel-h256-pjit-none"), repeat=1)
+    argv = command(job, QUICK, "python3", tmp_path, ["seq=8"])
+    assert argv[:4] == ["python3", "-m", "bench", "run"]
+    args = run_parser().parse_args(argv[4:])
+    assert (args.variant, args.preset, args.overrides) == (["parallel-h256-pjit-none"], "tiny", ["seq=8"])
+    assert (args.steps, args.warmup, args.repeat, args.out, args.resume) == (3, 1, 1, str(tmp_path), True)

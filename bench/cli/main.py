@@ -6,27 +6,47 @@ JAX is imported only after the arguments are checked and the simulated CPU devic
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
+from bench.cli.spec import (
+    check_counts,
+    check_writable,
+    resolve_preset,
+    resolve_run,
+    resolve_variants,
+    topology_device_count,
+)
 from bench.launch import local
 from bench.launch import session as distributed
 from bench.measure.devices import request_cpu_devices
+from bench.records.runspec import add_run_flags
 from bench.tpu_aot.env import TopologyError
-from model.config import ConfigError, all_variants, apply_overrides, get_preset
+from model.config import ConfigError, Strategy, all_variants, apply_overrides, get_preset, validate_run
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a measurement; the message says where the records are and how to finish."""
+
+
+@contextlib.contextmanager
+def _interruptible(out: Path, resumable: bool = True) -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        finish = f"; rerun with --resume --out {out} to finish" if resumable else ""
+        raise Interrupted(f"interrupted; the records written so far are intact in {out}{finish}") from None
 
 
 def _add_preset_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="cpu", help="tiny | cpu | gptj-6b | gpt-neo-2.7b (default: cpu)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a preset field, repeatable, e.g. --set seq=512 --set n_layers=4",
-    )
+    add_run_flags(parser, only=("preset", "overrides"))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -61,54 +81,43 @@ def cmd_logits(args: argparse.Namespace) -> int:
     return 0
 
 
-def _variants(names: list[str]) -> list:
-    from model.config import Variant
-
-    if names == ["all"]:
-        return all_variants()
-    return [Variant.parse(n) for n in names]
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from model.config import Mesh, Scope, Strategy, validate_run
-
-    preset = apply_overrides(get_preset(args.preset), args.overrides)
-    variants = _variants(args.variant)
-    mesh = Mesh.parse(args.mesh) if args.mesh else preset.mesh
-    scope = Scope.parse(args.scope, "scope")
-    if args.steps < 1 or args.warmup < 0:
-        raise ConfigError("--steps must be at least 1 and --warmup at least 0")
+    spec = resolve_run(args)
+    if spec.left_out:
+        print(f"run: {spec.left_out}", file=sys.stderr)
     if args.distributed:  # jax.distributed starts before JAX touches a device; each process takes its share
-        distributed.start(args, mesh, variants)
+        out = distributed.start(args, spec.mesh, spec.variants)
     else:
-        request_cpu_devices(mesh.devices)
+        request_cpu_devices(spec.mesh.devices)
+        out = spec.out
     import jax
 
     from model import compat
 
-    if any(v.strategy is Strategy.XMAP for v in variants) and not compat.has_xmap():
+    if any(v.strategy is Strategy.XMAP for v in spec.variants) and not compat.has_xmap():
         raise ConfigError(compat.HAS_XMAP_MESSAGE.format(version=jax.__version__))
-    for variant in variants:  # every configuration error surfaces before the first compile
-        validate_run(preset, variant, mesh, len(jax.devices()))
+    for variant in spec.variants:  # every configuration error surfaces before the first compile
+        validate_run(spec.preset, variant, spec.mesh, len(jax.devices()))
     from bench.measure.pipeline import run_variants
     from bench.records.context import new_run_dir
 
-    out = Path(args.out) if args.out else new_run_dir()
+    out = out or new_run_dir()
     if distributed.is_writer():
         print(f"run directory: {out}", file=sys.stderr)
-    records = run_variants(
-        variants,
-        preset,
-        mesh,
-        scope,
-        args.steps,
-        args.warmup,
-        out,
-        args.resume,
-        args.repeat,
-        args.overhead,
-        args.profile,
-    )
+    with _interruptible(out, resumable=not args.distributed):  # --resume is refused with --distributed
+        records = run_variants(
+            list(spec.variants),
+            spec.preset,
+            spec.mesh,
+            spec.scope,
+            spec.steps,
+            spec.warmup,
+            out,
+            args.resume,
+            args.repeat,
+            args.overhead,
+            args.profile,
+        )
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 
@@ -117,21 +126,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.records.context import new_run_dir
 
     plan = plan_from_args(args.quick, args.preset, args.steps, args.warmup, args.repeats)
-    get_preset(plan.preset)
-    if plan.repeats < 1 or plan.steps < 1 or plan.warmup < 0:
-        raise ConfigError("--repeats and --steps must be at least 1, --warmup at least 0")
+    resolve_preset(plan.preset, args.overrides)  # every process would refuse them; refuse them once, now
+    if plan.repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {plan.repeats}")
+    check_counts(plan.steps, plan.warmup)
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR: the run directory to complete")
+    if args.variant_timeout <= 0:
+        raise ConfigError(f"--variant-timeout must be positive, got {args.variant_timeout}")
+    if args.out:
+        check_writable(Path(args.out))
     pythons = {"current": args.python_current or sys.executable}
     if args.python_xmap:
         pythons["xmap"] = args.python_xmap
     else:
         print("sweep: no --python-xmap given, so xmap variants are not measured", file=sys.stderr)
     out = Path(args.out) if args.out else new_run_dir()
-    extra = [f"--set={o}" for o in args.overrides]
-    sweep(plan, pythons, out, extra, args.variant_timeout)
-    if not args.no_report:
-        return cmd_report(argparse.Namespace(run_dir=str(out), compare=None, aot=args.aot))
+    with _interruptible(out):  # --resume skips what is recorded, then writes the report
+        sweep(plan, pythons, out, list(args.overrides), args.variant_timeout)
+        if not args.no_report:
+            return cmd_report(argparse.Namespace(run_dir=str(out), compare=None, aot=args.aot, no_plots=False))
     return 0
 
 
@@ -142,31 +156,47 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not run_dir.is_dir():
         raise ConfigError(f"no run directory at {run_dir}")
     compare = Path(args.compare) if args.compare else None
-    path = write_report(run_dir, compare=compare, aot_dirs=[Path(a) for a in args.aot or []])
+    aot_dirs = [Path(a) for a in args.aot or []]
+    path = write_report(run_dir, compare=compare, aot_dirs=aot_dirs, plots=not args.no_plots)
     print(f"report: {path}", file=sys.stderr)
     return 0
 
 
 def cmd_tpu_aot(args: argparse.Namespace) -> int:
-    from bench.tpu_aot.env import apply_tpu_compile_env, installed_jax_is_legacy, parse_topology
-    from model.config import Mesh, Strategy
+    from bench.tpu_aot.compile import check_mesh
+    from bench.tpu_aot.env import apply_tpu_compile_env, installed_jax_is_legacy, libtpu_available, parse_topology
+    from model.config import Mesh
 
-    parse_topology(args.topology)
-    preset = apply_overrides(get_preset(args.preset), args.overrides)
+    topology = parse_topology(args.topology)
+    preset = resolve_preset(args.preset, args.overrides)
     mesh = Mesh.parse(args.mesh) if args.mesh else preset.mesh
-    variants = _variants(args.variant or ["all"])
+    variants, left_out = resolve_variants(args.variant or ["all"])
+    if left_out:
+        print(f"tpu-aot: {left_out}", file=sys.stderr)
     if not installed_jax_is_legacy():  # xmap compiles in the jax 0.4.30 environment (nox -s tpu_aot does both)
         skipped = [v.name for v in variants if v.strategy is Strategy.XMAP]
-        variants = [v for v in variants if v.strategy is not Strategy.XMAP]
+        variants = tuple(v for v in variants if v.strategy is not Strategy.XMAP)
         if skipped:
             print(f"tpu-aot: xmap needs jax 0.4.30; not compiled here: {', '.join(skipped)}", file=sys.stderr)
+    devices = topology_device_count(topology)
+    check_mesh(mesh, devices, args.topology)
+    for variant in variants:
+        validate_run(preset, variant, mesh, devices)
+    if args.out:
+        check_writable(Path(args.out))
+    if not libtpu_available():
+        raise ConfigError(
+            f"libtpu (the TPU compiler) is not installed in this environment ({sys.executable}); "
+            f"`nox -s tpu_aot` compiles in the environments that have it (requirements/tpu.txt, tpu-xmap.txt)"
+        )
     apply_tpu_compile_env(args.topology)
     from bench.records.context import new_run_dir
     from bench.tpu_aot.compile import run_aot
 
     out = Path(args.out) if args.out else new_run_dir()
     print(f"run directory: {out}", file=sys.stderr)
-    return 1 if run_aot(preset, variants, mesh, args.topology, out, args.resume) else 0
+    with _interruptible(out):
+        return 1 if run_aot(preset, list(variants), mesh, args.topology, out, args.resume) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,28 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure variants; append one JSON record each to RUN_DIR/results.jsonl",
         description="Example: python -m bench run --variant parallel-h256-pjit-full --preset cpu --mesh dp=2,mp=4",
     )
-    run.add_argument(
-        "--variant", action="append", required=True, help="a variant name (repeatable), or 'all'; see `list`"
-    )
-    _add_preset_args(run)
-    run.add_argument("--mesh", help="device mesh, e.g. dp=2,mp=4 (default: the preset's)")
-    run.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
-    run.add_argument("--warmup", type=int, default=2, help="warm-up steps after compiling (default 2)")
-    run.add_argument(
-        "--scope", default="model", help="model: the whole training step; block: one block (default model)"
-    )
-    run.add_argument("--out", help="run directory (default: a new one under reports/runs/)")
-    run.add_argument("--resume", action="store_true", help="skip variants already recorded ok in --out")
-    run.add_argument("--repeat", type=int, default=0, help="repeat index stored in the record (sweeps set it)")
-    run.add_argument(
-        "--overhead", action="store_true", help="also time a bare loop of the same step: the harness overhead"
-    )
-    run.add_argument(
-        "--profile",
-        action="store_true",
-        help="capture an XProf trace of a few more steps into RUN_DIR/traces/ and add its summary to the record",
-    )
-    distributed.add_run_arguments(run)
+    add_run_flags(run)
     run.set_defaults(func=cmd_run)
 
     launch = sub.add_parser(
@@ -230,11 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--quick", action="store_true", help="a fast look: the tiny preset, 3 steps, no xmap baselines")
     sweep.add_argument("--preset", help="preset (default cpu; tiny with --quick)")
-    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_run_flags(sweep, only=("overrides",))
     sweep.add_argument("--steps", type=int, help="timed steps per variant (default 5; 3 with --quick)")
     sweep.add_argument("--warmup", type=int, help="warm-up steps per variant (default 1)")
     sweep.add_argument("--repeats", type=int, help="times the whole variant list runs, in rotating order (default 1)")
-    sweep.add_argument("--out", help="run directory (default: a new one under reports/runs/)")
+    add_run_flags(sweep, only=("out",))
     sweep.add_argument("--resume", action="store_true", help="complete --out, skipping variants recorded ok")
     sweep.add_argument("--python-current", help="python of the current-JAX environment (default: this one)")
     sweep.add_argument("--python-xmap", help="python of the jax 0.4.30 environment (xmap variants are skipped without)")
@@ -250,11 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     aot.add_argument("--topology", default="v3:8x16", help="TPU topology, e.g. v3:8x16 (a v3-256), v4:4x4x4, v5e:16x16")
     aot.add_argument("--variant", action="append", help="variant name (repeatable); default all this JAX can build")
-    _add_preset_args(aot)
+    add_run_flags(aot, only=("preset", "overrides", "mesh", "out", "resume"))
     aot.set_defaults(preset="gptj-6b")
-    aot.add_argument("--mesh", help="device mesh (default: the preset's, dp=32,mp=8 for gptj-6b)")
-    aot.add_argument("--out", help="run directory (default: a new one under reports/runs/)")
-    aot.add_argument("--resume", action="store_true", help="skip variants already recorded ok in --out")
     aot.set_defaults(func=cmd_tpu_aot)
 
     report = sub.add_parser(
@@ -265,14 +271,28 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="a run directory holding results.jsonl")
     report.add_argument("--compare", help="another run directory: per-variant ratios, regressions flagged")
     report.add_argument("--aot", action="append", help="run directory of tpu_aot records (repeatable)")
+    report.add_argument("--no-plots", action="store_true", help="write REPORT.md without its PNG plots")
     report.set_defaults(func=cmd_report)
     return parser
+
+
+def _exit_interrupted(message: str) -> NoReturn:
+    """Exit at once: XLA's compiler threads, interrupted mid-compile, crash its teardown at a normal exit
+    (a segmentation fault after the message, measured on jax 0.10.2). Records are written whole or not at all."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except Interrupted as stop:
+        _exit_interrupted(str(stop))
+    except KeyboardInterrupt:  # outside a measurement (before its run directory exists, or in a report)
+        _exit_interrupted("interrupted")
     except (ConfigError, TopologyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -26,10 +26,11 @@ from bench.launch.session import (
     free_port,
     local_device_request,
 )
+from bench.records.runspec import BY_DEST, flag_argv
 from model.config import ConfigError, Mesh, Variant
 
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
-SETS_ITSELF = ("--distributed", "--coordinator", "--num-processes", "--process-id")
+SETS_ITSELF = tuple(BY_DEST[d].flag for d in ("distributed", "coordinator", "num_processes", "process_id"))
 
 
 def process_env(base: Mapping[str, str], devices_per_process: int) -> dict[str, str]:
@@ -99,11 +100,10 @@ class LocalCluster:
         self.killed: set[int] = set()
 
     def argv(self, process_id: int) -> list[str]:
-        return [
-            sys.executable, "-m", "bench", *self.bench_args, "--distributed",
-            "--coordinator", f"127.0.0.1:{self.port}",
-            "--num-processes", str(self.processes), "--process-id", str(process_id),
-        ]  # fmt: skip
+        coordinates = flag_argv(
+            distributed=True, coordinator=f"127.0.0.1:{self.port}", num_processes=self.processes, process_id=process_id
+        )
+        return [sys.executable, "-m", "bench", *self.bench_args, *coordinates]
 
     def start(self) -> LocalCluster:
         for pid in range(self.processes):
@@ -224,7 +224,7 @@ def cmd_distributed(args: argparse.Namespace) -> int:
     if plan.out is None:
         from bench.records.context import new_run_dir
 
-        bench_args += ["--out", str(new_run_dir())]
+        bench_args += flag_argv(out=str(new_run_dir()))
         plan = plan_run(bench_args)
     if args.port is not None:
         check_port_free(args.port)
@@ -252,19 +252,16 @@ class RunPlan:
 
 
 def plan_run(bench_args: Sequence[str]) -> RunPlan:
-    from bench.cli.main import _variants, build_parser
-    from model.config import Scope, apply_overrides, get_preset
+    from bench.cli.spec import resolve_run, run_parser
 
     if list(bench_args[:1]) != ["run"]:
         raise ConfigError("expected a run command, e.g. -- run --variant parallel-h256-pjit-none --preset tiny")
-    args = build_parser().parse_args(bench_args)
-    preset = apply_overrides(get_preset(args.preset), args.overrides)
-    mesh = Mesh.parse(args.mesh) if args.mesh else preset.mesh
-    variants = _variants(args.variant)
-    check_variants(variants)
-    out = Path(args.out) if args.out else None
-    scope = Scope.parse(args.scope, "scope")
-    return RunPlan(variants, preset, mesh, scope, args.repeat, out, args.distributed_timeout)
+    args = run_parser().parse_args(bench_args[1:])
+    spec = resolve_run(args)
+    check_variants(spec.variants)
+    return RunPlan(
+        list(spec.variants), spec.preset, spec.mesh, spec.scope, args.repeat, spec.out, args.distributed_timeout
+    )
 
 
 def _records(out: Path) -> list[dict[str, Any]]:

@@ -44,7 +44,6 @@ from model.config import ConfigError, Mesh, Strategy, Variant
 
 EXIT_PEER_FAILURE = 3  # a process died, hung or failed: distinct from 1 (a variant failed) and 2 (bad input)
 EXIT_LAUNCHER_TIME_LIMIT = 124  # as timeout(1)
-DEFAULT_TIMEOUT_S = 300.0  # no progress for this long means a peer is gone; raise it above a long compile
 DEFAULT_TIME_LIMIT_S = 3600.0  # the local launcher's bound on a whole launch
 BEAT_S = 1.0  # heartbeat period
 STALE_BEATS = 5  # a peer whose heartbeat has not changed for this many periods is presumed dead or frozen
@@ -74,28 +73,6 @@ class Coordinates:
             raise ConfigError(f"--process-id must be at least 0, got {self.process_id}")
         if None not in (self.num_processes, self.process_id) and self.process_id >= self.num_processes:
             raise ConfigError(f"--process-id {self.process_id} is not below --num-processes {self.num_processes}")
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--distributed`` flags of ``python -m bench run``."""
-    group = parser.add_argument_group(
-        "multi-process (jax.distributed)",
-        "Run one process per host (or per simulated host, see `python -m bench distributed`). Without "
-        "--coordinator/--num-processes/--process-id, JAX reads them from the cluster (TPU VM, SLURM, Open MPI, "
-        "Kubernetes).",
-    )
-    group.add_argument("--distributed", action="store_true", help="initialise jax.distributed before the run")
-    group.add_argument("--coordinator", help="HOST:PORT of process 0's coordination service")
-    group.add_argument("--num-processes", type=int, help="number of processes in the run")
-    group.add_argument("--process-id", type=int, help="this process's id, 0 .. num-processes - 1")
-    group.add_argument(
-        "--distributed-timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT_S,
-        metavar="SECONDS",
-        help=f"give up when a process makes no progress for this long (default {DEFAULT_TIMEOUT_S:.0f}; "
-        "it must exceed the longest compile)",
-    )
 
 
 def coordinates_from_args(args: argparse.Namespace) -> Coordinates:
@@ -571,10 +548,11 @@ def _use_gloo_on_cpu() -> None:
         print(f"warning: could not select gloo CPU collectives: {error}", file=sys.stderr)
 
 
-def start(args: argparse.Namespace, mesh: Mesh, variants: Sequence[Variant]) -> Session:
+def start(args: argparse.Namespace, mesh: Mesh, variants: Sequence[Variant]) -> Path:
     """``bench run --distributed``: checks, then jax.distributed, before JAX touches a device.
 
-    Also makes process 0's run directory everyone's ``args.out`` (only process 0 writes into it)."""
+    Returns the run directory: ``--out``, or process 0's new one, shared with every process (only process 0
+    writes into it)."""
     global _SESSION
     from bench.measure.devices import request_cpu_devices
 
@@ -598,11 +576,11 @@ def start(args: argparse.Namespace, mesh: Mesh, variants: Sequence[Variant]) -> 
     _SESSION = session
     _jax_initialize(coords, args.distributed_timeout)
     _started(session, mesh)
-    if not args.out:
-        from bench.records.context import new_run_dir
+    if args.out:
+        return Path(args.out)
+    from bench.records.context import new_run_dir
 
-        args.out = session.share_from_process0("run_dir", str(new_run_dir()) if session.process_id == 0 else None)
-    return session
+    return Path(session.share_from_process0("run_dir", str(new_run_dir()) if session.process_id == 0 else None))
 
 
 def _started(session: Session, mesh: Mesh) -> None:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.records.runspec import run_argv
 from bench.records.store import SCHEMA_VERSION, append_record, load_records, variant_fields
 from model.config import Strategy, Variant, all_variants
 
@@ -62,11 +63,12 @@ def jobs(plan: SweepPlan, envs: list[str]) -> list[Job]:
 
 
 def command(job: Job, plan: SweepPlan, python: str, out: Path, extra: list[str]) -> list[str]:
-    return [
-        python, "-m", "bench", "run", "--variant", job.variant.name, "--preset", plan.preset,
-        "--steps", str(plan.steps), "--warmup", str(plan.warmup), "--repeat", str(job.repeat),
-        "--out", str(out), "--resume", *extra,
-    ]  # fmt: skip
+    """The job's ``bench run``; ``extra``: the sweep's ``--set`` overrides, as KEY=VALUE."""
+    run = run_argv(
+        variant=[job.variant.name], preset=plan.preset, overrides=extra, steps=plan.steps, warmup=plan.warmup,
+        repeat=job.repeat, out=str(out), resume=True,
+    )  # fmt: skip
+    return [python, "-m", "bench", *run]
 
 
 def _failed_record(job: Job, plan: SweepPlan, error: str) -> dict:
