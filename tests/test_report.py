@@ -7,6 +7,7 @@ including TPU ahead-of-time compile records with invented values.
 
 import json
 import math
+import shlex
 import statistics
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from bench.analysis.profile import trace_log_dir
 from bench.cli.main import main as cli_main
+from bench.cli.spec import run_parser
 from bench.hardware import projection
 from bench.hardware.table import PeakBasis, accelerator_for_topology
 from bench.records.store import RESULTS
@@ -371,7 +373,7 @@ def test_tpu_aot_records_from_another_directory(tmp_path):
     assert set(projected["fits HBM"]) == {"yes", "NO"}
     aot_runs = [c for c in text.splitlines() if c.startswith("python -m bench tpu-aot")]
     assert len(aot_runs) == 2  # one per JAX version: xmap compiles under jax 0.4.30
-    assert all(f"--topology v3:8x16 --preset gptj-6b --mesh dp=32,mp=8 --out {aot_dir}" in c for c in aot_runs)
+    assert all(f"--topology=v3:8x16 --preset=gptj-6b --mesh=dp=32,mp=8 --out={aot_dir}" in c for c in aot_runs)
 
 
 def test_projections_are_labelled_wherever_they_appear(tmp_path):
@@ -407,10 +409,13 @@ def test_reproduce_commands(tmp_path):
     unknown = "# parallel-h128-xmap-none (repeat 0): no JAX version recorded (environment xmap)"
     assert any(c.startswith(unknown) for c in commands)
     assert all(
-        c.startswith("XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m bench run --preset tiny")
+        c.startswith("XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m bench run --preset=tiny")
         for c in runs
     )
-    assert "--repeat 1" in runs[2] and "--variant parallel-h256-xmap-full" in runs[1]
+    assert "--repeat=1" in runs[2] and "--variant=parallel-h256-xmap-full" in runs[1]
+    # each command is what `bench run` itself parses: the flags come from its one table (bench.records.runspec)
+    parsed = run_parser().parse_args(shlex.split(runs[2].split(" ", 1)[1])[4:])
+    assert (parsed.preset, parsed.repeat, parsed.mesh, parsed.out) == ("tiny", 1, "dp=2,mp=4", str(run_dir))
     assert commands[0] == "git checkout 6585a1f0d3342776d0f830888800e2758242cf7f"
 
 

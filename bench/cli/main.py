@@ -20,7 +20,6 @@ from bench.cli.spec import (
     resolve_preset,
     resolve_run,
     resolve_variants,
-    topology_device_count,
 )
 from bench.launch import local
 from bench.launch import session as distributed
@@ -178,7 +177,7 @@ def cmd_tpu_aot(args: argparse.Namespace) -> int:
         variants = tuple(v for v in variants if v.strategy is not Strategy.XMAP)
         if skipped:
             print(f"tpu-aot: xmap needs jax 0.4.30; not compiled here: {', '.join(skipped)}", file=sys.stderr)
-    devices = topology_device_count(topology)
+    devices = topology.devices
     check_mesh(mesh, devices, args.topology)
     for variant in variants:
         validate_run(preset, variant, mesh, devices)

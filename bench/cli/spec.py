@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.records.runspec import add_run_flags
-from bench.tpu_aot.env import GENERATIONS, TpuTopology, installed_jax_is_legacy
+from bench.tpu_aot.env import installed_jax_is_legacy
 from model.config import (
     ConfigError,
     Mesh,
@@ -119,9 +119,3 @@ def resolve_run(args: argparse.Namespace) -> RunSpec:
     if out is not None and args.process_id in (None, 0):  # only process 0 writes
         check_writable(out)
     return RunSpec(preset, variants, mesh, scope, args.steps, args.warmup, out, left_out)
-
-
-def topology_device_count(topology: TpuTopology) -> int:
-    """The JAX devices of a TPU topology without asking libtpu: one per core, or one per chip under megacore."""
-    options = dict(GENERATIONS[topology.generation].topology_options)
-    return topology.chip_count if options.get("chip_config_name") == "megacore" else topology.core_count

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import shlex
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
+from bench.records.runspec import flag_argv, run_argv
 from bench.report.analyse import Analysis
 from bench.report.format import markdown_table
 from bench.report.load import RunRecords
@@ -118,14 +119,17 @@ def _run_command(run: RunRecords, jax: str, repeat: Any, records: Sequence[Mappi
     steps = Counter(r["steps_timed"] for r in records if r.get("steps_timed"))
     warmups = Counter(r["warmup_steps"] for r in records if r.get("warmup_steps") is not None)
     flags = Counter(r.get("xla_flags") for r in records if r.get("xla_flags"))
-    words = ["python", "-m", "bench", "run", "--preset", str(config.get("preset"))]
-    words += ["--mesh", f"dp={config.get('mesh_dp')},mp={config.get('mesh_mp')}", "--scope", str(config.get("scope"))]
-    words += _set_flags(config)
-    if steps:
-        words += ["--steps", str(steps.most_common(1)[0][0])]
-    if warmups:
-        words += ["--warmup", str(warmups.most_common(1)[0][0])]
-    words += ["--repeat", str(repeat), "--out", str(run.run_dir), *_variant_flags(r["variant"] for r in records)]
+    words = ["python", "-m", "bench"] + run_argv(
+        preset=str(config.get("preset")),
+        mesh=f"dp={config.get('mesh_dp')},mp={config.get('mesh_mp')}",
+        scope=str(config.get("scope")),
+        overrides=_overrides(config),
+        steps=steps.most_common(1)[0][0] if steps else None,
+        warmup=warmups.most_common(1)[0][0] if warmups else None,
+        repeat=repeat,
+        out=str(run.run_dir),
+        variant=list(dict.fromkeys(r["variant"] for r in records)),
+    )
     prefix = f"XLA_FLAGS={shlex.quote(flags.most_common(1)[0][0])} " if flags else ""
     missing = [flag for flag, found in (("--steps", steps), ("--warmup", warmups)) if not found]
     notes = f"# no ok record gives {' or '.join(missing)}" if missing else "# one process per variant in a sweep"
@@ -145,26 +149,26 @@ def aot_commands(run: RunRecords) -> list[str]:
     lines = []
     for (*values, directory), variants in groups.items():
         fields = dict(zip(AOT_COMMAND_FIELDS, values))
-        words = ["python", "-m", "bench", "tpu-aot", "--topology", str(fields["topology"])]
-        words += ["--preset", str(fields["preset"]), "--mesh", f"dp={fields['mesh_dp']},mp={fields['mesh_mp']}"]
-        words += [*_set_flags(fields), "--out", str(directory), *_variant_flags(variants)]
+        words = ["python", "-m", "bench", "tpu-aot", f"--topology={fields['topology']}"]
+        words += flag_argv(
+            preset=str(fields["preset"]),
+            overrides=_overrides(fields),
+            mesh=f"dp={fields['mesh_dp']},mp={fields['mesh_mp']}",
+            out=str(directory),
+            variant=list(dict.fromkeys(variants)),
+        )
         lines += [f"# TPU compile only, jax {fields['jax']}", _shell(words)]
     return lines
 
 
-def _set_flags(config: Mapping[str, Any]) -> list[str]:
-    """--set flags for the recorded batch, seq and dtype where they differ from the preset's defaults."""
+def _overrides(config: Mapping[str, Any]) -> list[str]:
+    """--set values for the recorded batch, seq and dtype where they differ from the preset's defaults."""
     preset = PRESETS.get(str(config.get("preset")))
     if preset is None:
         return []
     defaults = {"batch": preset.batch, "seq": preset.seq, "compute_dtype": preset.model.compute_dtype.value}
     recorded = {"batch": config.get("batch"), "seq": config.get("seq"), "compute_dtype": config.get("dtype")}
-    changed = [f"{k}={recorded[k]}" for k in defaults if recorded[k] is not None and recorded[k] != defaults[k]]
-    return [word for value in changed for word in ("--set", value)]
-
-
-def _variant_flags(variants: Iterable[str]) -> list[str]:
-    return [word for variant in dict.fromkeys(variants) for word in ("--variant", variant)]
+    return [f"{k}={recorded[k]}" for k in defaults if recorded[k] is not None and recorded[k] != defaults[k]]
 
 
 def _shell(words: Sequence[str]) -> str:
