@@ -1,7 +1,9 @@
 """The record schema: what every writer produces conforms to it, the store refuses what does not, v1 upgrades."""
 
+import functools
 import json
 import sys
+import types
 from pathlib import Path
 
 import jax
@@ -9,6 +11,8 @@ import pytest
 from conftest import require_devices
 
 from bench.analysis.hlo import CollectiveKind
+from bench.launch.local import ProcessExit, RunPlan, record_unrecorded
+from bench.launch.session import Diagnosis, Session
 from bench.launch.sweep import QUICK, Job, run_job
 from bench.measure.pipeline import measure
 from bench.records.context import failed_record
@@ -66,6 +70,23 @@ def test_the_sweep_placeholder_carries_the_childs_jax_version(tmp_path):
     (record,) = load_records(tmp_path).records
     assert validate(record) == []
     assert record["kind"] == "failed-placeholder" and record["jax"] == jax.__version__ and "code 139" in record["error"]
+
+
+def test_the_launcher_placeholder_conforms(tmp_path):
+    plan = RunPlan([VARIANT], PRESET, PRESET.mesh, Scope.MODEL, 0, tmp_path, timeout_s=60)
+    record_unrecorded(plan, 0, [ProcessExit(0, -9, killed_by_launcher=True), ProcessExit(1, 0, False)])
+    (record,) = load_records(tmp_path).records
+    assert validate(record) == [] and record["kind"] == "failed-placeholder" and record["failed_processes"] == [0]
+
+
+def test_the_watchdog_placeholder_conforms(tmp_path):
+    make_record = functools.partial(failed_record, VARIANT, PRESET, PRESET.mesh, Scope.MODEL, 0, jax.__version__)
+    session = types.SimpleNamespace(failure_context=(make_record, tmp_path), process_count=2, phase="step 3")
+    Session._write_failed_record(session, Diagnosis((1,), "process 1 stopped"), "error: process 1 stopped")
+    (record,) = load_records(tmp_path).records
+    assert validate(record) == [] and record["kind"] == "failed-placeholder"
+    assert record["error"] == "process 1 stopped" and record["failure_phase"] == "step 3"
+    assert record["failed_processes"] == [1] and record["process_count"] == 2
 
 
 def test_an_undeclared_key_is_refused(tmp_path):
