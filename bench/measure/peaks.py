@@ -31,10 +31,12 @@ def peak_basis_fields(device_kind: str, bases: tuple[Any, ...]) -> dict[str, Any
     """``peak_flops_per_device`` and ``peak_source`` on the spec basis, with a ``_gptj_basis`` twin where defined."""
     from bench.hardware.table import PeakBasis, peak_flops_per_device
 
+    names = {
+        PeakBasis.SPEC: ("peak_flops_per_device", "peak_source"),
+        PeakBasis.GPTJ: ("peak_flops_per_device_gptj_basis", "peak_source_gptj_basis"),
+    }
     fields: dict[str, Any] = {}
     for basis in bases:
-        suffix = "" if basis is PeakBasis.SPEC else "_gptj_basis"
-        fields[f"peak_flops_per_device{suffix}"], fields[f"peak_source{suffix}"] = peak_flops_per_device(
-            device_kind, basis
-        )
+        peak_name, source_name = names[basis]
+        fields[peak_name], fields[source_name] = peak_flops_per_device(device_kind, basis)
     return fields

@@ -115,10 +115,13 @@ def rate_fields(record: dict[str, Any], step_s: float, devices: int) -> dict[str
     """FLOP/s from the per-step counts (formulas in bench.analysis.flops) and, against the peak, MFU and HFU."""
     from bench.analysis.flops import hfu, mfu
 
-    counts = ("flops_6n", "model_flops", "hardware_flops")
-    rates = {f"{name}_per_s": record[f"{name}_per_step"] / step_s for name in counts}
     xla = record.get("xla_flops_per_step")
-    rates["xla_flops_per_s"] = xla / step_s if xla is not None else None
+    rates = {
+        "flops_6n_per_s": record["flops_6n_per_step"] / step_s,
+        "model_flops_per_s": record["model_flops_per_step"] / step_s,
+        "hardware_flops_per_s": record["hardware_flops_per_step"] / step_s,
+        "xla_flops_per_s": xla / step_s if xla is not None else None,
+    }
     peak, source = record["peak_flops_per_device"], record["peak_source"]
     rates["mfu"] = mfu(rates["model_flops_per_s"], devices, peak, peak_source=source)
     rates["mfu_6n"] = mfu(rates["flops_6n_per_s"], devices, peak, peak_source=source)

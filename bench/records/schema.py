@@ -291,7 +291,7 @@ def _declared() -> dict[str, FieldType]:
         hints = typing.get_type_hints(section)
         for f in dataclasses.fields(section):
             fields[f.name] = _field_type(hints[f.name])
-    fields.update({name: FieldType(types, nullable=False) for name, types in _comm_fields().items()})
+    fields.update({name: FieldType(accepted, nullable=False) for name, accepted in _comm_fields().items()})
     return fields
 
 
