@@ -5,12 +5,15 @@ import itertools
 import pytest
 from conftest import require_devices
 
-from bench.analysis.expected import expected_comm
-from bench.measure.prepare import analyse, build_program
+from bench.analysis.expected import ExpectedComm, expected_comm
+from bench.analysis.hlo import CollectiveKind
+from bench.measure.prepare import analyse, build_program, comm_verdict
+from bench.records.schema import comm_key
 from model.config import Mesh, Remat, Residual, Scope, Variant, get_preset, model_for
 from model.strategies import make_driver
 
 PRESET = get_preset("tiny")
+ALL_REDUCE = CollectiveKind.ALL_REDUCE
 
 
 def test_gptj_6b_on_v3_256_by_hand():
@@ -45,9 +48,30 @@ def test_hlo_allreduces_of_shard_map_equal_the_analytic_count(residual, head, re
     driver = make_driver(variant.strategy, program, PRESET.mesh)
     fields = analyse(driver.train_step().lower(*driver.abstract_args()).compile(), driver, program)
     want = fields["expected_mp_layer_allreduce_count"] + fields["expected_mp_other_allreduce_count"]
-    assert fields["comm_mp_allreduce_tensors"] == want
-    assert fields["comm_mp_allreduce_bytes"] == (
+    assert fields[comm_key("mp", ALL_REDUCE, "tensors")] == want
+    assert fields[comm_key("mp", ALL_REDUCE, "bytes")] == (
         fields["expected_mp_layer_allreduce_bytes"] + fields["expected_mp_other_allreduce_bytes"]
     )
     # The gradient all-reduce over dp carries every local gradient shard (plus the scalar loss).
-    assert fields["comm_dp_allreduce_bytes"] - fields["expected_dp_grad_allreduce_bytes"] == 4
+    assert fields[comm_key("dp", ALL_REDUCE, "bytes")] - fields["expected_dp_grad_allreduce_bytes"] == 4
+    assert fields["comm_matches_model"] is True and fields["comm_differences"] == []
+
+
+def test_the_verdict_names_differences_and_keeps_combined_ops_as_notes():
+    expected = ExpectedComm(4, 400, 0, 0, dp_grad_allreduce_bytes=100)
+    fields = {
+        comm_key("mp", ALL_REDUCE, "tensors"): 4,
+        comm_key("mp", ALL_REDUCE, "count"): 1,  # one tuple all-reduce of four arrays
+        comm_key("mp", ALL_REDUCE, "bytes"): 400,
+        comm_key("dp", ALL_REDUCE, "bytes"): 104,
+        "comm_wider_than_compute": [],
+    }
+    verdict = comm_verdict(fields, expected)
+    assert verdict == {
+        "comm_matches_model": True,
+        "comm_differences": [],
+        "comm_notes": ["XLA combined mp all-reduces into tuple all-reduces: 3 fewer ops than arrays reduced"],
+    }
+    short = comm_verdict(fields | {comm_key("mp", ALL_REDUCE, "bytes"): 300}, expected)
+    assert short["comm_matches_model"] is False
+    assert short["comm_differences"] == ["mp all-reduce payload 300 bytes in the HLO, 400 expected"]

@@ -3,15 +3,29 @@ import json
 import pytest
 
 from bench.measure import pipeline as bench_run
-from bench.records.store import SCHEMA_VERSION, append_record, finished_keys, load_records, results_path
+from bench.records.context import base_record, new_run_dir
+from bench.records.schema import SCHEMA_VERSION
+from bench.records.store import append_record, finished_keys, load_records, results_path
 from model.config import Mesh, Scope, Variant, get_preset
 
 PRESET = get_preset("tiny")
 
 
 def record(variant: str, status: str = "ok", repeat: int = 0, **extra) -> dict:
-    base = {"schema_version": SCHEMA_VERSION, "variant": variant, "preset": "tiny", "scope": "model", "jax": "0.1"}
-    return base | {"status": status, "timestamp_utc": "2026-11-29T00:00:00+00:00", "repeat": repeat, **extra}
+    head = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "measured",
+        "variant": variant,
+        "preset": "tiny",
+        "scope": "model",
+    }
+    return head | {
+        "jax": "0.1",
+        "status": status,
+        "timestamp_utc": "2026-11-29T00:00:00+00:00",
+        "repeat": repeat,
+        **extra,
+    }
 
 
 def test_append_keeps_earlier_records_and_is_loadable_by_pandas(tmp_path):
@@ -56,7 +70,7 @@ def test_resume_keys_are_ok_records_only(tmp_path):
 
 
 def test_new_run_directories_never_collide(tmp_path):
-    first, second = bench_run.new_run_dir(tmp_path), bench_run.new_run_dir(tmp_path)
+    first, second = new_run_dir(tmp_path), new_run_dir(tmp_path)
     assert first != second and first.is_dir() and second.is_dir()
 
 
@@ -68,7 +82,7 @@ def test_step_stats_by_hand():
 
 def fake_measure(fail: set[str]):
     def measure(variant, preset, mesh, scope, steps, warmup, repeat=0, overhead=False, progress=None, trace_dir=None):
-        out = bench_run.base_record(variant, preset, mesh, scope, repeat)
+        out = base_record(variant, preset, mesh, scope, repeat)
         if variant.name in fail:
             out["error"] = "RuntimeError: forced"
         else:

@@ -1,5 +1,7 @@
 import sys
 
+import jax
+
 from bench.launch.sweep import FULL, QUICK, Job, env_variants, jobs, rotated, run_job
 from bench.records.store import load_records
 from model.config import Strategy, Variant
@@ -32,7 +34,7 @@ def test_a_process_that_dies_without_a_record_is_recorded_as_failed(tmp_path):
     run_job(job, QUICK, python=dying[0], out=tmp_path, extra=[], timeout_s=60, command_override=dying)
     (record,) = load_records(tmp_path).records
     assert record["status"] == "failed" and "code 139" in record["error"] and "segfault-ish" in record["error"]
-    assert record["environment"] == "current"
+    assert record["kind"] == "failed-placeholder" and record["jax"] == jax.__version__  # the child's python's jax
 
 
 def test_a_jobs_command_is_a_run_the_cli_parses_back(tmp_path):

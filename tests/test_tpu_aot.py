@@ -9,6 +9,7 @@ import os
 import pytest
 from conftest import skip_without_xmap
 
+from bench.records.schema import validate
 from bench.tpu_aot.compile import compile_record
 from bench.tpu_aot.env import installed_jax_is_legacy, libtpu_available, topology_devices, tpu_compile_env
 from model.config import Mesh, Strategy, Variant, get_preset
@@ -43,7 +44,8 @@ def test_tiny_preset_compiles_for_v3_and_its_collectives_match_the_model(devices
         skip_without_xmap()
     record = compile_record(get_preset("tiny"), variant, Mesh(2, 4), TOPOLOGY, devices)
     assert record["status"] == "ok", record.get("error")
-    assert record["backend"] == "tpu-aot" and record["device_kind"] == "TPU v3"
+    assert record["kind"] == "tpu-aot" and record["backend"] == "tpu" and record["device_kind"] == "TPU v3"
+    assert validate(record) == []
     assert record["fits_hbm"] and record["hbm_bytes_per_device"] == 16 * 2**30
     assert record["peak_flops_per_device"] == 61.5e12 and record["peak_flops_per_device_gptj_basis"] == 52.5e12
     if variant.strategy is not Strategy.PJIT:  # local-view code: the collectives are exactly the model's

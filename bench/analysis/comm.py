@@ -4,8 +4,8 @@ Wire bytes are the bytes each device sends for one op under the bandwidth-optima
 algorithms. Each formula is in one function below, with its source. S is ``Collective.payload_bytes``
 (per device) and n is the group size.
 
-``summarize`` keys, all per step (one run of the compiled ENTRY computation, with while-loop
-trip counts applied). KIND is one of allreduce, allgather, reducescatter, alltoall,
+``summarize`` keys (spelt by ``bench.records.schema.comm_key``), all per step (one run of the compiled ENTRY
+computation, with while-loop trip counts applied). KIND is one of allreduce, allgather, reducescatter, alltoall,
 collectivepermute; AXIS is a mesh-axis label with "+" dropped (mp, dp, dpmp, none):
 
 - ``comm_KIND_count``: executions of that kind of op.
@@ -29,6 +29,7 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from bench.analysis.hlo import Collective, CollectiveKind
+from bench.records.schema import COMM_METRICS, COMM_TOTAL_METRICS, comm_dtype_key, comm_key, comm_total_key
 
 
 def allreduce_wire_bytes(payload_bytes: int, group_size: int) -> float:
@@ -117,11 +118,12 @@ def payload_bytes_by_dtype(collectives: Iterable[Collective]) -> dict[str, int]:
     return totals
 
 
-def _add(totals: dict[str, float], prefix: str, collective: Collective) -> None:
-    totals[f"{prefix}_count"] += collective.multiplier
-    totals[f"{prefix}_tensors"] += collective.tensor_count * collective.multiplier
-    totals[f"{prefix}_bytes"] += collective.payload_bytes * collective.multiplier
-    totals[f"{prefix}_wire_bytes"] += collective_wire_bytes(collective) * collective.multiplier
+def _add(totals: dict[str, float], axis: str | None, collective: Collective) -> None:
+    times = collective.multiplier
+    totals[comm_key(axis, collective.kind, "count")] += times
+    totals[comm_key(axis, collective.kind, "tensors")] += collective.tensor_count * times
+    totals[comm_key(axis, collective.kind, "bytes")] += collective.payload_bytes * times
+    totals[comm_key(axis, collective.kind, "wire_bytes")] += collective_wire_bytes(collective) * times
 
 
 def summarize(collectives: Sequence[Collective], axis_names: Sequence[str] | None = ("dp", "mp")) -> dict[str, float]:
@@ -131,24 +133,24 @@ def summarize(collectives: Sequence[Collective], axis_names: Sequence[str] | Non
     (parse with mesh_ids).
     """
     labels = axis_labels(axis_names) if axis_names is not None else []
-    prefixes = ["comm"] + [f"comm_{_axis_key(label)}" for label in labels]
+    axes = [None] + [_axis_key(label) for label in labels]
     totals: dict[str, float] = {}
-    for prefix, kind in itertools.product(prefixes, CollectiveKind):
-        for metric in ("count", "tensors", "bytes", "wire_bytes"):
-            totals[f"{prefix}_{kind.key}_{metric}"] = 0
+    for axis, kind, metric in itertools.product(axes, CollectiveKind, COMM_METRICS):
+        totals[comm_key(axis, kind, metric)] = 0
     for c in collectives:
-        _add(totals, f"comm_{c.kind.key}", c)
+        _add(totals, None, c)
         if axis_names is not None:
             if c.mesh_axis not in labels:
                 raise ValueError(f"%{c.name} has mesh_axis {c.mesh_axis!r}; expected one of {labels} (pass mesh_ids)")
-            _add(totals, f"comm_{_axis_key(c.mesh_axis)}_{c.kind.key}", c)
-    for metric in ("count", "bytes", "wire_bytes"):
-        totals[f"comm_{metric}_total"] = sum(totals[f"comm_{k.key}_{metric}"] for k in CollectiveKind)
-    for label in labels:
-        axis = _axis_key(label)
-        totals[f"comm_{axis}_wire_bytes"] = sum(totals[f"comm_{axis}_{k.key}_wire_bytes"] for k in CollectiveKind)
+            _add(totals, _axis_key(c.mesh_axis), c)
+    for metric in COMM_TOTAL_METRICS:
+        totals[comm_total_key(metric)] = sum(totals[comm_key(None, k, metric)] for k in CollectiveKind)
+    for axis in axes[1:]:
+        totals[comm_key(axis, None, "wire_bytes")] = sum(
+            totals[comm_key(axis, k, "wire_bytes")] for k in CollectiveKind
+        )
     for dtype, size in payload_bytes_by_dtype(collectives).items():
-        totals[f"comm_dtype_{dtype}_bytes"] = size
+        totals[comm_dtype_key(dtype)] = size
     totals["comm_trip_counts_known"] = all(c.trip_counts_known for c in collectives)
     return totals
 

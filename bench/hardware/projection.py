@@ -1,4 +1,4 @@
-"""Roofline PROJECTION of training throughput from a TPU ahead-of-time compile (``backend: "tpu-aot"`` records).
+"""Roofline PROJECTION of training throughput from a TPU ahead-of-time compile (records of kind ``tpu-aot``).
 
 Nothing here is measured: a projection combines the compiler's figures for one step (FLOPs, bytes on the wire per
 mesh axis, HBM bytes accessed) with peak hardware rates from bench/hardware/table.py, and every place that shows its
@@ -30,11 +30,12 @@ from typing import Any
 
 from bench.hardware import table as hardware
 from bench.hardware.table import Accelerator, PeakBasis
+from bench.records.schema import RecordKind, comm_key
 
-AOT_BACKEND = "tpu-aot"
+AOT_KIND = RecordKind.TPU_AOT.value  # the records projected here
 LABEL = "projection"  # the word every table, plot and sentence showing these numbers carries
 
-# Torus dimensions a collective on each mesh-axis label uses (bench/comm.py labels: "+" dropped). "none" groups
+# Torus dimensions a collective on each mesh-axis label uses (bench.records.schema.COMM_AXES). "none" groups
 # span no axis: they cross no link.
 TORUS_DIMS_PER_AXIS: Mapping[str, int] = {"mp": 1, "dp": 1, "dpmp": 2}
 
@@ -229,9 +230,10 @@ def _ici_times(record: Mapping[str, Any], accelerator: Accelerator) -> tuple[tup
     link = accelerator.ici_link_bandwidth_bytes_per_s
     times = []
     for axis, dims in TORUS_DIMS_PER_AXIS.items():
-        wire = record.get(f"comm_{axis}_wire_bytes")
+        key = comm_key(axis, None, "wire_bytes")
+        wire = record.get(key)
         if wire is None:
-            raise ProjectionError(f"{_name(record)}: no comm_{axis}_wire_bytes")
+            raise ProjectionError(f"{_name(record)}: no {key}")
         if not wire:
             times.append((axis, 0.0))
             continue

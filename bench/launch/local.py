@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import os
 import re
 import signal
@@ -273,8 +274,11 @@ def _records(out: Path) -> list[dict[str, Any]]:
 def record_unrecorded(plan: RunPlan, before: int, exits: Sequence[ProcessExit]) -> None:
     """When process 0 died or was killed (so its watchdog could not write), write each variant it left
     unrecorded as failed, saying how every process ended. ``before``: the records in the run directory before."""
-    from bench.records.context import base_record
+    from bench.records.context import failed_record
     from bench.records.store import append_record
+
+    # the processes ran this python; its installed jax is theirs (read without importing jax into the launcher)
+    jax_version = importlib.metadata.version("jax")
 
     if plan.out is None or exits[0].returncode in (0, 1, 2):  # process 0 recorded everything it ran
         return
@@ -284,9 +288,9 @@ def record_unrecorded(plan: RunPlan, before: int, exits: Sequence[ProcessExit]) 
     for variant in plan.variants:
         if variant.name in recorded:
             continue
-        record = base_record(variant, plan.preset, plan.mesh, plan.scope, plan.repeat)
+        error = f"the run ended before process 0 recorded this variant: {how}"
+        record = failed_record(variant, plan.preset, plan.mesh, plan.scope, plan.repeat, jax_version, error)
         record.update(
-            error=f"the run ended before process 0 recorded this variant: {how}",
             failed_processes=[e.process_id for e in failed],
             process_count=len(exits),
             process_errors={str(e.process_id): describe_exit(e.returncode, e.killed_by_launcher) for e in failed},

@@ -372,10 +372,8 @@ class Session:
         from bench.records.store import append_record
 
         make_record, out = self.failure_context
-        record = make_record()
+        record = make_record(message.removeprefix("error: "))
         record.update(
-            status="failed",
-            error=message.removeprefix("error: "),
             failed_processes=list(found.failed_processes),
             process_count=self.process_count,
             failure_phase=self.phase,
@@ -418,8 +416,8 @@ class Session:
 
     # record agreement
 
-    def begin_variant(self, name: str, make_failed_record: Callable[[], dict[str, Any]], out: Path | None) -> None:
-        """The watchdog writes ``make_failed_record()``, marked failed, to ``out`` if this variant never ends."""
+    def begin_variant(self, name: str, make_failed_record: Callable[[str], dict[str, Any]], out: Path | None) -> None:
+        """The watchdog writes ``make_failed_record(error)`` to ``out`` if this variant never ends."""
         self.failure_context = (make_failed_record, out) if out is not None else None
         self.variant, self.steps_done = name, 0
         self.set_phase(f"{name}: compile, analyse, first step")
@@ -603,7 +601,7 @@ def _started(session: Session, mesh: Mesh) -> None:
 # hooks for bench.run: no-ops in a single-process run
 
 
-def begin_variant(name: str, make_failed_record: Callable[[], dict[str, Any]], out: Path | None) -> None:
+def begin_variant(name: str, make_failed_record: Callable[[str], dict[str, Any]], out: Path | None) -> None:
     if _SESSION is not None:
         _SESSION.begin_variant(name, make_failed_record, out)
 

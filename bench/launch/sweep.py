@@ -10,16 +10,17 @@ also measures those (``--quick`` leaves them out and the report says so).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.records.context import failed_record
 from bench.records.runspec import run_argv
-from bench.records.store import SCHEMA_VERSION, append_record, load_records, variant_fields
-from model.config import Strategy, Variant, all_variants
+from bench.records.store import append_record, load_records
+from model.config import Scope, Strategy, Variant, all_variants, get_preset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,14 +72,22 @@ def command(job: Job, plan: SweepPlan, python: str, out: Path, extra: list[str])
     return [python, "-m", "bench", *run]
 
 
-def _failed_record(job: Job, plan: SweepPlan, error: str) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        **variant_fields(job.variant),
-        "preset": plan.preset, "scope": "model", "repeat": job.repeat,
-        "environment": job.env, "status": "failed", "error": error,
-    }  # fmt: skip
+@functools.cache
+def jax_version_of(python: str) -> str | None:
+    """The JAX version an environment's python imports (asked once per python); None where it cannot say."""
+    try:
+        result = subprocess.run(
+            [python, "-c", "import jax; print(jax.__version__)"], capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _failed_record(job: Job, plan: SweepPlan, python: str, error: str) -> dict:
+    """The placeholder for a child that died without its record: its variant as ``bench run`` would have run it."""
+    preset = get_preset(plan.preset)
+    return failed_record(job.variant, preset, preset.mesh, Scope.MODEL, job.repeat, jax_version_of(python), error)
 
 
 def run_job(
@@ -103,7 +112,7 @@ def run_job(
             return  # recorded, or skipped by --resume
         error = f"process exited with code {result.returncode}: {result.stderr.strip()[-500:]}"
     if len(load_records(out).records) == before:
-        append_record(out, _failed_record(job, plan, error))
+        append_record(out, _failed_record(job, plan, python, error))
 
 
 def sweep(plan: SweepPlan, pythons: dict[str, str], out: Path, extra: list[str], timeout_s: float) -> None:

@@ -1,11 +1,15 @@
 """``python -m bench run``: measure variants and append one record each to ``RUN_DIR/results.jsonl``.
 
+bench.measure.prepare builds, compiles and analyses a variant; this module times it, adds the peak FLOP/s and the
+rates that follow from the step time, and builds the record (fields in bench.records.schema).
+
 A variant that fails (bad configuration, compile error, out of memory) is recorded with ``status: failed`` and
 its error, and the next one still runs. ``--resume`` skips variants already recorded ``ok`` in the run directory.
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 import sys
 import time
@@ -13,9 +17,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from bench.analysis.hlo import CollectiveKind
 from bench.launch import session as distributed
 from bench.measure.peaks import peak_fields
-from bench.records.context import base_record, environment
+from bench.records.context import base_record, environment, failed_record
+from bench.records.schema import Status, comm_key
 from bench.records.store import append_record, finished_keys
 from model.config import Mesh, Preset, Variant
 from model.program import Scope
@@ -76,10 +82,9 @@ def measure(
 ) -> dict[str, Any]:
     """One complete record; failures are caught and recorded, never raised."""
     record = base_record(variant, preset, mesh, scope, repeat)
-    record.update(warmup_steps=warmup, timed_steps=steps)
+    record["warmup_steps"] = warmup
     try:
-        from bench.analysis.flops import hfu, mfu
-        from bench.measure.prepare import flop_fields, prepare
+        from bench.measure.prepare import prepare
 
         record.update(environment())
         prepared = prepare(preset, variant, mesh, scope)
@@ -91,23 +96,37 @@ def measure(
         median = record["step_s_median"]
         record["tokens_per_s"] = preset.batch * preset.seq / median  # global tokens, counted once
         record["tokens_per_s_per_device"] = record["tokens_per_s"] / mesh.devices
-        record.update(flop_fields(prepared, median))
         record.update(peak_fields(preset.model.compute_dtype.value, mesh.devices))
-        peak = record["peak_flops_per_device"]
-        record["mfu"] = mfu(record["model_flops"], mesh.devices, peak, peak_source=record["peak_source"])
-        record["mfu_6n"] = mfu(record["flops_6n"], mesh.devices, peak, peak_source=record["peak_source"])
-        record["hfu"] = hfu(record["hardware_flops"], mesh.devices, peak, peak_source=record["peak_source"])
+        record.update(rate_fields(record, median, mesh.devices))
         if overhead:
             bare = bare_loop_step_s(prepared, steps)
             record["bare_loop_step_s"] = bare
             record["harness_overhead_frac"] = median / bare - 1.0
         if trace_dir is not None:
             record.update(profile_fields(prepared, trace_dir / variant.name))
-        record["status"] = "ok"
+        record["status"] = Status.OK.value
     except Exception as error:  # recorded, and the sweep goes on
         record["error"] = f"{type(error).__name__}: {error}"
         record["traceback"] = traceback.format_exc(limit=8)
     return record
+
+
+def rate_fields(record: dict[str, Any], step_s: float, devices: int) -> dict[str, Any]:
+    """FLOP/s from the per-step counts (formulas in bench.analysis.flops) and, against the peak, MFU and HFU."""
+    from bench.analysis.flops import hfu, mfu
+
+    xla = record.get("xla_flops_per_step")
+    rates = {
+        "flops_6n_per_s": record["flops_6n_per_step"] / step_s,
+        "model_flops_per_s": record["model_flops_per_step"] / step_s,
+        "hardware_flops_per_s": record["hardware_flops_per_step"] / step_s,
+        "xla_flops_per_s": xla / step_s if xla is not None else None,
+    }
+    peak, source = record["peak_flops_per_device"], record["peak_source"]
+    rates["mfu"] = mfu(rates["model_flops_per_s"], devices, peak, peak_source=source)
+    rates["mfu_6n"] = mfu(rates["flops_6n_per_s"], devices, peak, peak_source=source)
+    rates["hfu"] = hfu(rates["hardware_flops_per_s"], devices, peak, peak_source=source)
+    return rates
 
 
 PROFILE_STEPS = 3
@@ -148,7 +167,8 @@ def run_variants(
             print(f"skip {variant.name} (repeat {repeat}): already recorded ok in {out}", file=sys.stderr)
             continue
         trace_dir = out / "traces" if profile else None
-        distributed.begin_variant(variant.name, lambda v=variant: base_record(v, preset, mesh, scope, repeat), out)
+        placeholder = functools.partial(failed_record, variant, preset, mesh, scope, repeat, jax.__version__)
+        distributed.begin_variant(variant.name, placeholder, out)
         with distributed.own_trace_dir(trace_dir) as this_process_trace_dir:
             record = _measure_with_progress(
                 variant, preset, mesh, scope, steps, warmup, repeat, overhead, this_process_trace_dir
@@ -176,8 +196,11 @@ def _measure_with_progress(variant, preset, mesh, scope, steps, warmup, repeat, 
         return measure(variant, preset, mesh, scope, steps, warmup, repeat, overhead, advance, trace_dir)
 
 
+MP_ALLREDUCE_BYTES = comm_key("mp", CollectiveKind.ALL_REDUCE, "bytes")
+
+
 def _print_line(record: dict[str, Any]) -> None:
-    if record["status"] != "ok":
+    if record["status"] != Status.OK.value:
         print(f"{record['variant']}: FAILED {record['error']}", file=sys.stderr)
         return
 
@@ -187,6 +210,6 @@ def _print_line(record: dict[str, Any]) -> None:
 
     print(
         f"{record['variant']}: {show('tokens_per_s', '.0f')} tokens/s, step {show('step_s_median', '.1f', 1e3)} ms, "
-        f"MFU {show('mfu', '.1%')}, HFU {show('hfu', '.1%')}, mp all-reduce {show('comm_mp_allreduce_bytes', '.0f')} B",
+        f"MFU {show('mfu', '.1%')}, HFU {show('hfu', '.1%')}, mp all-reduce {show(MP_ALLREDUCE_BYTES, '.0f')} B",
         file=sys.stderr,
     )

@@ -1,8 +1,9 @@
-"""Measure one variant: compile, analyse the compiled step, time it, and build its flat record.
+"""Build one variant's training step, compile it, and read the compiler's own figures; nothing here is timed.
 
-``prepare`` compiles the training step once and reads the compiler's own figures (HLO collectives, cost and
-memory analysis); ``Prepared.step`` runs one step and waits for every output. ``bench run`` and the
-pytest-benchmark suite (tests/test_benchmarks.py) both drive this same code path.
+``prepare`` validates the run, compiles the step once and ``analyse``s it: HLO collectives against the analytic
+model, memory analysis, analytic and XLA FLOPs per step. ``Prepared.step`` runs one step and waits for every
+output; bench.measure.pipeline times it and builds the record. ``bench run``, the pytest-benchmark suite
+(tests/test_benchmarks.py) and the TPU compile-only runs (bench.tpu_aot.compile) share this code.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import jax
 import numpy as np
 
 from bench.analysis import comm, flops, hlo
-from bench.analysis.expected import expected_comm
+from bench.analysis.expected import ExpectedComm, expected_comm
+from bench.records.schema import comm_key
 from model import compat
 from model.config import Mesh, Preset, Remat, Variant, validate_run
 from model.program import Program, Scope, count_params
@@ -78,6 +80,7 @@ def prepare(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope = Scope.M
         analysis.update(xla_flops_of(compiled, lowered, mesh))
     else:
         analysis.update(xla_flops_fields(preset, variant, mesh, scope))
+    analysis["xla_to_hardware_flops_ratio"] = xla_to_hardware_flops_ratio(analysis)
     return Prepared(variant, preset, mesh, scope, program, driver, compiled, state, batch, compile_s, analysis)
 
 
@@ -95,14 +98,14 @@ def local_param_bytes(driver: Driver, program: Program) -> int:
 
 
 def analyse(compiled: Any, driver: Driver, program: Program, hlo_text: str | None = None) -> dict[str, Any]:
-    """The compiler's own figures for the compiled step: collectives, memory. ``hlo_text`` replaces
-    ``compiled.as_text()`` where that loses information (see bench.tpu_aot_env.compile_with_optimized_hlo)."""
+    """The compiled step's collectives (and their agreement with the analytic model), memory, and analytic FLOPs
+    per step. ``hlo_text`` replaces ``compiled.as_text()`` where that loses information (see
+    bench.tpu_aot.env.compile_with_optimized_hlo)."""
     fields: dict[str, Any] = {}
     text = compiled.as_text() if hlo_text is None else hlo_text
     mesh_ids = np.arange(driver.mesh.devices.size).reshape(driver.mesh.devices.shape)
     collectives = hlo.parse_collectives(text, mesh_ids, ("dp", "mp"))
     fields.update(comm.summarize(collectives, ("dp", "mp")))
-    fields["comm_trip_counts_known"] = all(c.trip_counts_known for c in collectives)
     fields["comm_empty_groups"] = any(c.empty_groups for c in collectives)
     fields.update(_wide_collectives(collectives, program))
     fields.update(memory_fields(compiled))
@@ -110,7 +113,8 @@ def analyse(compiled: Any, driver: Driver, program: Program, hlo_text: str | Non
         program.cfg, driver.mesh_shape, program.scope, program.batch, program.seq, local_param_bytes(driver, program)
     )
     fields.update(expected.as_record_fields())
-    fields["comm_mismatch"] = comm_mismatch(fields, expected)
+    fields.update(comm_verdict(fields, expected))
+    fields.update(static_flop_fields(program))
     return fields
 
 
@@ -128,26 +132,32 @@ def _wide_collectives(collectives: list[hlo.Collective], program: Program) -> di
     return {"comm_wider_than_compute": wide}
 
 
-def comm_mismatch(fields: dict[str, Any], expected: Any) -> list[str]:
-    """Differences between the HLO's mp all-reduces and the analytic expectation, each as one sentence."""
-    found_count = int(fields.get("comm_mp_allreduce_tensors", 0))
-    combined = found_count - int(fields.get("comm_mp_allreduce_count", 0))
-    found_bytes = int(fields.get("comm_mp_allreduce_bytes", 0))
+def comm_verdict(fields: dict[str, Any], expected: ExpectedComm) -> dict[str, Any]:
+    """Whether the HLO's all-reduces agree with the analytic model, each disagreement as one sentence; and, apart
+    from those, notes on how XLA combined or widened ops (which change no byte the model counts)."""
+    all_reduce = hlo.CollectiveKind.ALL_REDUCE
+    found_count = int(fields.get(comm_key("mp", all_reduce, "tensors"), 0))
+    combined = found_count - int(fields.get(comm_key("mp", all_reduce, "count"), 0))
+    found_bytes = int(fields.get(comm_key("mp", all_reduce, "bytes"), 0))
+    found_dp = int(fields.get(comm_key("dp", all_reduce, "bytes"), 0))
     want_count = expected.mp_layer_allreduce_count + expected.mp_other_allreduce_count
     want_bytes = expected.mp_layer_allreduce_bytes + expected.mp_other_allreduce_bytes
-    notes = []
+    differences = []
     if found_count != want_count:
-        notes.append(f"mp all-reduce count {found_count} in the HLO, {want_count} expected")
-    if combined:
-        notes.append(f"XLA combined mp all-reduces into tuple all-reduces: {combined} fewer ops than arrays reduced")
+        differences.append(f"mp all-reduce count {found_count} in the HLO, {want_count} expected")
     if found_bytes != want_bytes:
-        notes.append(f"mp all-reduce payload {found_bytes} bytes in the HLO, {want_bytes} expected")
-    found_dp = int(fields.get("comm_dp_allreduce_bytes", 0))
+        differences.append(f"mp all-reduce payload {found_bytes} bytes in the HLO, {want_bytes} expected")
     if found_dp < expected.dp_grad_allreduce_bytes:
-        notes.append(
+        differences.append(
             f"dp all-reduce payload {found_dp} bytes, below the {expected.dp_grad_allreduce_bytes} gradient bytes"
         )
-    return notes
+    notes = []
+    if combined:
+        notes.append(f"XLA combined mp all-reduces into tuple all-reduces: {combined} fewer ops than arrays reduced")
+    notes += [
+        f"XLA carries {wide} in a wider float than the compute dtype" for wide in fields["comm_wider_than_compute"]
+    ]
+    return {"comm_matches_model": not differences, "comm_differences": differences, "comm_notes": notes}
 
 
 def memory_fields(compiled: Any) -> dict[str, Any]:
@@ -194,16 +204,10 @@ def xla_flops_of(compiled: Any, lowered: Any, mesh: Mesh) -> dict[str, Any]:
     return {"xla_flops_per_step": whole, "xla_flops_source": "lowered (before partitioning)"}
 
 
-def flop_fields(prepared: Prepared, step_s: float) -> dict[str, Any]:
-    """Analytic FLOPs per step and per second (formulas in bench.flops), and XLA's beside them."""
-    fields = static_flop_fields(prepared.program)
-    for key in ("flops_6n", "model_flops", "hardware_flops"):
-        fields[key] = fields[f"{key}_per_step"] / step_s  # FLOP/s
-    xla = prepared.analysis.get("xla_flops_per_step")
-    fields["xla_flops"] = xla / step_s if xla is not None else None
-    hw = fields["hardware_flops_per_step"]
-    fields["xla_to_hardware_flops_ratio"] = xla / hw if xla is not None else None
-    return fields
+def xla_to_hardware_flops_ratio(fields: dict[str, Any]) -> float | None:
+    """XLA's FLOP count over the analytic hardware FLOPs, both per step; None where XLA gave no count."""
+    xla = fields.get("xla_flops_per_step")
+    return xla / fields["hardware_flops_per_step"] if xla else None
 
 
 def static_flop_fields(program: Program) -> dict[str, Any]:
@@ -213,11 +217,10 @@ def static_flop_fields(program: Program) -> dict[str, Any]:
     layers = cfg.n_layers if program.scope is Scope.MODEL else 1
     tokens = program.batch * program.seq
     args = (n_params, layers, cfg.d_model, program.seq, tokens)
-    fields = {
+    return {
         "n_params": n_params,
         "tokens_per_step": tokens,
         "flops_6n_per_step": flops.flops_6n(n_params, tokens),
         "model_flops_per_step": flops.model_flops(*args),
         "hardware_flops_per_step": flops.hardware_flops(*args, remat=cfg.remat is Remat.FULL),
     }
-    return fields

@@ -1,15 +1,20 @@
-"""The context every record carries: where runs go, the environment, the head fields of a record."""
+"""The context every record carries: where runs go, the environment, the head fields of a record.
+
+``failed_record`` is the one builder of a record's head: a measurement starts from it (failed until it succeeds),
+and so does every placeholder written for a run that died before writing its own.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import os
 import platform
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench.records.store import SCHEMA_VERSION, variant_fields
+from bench.records.schema import SCHEMA_VERSION, RecordKind, Status, variant_fields
 from model.config import Mesh, Preset, Scope, Variant
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +55,15 @@ def _git() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None}
 
 
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def environment() -> dict[str, Any]:
+    """Versions, host and JAX platform of this process (a tpu-aot record then names the TPU it compiled for)."""
     import haiku
     import jax
     import jaxlib
@@ -60,11 +73,14 @@ def environment() -> dict[str, Any]:
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,
         "haiku": haiku.__version__,
+        "libtpu": _installed_version("libtpu"),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "process_count": jax.process_count(),
         "hostname": platform.node(),
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
         **_git(),
     }
 
@@ -75,9 +91,21 @@ def _jax_version() -> str:
     return jax.__version__
 
 
-def base_record(variant: Variant, preset: Preset, mesh: Mesh, scope: Scope, repeat: int) -> dict[str, Any]:
+def failed_record(
+    variant: Variant,
+    preset: Preset,
+    mesh: Mesh,
+    scope: Scope,
+    repeat: int,
+    jax_version: str | None,
+    error: str | None,
+    kind: RecordKind = RecordKind.FAILED_PLACEHOLDER,
+) -> dict[str, Any]:
+    """A record's head, marked failed with ``error``. ``jax_version``: of the process that ran (or would have run)
+    the variant; None where it could not be asked."""
     return {
         "schema_version": SCHEMA_VERSION,
+        "kind": kind.value,
         "timestamp_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **variant_fields(variant),
         "preset": preset.name,
@@ -89,7 +117,14 @@ def base_record(variant: Variant, preset: Preset, mesh: Mesh, scope: Scope, repe
         "seq": preset.seq,
         "dtype": preset.model.compute_dtype.value,
         "repeat": repeat,
-        "jax": _jax_version(),
-        "status": "failed",
-        "error": None,
+        "jax": jax_version,
+        "status": Status.FAILED.value,
+        "error": error,
     }
+
+
+def base_record(
+    variant: Variant, preset: Preset, mesh: Mesh, scope: Scope, repeat: int, kind: RecordKind = RecordKind.MEASURED
+) -> dict[str, Any]:
+    """The head of a record this process is about to produce: failed (with no error yet) until it succeeds."""
+    return failed_record(variant, preset, mesh, scope, repeat, _jax_version(), None, kind)

@@ -1,8 +1,10 @@
 """One flat JSON record per run, appended atomically to ``results.jsonl``; loading that tolerates damage.
 
-A record is written by rewriting the file to a temporary name and renaming it over the old one under a lock,
-so a crash leaves either the old file or the new one, never a half line. Loading skips (and names) lines
-that are not JSON objects or carry another schema version, so a report covers what is valid.
+A record is checked against the schema (bench.records.schema) before it is written, and refused, naming how, where
+it departs from it. It is written by rewriting the file to a temporary name and renaming it over the old one under a
+lock, so a crash leaves either the old file or the new one, never a half line. Loading skips (and names) lines that
+are not JSON objects, carry an unknown schema version or depart from the schema, so a report covers what is valid;
+version-1 lines are upgraded to the current version as they are read.
 """
 
 from __future__ import annotations
@@ -15,22 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from bench.records.schema import SCHEMA_VERSION, Status, upgrade, validate
+
 RESULTS = "results.jsonl"
-
-# Fields every record carries, whatever its status (the rest are present when measured, else null).
-REQUIRED_FIELDS = ("schema_version", "variant", "preset", "scope", "status", "timestamp_utc")
-
-
-def variant_fields(variant: Any) -> dict[str, Any]:
-    """The variant's name and its four axes, as every record spells them."""
-    return {
-        "variant": variant.name,
-        "residual": variant.residual.value,
-        "d_head": variant.head.d_head,
-        "strategy": variant.strategy.value,
-        "remat": variant.remat.value,
-    }
+UPGRADABLE_VERSIONS = (1,)
 
 
 def results_path(run_dir: Path) -> Path:
@@ -38,9 +28,9 @@ def results_path(run_dir: Path) -> Path:
 
 
 def append_record(run_dir: Path, record: dict[str, Any]) -> None:
-    missing = [k for k in REQUIRED_FIELDS if k not in record]
-    if missing:
-        raise ValueError(f"record lacks required fields {missing}")
+    problems = validate(record)
+    if problems:
+        raise ValueError(f"record {record.get('variant')!r} departs from the schema: " + "; ".join(problems))
     line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -77,21 +67,29 @@ def load_records(run_dir: Path) -> Loaded:
         return Loaded([], [f"{path}: no such file"])
     loaded = Loaded([])
     for number, text in enumerate(path.read_text().splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as error:
-            loaded.skipped.append(f"{path.name} line {number}: not JSON ({error.msg})")
-            continue
-        if not isinstance(record, dict):
-            loaded.skipped.append(f"{path.name} line {number}: not a JSON object")
-        elif record.get("schema_version") != SCHEMA_VERSION:
-            version = record.get("schema_version")
-            loaded.skipped.append(f"{path.name} line {number}: schema_version {version}, expected {SCHEMA_VERSION}")
-        else:
-            loaded.records.append(record)
+        if text.strip():
+            record = _parse(text)
+            if isinstance(record, str):
+                loaded.skipped.append(f"{path.name} line {number}: {record}")
+            else:
+                loaded.records.append(record)
     return loaded
+
+
+def _parse(text: str) -> dict[str, Any] | str:
+    """One line as a current-version record, or why it is not one."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        return f"not JSON ({error.msg})"
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    version = record.get("schema_version")
+    if version != SCHEMA_VERSION and version not in UPGRADABLE_VERSIONS:
+        return f"schema_version {version}, expected {SCHEMA_VERSION}"
+    record = upgrade(record)
+    problems = validate(record)
+    return f"departs from the schema: {'; '.join(problems)}" if problems else record
 
 
 def record_key(record: dict[str, Any]) -> tuple[str, int, str]:
@@ -101,4 +99,4 @@ def record_key(record: dict[str, Any]) -> tuple[str, int, str]:
 
 def finished_keys(run_dir: Path) -> set[tuple[str, int, str]]:
     """Keys of the records already ``ok``: what ``--resume`` skips."""
-    return {record_key(r) for r in load_records(run_dir).records if r.get("status") == "ok"}
+    return {record_key(r) for r in load_records(run_dir).records if r.get("status") == Status.OK.value}

@@ -1,9 +1,9 @@
 """Compile variants for a real TPU topology with no TPU present, and record what the TPU compiler says.
 
-Records are marked ``backend: tpu-aot``: per-device memory (does the step fit the core's HBM, with what
+Records are of kind ``tpu-aot`` (backend ``tpu``): per-device memory (does the step fit the core's HBM, with what
 headroom?), XLA's FLOP and HBM-byte counts, and the HLO communication volume through the same parser as measured
 runs. Nothing is timed. Must run in a process whose JAX has not started: the compile-only environment of
-libtpu is set first (bench.tpu_aot_env).
+libtpu is set first (bench.tpu_aot.env).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from bench.analysis.hlo import CollectiveKind
+from bench.records.schema import RecordKind, Status, comm_key
 from bench.records.store import append_record, finished_keys
 from model.config import ConfigError, Mesh, Preset, Scope, Variant
 
@@ -71,20 +73,19 @@ def extrapolated_costs(preset: Preset, variant: Variant, mesh: Mesh, devices: li
 def compile_record(preset: Preset, variant: Variant, mesh: Mesh, topology: str, devices: list[Any]) -> dict[str, Any]:
     from bench.hardware.table import accelerator_for_topology, peak_bases
     from bench.measure.peaks import peak_basis_fields
-    from bench.measure.prepare import analyse, static_flop_fields
+    from bench.measure.prepare import analyse, xla_to_hardware_flops_ratio
     from bench.records.context import base_record, environment
 
-    record = base_record(variant, preset, mesh, Scope.MODEL, repeat=0)
-    record.update(environment(), backend="tpu-aot", topology=topology, device_kind=devices[0].device_kind)
+    record = base_record(variant, preset, mesh, Scope.MODEL, repeat=0, kind=RecordKind.TPU_AOT)
+    # this process runs on the host (its default backend is cpu); the record describes the TPU compiled for
+    record.update(environment(), backend="tpu", topology=topology, device_kind=devices[0].device_kind)
     try:
         start = time.perf_counter()
         compiled, hlo_text, driver, program = _compile(preset, variant, mesh, devices)
         record["compile_s"] = time.perf_counter() - start
         record.update(analyse(compiled, driver, program, hlo_text))
         record.update(extrapolated_costs(preset, variant, mesh, devices))
-        record.update(static_flop_fields(program))
-        xla = record.get("xla_flops_per_step")
-        record["xla_to_hardware_flops_ratio"] = xla / record["hardware_flops_per_step"] if xla else None
+        record["xla_to_hardware_flops_ratio"] = xla_to_hardware_flops_ratio(record)
         accelerator = accelerator_for_topology(topology)
         hbm = accelerator.hbm_bytes_per_device
         record["hbm_bytes_per_device"] = hbm
@@ -92,8 +93,9 @@ def compile_record(preset: Preset, variant: Variant, mesh: Mesh, topology: str, 
         if hbm is not None and peak is not None:
             record["fits_hbm"] = peak <= hbm
             record["hbm_headroom_bytes"] = hbm - peak
-        record.update(peak_basis_fields(record["device_kind"], peak_bases(accelerator)))
-        record["status"] = "ok"
+        # the topology's row, as the projection reads it (bench.hardware.projection.project)
+        record.update(peak_basis_fields(accelerator.device_kind_patterns[0], peak_bases(accelerator)))
+        record["status"] = Status.OK.value
     except Exception as error:  # recorded, and the next variant still compiles
         record["error"] = f"{type(error).__name__}: {error}"
         record.update(out_of_memory_fields(str(error)))
@@ -139,19 +141,22 @@ def run_aot(preset: Preset, variants: list[Variant], mesh: Mesh, topology: str, 
         start = time.perf_counter()
         record = compile_record(preset, variant, mesh, topology, devices)
         append_record(out, record)
-        failures += record["status"] != "ok" and record.get("fits_hbm") is not False
+        failures += record["status"] != Status.OK.value and record.get("fits_hbm") is not False
         _print(record, time.perf_counter() - start)
     return failures
 
 
+MP_ALLREDUCE_BYTES = comm_key("mp", CollectiveKind.ALL_REDUCE, "bytes")
+
+
 def _print(record: dict[str, Any], seconds: float) -> None:
-    if record["status"] != "ok":
+    if record["status"] != Status.OK.value:
         print(f"{record['variant']}: FAILED {record['error']} ({seconds:.0f} s)", file=sys.stderr)
         return
     gib = 2**30
     print(
         f"{record['variant']}: peak {record.get('mem_peak_estimate_bytes', 0) / gib:.2f} GiB per device "
-        f"(fits: {record.get('fits_hbm')}), mp all-reduce {record.get('comm_mp_allreduce_bytes', 0) / gib:.2f} GiB, "
+        f"(fits: {record.get('fits_hbm')}), mp all-reduce {record.get(MP_ALLREDUCE_BYTES, 0) / gib:.2f} GiB, "
         f"XLA {record.get('xla_flops_per_step') or 0:.3e} FLOP/step, {seconds:.0f} s",
         file=sys.stderr,
     )

@@ -1,0 +1,371 @@
+"""The record schema: every field a record may carry, with its type, and the upgrade of older records.
+
+A record is one flat JSON object (one line of ``results.jsonl``). Its fields are declared here, section by section,
+as frozen dataclasses whose annotations are the JSON types (``X | None``: may be null); units are in the names
+(``_s`` seconds, ``_bytes``, ``_per_step``, ``_per_s``, ``_us`` microseconds). A field may be absent (a failed
+record has no timings); a field present must be declared and of its type: ``validate`` says where one is not, and
+``bench.records.store.append_record`` refuses such a record, so no writer can drift from this module.
+
+Communication keys are generated: ``comm_key(axis, kind, metric)`` is the one spelling of them, for writers
+(``bench.analysis.comm.summarize``) and readers alike; ``comm_dtype_key(dtype)`` names the payload bytes by element
+type, a pattern rather than a list because the types present depend on the program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bench.analysis.hlo import CollectiveKind
+
+SCHEMA_VERSION = 2
+
+
+class RecordKind(enum.Enum):
+    """What a record is. ``backend`` says only which JAX platform ran (cpu, gpu, tpu)."""
+
+    MEASURED = "measured"  # a timed run (``bench run``): ok, or failed with what it got to
+    TPU_AOT = "tpu-aot"  # a compile-only run for a TPU topology (``bench tpu-aot``): nothing timed
+    FAILED_PLACEHOLDER = "failed-placeholder"  # a run that died before writing its own record, written for it
+
+
+class Status(enum.Enum):
+    OK = "ok"
+    FAILED = "failed"
+
+
+# --- sections ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Head:
+    """What was run, and whether it worked: every record carries these."""
+
+    schema_version: int
+    kind: str  # RecordKind
+    status: str  # Status
+    error: str | None
+    traceback: str | None
+    timestamp_utc: str  # ISO 8601, seconds
+    variant: str  # the name; its four axes follow
+    residual: str
+    d_head: int
+    strategy: str
+    remat: str
+    preset: str
+    scope: str
+    mesh_dp: int
+    mesh_mp: int
+    devices: int
+    batch: int  # global sequences per step
+    seq: int  # tokens per sequence
+    dtype: str  # compute dtype
+    repeat: int
+    jax: str | None  # the JAX version that ran it (None: the placeholder's environment could not say)
+
+
+@dataclass(frozen=True)
+class Environment:
+    python: str
+    jaxlib: str
+    haiku: str
+    libtpu: str | None  # installed version, None where not installed
+    xla_flags: str
+    cpu_model: str
+    cpu_count: int | None
+    process_count: int
+    hostname: str
+    git_commit: str | None
+    git_dirty: bool | None
+    backend: str  # the JAX platform: cpu, gpu, tpu
+    device_kind: str
+    topology: str | None  # tpu-aot: the compiled-for topology, e.g. "v3:8x16"
+
+
+@dataclass(frozen=True)
+class Timing:
+    compile_s: float
+    warmup_steps: int
+    steps_timed: int
+    step_s_median: float | None
+    step_s_min: float
+    step_s_max: float
+    step_s_iqr: float
+    tokens_per_s: float | None  # global tokens, counted once
+    tokens_per_s_per_device: float
+    loss: float
+    bare_loop_step_s: float  # the same step in a plain loop, synchronised once (--overhead)
+    harness_overhead_frac: float
+
+
+@dataclass(frozen=True)
+class Flops:
+    n_params: int
+    tokens_per_step: int
+    flops_6n_per_step: float
+    model_flops_per_step: float
+    hardware_flops_per_step: float
+    xla_flops_per_step: float | None  # XLA's cost analysis, summed over devices
+    xla_flops_source: str | None  # how xla_flops_per_step was counted
+    xla_bytes_accessed_per_step: float | None  # summed over devices
+    flops_6n_per_s: float
+    model_flops_per_s: float
+    hardware_flops_per_s: float
+    xla_flops_per_s: float | None
+    xla_to_hardware_flops_ratio: float | None
+    mfu: float | None  # model FLOP/s over the devices' summed peak; None where the peak is unknown
+    mfu_6n: float | None
+    hfu: float | None
+
+
+@dataclass(frozen=True)
+class Peaks:
+    peak_flops_per_device: float | None  # FLOP/s, the spec basis (or the CPU GEMM calibration)
+    peak_source: str | None
+    peak_flops_per_device_gptj_basis: float | None  # FLOP/s on the basis GPT-J's published MFU used
+    peak_source_gptj_basis: str | None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The compiler's memory analysis, per device."""
+
+    mem_argument_bytes: int
+    mem_output_bytes: int
+    mem_temp_bytes: int
+    mem_alias_bytes: int
+    mem_generated_code_bytes: int
+    mem_peak_estimate_bytes: int
+
+
+@dataclass(frozen=True)
+class Communication:
+    """The HLO's collectives per step; the per-kind and per-axis counts are ``comm_key``'s."""
+
+    comm_count_total: int
+    comm_bytes_total: int
+    comm_wire_bytes_total: float
+    comm_trip_counts_known: bool  # False: some loop's trip count was not found and its body counted once
+    comm_empty_groups: bool
+    comm_wider_than_compute: list  # "all-reduce f32 on mp": collectives in a wider float than the compute dtype
+    comm_matches_model: bool  # mp all-reduces (arrays and bytes) and dp gradient bytes agree with the analytic model
+    comm_differences: list  # one sentence per disagreement with the model
+    comm_notes: list  # one sentence per way XLA combined or widened ops; not a disagreement
+
+
+@dataclass(frozen=True)
+class ExpectedCommunication:
+    """bench.analysis.expected.ExpectedComm, per step, payload bytes per device."""
+
+    expected_mp_layer_allreduce_count: int
+    expected_mp_layer_allreduce_bytes: int
+    expected_mp_other_allreduce_count: int
+    expected_mp_other_allreduce_bytes: int
+    expected_dp_grad_allreduce_bytes: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    profile_command: str
+    profile_trace_path: str
+    profile_error: str | None
+    profile_tool: str
+    profile_op_count: int
+    profile_total_op_time_us: float
+    profile_collective_time_us: float
+    profile_collective_share: float
+    profile_compute_share: float
+    profile_top_ops: list
+
+
+@dataclass(frozen=True)
+class TpuFit:
+    fits_hbm: bool | None
+    hbm_bytes_per_device: float | None
+    hbm_headroom_bytes: float
+    oom_required_bytes: float  # what the TPU compiler said the step needs, when it refused it
+    oom_available_hbm_bytes: float
+
+
+@dataclass(frozen=True)
+class MultiProcess:
+    failed_processes: list  # process ids
+    process_errors: dict  # process id (a string: JSON keys are) -> how it failed
+    failure_phase: str  # what the watchdog saw the run doing when it gave up
+
+
+SECTIONS: tuple[type, ...] = (
+    Head,
+    Environment,
+    Timing,
+    Flops,
+    Peaks,
+    Memory,
+    Communication,
+    ExpectedCommunication,
+    Profile,
+    TpuFit,
+    MultiProcess,
+)
+REQUIRED_FIELDS = ("schema_version", "kind", "variant", "preset", "scope", "status", "timestamp_utc")
+
+
+# --- communication keys -----------------------------------------------------------------------------------------
+
+COMM_AXES = ("dp", "mp", "dpmp", "none")  # mesh-axis labels of ("dp", "mp") with "+" dropped
+COMM_METRICS = ("count", "tensors", "bytes", "wire_bytes")
+COMM_TOTAL_METRICS = ("count", "bytes", "wire_bytes")  # comm_<metric>_total
+_COMM_DTYPE = re.compile(r"comm_dtype_[a-z0-9]+_bytes")
+
+
+def comm_key(axis: str | None, kind: CollectiveKind | None, metric: str) -> str:
+    """``comm_mp_allreduce_bytes``; axis None: over all axes (``comm_allreduce_bytes``); kind None: over all kinds
+    (``comm_mp_wire_bytes``). Metrics: count (executions), tensors (arrays carried), bytes (payload), wire_bytes."""
+    if axis is not None and axis not in COMM_AXES:
+        raise ValueError(f"axis {axis!r} is not one of {COMM_AXES}")
+    if metric not in COMM_METRICS:
+        raise ValueError(f"metric {metric!r} is not one of {COMM_METRICS}")
+    return "_".join(["comm", *([axis] if axis else []), *([kind.key] if kind else []), metric])
+
+
+def comm_total_key(metric: str) -> str:
+    """``comm_bytes_total``: over every kind and axis."""
+    if metric not in COMM_TOTAL_METRICS:
+        raise ValueError(f"metric {metric!r} is not one of {COMM_TOTAL_METRICS}")
+    return f"comm_{metric}_total"
+
+
+def comm_dtype_key(dtype: str) -> str:
+    """Payload bytes of one element type, e.g. ``comm_dtype_bf16_bytes``."""
+    key = f"comm_dtype_{dtype}_bytes"
+    if not _COMM_DTYPE.fullmatch(key):
+        raise ValueError(f"element type {dtype!r} makes no record key")
+    return key
+
+
+def _comm_fields() -> dict[str, tuple[type, ...]]:
+    fields: dict[str, tuple[type, ...]] = {}
+    for axis in (None, *COMM_AXES):
+        for kind in CollectiveKind:
+            for metric in COMM_METRICS:
+                fields[comm_key(axis, kind, metric)] = (float,) if metric == "wire_bytes" else (int,)
+        if axis is not None:
+            fields[comm_key(axis, None, "wire_bytes")] = (float,)
+    return fields
+
+
+# --- the table --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldType:
+    types: tuple[type, ...]  # JSON-level Python types; float admits int
+    nullable: bool
+
+    def problem(self, name: str, value: Any) -> str | None:
+        if value is None:
+            return None if self.nullable else f"{name} is null, expected {self.describe()}"
+        accepted = (*self.types, int) if float in self.types else self.types
+        if isinstance(value, bool) and bool not in accepted or not isinstance(value, accepted):
+            return f"{name} is {type(value).__name__} {value!r:.60}, expected {self.describe()}"
+        return None
+
+    def describe(self) -> str:
+        return " or ".join([t.__name__ for t in self.types] + (["null"] if self.nullable else []))
+
+
+def _field_type(annotation: Any) -> FieldType:
+    args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    return FieldType(tuple(typing.get_origin(a) or a for a in args if a is not type(None)), type(None) in args)
+
+
+def _declared() -> dict[str, FieldType]:
+    fields: dict[str, FieldType] = {}
+    for section in SECTIONS:
+        hints = typing.get_type_hints(section)
+        for f in dataclasses.fields(section):
+            fields[f.name] = _field_type(hints[f.name])
+    fields.update({name: FieldType(accepted, nullable=False) for name, accepted in _comm_fields().items()})
+    return fields
+
+
+FIELDS: Mapping[str, FieldType] = _declared()
+_DTYPE_BYTES = FieldType((int,), nullable=False)
+_CHOICES = {"kind": {k.value for k in RecordKind}, "status": {s.value for s in Status}}
+
+
+def field_type(name: str) -> FieldType | None:
+    """The declared type of a key, patterns included; None where undeclared."""
+    return FIELDS.get(name) or (_DTYPE_BYTES if _COMM_DTYPE.fullmatch(name) else None)
+
+
+def validate(record: Mapping[str, Any]) -> list[str]:
+    """Every way ``record`` departs from the schema, one sentence each; empty when it conforms."""
+    problems = []
+    missing = [k for k in REQUIRED_FIELDS if k not in record]
+    if missing:
+        problems.append(f"record lacks required fields {missing}")
+    if "schema_version" in record and record["schema_version"] != SCHEMA_VERSION:
+        problems.append(f"schema_version {record['schema_version']!r}, expected {SCHEMA_VERSION}")
+    for name, value in record.items():
+        declared = field_type(name)
+        if declared is None:
+            problems.append(f"{name} is not a declared field")
+        elif problem := declared.problem(name, value):
+            problems.append(problem)
+        elif name in _CHOICES and value not in _CHOICES[name]:
+            problems.append(f"{name} is {value!r}, expected one of {sorted(_CHOICES[name])}")
+    return problems
+
+
+def variant_fields(variant: Any) -> dict[str, Any]:
+    """The variant's name and its four axes, as every record spells them."""
+    return {
+        "variant": variant.name,
+        "residual": variant.residual.value,
+        "d_head": variant.head.d_head,
+        "strategy": variant.strategy.value,
+        "remat": variant.remat.value,
+    }
+
+
+# --- version 1 -> 2 ---------------------------------------------------------------------------------------------
+
+# FLOP/s fields that version 1 named without their unit.
+_V1_RATES = {name: f"{name}_per_s" for name in ("flops_6n", "model_flops", "hardware_flops", "xla_flops")}
+# Version 1 sweep placeholders named their environment; these were its JAX pins (requirements/{current,xmap}.txt).
+_V1_ENVIRONMENT_JAX = {"current": "0.10.2", "xmap": "0.4.30"}
+_V1_COMBINED = "XLA combined "  # the one kind of comm_mismatch sentence that was a note, not a difference
+
+
+def upgrade(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-1 record as version 2 (a version-2 record is returned as a copy)."""
+    new = dict(record)
+    if new.get("schema_version") != 1:
+        return new
+    new["schema_version"] = SCHEMA_VERSION
+    new.pop("timed_steps", None)  # the planned count; steps_timed is what ran
+    for old, name in _V1_RATES.items():
+        if old in new:
+            new[name] = new.pop(old)
+    if "comm_mismatch" in new:
+        sentences = new.pop("comm_mismatch")
+        new["comm_notes"] = [s for s in sentences if s.startswith(_V1_COMBINED)]
+        new["comm_differences"] = [s for s in sentences if not s.startswith(_V1_COMBINED)]
+        new["comm_matches_model"] = not new["comm_differences"]
+    placeholder = "environment" in new or (new.get("status") == Status.FAILED.value and "python" not in new)
+    if "environment" in new:
+        new["jax"] = _V1_ENVIRONMENT_JAX.get(new.pop("environment"))
+    if new.get("backend") == RecordKind.TPU_AOT.value:
+        new["kind"], new["backend"] = RecordKind.TPU_AOT.value, "tpu"
+    elif placeholder:
+        new["kind"] = RecordKind.FAILED_PLACEHOLDER.value
+    else:
+        new["kind"] = RecordKind.MEASURED.value
+    return new
