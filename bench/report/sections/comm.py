@@ -51,8 +51,8 @@ def explain_comm(record: Mapping[str, Any]) -> list[str]:
     ops, nbytes = _int(record, "comm_mp_allreduce_count"), _int(record, "comm_mp_allreduce_bytes")
     want_count, want_bytes = _expected_mp(record)
     if None in (ops, nbytes, want_count, want_bytes):
-        recorded = record.get("comm_mismatch") or []
-        return list(recorded) or ["no expected_* or comm_* fields: nothing to compare"]
+        recorded = [*(record.get("comm_differences") or []), *(record.get("comm_notes") or [])]
+        return recorded or ["no expected_* or comm_* fields: nothing to compare"]
     notes = _mp_notes(record, ops, nbytes, want_count, want_bytes)
     dp, want_dp = _int(record, "comm_dp_allreduce_bytes"), _int(record, "expected_dp_grad_allreduce_bytes")
     if dp is not None and want_dp is not None and dp != want_dp:
@@ -168,7 +168,13 @@ def _mismatch_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
         where = f" on {r['topology']}" if r.get("topology") else ""
         if notes:
             lines.append(f"- {r['variant']} (jax {row_key(r)[1]}{where}): " + " ".join(notes))
-        recorded = r.get("comm_mismatch") or []
-        if recorded:
-            lines.append(f"  - recorded check: {'; '.join(recorded)}")
+        verdict = r.get("comm_matches_model")
+        if verdict is not None:
+            differences = "; ".join(r.get("comm_differences") or [])
+            lines.append(
+                f"  - recorded verdict: {'matches' if verdict else 'differs from'} the analytic model"
+                + (f" ({differences})" if differences else "")
+            )
+        if r.get("comm_notes"):
+            lines.append(f"  - recorded notes: {'; '.join(r['comm_notes'])}")
     return lines

@@ -87,11 +87,10 @@ def reproduce_commands(run: RunRecords) -> list[str]:
     for record in run.measured:
         if record.get("jax"):
             groups.setdefault((record["jax"], record.get("repeat", 0)), []).append(record)
-        else:  # e.g. the sweep's record of a process that died: it names an environment, not a JAX version
+        else:  # a placeholder whose environment could not say its JAX version
             lines.append(
-                f"# {record['variant']} (repeat {record.get('repeat', 0)}): no JAX version recorded"
-                + (f" (environment {record['environment']})" if record.get("environment") else "")
-                + "; run it with the command of its environment"
+                f"# {record['variant']} (repeat {record.get('repeat', 0)}): no JAX version recorded; "
+                "run it with the command of its environment"
             )
     for (jax, repeat), records in groups.items():
         lines += _run_command(run, jax, repeat, records)
