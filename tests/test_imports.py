@@ -102,3 +102,16 @@ def test_shared_pure_code_imports_no_jax(layer):
                 else []
             )
             assert not [n for n in names if n.split(".")[0] in ("jax", "jaxlib", "haiku")], path
+
+
+def test_importing_the_shared_pure_code_loads_no_jax():
+    """Transitively too: analysis, hardware, records and report modules load without JAX (reports are written
+    where no accelerator stack is installed)."""
+    import subprocess
+    import sys
+
+    pure = [m for m in modules() if m.startswith(("bench.analysis", "bench.hardware", "bench.records", "bench.report"))]
+    code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in pure)
+    code += "print(sorted(m for m in ('jax', 'jaxlib', 'haiku') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.config import Mesh, ModelConfig, Remat, Residual
-from model.program import Scope
+from model.config import Mesh, ModelConfig, Remat, Residual, Scope
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.analysis.collectives import KIND_LABELS
+from bench.analysis.collectives import CollectiveKind
+from bench.records.schema import comm_key
 from bench.report.format import MiB
 
 DPI = 100
@@ -95,16 +96,16 @@ def utilisation(summary: pd.DataFrame, references: Mapping[str, float], path: Pa
 
 def wire_bytes(comm: pd.DataFrame, path: Path) -> Path | None:
     """Bytes each device sends per step, stacked by collective kind (from the compiled HLO)."""
-    keys = [k for k in KIND_LABELS if f"comm_{k}_wire_bytes" in comm]
-    if comm.empty or not keys:
+    kinds = [k for k in CollectiveKind if comm_key(None, k, "wire_bytes") in comm]
+    if comm.empty or not kinds:
         return None
     figure = Figure(figsize=(max(6, 0.45 * len(comm) + 3), 4.5))
     axes = figure.add_subplot()
     bottom = pd.Series(0.0, index=comm.index)
-    for key in keys:
-        values = comm[f"comm_{key}_wire_bytes"].fillna(0) / MiB
+    for kind in kinds:
+        values = comm[comm_key(None, kind, "wire_bytes")].fillna(0) / MiB
         if values.any():
-            axes.bar(range(len(comm)), values, bottom=bottom, label=KIND_LABELS[key])
+            axes.bar(range(len(comm)), values, bottom=bottom, label=kind.label)
             bottom = bottom + values
     axes.set_xticks(range(len(comm)), _labels(comm), rotation=60, ha="right", fontsize=7)
     axes.set_ylabel("MiB on the wire per device per step")

@@ -9,13 +9,14 @@ from typing import Any
 
 import pandas as pd
 
-from bench.analysis.collectives import AXIS_LABELS, KIND_LABELS, CollectiveKind
+from bench.analysis.collectives import AXIS_LABELS, CollectiveKind
+from bench.records.schema import comm_key
 from bench.report.analyse import Analysis
 from bench.report.format import figure, fmt, markdown_table, number
 from bench.report.load import latest_ok, row_key
 
 # the kinds the Megatron expectation does not have (it counts all-reduces only)
-OTHER_KINDS = {k.key: k.label for k in CollectiveKind if k is not CollectiveKind.ALL_REDUCE}
+OTHER_KINDS = tuple(k for k in CollectiveKind if k is not CollectiveKind.ALL_REDUCE)
 
 
 def _int(record: Mapping[str, Any], key: str) -> int | None:
@@ -93,12 +94,12 @@ def _mp_notes(record: Mapping[str, Any], ops: int, nbytes: int, want_count: int,
 def _other_kind_notes(record: Mapping[str, Any]) -> list[str]:
     notes = []
     for axis, axis_label in AXIS_LABELS.items():
-        for kind, kind_label in OTHER_KINDS.items():
-            n = _int(record, f"comm_{axis}_{kind}_count")
+        for kind in OTHER_KINDS:
+            n = _int(record, comm_key(axis, kind, "count"))
             if n:
-                size = _int(record, f"comm_{axis}_{kind}_bytes") or 0
+                size = _int(record, comm_key(axis, kind, "bytes")) or 0
                 notes.append(
-                    f"{n:,} {kind_label} op(s) on {axis_label} ({size:,} bytes), which the Megatron "
+                    f"{n:,} {kind.label} op(s) on {axis_label} ({size:,} bytes), which the Megatron "
                     f"expectation (all-reduces only) does not have."
                 )
     return notes
@@ -108,7 +109,7 @@ def comm_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in records:
         want_count, want_bytes = _expected_mp(r)
-        other = sum(_int(r, f"comm_{a}_{k}_count") or 0 for a in AXIS_LABELS for k in OTHER_KINDS)
+        other = sum(_int(r, comm_key(a, k, "count")) or 0 for a in AXIS_LABELS for k in OTHER_KINDS)
         rows.append(
             {
                 "variant": r["variant"],
@@ -130,7 +131,7 @@ def comm_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def comm_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The wire-bytes plot's input: bytes on the wire per device per step of each collective kind."""
-    columns = ["variant", "jax"] + [f"comm_{k}_wire_bytes" for k in KIND_LABELS]
+    columns = ["variant", "jax"] + [comm_key(None, k, "wire_bytes") for k in CollectiveKind]
     return pd.DataFrame(
         [
             {"variant": r["variant"], "jax": row_key(r)[1], **{c: number(r.get(c)) for c in columns[2:]}}
