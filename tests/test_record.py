@@ -5,7 +5,7 @@ import pytest
 from bench.measure import pipeline as bench_run
 from bench.records.context import base_record, new_run_dir
 from bench.records.schema import SCHEMA_VERSION
-from bench.records.store import append_record, finished_keys, load_records, results_path
+from bench.records.store import RecordNotSaved, append_record, finished_keys, load_records, results_path
 from model.config import Mesh, Scope, Variant, get_preset
 
 PRESET = get_preset("tiny")
@@ -35,6 +35,18 @@ def test_append_keeps_earlier_records_and_is_loadable_by_pandas(tmp_path):
     frame = pandas.read_json(results_path(tmp_path), lines=True)
     assert list(frame["variant"]) == ["a", "b"]
     assert not list(tmp_path.glob(".results.*.tmp"))  # no temporary file left behind
+
+
+def test_a_record_the_run_directory_refuses_is_kept_and_the_error_says_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTJ_BENCH_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    results_path(run_dir).mkdir(parents=True)  # results.jsonl is a directory: neither read nor replaced
+    with pytest.raises(RecordNotSaved) as caught:
+        append_record(run_dir, record("a", tokens_per_s=1.0))
+    kept = caught.value.kept_at
+    assert kept is not None and kept.parent == tmp_path / "cache" / "unsaved"
+    assert json.loads(kept.read_text())["variant"] == "a"
+    assert f"the record is kept at {kept}" in str(caught.value) and f"cat {kept} >> " in str(caught.value)
 
 
 def test_append_never_glues_onto_a_damaged_last_line(tmp_path):

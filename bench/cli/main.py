@@ -25,6 +25,7 @@ from bench.launch import local
 from bench.launch import session as distributed
 from bench.measure.devices import request_cpu_devices
 from bench.records.runspec import add_run_flags
+from bench.records.store import RecordNotSaved
 from bench.tpu_aot.env import TopologyError
 from model.config import ConfigError, Strategy, all_variants, apply_overrides, get_preset, validate_run
 
@@ -295,3 +296,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TopologyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RecordNotSaved as error:  # the measurement is not lost: the message says where it was kept
+        print(f"error: {error}", file=sys.stderr)
+        return 1

@@ -27,12 +27,51 @@ def results_path(run_dir: Path) -> Path:
     return Path(run_dir) / RESULTS
 
 
+class RecordNotSaved(OSError):
+    """The run directory could not be written; the record was kept elsewhere (``kept_at``), never dropped."""
+
+    def __init__(self, path: Path, error: OSError, kept_at: Path | None):
+        where = f"the record is kept at {kept_at}; append it once the directory is writable: cat {kept_at} >> {path}"
+        super().__init__(
+            f"could not write {path} ({type(error).__name__}: {error}); "
+            + (where if kept_at else "and no recovery file could be written either")
+        )
+        self.kept_at = kept_at
+
+
+def recovery_dir() -> Path:
+    """Where a record goes when its run directory cannot take it: the suite's cache, else the temp directory."""
+    cache = os.environ.get("GPTJ_BENCH_CACHE") or str(Path.home() / ".cache" / "gptj-bench")
+    return Path(cache) / "unsaved"
+
+
 def append_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one record; raises RecordNotSaved (with where the record was kept instead) if ``run_dir`` refuses."""
     problems = validate(record)
     if problems:
         raise ValueError(f"record {record.get('variant')!r} departs from the schema: " + "; ".join(problems))
     line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
-    run_dir = Path(run_dir)
+    try:
+        _append_line(Path(run_dir), line)
+    except OSError as error:
+        raise RecordNotSaved(results_path(run_dir), error, _keep(line, record)) from error
+
+
+def _keep(line: str, record: dict[str, Any]) -> Path | None:
+    stem = f"{record.get('timestamp_utc', '')}-{record.get('variant', 'record')}".replace(":", "")
+    for directory in (recovery_dir(), Path(tempfile.gettempdir()) / "gptj-bench-unsaved"):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=directory, prefix=stem + "-", suffix=".jsonl")
+            with os.fdopen(fd, "w") as out:
+                out.write(line)
+            return Path(name)
+        except OSError:
+            continue
+    return None
+
+
+def _append_line(run_dir: Path, line: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = results_path(run_dir)
     with open(run_dir / ".results.lock", "w") as lock:
