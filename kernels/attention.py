@@ -77,7 +77,7 @@ def check_kernel_supported(
             f"which this JAX ({jax.__version__}) lacks"
         )
     if kernel is AttentionKernel.cudnn and platform != "gpu":
-        return f"attention kernel 'cudnn' runs on NVIDIA GPUs only, not on {platform}"
+        return f"attention kernel 'cudnn' runs on GPU only (through cuDNN), not on {platform}"
     if kernel is AttentionKernel.pallas and platform not in ("gpu", "tpu") and not interpret:
         return f"attention kernel 'pallas' runs on GPU and TPU; on {platform} only with interpret=True (tests)"
     return None

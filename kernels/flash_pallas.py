@@ -27,14 +27,15 @@ def _forward_kernel(q_ref, k_ref, v_ref, o_ref, lse_ref, *, block_k: int):
     block_q, d_head = q_ref.shape
     i = pl.program_id(1)
     q = q_ref[...]
-    q_pos = i * block_q + jnp.arange(block_q)
 
     def key_block(j, carry):
         acc, row_max, row_sum = carry
         k = k_ref[pl.ds(j * block_k, block_k), :]
         s = jnp.dot(q, k.T, preferred_element_type=jnp.float32) / math.sqrt(d_head)  # [Q, S]
-        k_pos = j * block_k + jnp.arange(block_k)
-        s = jnp.where(q_pos[:, None] >= k_pos[None, :], s, flash.MASK_VALUE)
+        # 2-D iotas, the form JAX's own TPU kernels use
+        q_pos = i * block_q + lax.broadcasted_iota(jnp.int32, s.shape, 0)
+        k_pos = j * block_k + lax.broadcasted_iota(jnp.int32, s.shape, 1)
+        s = jnp.where(q_pos >= k_pos, s, flash.MASK_VALUE)
         new_max = jnp.maximum(row_max, s.max(axis=-1))
         correction = jnp.exp(row_max - new_max)
         p = jnp.exp(s - new_max[:, None])

@@ -83,7 +83,7 @@ def test_attention_kernel_parse_lists_the_valid_names():
 
 def test_cudnn_refused_off_gpu_saying_where_it_runs():
     assert check_kernel_supported(AttentionKernel.cudnn, "cpu", True) == (
-        "attention kernel 'cudnn' runs on NVIDIA GPUs only, not on cpu"
+        "attention kernel 'cudnn' runs on GPU only (through cuDNN), not on cpu"
     )
     assert check_kernel_supported(AttentionKernel.cudnn, "tpu", True) is not None
     assert check_kernel_supported(AttentionKernel.cudnn, "gpu", True) is None
