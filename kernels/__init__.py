@@ -1,1 +1,1 @@
-"""Reference kernels the GPT-J block calls (attention, rotary)."""
+"""Kernels the GPT-J block calls: attention (a reference and the kernels that replace it) and rotary embedding."""

@@ -1,14 +1,45 @@
-"""Causal multi-head attention, reference implementation.
+"""Causal multi-head attention: the reference and the kernels that replace it, one closed choice.
 
-Softmax in float32 whatever the compute dtype, scores scaled by 1/sqrt(d_head), masked positions set to the
-float32 minimum (as Hugging Face ``modeling_gptj.py`` ``_attn``).
+Every kernel takes q, k, v [B, T, H, K] and returns [B, T, H, K] with the reference's semantics: scores scaled
+by 1/sqrt(K), softmax in float32 whatever the compute dtype, position t attends to positions 0..t.
+
+- ``reference``: einsum, float32 softmax, masked positions set to the float32 minimum (as Hugging Face
+  ``modeling_gptj.py`` ``_attn``). Materialises the [B, H, T, T] scores, and keeps them for the backward.
+- ``xla`` / ``cudnn``: ``jax.nn.dot_product_attention(..., is_causal=True, implementation=...)``.
+- ``blockwise``: FlashAttention in plain JAX (``kernels.flash``), memory linear in T, forward and backward.
+- ``pallas``: the same algorithm's forward as a Pallas kernel (``kernels.flash_pallas``), blockwise backward.
 """
 
 from __future__ import annotations
 
+import enum
+import inspect
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from kernels import flash, flash_pallas
+
+DEFAULT_BLOCK_Q = 128
+DEFAULT_BLOCK_K = 128
+
+
+class AttentionKernel(enum.Enum):
+    reference = "reference"
+    xla = "xla"
+    blockwise = "blockwise"
+    cudnn = "cudnn"
+    pallas = "pallas"
+
+    @classmethod
+    def parse(cls, text: str) -> AttentionKernel:
+        try:
+            return cls(text)
+        except ValueError:
+            valid = ", ".join(k.value for k in cls)
+            raise ValueError(f"unknown attention kernel {text!r}; valid kernels: {valid}") from None
 
 
 def causal_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
@@ -20,3 +51,76 @@ def causal_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndar
     scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     return jnp.einsum("bhts,bshk->bthk", weights, v)
+
+
+def dot_product_attention_has_implementation() -> bool:
+    """Whether this JAX's ``jax.nn.dot_product_attention`` takes ``implementation`` (absent from jax 0.4.30)."""
+    dpa = getattr(jax.nn, "dot_product_attention", None)
+    return dpa is not None and "implementation" in inspect.signature(dpa).parameters
+
+
+def _platform_family(platform: str) -> str:
+    return "gpu" if platform in ("gpu", "cuda", "rocm") else platform
+
+
+def check_kernel_supported(
+    kernel: AttentionKernel, platform: str, jax_has_dpa_implementation: bool, *, interpret: bool = False
+) -> str | None:
+    """None if ``kernel`` runs on ``platform`` ("cpu", "gpu", "tpu") with this JAX, else a one-line refusal.
+
+    ``interpret`` says a Pallas kernel will run in Pallas's interpreter (correctness tests on CPU).
+    """
+    platform = _platform_family(platform)
+    if kernel in (AttentionKernel.xla, AttentionKernel.cudnn) and not jax_has_dpa_implementation:
+        return (
+            f"attention kernel {kernel.value!r} needs jax.nn.dot_product_attention(implementation=...), "
+            f"which this JAX ({jax.__version__}) lacks"
+        )
+    if kernel is AttentionKernel.cudnn and platform != "gpu":
+        return f"attention kernel 'cudnn' runs on GPU only (through cuDNN), not on {platform}"
+    if kernel is AttentionKernel.pallas and platform not in ("gpu", "tpu") and not interpret:
+        return f"attention kernel 'pallas' runs on GPU and TPU; on {platform} only with interpret=True (tests)"
+    return None
+
+
+def _dot_product_attention(implementation: str) -> Callable[..., jnp.ndarray]:
+    def run(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+        if not dot_product_attention_has_implementation():
+            raise NotImplementedError(check_kernel_supported(AttentionKernel(implementation), "gpu", False))
+        # layout [B, T, N, H] in JAX's letters is our [B, T, H, K]; scale defaults to 1/sqrt(head dim)
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=implementation)
+
+    return run
+
+
+xla_attention = _dot_product_attention("xla")
+cudnn_attention = _dot_product_attention("cudnn")
+
+
+def attention(
+    q: jnp.ndarray,
+    k: jnp.ndarray,
+    v: jnp.ndarray,
+    kernel: AttentionKernel,
+    *,
+    block_q: int = DEFAULT_BLOCK_Q,
+    block_k: int = DEFAULT_BLOCK_K,
+    interpret: bool = False,
+) -> jnp.ndarray:
+    """Causal attention by ``kernel``. q, k, v: [B, T, H, K] -> [B, T, H, K].
+
+    Blocks apply to ``blockwise`` and ``pallas`` (clipped to the sequence; T need not be a multiple of them);
+    ``interpret`` to ``pallas`` only. Check the kernel with ``check_kernel_supported`` before tracing.
+    """
+    match kernel:
+        case AttentionKernel.reference:
+            return causal_attention(q, k, v)
+        case AttentionKernel.xla:
+            return xla_attention(q, k, v)
+        case AttentionKernel.cudnn:
+            return cudnn_attention(q, k, v)
+        case AttentionKernel.blockwise:
+            return flash.blockwise_attention(q, k, v, block_q=block_q, block_k=block_k)
+        case AttentionKernel.pallas:
+            return flash_pallas.pallas_attention(q, k, v, block_q=block_q, block_k=block_k, interpret=interpret)
+    raise AssertionError(kernel)

@@ -1,0 +1,96 @@
+"""FlashAttention's forward as a Pallas kernel; the backward is the blockwise one (``kernels.flash``).
+
+One program per (batch x head, query block): it holds its query block, walks the key blocks at or below the
+diagonal with an online softmax in float32, and writes its output block and the rows' logsumexp, which the
+blockwise backward reads. BlockSpecs are built by keyword: jax 0.4.30 takes ``BlockSpec(index_map, block_shape)``,
+current JAX ``BlockSpec(block_shape, index_map)``. Meant for GPU (Triton) and TPU (Mosaic); on CPU it runs in
+Pallas's interpreter, for tests.
+
+Shapes: B batch, T sequence (padded: Tp), H heads, K head dim; Q and S the query and key block sizes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from kernels import flash
+
+
+def _forward_kernel(q_ref, k_ref, v_ref, o_ref, lse_ref, *, block_k: int):
+    """q_ref, o_ref: [Q, K]; k_ref, v_ref: [Tp, K] (the whole head); lse_ref: [Q]."""
+    block_q, d_head = q_ref.shape
+    i = pl.program_id(1)
+    q = q_ref[...]
+
+    def key_block(j, carry):
+        acc, row_max, row_sum = carry
+        k = k_ref[pl.ds(j * block_k, block_k), :]
+        s = jnp.dot(q, k.T, preferred_element_type=jnp.float32) / math.sqrt(d_head)  # [Q, S]
+        # 2-D iotas, the form JAX's own TPU kernels use
+        q_pos = i * block_q + lax.broadcasted_iota(jnp.int32, s.shape, 0)
+        k_pos = j * block_k + lax.broadcasted_iota(jnp.int32, s.shape, 1)
+        s = jnp.where(q_pos >= k_pos, s, flash.MASK_VALUE)
+        new_max = jnp.maximum(row_max, s.max(axis=-1))
+        correction = jnp.exp(row_max - new_max)
+        p = jnp.exp(s - new_max[:, None])
+        v = v_ref[pl.ds(j * block_k, block_k), :]
+        pv = jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        return acc * correction[:, None] + pv, new_max, row_sum * correction + p.sum(axis=-1)
+
+    init = (
+        jnp.zeros((block_q, d_head), jnp.float32),
+        jnp.full((block_q,), -jnp.inf, jnp.float32),  # key block 0 is seen by every row
+        jnp.zeros((block_q,), jnp.float32),
+    )
+    seen = ((i + 1) * block_q + block_k - 1) // block_k  # key blocks above the diagonal are never loaded
+    acc, row_max, row_sum = lax.fori_loop(0, seen, key_block, init)
+    o_ref[...] = (acc / row_sum[:, None]).astype(o_ref.dtype)
+    lse_ref[...] = row_max + jnp.log(row_sum)
+
+
+def pallas_forward(
+    q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, block_q: int, block_k: int, *, interpret: bool
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Padded q, k, v [B, H, Tp, K] -> (out [B, H, Tp, K], logsumexp [B, H, Tp] float32), as ``flash``'s."""
+    batch, heads, seq, d_head = q.shape
+
+    def flat(x):  # [B, H, Tp, K] -> [B*H, Tp, K]
+        return x.reshape(batch * heads, seq, d_head)
+
+    query_spec = pl.BlockSpec(block_shape=(None, block_q, d_head), index_map=lambda bh, i: (bh, i, 0))
+    head_spec = pl.BlockSpec(block_shape=(None, seq, d_head), index_map=lambda bh, i: (bh, 0, 0))
+    out, lse = pl.pallas_call(
+        functools.partial(_forward_kernel, block_k=block_k),
+        out_shape=(
+            jax.ShapeDtypeStruct((batch * heads, seq, d_head), q.dtype),
+            jax.ShapeDtypeStruct((batch * heads, seq), jnp.float32),
+        ),
+        grid=(batch * heads, seq // block_q),
+        in_specs=[query_spec, head_spec, head_spec],
+        out_specs=[query_spec, pl.BlockSpec(block_shape=(None, block_q), index_map=lambda bh, i: (bh, i))],
+        interpret=interpret,
+        name="gptj_flash_forward",
+    )(flat(q), flat(k), flat(v))
+    return out.reshape(q.shape), lse.reshape(batch, heads, seq)
+
+
+_interpreted_forward = functools.partial(pallas_forward, interpret=True)
+_compiled_forward = functools.partial(pallas_forward, interpret=False)
+
+
+def pallas_attention(
+    q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, *, block_q: int, block_k: int, interpret: bool = False
+) -> jnp.ndarray:
+    """q, k, v: [B, T, H, K] -> [B, T, H, K]. Blocks are clipped to T rounded up to a power of two (Triton's
+    block shapes must be powers of two); T is padded to a multiple of both."""
+    seq = q.shape[1]
+    block_q, block_k = (min(b, pl.next_power_of_2(seq)) for b in (block_q, block_k))
+    q, k, v = (flash.pad_to_blocks(flash.by_head(x), math.lcm(block_q, block_k)) for x in (q, k, v))
+    forward = _interpreted_forward if interpret else _compiled_forward
+    return flash.by_head(flash.flash_attention(q, k, v, block_q, block_k, forward)[:, :, :seq])
