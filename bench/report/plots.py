@@ -138,29 +138,33 @@ def memory_vs_throughput(summary: pd.DataFrame, remat_pairs: Sequence[tuple[int,
 def projection(
     projections: pd.DataFrame, reference_tokens_per_s: float, reference_label: str, path: Path
 ) -> Path | None:
-    """PROJECTED tokens/s per variant: a bar from the no-overlap bound up to the perfect-overlap bound."""
+    """PROJECTED tokens/s per variant, ranked: a bar from the no-overlap bound to the full-overlap bound, a vertical
+    line at the published reference, and a black band for each variant at the reference's efficiency."""
     if projections.empty:
         return None
-    figure = Figure(figsize=(max(6, 0.6 * len(projections) + 3), 4.8))
+    frame = projections.sort_values("tokens_per_s_overlap")
+    figure = Figure(figsize=(9, 1.8 + 0.42 * len(frame)))
     axes = figure.add_subplot()
     labels = [
-        f"{v} (jax {j})\n{b} peak" + ("" if fits else "\nDOES NOT FIT HBM")
-        for v, j, b, fits in zip(projections["variant"], projections["jax"], projections["basis"], projections["fits"])
+        f"{v} (jax {j}, {b} peak)" + ("" if fits else " DOES NOT FIT HBM")
+        for v, j, b, fits in zip(frame["variant"], frame["jax"], frame["basis"], frame["fits"])
     ]
-    low, high = projections["tokens_per_s_serial"], projections["tokens_per_s_overlap"]
-    bars = axes.bar(
-        labels, high - low, bottom=low, color="tab:blue", alpha=0.6, label="projection: no overlap to perfect overlap"
+    low, high = frame["tokens_per_s_serial"], frame["tokens_per_s_overlap"]
+    positions = range(len(frame))
+    bars = axes.barh(
+        positions, high - low, left=low, color="tab:blue", alpha=0.6, label="projection: no overlap to full overlap"
     )
-    for bar, fits in zip(bars, projections["fits"]):
+    for bar, fits in zip(bars, frame["fits"]):
         if not fits:
             bar.set_hatch("//")
             bar.set_facecolor("lightgray")
-    axes.axhline(reference_tokens_per_s, color="tab:red", linestyle="--", label=reference_label)
-    axes.set_ylim(bottom=0)
-    axes.tick_params(axis="x", labelrotation=60, labelsize=7)
-    for tick in axes.get_xticklabels():
-        tick.set_horizontalalignment("right")
-    axes.set_ylabel("tokens/s (PROJECTION, not measured)")
-    axes.set_title("PROJECTION: 6B-scale roofline tokens/s from TPU ahead-of-time compiles")
-    axes.legend(fontsize=7)
+    at_low, at_high = frame["at_gptj_serial"], frame["at_gptj_overlap"]
+    if at_low.notna().any():
+        axes.hlines(positions, at_low, at_high, color="black", linewidth=3, label="projection at GPT-J's efficiency")
+    axes.axvline(reference_tokens_per_s, color="tab:red", linestyle="--", label=reference_label)
+    axes.set_xlim(left=0)
+    axes.set_yticks(list(positions), labels, fontsize=7)
+    axes.set_xlabel("tokens/s (PROJECTION, not measured)")
+    axes.set_title("PROJECTION: 6B-scale tokens/s on a TPU v3-256 from ahead-of-time compiles, ranked")
+    axes.legend(fontsize=7, loc="lower right")
     return _save(figure, path)
