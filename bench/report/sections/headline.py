@@ -36,7 +36,7 @@ def section_headline(a: Analysis) -> list[str]:
     lines = ["## 1. Headline", ""]
     lines += projection_headline(a.projections)
     timed = a.summary.dropna(subset=["tokens_per_s"])
-    if a.projections:
+    if a.projections and a.run.measured:
         lines += [f"**What this machine measured** ({_devices_text(a.run)}; not the TPU):", ""]
     if timed.empty:
         lines.append("No measured variant has a throughput in this run (see sections 2 and 4).")

@@ -52,7 +52,7 @@ def ranking_table(projections: Sequence[projection.Projection]) -> pd.DataFrame:
     calibration = gptj_calibration(projections)
     rows = []
     for rank, p in enumerate(ranked(projections), start=1):
-        at_gptj = _band(*calibration.at_efficiency(p)) if calibration else "n/a"
+        at_gptj = _band(*sorted(calibration.at_efficiency(p))) if calibration else "n/a"
         rows.append(
             {
                 "TPU rank (projection)": str(rank),
@@ -204,7 +204,7 @@ def projection_table(a: Analysis) -> pd.DataFrame:
                 "band %": fmt(p.band * 100, 3),
                 f"perfect overlap / {fmt(reference)}": fmt_ratio(p.tokens_per_s_overlap / reference),
                 f"no overlap / {fmt(reference)}": fmt_ratio(p.tokens_per_s_serial / reference),
-                "projected tokens/s at GPT-J's efficiency": _band(*calibration.at_efficiency(p))
+                "projected tokens/s at GPT-J's efficiency": _band(*sorted(calibration.at_efficiency(p)))
                 if calibration
                 else "n/a",
             }
