@@ -7,6 +7,7 @@ Projections, not measurements: every table and sentence here says so (bench/hard
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -109,10 +110,45 @@ def projection_headline(projections: Sequence[projection.Projection]) -> list[st
             f"and by {fmt((best.tokens_per_s_serial / second.tokens_per_s_serial - 1) * 100, 3)}% on the no-overlap "
             f"bound."
         )
+    lines += projected_effect_lines(projections)
     calibration = gptj_calibration(projections)
     if calibration is not None:
         lines.append(f"- {calibration_sentence(calibration)}")
     return lines + [""]
+
+
+# Design choices whose projected effect the headline states: (position in the variant name, the two values).
+PROJECTED_EFFECTS = ((0, "parallel", "serial"), (1, "h256", "h128"))
+
+
+def projected_effect_lines(projections: Sequence[projection.Projection]) -> list[str]:
+    """For each design choice, the paired ratio of projected tokens/s (pairs differ only in that choice and share
+    the preset and accumulation) and where the step time goes: work (compiler estimate or roofline) against ICI."""
+    order = ranked(projections)
+    lines = []
+    for position, a, b in PROJECTED_EFFECTS:
+        pairs = [(p, q) for p in order for q in order if _differ_only_at(p, q, position, a, b)]
+        if not pairs:
+            continue
+        overlap = sorted(p.tokens_per_s_overlap / q.tokens_per_s_overlap for p, q in pairs)
+        serial = statistics.median(p.tokens_per_s_serial / q.tokens_per_s_serial for p, q in pairs)
+        work_ms = statistics.median((sum(q.work_s) - sum(p.work_s)) * 1e3 for p, q in pairs)
+        ici_ms = statistics.median((q.ici_s - p.ici_s) * 1e3 for p, q in pairs)
+        lines.append(
+            f"- PROJECTION: {a} runs at {fmt_ratio(statistics.median(overlap))} the projected tokens/s of {b} on the "
+            f"full-overlap bound (median of {len(pairs)} pair(s), {fmt_ratio(overlap[0])} to "
+            f"{fmt_ratio(overlap[-1])}; {fmt_ratio(serial)} on the no-overlap bound). Per step {a} saves "
+            f"{fmt(work_ms)} ms of work and {fmt(ici_ms)} ms of ICI (medians; negative: it costs more)."
+        )
+    return lines
+
+
+def _differ_only_at(p: projection.Projection, q: projection.Projection, position: int, a: str, b: str) -> bool:
+    mine, theirs = p.variant.split("-"), q.variant.split("-")
+    if len(mine) != len(theirs) or p.preset != q.preset or p.grad_accum != q.grad_accum:
+        return False
+    others = all(x == y for i, (x, y) in enumerate(zip(mine, theirs)) if i != position)
+    return others and mine[position] == a and theirs[position] == b
 
 
 def calibration_sentence(c: projection.Calibration) -> str:
