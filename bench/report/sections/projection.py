@@ -257,6 +257,15 @@ def projection_table(a: Analysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def estimate_source_lines(projections: Sequence[projection.Projection]) -> list[str]:
+    """How each record obtained its compiler estimate (bench/tpu_aot writes it: extrapolation, stand-ins)."""
+    sources = {
+        (p.variant, p.jax, p.grad_accum): p.xla_optimal_source for p in projections if p.xla_optimal_source is not None
+    }
+    lines = [f"- compiler estimate of {v} (jax {j}, accumulation {g}): {src}" for (v, j, g), src in sources.items()]
+    return [*lines, ""] if lines else []
+
+
 def calibration_table(projections: Sequence[projection.Projection]) -> pd.DataFrame:
     """Each published throughput against the projection of its own configuration: the efficiency it implies."""
     rows = [
@@ -410,6 +419,7 @@ def section_projection(a: Analysis) -> list[str]:
         "",
         markdown_table(projection_table(a)),
         "",
+        *estimate_source_lines(a.projections),
         *section_calibration(a.projections),
         "Hardware numbers used (bench/hardware.py):",
         "",
