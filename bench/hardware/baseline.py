@@ -10,6 +10,11 @@ Sources:
   than the 2.7B GPT-Neo (148k tokens/s) on the same hardware (TPU v3-256 pod)". The 5.4 / 13.4 / 8.1 PFLOP/s and
   "about 60%" figures are from the same article (body not re-read here; 5.4 is corroborated by secondary summaries).
 - README: kingoflolz/mesh-transformer-jax README.md, "Model Details" table (n_parameters 6,053,381,344).
+- CONFIG_256: kingoflolz/mesh-transformer-jax configs/6B_roto_256.json, the v3-256 run's configuration
+  ("cores_per_replica": 8, "per_replica_batch": 1, "gradient_accumulation_steps": 16, "tpu_size": 256).
+- LEVANTER: stanford-crfm/levanter docs/Levanter-1.0-Release.md, "Training Performance on TPU": MFU and HFU (HFU "as
+  measured by the profiler") of GPT-2-architecture models trained with FSDP on a TPU v3-256; the 6.7B row is
+  "| 6.7B | 47.3% | 71.5% |". A peer on the same pod, different code and parallelism: not a projection input.
 - BENCHMARK_PY: kingoflolz/mesh-transformer-jax benchmark.py, which prints "effective flops (not including attn)"
   = 6 N tokens/s and "MXU flops" = (8 N tokens + attn_flops)/s with
   ``attn_flops = global_batch * (seq ** 2) * it * 32 * 5120 * 16`` -- 16 L d_model seq per token with L=32,
@@ -27,6 +32,8 @@ from model.config import ModelConfig
 ARTICLE = "Komatsuzaki 2021, 'GPT-J-6B: 6B JAX-Based Transformer' (arankomatsuzaki.wordpress.com/2021/06/04/gpt-j/)"
 README = "kingoflolz/mesh-transformer-jax README.md, Model Details"
 BENCHMARK_PY = "kingoflolz/mesh-transformer-jax benchmark.py"
+CONFIG_256 = "kingoflolz/mesh-transformer-jax configs/6B_roto_256.json"
+LEVANTER = "stanford-crfm/levanter docs/Levanter-1.0-Release.md, Training Performance on TPU"
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,10 @@ DEVICE_KIND = "TPU v3"
 EFFECTIVE_PFLOPS = Published(5.4, "PFLOP/s", "paraphrase: 5.4 PFLOPs of 6N effective FLOP/s", ARTICLE)
 THEORETICAL_PFLOPS = Published(13.4, "PFLOP/s", "paraphrase: 13.4 PFLOPs theoretical peak of the v3-256", ARTICLE)
 HARDWARE_PFLOPS = Published(8.1, "PFLOP/s", "paraphrase: 8.1 PFLOPs, about 60%, counting attention and remat", ARTICLE)
+GRAD_ACCUM = Published(16, "micro-batches per update", '"gradient_accumulation_steps": 16', CONFIG_256)
+LEVANTER_6_7B_MFU = Published(0.473, "fraction of peak", '"| 6.7B | 47.3% | 71.5% |" (MFU column)', LEVANTER)
+LEVANTER_6_7B_HFU = Published(0.715, "fraction of peak", '"| 6.7B | 47.3% | 71.5% |" (HFU column)', LEVANTER)
+LEVANTER_SETUP = "GPT-2 architecture, 6.7B parameters, FSDP, TPU v3-256 (Levanter, JAX/Haliax)"
 N_PARAMS_README = Published(6_053_381_344, "parameters", '"n_parameters | 6,053,381,344"', README)
 
 SHAPE = ModelConfig()  # GPT-J-6B: 28 layers, d_model 4096, d_ff 16384, vocab 50400, context 2048

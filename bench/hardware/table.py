@@ -53,7 +53,18 @@ class Accelerator:
 
 _CLOUD_TPU = "https://cloud.google.com/tpu/docs"
 _SCALING_BOOK_ICI = (
-    "ICI one-way per link: Austin et al., How to Scale Your Model (jax-ml/scaling-book, tpus.md, interconnect table)"
+    "ICI one-way per link: Austin et al., How to Scale Your Model (jax-ml/scaling-book, tpus.md, interconnect table "
+    "'ICI BW/link (one-way, bytes/s)')"
+)
+
+# Latency of one ICI hop between neighbouring chips. Source: Austin et al., How to Scale Your Model (jax-ml/
+# scaling-book, sharding.md, worked problem on a TPU v4p AllGather: "the latency bound of 4us (1us per hop)"). The book
+# gives it for v4p only; the suite applies it to every TPU generation as an order of magnitude (it is a few hundred
+# microseconds of a ~0.3 s GPT-J step: bench/hardware/projection.py).
+ICI_HOP_LATENCY_S = 1e-6
+ICI_HOP_LATENCY_SOURCE = (
+    "Austin et al., How to Scale Your Model (jax-ml/scaling-book, sharding.md): '1us per hop' (stated for TPU v4p, "
+    "applied to every TPU generation)"
 )
 
 ACCELERATORS: tuple[Accelerator, ...] = (
@@ -81,7 +92,7 @@ ACCELERATORS: tuple[Accelerator, ...] = (
         ici_link_bandwidth_bytes_per_s=1e11,
         ici_links_per_chip=4,
         source=f"{_CLOUD_TPU}/v3: 123 TFLOP/s bf16 per chip, HBM2 32 GiB and 900 GBps per chip, 2 TensorCores per "
-        f"chip, 2D torus (4 links/chip). {_SCALING_BOOK_ICI}.",
+        f"chip, 2D torus (4 links/chip). {_SCALING_BOOK_ICI}: TPU v3 1e11 one-way, 2e11 bidirectional per link.",
         tpu_generation=TpuGeneration.V3,
     ),
     Accelerator(

@@ -53,12 +53,12 @@ def analyse(run: RunRecords) -> Analysis:
 
 
 def project_all(aot: Sequence[Mapping[str, Any]]) -> tuple[list[projection.Projection], list[str]]:
-    """Every tpu-aot record (the last one of each variant, JAX version and topology) on each of its peak bases."""
+    """Every tpu-aot record (the last one of each variant, JAX version and topology) on each of its peak bases (one
+    where the compiler's estimate prices the work)."""
     projected, unprojected = [], []
-    for record in latest_ok(aot, "topology", "preset"):
+    for record in latest_ok(aot, "topology", "preset", "grad_accum"):
         try:
-            accelerator = projection.accelerator_of(record)
-            projected += [projection.project(record, basis) for basis in projection.bases_for(accelerator)]
+            projected += [projection.project(record, basis) for basis in projection.bases_for_record(record)]
         except ValueError as error:  # ProjectionError, or a topology the hardware table does not know
             unprojected.append(f"{record['variant']} (jax {record.get('jax')}): {error}")
     failed = [

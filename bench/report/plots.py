@@ -138,29 +138,41 @@ def memory_vs_throughput(summary: pd.DataFrame, remat_pairs: Sequence[tuple[int,
 def projection(
     projections: pd.DataFrame, reference_tokens_per_s: float, reference_label: str, path: Path
 ) -> Path | None:
-    """PROJECTED tokens/s per variant: a bar from the no-overlap bound up to the perfect-overlap bound."""
+    """PROJECTED tokens/s per variant, ranked: a bar from the no-overlap bound to the full-overlap bound, a vertical
+    line at the published reference, and a black band for each variant at the reference's efficiency."""
     if projections.empty:
         return None
-    figure = Figure(figsize=(max(6, 0.6 * len(projections) + 3), 4.8))
+    frame = projections.iloc[::-1]  # ranked fastest first (sections/projection.ranked); barh draws bottom up
+    figure = Figure(figsize=(9, 1.8 + 0.42 * len(frame)))
     axes = figure.add_subplot()
     labels = [
-        f"{v} (jax {j})\n{b} peak" + ("" if fits else "\nDOES NOT FIT HBM")
-        for v, j, b, fits in zip(projections["variant"], projections["jax"], projections["basis"], projections["fits"])
+        f"{v} (jax {j})" + ("" if fits else " DOES NOT FIT HBM")
+        for v, j, fits in zip(frame["variant"], frame["jax"], frame["fits"])
     ]
-    low, high = projections["tokens_per_s_serial"], projections["tokens_per_s_overlap"]
-    bars = axes.bar(
-        labels, high - low, bottom=low, color="tab:blue", alpha=0.6, label="projection: no overlap to perfect overlap"
+    low, high = frame["tokens_per_s_serial"], frame["tokens_per_s_overlap"]
+    positions = range(len(frame))
+    bars = axes.barh(
+        positions, high - low, left=low, color="tab:blue", alpha=0.6, label="projection: no overlap to full overlap"
     )
-    for bar, fits in zip(bars, projections["fits"]):
+    for bar, fits in zip(bars, frame["fits"]):
         if not fits:
             bar.set_hatch("//")
             bar.set_facecolor("lightgray")
-    axes.axhline(reference_tokens_per_s, color="tab:red", linestyle="--", label=reference_label)
-    axes.set_ylim(bottom=0)
-    axes.tick_params(axis="x", labelrotation=60, labelsize=7)
-    for tick in axes.get_xticklabels():
-        tick.set_horizontalalignment("right")
-    axes.set_ylabel("tokens/s (PROJECTION, not measured)")
-    axes.set_title("PROJECTION: 6B-scale roofline tokens/s from TPU ahead-of-time compiles")
-    axes.legend(fontsize=7)
+    at_low, at_high = frame["at_gptj_low"], frame["at_gptj_high"]
+    if at_low.notna().any():
+        axes.hlines(positions, at_low, at_high, color="black", linewidth=3)
+        axes.scatter(
+            pd.concat([at_low, at_high]),
+            [*positions, *positions],
+            color="black",
+            marker="|",
+            s=60,
+            label="projection at GPT-J's efficiency (its band)",
+        )
+    axes.axvline(reference_tokens_per_s, color="tab:red", linestyle="--", label=reference_label)
+    axes.set_xlim(left=0)
+    axes.set_yticks(list(positions), labels, fontsize=7)
+    axes.set_xlabel("tokens/s (PROJECTION, not measured)")
+    axes.set_title("PROJECTION (not measured): tokens/s from TPU ahead-of-time compiles, ranked", fontsize=10)
+    axes.legend(fontsize=7, loc="lower right")
     return _save(figure, path)

@@ -1,5 +1,5 @@
-"""Sections 1 and 2: the headline (fastest variant, each design effect, GPT-J, the best projection) and the summary
-table of every variant, with the failed ones."""
+"""Sections 1 and 2: the headline (the TPU ranking, a projection, with its reasons; then this machine's fastest
+variant, each measured design effect and GPT-J) and the summary table of every variant, with the failed ones."""
 
 from __future__ import annotations
 
@@ -32,8 +32,12 @@ SUMMARY_HEADERS = {  # summary table column: the summary frame column it shows a
 
 
 def section_headline(a: Analysis) -> list[str]:
+    """The TPU ranking first (a projection, with its reasons), then what this machine measured."""
     lines = ["## 1. Headline", ""]
+    lines += projection_headline(a.projections)
     timed = a.summary.dropna(subset=["tokens_per_s"])
+    if a.projections and a.run.measured:
+        lines += [f"**What this machine measured** ({_devices_text(a.run)}; not the TPU):", ""]
     if timed.empty:
         lines.append("No measured variant has a throughput in this run (see sections 2 and 4).")
     else:
@@ -51,7 +55,6 @@ def section_headline(a: Analysis) -> list[str]:
     if not any(e.pairs for e in a.effects) and not timed.empty:
         lines.append("- No design effect can be measured: no two variants differ in exactly one axis.")
     lines.append(f"- GPT-J-6B: {gptj_sentence()} (section 4).")
-    lines += projection_headline(a.projections)
     return lines
 
 

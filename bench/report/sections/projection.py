@@ -1,11 +1,13 @@
 """Section 4's PROJECTION: each variant at 6B scale from its TPU ahead-of-time compile, with the compiler's
-resources, the roofline times, the hardware numbers used and the variants that do not fit.
+resources, the projected times and bounds, the published runs against the projections of their own configurations,
+the hardware numbers used and the variants that do not fit; and the headline's TPU ranking.
 
 Projections, not measurements: every table and sentence here says so (bench/hardware/projection.py computes them).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,22 +23,143 @@ from bench.report.load import latest_ok, row_key
 FITS = {True: "yes", False: "NO", None: "n/a"}
 
 
+def ranked(projections: Sequence[projection.Projection], *, too_big: bool = False) -> list[projection.Projection]:
+    """One projection per compile (the spec basis), fastest full-overlap bound first, then no-overlap; the GPT-J
+    preset's alone where it is present, since the ranking answers GPT-J's question. Variants whose peak memory exceeds
+    HBM only with ``too_big``."""
+    spec = [p for p in projections if p.basis is PeakBasis.SPEC and (too_big or p.fits_hbm is not False)]
+    gptj = [p for p in spec if p.preset == projection.GPTJ_PRESET]
+    return sorted(gptj or spec, key=lambda p: (p.tokens_per_s_overlap, p.tokens_per_s_serial), reverse=True)
+
+
+def _at_gptj(calibration: projection.Calibration | None, p: projection.Projection) -> tuple[float, float] | None:
+    """``p`` at GPT-J's efficiency, low bound first; None without a calibration or on another peak basis."""
+    if calibration is None or p.basis is not calibration.projection.basis:
+        return None
+    low, high = sorted(calibration.at_efficiency(p))
+    return low, high
+
+
+def calibrations(projections: Sequence[projection.Projection]) -> list[projection.Calibration]:
+    """GPT-J's and GPT-Neo's published throughputs against the projections of their own configurations."""
+    found = [
+        projection.calibrate_gptj(projections, baseline.TOKENS_PER_S, int(baseline.GRAD_ACCUM.value)),
+        projection.calibrate_gpt_neo(projections, baseline.GPT_NEO_2_7B_TOKENS_PER_S),
+    ]
+    return [c for c in found if c is not None]
+
+
+def gptj_calibration(projections: Sequence[projection.Projection]) -> projection.Calibration | None:
+    return projection.calibrate_gptj(projections, baseline.TOKENS_PER_S, int(baseline.GRAD_ACCUM.value))
+
+
+def _band(low: float, high: float) -> str:
+    return f"{fmt(low)} to {fmt(high)}"
+
+
+def ranking_table(projections: Sequence[projection.Projection]) -> pd.DataFrame:
+    """The headline's TPU ranking: both bounds, what sets them, and each variant at GPT-J's efficiency."""
+    calibration = gptj_calibration(projections)
+    rows = []
+    for rank, p in enumerate(ranked(projections), start=1):
+        at_gptj = _band(*_at_gptj(calibration, p)) if _at_gptj(calibration, p) else "n/a"
+        rows.append(
+            {
+                "TPU rank (projection)": str(rank),
+                "variant": p.variant,
+                "jax": p.jax,
+                "accumulation": str(p.grad_accum),
+                "model": p.model.value,
+                "projected tokens/s, no overlap to full overlap": _band(p.tokens_per_s_serial, p.tokens_per_s_overlap),
+                "band %": fmt(p.band * 100, 3),
+                "bound by": p.bound_by,
+                "ICI % of step": fmt(p.ici_share * 100, 3),
+                "projected tokens/s at GPT-J's efficiency": at_gptj,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def projection_headline(projections: Sequence[projection.Projection]) -> list[str]:
-    """The headline's line: the fastest projection among the variants that fit in HBM."""
+    """The headline's lead: the TPU ranking (a projection) and its reasons."""
     if not projections:
         return []
-    fitting = [p for p in projections if p.fits_hbm is not False]
     too_big = sorted({p.variant for p in projections if p.fits_hbm is False})
     excluded = f" ({', '.join(too_big)} left out: its peak memory exceeds HBM)" if too_big else ""
-    if not fitting:
-        return [f"- PROJECTION (not a measurement): no compiled variant fits in HBM{excluded}."]
-    best = max(fitting, key=lambda p: p.tokens_per_s_overlap)
-    return [
-        f"- PROJECTION (not a measurement), 6B scale on {best.topology or best.accelerator}: the highest "
-        f"perfect-overlap bound among variants that fit in HBM is {best.variant} (jax {best.jax}) at "
-        f"{fmt(best.tokens_per_s_overlap)} projected tokens/s ({best.basis.value} peak; no-overlap bound "
-        f"{fmt(best.tokens_per_s_serial)}), against GPT-J's measured {fmt(baseline.TOKENS_PER_S.value)}{excluded}."
+    order = ranked(projections)
+    if not order:
+        return [f"- PROJECTION (not a measurement): no compiled variant fits in HBM{excluded}.", ""]
+    best = order[0]
+    lines = [
+        f"**TPU ranking, a PROJECTION (not a measurement)**: {best.preset} on {best.topology or best.accelerator}, "
+        f"gradient accumulation {best.grad_accum}, from TPU ahead-of-time compiles (section 4){excluded}.",
+        "",
+        markdown_table(ranking_table(projections)),
+        "",
+        f"- PROJECTION (not a measurement): the highest full-overlap bound among variants that fit in HBM is "
+        f"{best.variant} (jax {best.jax}) at {fmt(best.tokens_per_s_overlap)} projected tokens/s (no-overlap bound "
+        f"{fmt(best.tokens_per_s_serial)}; {best.model.value}), against GPT-J's measured "
+        f"{fmt(baseline.TOKENS_PER_S.value)}. It is bound by {best.bound_by}; ICI is "
+        f"{fmt(best.ici_share * 100, 3)}% of its no-overlap step ({fmt(best.ici_exposed_s * 1e3)} ms of it exposed).",
     ]
+    if len(order) > 1:
+        second = order[1]
+        lead = best.tokens_per_s_overlap / second.tokens_per_s_overlap - 1
+        lines.append(
+            f"- PROJECTION: {best.variant} leads {second.variant} by {fmt(lead * 100, 3)}% on the full-overlap bound "
+            f"and by {fmt((best.tokens_per_s_serial / second.tokens_per_s_serial - 1) * 100, 3)}% on the no-overlap "
+            f"bound."
+        )
+    lines += projected_effect_lines(projections)
+    calibration = gptj_calibration(projections)
+    if calibration is not None:
+        lines.append(f"- {calibration_sentence(calibration)}")
+    return lines + [""]
+
+
+# Design choices whose projected effect the headline states: (position in the variant name, the two values).
+PROJECTED_EFFECTS = ((0, "parallel", "serial"), (1, "h256", "h128"))
+
+
+def projected_effect_lines(projections: Sequence[projection.Projection]) -> list[str]:
+    """For each design choice, the paired ratio of projected tokens/s (pairs differ only in that choice and share
+    the preset and accumulation) and where the step time goes: work (compiler estimate or roofline) against ICI."""
+    order = ranked(projections)
+    lines = []
+    for position, a, b in PROJECTED_EFFECTS:
+        pairs = [(p, q) for p in order for q in order if _differ_only_at(p, q, position, a, b)]
+        if not pairs:
+            continue
+        overlap = sorted(p.tokens_per_s_overlap / q.tokens_per_s_overlap for p, q in pairs)
+        serial = statistics.median(p.tokens_per_s_serial / q.tokens_per_s_serial for p, q in pairs)
+        work_ms = statistics.median((sum(q.work_s) - sum(p.work_s)) * 1e3 for p, q in pairs)
+        ici_ms = statistics.median((q.ici_s - p.ici_s) * 1e3 for p, q in pairs)
+        lines.append(
+            f"- PROJECTION: {a} runs at {fmt_ratio(statistics.median(overlap))} the projected tokens/s of {b} on the "
+            f"full-overlap bound (median of {len(pairs)} pair(s), {fmt_ratio(overlap[0])} to "
+            f"{fmt_ratio(overlap[-1])}; {fmt_ratio(serial)} on the no-overlap bound). Per step {a} saves "
+            f"{fmt(work_ms)} ms of work and {fmt(ici_ms)} ms of ICI (medians; negative: it costs more)."
+        )
+    return lines
+
+
+def _differ_only_at(p: projection.Projection, q: projection.Projection, position: int, a: str, b: str) -> bool:
+    mine, theirs = p.variant.split("-"), q.variant.split("-")
+    if len(mine) != len(theirs) or p.preset != q.preset or p.grad_accum != q.grad_accum:
+        return False
+    others = all(x == y for i, (x, y) in enumerate(zip(mine, theirs)) if i != position)
+    return others and mine[position] == a and theirs[position] == b
+
+
+def calibration_sentence(c: projection.Calibration) -> str:
+    p = c.projection
+    notes = f" ({'; '.join(c.notes)})" if c.notes else ""
+    return (
+        f"{c.name}'s measured {fmt(c.measured.value)} tokens/s is {fmt(c.efficiency_overlap * 100, 3)}% to "
+        f"{fmt(c.efficiency_serial * 100, 3)}% of the PROJECTION of its own configuration ({p.variant}, jax {p.jax}, "
+        f"{p.preset}, accumulation {p.grad_accum}: {fmt(p.tokens_per_s_serial)} to {fmt(p.tokens_per_s_overlap)} "
+        f"projected tokens/s){notes}."
+    )
 
 
 def does_not_fit_table(aot: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -58,9 +181,14 @@ def does_not_fit_table(aot: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def _projected_record(aot: Sequence[Mapping[str, Any]], p: projection.Projection) -> Mapping[str, Any]:
-    """The compile record a projection was made from (the latest ok one of its variant, JAX, topology, preset)."""
-    for record in latest_ok(aot, "topology", "preset"):
-        same_compile = str(record.get("topology") or "") == p.topology and str(record.get("preset")) == p.preset
+    """The compile record a projection was made from (the latest ok one of its variant, JAX, topology, preset and
+    accumulation)."""
+    for record in latest_ok(aot, "topology", "preset", "grad_accum"):
+        same_compile = (
+            str(record.get("topology") or "") == p.topology
+            and str(record.get("preset")) == p.preset
+            and int(record.get("grad_accum") or 1) == p.grad_accum
+        )
         if row_key(record) == (p.variant, p.jax) and same_compile:
             return record
     raise KeyError(p.variant)
@@ -96,6 +224,7 @@ def aot_resources_table(a: Analysis) -> pd.DataFrame:
 
 def projection_table(a: Analysis) -> pd.DataFrame:
     reference = baseline.TOKENS_PER_S.value
+    calibration = gptj_calibration(a.projections)
     rows = []
     for p in a.projections:
         ici = dict(p.ici_s_by_axis)
@@ -104,23 +233,102 @@ def projection_table(a: Analysis) -> pd.DataFrame:
                 "variant": p.variant,
                 "jax": p.jax,
                 "peak basis": p.basis.value,
+                "accumulation": str(p.grad_accum),
+                "model": p.model.value,
                 "fits HBM": FITS[p.fits_hbm],
                 "peak TFLOP/s per device": fmt(p.peak_flops_per_device / 1e12),
                 "FLOPs counted": p.flops_counted,
                 "compute ms": fmt(p.compute_s * 1e3),
-                "ICI ms (mp + dp + dp+mp)": f"{fmt(p.ici_s * 1e3)} ({' + '.join(fmt(ici[k] * 1e3) for k in ici)})",
                 "HBM ms": fmt(p.hbm_s * 1e3) if p.hbm_s is not None else "n/a",
+                "compiler estimate ms": fmt(p.xla_optimal_s * 1e3) if p.xla_optimal_s is not None else "n/a",
+                "ICI ms (mp + dp + dp+mp)": f"{fmt(p.ici_s * 1e3)} ({' + '.join(fmt(ici[k] * 1e3) for k in ici)})",
+                "ICI latency ms": fmt(p.ici_latency_s * 1e3),
+                "ICI exposed ms": fmt(p.ici_exposed_s * 1e3),
                 "projected tokens/s, perfect overlap": fmt(p.tokens_per_s_overlap),
                 "projected tokens/s, no overlap": fmt(p.tokens_per_s_serial),
+                "band %": fmt(p.band * 100, 3),
                 f"perfect overlap / {fmt(reference)}": fmt_ratio(p.tokens_per_s_overlap / reference),
                 f"no overlap / {fmt(reference)}": fmt_ratio(p.tokens_per_s_serial / reference),
+                "projected tokens/s at GPT-J's efficiency": _band(*sorted(calibration.at_efficiency(p)))
+                if calibration
+                else "n/a",
             }
         )
     return pd.DataFrame(rows)
 
 
+def estimate_source_lines(projections: Sequence[projection.Projection]) -> list[str]:
+    """How each record obtained its compiler estimate (bench/tpu_aot writes it: extrapolation, stand-ins)."""
+    sources = {
+        (p.variant, p.jax, p.grad_accum): p.xla_optimal_source for p in projections if p.xla_optimal_source is not None
+    }
+    lines = [f"- compiler estimate of {v} (jax {j}, accumulation {g}): {src}" for (v, j, g), src in sources.items()]
+    return [*lines, ""] if lines else []
+
+
+def calibration_table(projections: Sequence[projection.Projection]) -> pd.DataFrame:
+    """Each published throughput against the projection of its own configuration: the efficiency it implies."""
+    rows = [
+        {
+            "published run (TPU v3-256)": c.name,
+            "measured tokens/s": fmt(c.measured.value),
+            "source": c.measured.source,
+            "projected configuration": f"{c.projection.variant} (jax {c.projection.jax}), {c.projection.preset}, "
+            f"accumulation {c.projection.grad_accum}, {c.projection.model.value}",
+            "projected tokens/s, no overlap to full overlap": _band(
+                c.projection.tokens_per_s_serial, c.projection.tokens_per_s_overlap
+            ),
+            "efficiency, measured / projected %": f"{fmt(c.efficiency_overlap * 100, 3)} to "
+            f"{fmt(c.efficiency_serial * 100, 3)}",
+            "notes": "; ".join(c.notes) or "none",
+        }
+        for c in calibrations(projections)
+    ]
+    return pd.DataFrame(rows)
+
+
+GPT_NEO_CAVEAT = (
+    "GPT-Neo's efficiency is a second, independent check of the method: the same projection applied to another "
+    "published run on the same pod. It ran Mesh TensorFlow, not this code, so a gap between its efficiency and "
+    "GPT-J's can come from either code base (its layout, collectives, kernels and input pipeline), from GPT-Neo's own "
+    "configuration (its accumulation and mesh are not known here) or from the projection; it cannot say which. "
+    "Efficiencies that agree support the projection's ranking across model shapes; ones that differ bound how far "
+    "an efficiency carries from one program to another, not which variant is faster."
+)
+
+
+def section_calibration(projections: Sequence[projection.Projection]) -> list[str]:
+    table = calibration_table(projections)
+    if table.empty:
+        return [
+            f"No {projection.GPTJ_PRESET} or {projection.GPT_NEO_PRESET} compile of the published configurations: "
+            "no efficiency to state.",
+            "",
+        ]
+    lines = [
+        "Published runs against the PROJECTION of their own configurations (efficiency = measured / projected, "
+        "one figure per bound; every other variant is shown at GPT-J's efficiency above, a projection too):",
+        "",
+        markdown_table(table),
+        "",
+        *[f"- {calibration_sentence(c)}" for c in calibrations(projections)],
+    ]
+    if any(c.name.startswith("GPT-Neo") for c in calibrations(projections)):
+        lines.append(f"- {GPT_NEO_CAVEAT}")
+    else:
+        lines.append(
+            f"- GPT-Neo 2.7B: no {projection.GPT_NEO_PRESET} compile with a serial-h128 variant here, so its "
+            f"{fmt(baseline.GPT_NEO_2_7B_TOKENS_PER_S.value)} tokens/s is set against no projection (compile one with "
+            f"`python -m bench tpu-aot --preset={projection.GPT_NEO_PRESET}`)."
+        )
+    return lines + [""]
+
+
 def projection_frame(projections: Sequence[projection.Projection]) -> pd.DataFrame:
-    """The projection plot's input: both bounds of each variant and basis, and whether it fits."""
+    """The projection plot's input, one row per compile of the ranked preset (spec basis): both bounds, whether it
+    fits, and the band at GPT-J's efficiency (NaN where there is no GPT-J calibration)."""
+    calibration = gptj_calibration(projections)
+    nan = float("nan")
     return pd.DataFrame(
         [
             {
@@ -130,10 +338,21 @@ def projection_frame(projections: Sequence[projection.Projection]) -> pd.DataFra
                 "tokens_per_s_overlap": p.tokens_per_s_overlap,
                 "tokens_per_s_serial": p.tokens_per_s_serial,
                 "fits": p.fits_hbm is not False,
+                "at_gptj_low": (_at_gptj(calibration, p) or (nan, nan))[0],
+                "at_gptj_high": (_at_gptj(calibration, p) or (nan, nan))[1],
             }
-            for p in projections
+            for p in ranked(projections, too_big=True)
         ],
-        columns=["variant", "jax", "basis", "tokens_per_s_overlap", "tokens_per_s_serial", "fits"],
+        columns=[
+            "variant",
+            "jax",
+            "basis",
+            "tokens_per_s_overlap",
+            "tokens_per_s_serial",
+            "fits",
+            "at_gptj_low",
+            "at_gptj_high",
+        ],
     )
 
 
@@ -165,7 +384,8 @@ def _accelerator_line(acc: hardware.Accelerator) -> str:
         f"{fmt(number(hbm_bw) / 1e9)} GB/s per chip = "
         f"{fmt(number(hbm_bw) / acc.devices_per_chip / 1e9)} GB/s per device; ICI "
         f"{fmt(number(link) / 1e9)} GB/s one-way per link, "
-        f"{acc.ici_links_per_chip} links per chip, so {ici}. Source: {acc.source}"
+        f"{acc.ici_links_per_chip} links per chip, so {ici}; about {fmt(hardware.ICI_HOP_LATENCY_S * 1e6)} us per "
+        f"hop ({hardware.ICI_HOP_LATENCY_SOURCE}). Source: {acc.source}"
     )
 
 
@@ -176,23 +396,31 @@ def section_projection(a: Analysis) -> list[str]:
         lines += [f"- not projected: {u}" for u in a.unprojected]
         return lines + [""]
     lines += [
-        "These are PROJECTIONS from compiler output, not measurements. Memory, bytes on the wire and HBM bytes "
-        "accessed are the compiler's figures for one step; times are rooflines (bench/projection.py): compute = "
-        "FLOPs / (devices x peak); ICI = wire bytes per device / ICI bandwidth per device on the collective's mesh "
-        "axis (a bidirectional ring per torus dimension, 2 x one-way link bandwidth, one dimension per mesh axis and "
-        "two for dp+mp, the chip's links shared by its devices; axes added); HBM = bytes accessed per device / HBM "
-        "bandwidth per device. The perfect-overlap bound is the largest of the three, the no-overlap one their sum; "
-        "tokens/s = tokens per step / step time. Model: "
-        f"{projection.SCALING_BOOK}, roofline.md and sharding.md.",
+        "These are PROJECTIONS from compiler output, not measurements (bench/hardware/projection.py). Memory, bytes on "
+        "the wire and HBM bytes accessed are the compiler's figures for one step (every micro-batch of a "
+        "gradient-accumulation step). A device's work is priced by the TPU compiler's own estimate "
+        "(xla_optimal_seconds_per_step: per op, the larger of FLOPs over the MXU peak and bytes over HBM bandwidth, "
+        "summed; model 'compiler estimate + ICI') where the record has it, else by the roofline (compute = FLOPs / "
+        "(devices x peak), HBM = bytes accessed per device / HBM bandwidth per device; model 'roofline + ICI'). ICI = "
+        "wire bytes per device / ICI bandwidth per device on the collective's mesh axis (a bidirectional ring, 2 x "
+        "one-way link bandwidth per torus dimension, one dimension for mp and dp and two for dp+mp on GPT-J's mesh, "
+        "the chip's links shared by its devices; axes added), plus a latency floor of ring steps x ~1 us per hop where "
+        "the record counts its collectives. Full overlap = exposed ICI + max(work, overlappable ICI); no overlap = "
+        "work + ICI. ICI is exposed where the compiled schedule puts no compute between an async collective's start "
+        "and done (or the collective is synchronous), overlappable otherwise; without that split every collective "
+        "counts as overlappable. Tokens/s = tokens per step / step time. Model: "
+        f"{projection.SCALING_BOOK}, roofline.md, tpus.md and sharding.md.",
         "",
         "Resources per device and step (compiler figures):",
         "",
         markdown_table(aot_resources_table(a)),
         "",
-        f"Roofline PROJECTION of tokens/s, next to GPT-J's measured {fmt(baseline.TOKENS_PER_S.value)}:",
+        f"PROJECTION of tokens/s, next to GPT-J's measured {fmt(baseline.TOKENS_PER_S.value)}:",
         "",
         markdown_table(projection_table(a)),
         "",
+        *estimate_source_lines(a.projections),
+        *section_calibration(a.projections),
         "Hardware numbers used (bench/hardware.py):",
         "",
         *hardware_lines(a.projections),
@@ -211,5 +439,10 @@ def section_projection(a: Analysis) -> list[str]:
     if no_hbm:
         lines += [f"- no xla_bytes_accessed_per_step for {', '.join(no_hbm)}: its bounds leave HBM time out", ""]
     lines += [f"- not projected: {u}" for u in a.unprojected]
-    lines += figure(a.figures, "projection", "PROJECTION of tokens/s at 6B scale against GPT-J's measured throughput")
+    lines += figure(
+        a.figures,
+        "projection",
+        "PROJECTION of tokens/s at 6B scale, ranked, with its overlap band, GPT-J's measured throughput and each "
+        "variant at GPT-J's efficiency",
+    )
     return lines
