@@ -1,7 +1,7 @@
 """nox drives the suite: tests in both JAX environments, a session per variant, the sweep, profiles, reports.
 
-`nox` with no arguments runs the default session: the `cpu`-preset sweep of every variant in both environments,
-then its report (the main job). `nox -l` lists every session.
+`nox` with no arguments runs the default session, the main job: the `cpu`-preset sweep of every variant in both
+environments, the TPU v3-256 projection of the variants that fit (compiled without a TPU), then the report. `nox -l` lists every session.
 
 Two pinned environments serve every session: current JAX (requirements/current.txt) and jax 0.4.30, the last
 release with xmap (requirements/xmap.txt). They are built once under .nox/_env_* and rebuilt when their
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import nox
 
 ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT))
-from model.config import Strategy, Variant, all_variants  # noqa: E402  (no JAX import: safe in nox's own interpreter)
+from model.config import Remat, Strategy, Variant, all_variants  # noqa: E402  (no JAX import: safe in nox's own interpreter)
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
@@ -91,11 +92,59 @@ def bench(session: nox.Session, variant: str) -> None:
     session.run(python, "-m", "bench", "run", "--variant", variant, *session.posargs, external=True)
 
 
+def _new_run_dir(prefix: str = "") -> str:
+    return str(ROOT / "reports" / "runs" / f"{prefix}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+
+
+def _option(args: list[str], name: str) -> str | None:
+    """The value of ``--name V`` or ``--name=V`` in ``args``, else None."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+# The main job projects the variants that fit a v3-256: `nox -s tpu_aot` compiles all 24 and the TPU compiler
+# refuses every remat=none variant as out of HBM (18.0-22.0 GiB against 15.48 GiB; reports/example-tpu-aot), so the
+# main job compiles the 12 remat=full ones.
+FITS_V3_256 = [name for name in VARIANT_NAMES if Variant.parse(name).remat is Remat.FULL]
+
+
 @nox.session(python=False)
 def sweep(session: nox.Session) -> None:
-    """Every variant, both environments, then the report (default; -- --quick for a fast look)."""
+    """The main job: every variant on CPU in both environments, the TPU v3-256 projection of the variants that fit
+    (gptj-6b, GPT-J's gradient accumulation), then the report (default; -- --quick: the CPU part on tiny only)."""
     current, xmap = env_python(session, "current"), env_python(session, "xmap")
-    session.run(current, "-m", "bench", "sweep", "--python-xmap", xmap, *session.posargs, external=True)
+    args = list(session.posargs)
+    quick = "--quick" in args
+    out = _option(args, "--out")
+    if out is None:
+        out = _new_run_dir()
+        args += ["--out", out]
+    if quick or _option(args, "--aot") is not None:  # a fast look, or the projection inputs were given
+        session.run(current, "-m", "bench", "sweep", "--python-xmap", xmap, *args, external=True)
+        return
+    session.run(current, "-m", "bench", "sweep", "--python-xmap", xmap, "--no-report", *args, external=True)
+    aot = str(Path(out) / "tpu-aot")
+    _tpu_aot_both(session, [*(["--resume"] if "--resume" in args else []), "--out", aot], FITS_V3_256)
+    session.run(current, "-m", "bench", "report", out, "--aot", aot, external=True)
+
+
+def _tpu_aot_both(session: nox.Session, args: list[str], variants: list[str]) -> None:
+    """Compile for the TPU topology in both TPU environments at once: two compiles at a time on two cores."""
+    jobs = []
+    for env in ("tpu", "tpu-xmap"):
+        names = [n for n in variants if (environment_for(n) == "xmap") == (env == "tpu-xmap")]
+        flags = [f"--variant={n}" for n in names]
+        if names:
+            jobs.append((env, [env_python(session, env), "-m", "bench", "tpu-aot", *flags, *args]))
+    session.log("compiling for the TPU in both environments at once: " + ", ".join(env for env, _ in jobs))
+    running = [(env, subprocess.Popen(argv, cwd=ROOT)) for env, argv in jobs]
+    failed = [env for env, process in running if process.wait() not in (0, 1)]  # 1: a variant failed, recorded
+    if failed:
+        session.error(f"tpu-aot stopped in {', '.join(failed)} (see its output above)")
 
 
 @nox.session(python=False)
@@ -131,11 +180,16 @@ def tpu_aot(session: nox.Session) -> None:
     """Compile every gptj-6b variant for a TPU v3-256 (v3:8x16, dp=32 x mp=8) without a TPU; record the compiler's
     memory, FLOPs and communication (-- --topology v4:4x4x4 --mesh dp=16,mp=8 --out DIR ...)."""
     args = list(session.posargs)
-    if "--out" not in args:
-        args += ["--out", str(ROOT / "reports" / "runs" / f"tpu-aot-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")]
-    xmap_variants = [f"--variant={name}" for name in VARIANT_NAMES if environment_for(name) == "xmap"]
-    session.run(env_python(session, "tpu"), "-m", "bench", "tpu-aot", *args, external=True)
-    session.run(env_python(session, "tpu-xmap"), "-m", "bench", "tpu-aot", *xmap_variants, *args, external=True)
+    if _option(args, "--out") is None:
+        args += ["--out", _new_run_dir("tpu-aot-")]
+    given = [a.split("=", 1)[1] for a in args if a.startswith("--variant=")]
+    given += [b for a, b in zip(args, args[1:]) if a == "--variant"]
+    rest = [a for i, a in enumerate(args) if not a.startswith("--variant") and (i == 0 or args[i - 1] != "--variant")]
+    unknown = sorted(set(given) - set(VARIANT_NAMES) - {"all"})
+    if unknown:
+        session.error(f"unknown variant(s) {', '.join(unknown)}; `python -m bench list` prints the valid names")
+    chosen = [n for n in VARIANT_NAMES if n in given] if given and given != ["all"] else VARIANT_NAMES
+    _tpu_aot_both(session, rest, chosen)
 
 
 @nox.session(python=False)
