@@ -1,7 +1,8 @@
 """nox drives the suite: tests in both JAX environments, a session per variant, the sweep, profiles, reports.
 
 `nox` with no arguments runs the default session, the main job: the `cpu`-preset sweep of every variant in both
-environments, the TPU v3-256 projection of the variants that fit (compiled without a TPU), then the report. `nox -l` lists every session.
+environments, the TPU v3-256 projection of the variants that fit (compiled without a TPU), then the report.
+`nox -l` lists every session.
 
 Two pinned environments serve every session: current JAX (requirements/current.txt) and jax 0.4.30, the last
 release with xmap (requirements/xmap.txt). They are built once under .nox/_env_* and rebuilt when their
