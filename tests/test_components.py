@@ -15,13 +15,23 @@ from conftest import require_devices
 from bench.analysis import components as comp
 from bench.analysis.components import Basis, Component
 from bench.analysis.profile import OpRow
-from bench.measure.prepare import build_program
+from bench.hardware.table import accelerator_for_topology
+from bench.measure.prepare import build_program, build_program_for_devices
+from bench.tpu_aot.env import (
+    compile_with_optimized_hlo,
+    installed_jax_is_legacy,
+    libtpu_available,
+    topology_devices,
+    tpu_compile_env,
+)
 from model import compat
 from model.config import Scope, Variant, get_preset
 from model.strategies import make_driver
 
 PRESET = get_preset("tiny")
 MESH = np.arange(8).reshape(2, 4)  # SPMD partition id at each (dp, mp) position
+# The last two scopes of shard_map's loss pmean divide: jax 0.10.2, jax 0.4.30.
+LOSS_MEAN = (["shard_map", "div"], ["shmap_body", "div"])
 VARIANTS = [f"{r}-h256-{s}-full" for r in ("parallel", "serial") for s in ("pjit", "shard_map")]
 
 # --- scopes -------------------------------------------------------------------------------------
@@ -177,33 +187,40 @@ def test_dot_flops_equal_xlas_count_on_a_matmul_only_program():
 
 
 @functools.cache
-def tiny_compile(variant_name: str) -> tuple[list[comp.OpCost], float]:
+def tiny_compile(variant_name: str) -> tuple[list[comp.OpCost], dict[str, float], bool]:
+    """The ops of a tiny compile, XLA's cost analysis, and whether dots became jaxlib 0.4.30's oneDNN calls."""
     variant = Variant.parse(variant_name)
     program = build_program(PRESET, variant, PRESET.mesh, Scope.MODEL)
     driver = make_driver(variant.strategy, program, PRESET.mesh)
     compiled = driver.train_step().lower(*driver.abstract_args()).compile()
-    return comp.attribute(compiled.as_text(), MESH), compat.cost_analysis(compiled)["flops"]
+    text = compiled.as_text()
+    return comp.attribute(text, MESH), compat.cost_analysis(compiled), "__onednn$" in text
 
 
 @pytest.mark.parametrize("variant_name", VARIANTS)
 def test_every_op_of_a_tiny_step_has_a_component(variant_name):
     require_devices(PRESET.mesh.devices)
-    ops, _ = tiny_compile(variant_name)
+    ops, _, onednn = tiny_compile(variant_name)
     missing = [(op.name, op.opcode, op.op_name) for op in comp.unattributed(ops)]
     # Named, not covered: shard_map's pmean of the scalar loss (model/strategies.py's local_grad) divides outside
-    # every scope, and its only neighbours are the all-reduce and the step's output tuple.
-    assert {op_name for _, _, op_name in missing} <= {"jit(step)/shard_map/div"}, f"ops no rule attributes: {missing}"
-    assert all(op.bytes <= 16 for op in comp.unattributed(ops))  # scalars
+    # every scope, and its only neighbours are the all-reduce and the step's output tuple (a scalar).
+    loss_mean = {op for op in comp.unattributed(ops) if comp.scope_names(op.op_name or "")[-2:] in LOSS_MEAN}
+    assert all(op.bytes <= 16 for op in loss_mean)
+    rest = [m for m, op in zip(missing, comp.unattributed(ops), strict=True) if op not in loss_mean]
+    if onednn:
+        # jaxlib 0.4.30's CPU pipeline also makes layout copies, loops and fusions with no metadata at all.
+        assert all(op_name is None for _, _, op_name in rest), f"ops no rule attributes: {rest}"
+        parts = comp.breakdown(ops, 56e9, 2.5e9)  # a CPU device's figures (see the module's test report)
+        assert parts.seconds["unattributed"] <= 0.10 * parts.total_s  # measured 6.6% (pjit), 8.1% (shard_map)
+    else:
+        assert not rest, f"ops no rule attributes: {rest}"
     labels = {op.label for op in ops}
     every_component = {c.value for c in Component} - {"collective", "unattributed"}
     assert every_component <= labels  # a scope renamed in model/ without SCOPES would leave one out
     assert {"collective mp", "collective dp"} <= labels
     # Only the batched attention dots whose metadata XLA's CPU pipeline drops (and their like) are inferred.
-    assert {op.component for op in ops if op.inferred} <= {
-        Component.ATTN_SCORES,
-        Component.ATTN_VALUES,
-        Component.EMBED_LM_HEAD_LOSS,
-    }
+    inferred = {Component.ATTN_SCORES, Component.ATTN_VALUES, Component.EMBED_LM_HEAD_LOSS}
+    assert onednn or {op.component for op in ops if op.inferred} <= inferred  # 0.4.30: its metadata-less ops too
 
 
 def _flops_by_label(ops: list[comp.OpCost]) -> dict[str, int]:
@@ -214,20 +231,74 @@ def _flops_by_label(ops: list[comp.OpCost]) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("variant_name", VARIANTS)
-def test_dot_flops_of_a_tiny_step_match_hand_counts_and_xla(variant_name):
+def test_dot_flops_of_a_tiny_step_match_hand_counts(variant_name):
     require_devices(PRESET.mesh.devices)
-    ops, xla_flops = tiny_compile(variant_name)
+    ops, costs, onednn = tiny_compile(variant_name)
     flops = _flops_by_label(ops)
     cfg, mesh = PRESET.model, PRESET.mesh
     tokens = PRESET.batch // mesh.dp * PRESET.seq  # per device
     one_pass = 2 * tokens * cfg.d_model * cfg.d_model // mesh.mp * cfg.n_layers  # tiny: d_ff = d_model
+    heads = cfg.d_model // 256 // mesh.mp  # h256: 256-wide heads
     # Per layer: forward, the rematerialised forward, and two backward matmuls (input and weight gradients),
     # except where the recomputed output feeds nothing the backward needs and XLA removes it: ff_out's always,
-    # and out_proj's in the parallel block (in the serial block ln_2 reads the sum it is part of).
-    assert flops["qkv_proj"] == 3 * 4 * one_pass
-    assert flops["ff_in"] == 4 * one_pass and flops["ff_out"] == 3 * one_pass
-    assert flops["out_proj"] == (3 if variant_name.startswith("parallel") else 4) * one_pass
-    assert flops["attn_scores"] == flops["attn_values"]  # the two einsums have the same 2 B H T T K each
+    # and out_proj's in the parallel block (in the serial block ln_2 reads the sum it is part of). The LM head
+    # is not rematerialised: 3 passes.
+    want = {
+        "qkv_proj": 3 * 4 * one_pass,
+        "ff_in": 4 * one_pass,
+        "ff_out": 3 * one_pass,
+        "out_proj": (3 if variant_name.startswith("parallel") else 4) * one_pass,
+        "attn_scores": 4 * 2 * PRESET.batch // mesh.dp * heads * PRESET.seq**2 * 256 * cfg.n_layers,
+        "embed_lm_head_loss": 3 * 2 * tokens * cfg.d_model * cfg.vocab // mesh.mp,
+    }
+    want["attn_values"] = want["attn_scores"]  # the two einsums have the same 2 B H T T K each
+    assert sum(flops.values()) == sum(want.values())
+    if onednn:
+        # jaxlib 0.4.30's CPU pipeline turns dots into oneDNN calls, which fuse neighbouring adds and carry their
+        # op_names, so only the total is checked; XLA's own count leaves those calls out (tests/test_flops.py).
+        return
+    assert {label: f for label, f in flops.items() if f} == want
     # XLA's count adds one FLOP per element of each elementwise op, which this module prices by bytes instead:
     # on tiny (d_model 1024, T 16) that is 7-9% of XLA's total, hence the band.
-    assert 0.88 * xla_flops <= sum(flops.values()) <= xla_flops
+    assert 0.88 * costs["flops"] <= sum(flops.values()) <= costs["flops"]
+
+
+@pytest.mark.parametrize("variant_name", VARIANTS)
+def test_op_bytes_of_a_tiny_step_are_close_to_xlas(variant_name):
+    require_devices(PRESET.mesh.devices)
+    ops, costs, onednn = tiny_compile(variant_name)
+    # Operand + result bytes of each op as printed, against XLA's own "bytes accessed", which prices some
+    # operands by the part an op reads (HloCostAnalysis): measured here, this module's is 2-5% higher on tiny
+    # with jax 0.10.2 and 32-36% higher with jaxlib 0.4.30's oneDNN calls (the cause not looked into).
+    ours = sum(op.bytes * op.multiplier for op in ops)
+    assert costs["bytes accessed"] <= ours <= (1.4 if onednn else 1.1) * costs["bytes accessed"]
+
+
+# --- a TPU compile (nox -s tests_tpu_aot) -------------------------------------------------------
+
+TPU_TOPOLOGY = "v3:2x2"  # 8 TPU v3 cores, as tests/test_tpu_aot.py
+
+
+@pytest.mark.tpu_aot
+@pytest.mark.skipif(not libtpu_available(), reason="needs libtpu: run `nox -s tests_tpu_aot`")
+def test_a_tiny_tpu_compile_is_attributed_and_sums_near_the_compilers_estimate():
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in tpu_compile_env(TPU_TOPOLOGY, jax_legacy=installed_jax_is_legacy()).items():
+            patch.setenv(name, value)
+        devices = topology_devices(TPU_TOPOLOGY)
+        variant = Variant.parse("parallel-h256-pjit-full")
+        program = build_program_for_devices(PRESET, variant, PRESET.mesh, Scope.MODEL, len(devices))
+        driver = make_driver(variant.strategy, program, PRESET.mesh, devices)
+        compiled, hlo_text = compile_with_optimized_hlo(driver.train_step().lower(*driver.abstract_args()))
+    ops = comp.attribute(hlo_text, MESH)
+    v3 = accelerator_for_topology(TPU_TOPOLOGY)
+    peak = v3.peak_bf16_flops_per_chip / v3.devices_per_chip
+    parts = comp.breakdown(ops, peak, v3.hbm_bandwidth_bytes_per_s / v3.devices_per_chip)
+    assert {c.value for c in Component} - {"collective"} <= set(parts.seconds)
+    legacy = installed_jax_is_legacy()
+    # Unattributed: compiler-made index ops; libtpu 0.0.1 (jax 0.4.30) adds layout copies with no metadata, 1.5%.
+    assert parts.seconds["unattributed"] <= (0.02 if legacy else 1e-3) * parts.total_s
+    # Both libtpu versions report optimal_seconds. Measured here, this module's sum of the same per-op roofline is
+    # 5.4% above libtpu 0.0.42.1's and 18% below libtpu 0.0.1's (whose compile differs: 409 ops against 286).
+    optimal_s = compat.cost_analysis(compiled)["optimal_seconds"]
+    assert parts.total_s == pytest.approx(optimal_s, rel=0.25 if legacy else 0.10)

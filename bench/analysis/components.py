@@ -40,6 +40,7 @@ import numpy as np
 
 from bench.analysis.collectives import collective_opcode
 from bench.analysis.hlo import (
+    Collective,
     HloComputation,
     HloInstruction,
     HloModule,
@@ -111,6 +112,7 @@ _FREE_OPCODES = frozenset(
 _EXECUTED_CALLS = {"while": ("body", "condition"), "conditional": ("branch_computations", "true_computation",
                    "false_computation"), "call": ("to_apply",), "async-start": ("calls",)}  # fmt: skip
 _MATMUL_OPCODES = ("dot", "convolution")
+_ONEDNN_MATMUL = "__onednn$matmul"
 _VIEW_OPCODES = ("bitcast", "get-tuple-element")  # look through these to the ops an op really reads or feeds
 _WRAPPER = re.compile(r"^[\w\-]+\((.*)\)$")
 
@@ -196,9 +198,20 @@ def _dims_attribute(instruction: HloInstruction, key: str) -> tuple[int, ...]:
     return tuple(int(d) for d in re.findall(r"\d+", instruction.attributes.get(key, "")))
 
 
+def _is_matmul(instruction: HloInstruction) -> bool:
+    return instruction.opcode in _MATMUL_OPCODES or (
+        instruction.opcode == "custom-call" and _ONEDNN_MATMUL in instruction.attributes.get("custom_call_target", "")
+    )
+
+
 def matmul_flops(instruction: HloInstruction, computation: HloComputation) -> int:
-    """2 x output elements x contracted size of a dot or convolution (one multiply and one add each)."""
-    out = math.prod(array_dims(instruction.shape))
+    """2 x output elements x contracted size of a dot, a convolution or a oneDNN matmul (jaxlib 0.4.30's CPU
+    pipeline rewrites dots to those custom calls: [.., M, K] x [.., K, N], with ``transpose_a`` in their config)."""
+    out = math.prod(array_dims(instruction.shape))  # the first array of a tuple shape: a oneDNN call's result
+    if instruction.opcode == "custom-call":
+        lhs = array_dims(operand_shapes(instruction, computation)[0])
+        transposed = '"transpose_a":true' in instruction.attributes.get("backend_config", "")
+        return 2 * out * lhs[-2 if transposed else -1]
     if instruction.opcode == "dot":
         lhs = array_dims(operand_shapes(instruction, computation)[0])
         return 2 * out * math.prod(lhs[d] for d in _dims_attribute(instruction, "lhs_contracting_dims"))
@@ -216,7 +229,7 @@ def _fused_matmuls(module: HloModule, computation: HloComputation) -> list[tuple
     """(FLOPs, instruction) of every dot and convolution in a fused computation and the fusions nested in it."""
     found = []
     for instruction in computation.instructions.values():
-        if instruction.opcode in _MATMUL_OPCODES:
+        if _is_matmul(instruction):
             found.append((matmul_flops(instruction, computation), instruction))
         for callee in called_computations(instruction, "calls"):
             found.extend(_fused_matmuls(module, module.computations[callee]))
@@ -343,7 +356,13 @@ def _from_neighbours(op: OpCost, near: list[Component]) -> Component:
     return max(votes, key=lambda c: (votes[c], -order.index(c)))
 
 
-def _cost(module, computation, instruction, multiplier, collectives) -> OpCost:
+def _cost(
+    module: HloModule,
+    computation: HloComputation,
+    instruction: HloInstruction,
+    multiplier: int,
+    collectives: Mapping[tuple[str, str], Collective],
+) -> OpCost:
     flops, source, axis = 0, op_name(instruction), None
     collective = collectives.get((computation.name, instruction.name))
     if collective is not None or collective_opcode(instruction.opcode):
@@ -352,7 +371,7 @@ def _cost(module, computation, instruction, multiplier, collectives) -> OpCost:
         component, flops, source = _fusion_cost(module, instruction)
     else:
         component = component_of(source)
-        if instruction.opcode in _MATMUL_OPCODES:
+        if _is_matmul(instruction):
             flops = matmul_flops(instruction, computation)
     return OpCost(
         name=instruction.name,
