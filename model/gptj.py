@@ -1,5 +1,9 @@
 """The GPT-J model in dm-haiku, written once for every strategy.
 
+Named scopes (``jax.named_scope``) mark which block component each op belongs to; with haiku's module names they
+reach the HLO's ``metadata={op_name=...}``, where ``bench.analysis.components`` reads them (its ``SCOPES`` table
+lists them: keep the two in step).
+
 Shape letters: B batch (per data-parallel replica in the local view), T sequence, D model, H heads, K head dim,
 F feed-forward, V vocabulary, L layers. H, F and V are the per-shard sizes in the local view (shard_map, xmap)
 and the whole sizes in the global view (single, pjit); see ``model.sharding.TensorParallel``.
@@ -43,11 +47,12 @@ class LayerNorm(_Module):
         d = self.cfg.d_model
         scale = self.param("scale", (d,), hk.initializers.Constant(1.0))
         offset = self.param("offset", (d,), hk.initializers.Constant(0.0))
-        x32 = x.astype(jnp.float32)  # statistics in f32 whatever the compute dtype
-        mean = x32.mean(-1, keepdims=True)
-        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-        normed = ((x32 - mean) * jax.lax.rsqrt(var + self.cfg.ln_eps)).astype(x.dtype)
-        return normed * scale + offset
+        with jax.named_scope("layer_norm"):
+            x32 = x.astype(jnp.float32)  # statistics in f32 whatever the compute dtype
+            mean = x32.mean(-1, keepdims=True)
+            var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+            normed = ((x32 - mean) * jax.lax.rsqrt(var + self.cfg.ln_eps)).astype(x.dtype)
+            return normed * scale + offset
 
 
 class Attention(_Module):
@@ -57,13 +62,19 @@ class Attention(_Module):
         cfg = self.cfg
         hk_dim = cfg.n_heads * cfg.d_head
         init = _normal(cfg.d_model)
-        qkv = [x @ self.param(w, (cfg.d_model, hk_dim), init) for w in ("w_q", "w_k", "w_v")]  # 3 x [B, T, H*K]
+        weights = [self.param(w, (cfg.d_model, hk_dim), init) for w in ("w_q", "w_k", "w_v")]
+        with jax.named_scope("qkv_proj"):
+            qkv = [x @ w for w in weights]  # 3 x [B, T, H*K]
         q, k, v = (t.reshape(*t.shape[:2], -1, cfg.d_head) for t in qkv)  # [B, T, H, K]
         q, k, v = (self.tp.constrain(t, ("batch", "seq", "heads", "head_dim")) for t in (q, k, v))
-        q, k = apply_rotary(q, cfg.rotary_dim), apply_rotary(k, cfg.rotary_dim)
-        out = causal_attention(q, k, v)  # [B, T, H, K]
+        with jax.named_scope("rotary"):
+            q, k = apply_rotary(q, cfg.rotary_dim), apply_rotary(k, cfg.rotary_dim)
+        with jax.named_scope("attn_core"):
+            out = causal_attention(q, k, v)  # [B, T, H, K]
         out = out.reshape(*out.shape[:2], -1)  # [B, T, H*K]
-        return out @ self.param("w_o", (hk_dim, cfg.d_model), _normal(hk_dim))  # [B, T, D], partial over shards
+        w_o = self.param("w_o", (hk_dim, cfg.d_model), _normal(hk_dim))
+        with jax.named_scope("out_proj"):
+            return out @ w_o  # [B, T, D], partial over shards
 
 
 class FeedForward(_Module):
@@ -72,11 +83,16 @@ class FeedForward(_Module):
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # x: [B, T, D]
         cfg = self.cfg
-        h = x @ self.param("w_in", (cfg.d_model, cfg.d_ff), _normal(cfg.d_model))
-        h = h + self.param("b_in", (cfg.d_ff,), hk.initializers.Constant(0.0))  # [B, T, F]
-        h = self.tp.constrain(h, ("batch", "seq", "ff"))
-        h = jax.nn.gelu(h, approximate=True)
-        return h @ self.param("w_out", (cfg.d_ff, cfg.d_model), _normal(cfg.d_ff))  # [B, T, D], partial
+        w_in = self.param("w_in", (cfg.d_model, cfg.d_ff), _normal(cfg.d_model))
+        with jax.named_scope("ff_in"):
+            h = x @ w_in
+        with jax.named_scope("gelu"):
+            h = h + self.param("b_in", (cfg.d_ff,), hk.initializers.Constant(0.0))  # [B, T, F]
+            h = self.tp.constrain(h, ("batch", "seq", "ff"))
+            h = jax.nn.gelu(h, approximate=True)
+        w_out = self.param("w_out", (cfg.d_ff, cfg.d_model), _normal(cfg.d_ff))
+        with jax.named_scope("ff_out"):
+            return h @ w_out  # [B, T, D], partial
 
     def out_bias(self) -> jnp.ndarray:
         return self.param("b_out", (self.cfg.d_model,), hk.initializers.Constant(0.0))
@@ -92,10 +108,12 @@ class Block(_Module):
             # before leaving the tensor-parallel region, so one all-reduce per layer forward (and one backward,
             # at tp.enter) instead of two each.
             h = tp.enter(LayerNorm(cfg, tp, "ln_1")(x))
-            y = x + tp.exit(attn(h) + ff(h)) + ff.out_bias()
+            with jax.named_scope("residual"):  # the adds; the modules called inside carry their own scopes
+                y = x + tp.exit(attn(h) + ff(h)) + ff.out_bias()
         else:
-            h = x + tp.exit(attn(tp.enter(LayerNorm(cfg, tp, "ln_1")(x))))
-            y = h + tp.exit(ff(tp.enter(LayerNorm(cfg, tp, "ln_2")(h)))) + ff.out_bias()
+            with jax.named_scope("residual"):
+                h = x + tp.exit(attn(tp.enter(LayerNorm(cfg, tp, "ln_1")(x))))
+                y = h + tp.exit(ff(tp.enter(LayerNorm(cfg, tp, "ln_2")(h)))) + ff.out_bias()
         return tp.constrain(y, ("batch", "seq", "embed"))
 
 
@@ -127,7 +145,8 @@ def block_stack(cfg: ModelConfig, tp: TensorParallel, x: jnp.ndarray) -> jnp.nda
         return Block(cfg, tp, "block")(x)
 
     unroll = cfg.n_layers if cfg.unroll_layers else 1
-    return hk.layer_stack(cfg.n_layers, unroll=unroll, name="layers")(rematerialised(cfg, one_block))(x)
+    with jax.named_scope("layer_stack"):  # the slicing of stacked parameters and stacking of their gradients
+        return hk.layer_stack(cfg.n_layers, unroll=unroll, name="layers")(rematerialised(cfg, one_block))(x)
 
 
 def rematerialised(cfg: ModelConfig, fn):
@@ -144,6 +163,11 @@ def logits_fn(cfg: ModelConfig, tp: TensorParallel, ids: jnp.ndarray) -> jnp.nda
 
 def cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray, tp: TensorParallel) -> jnp.ndarray:
     """Mean next-token loss from vocab-sharded logits [B, T, V] (Megatron's vocab-parallel cross-entropy)."""
+    with jax.named_scope("loss"):
+        return _cross_entropy(logits, targets, tp)
+
+
+def _cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray, tp: TensorParallel) -> jnp.ndarray:
     logits = logits.astype(jnp.float32)
     rows = logits.shape[-1]
     shift = tp.pmax(jax.lax.stop_gradient(logits.max(-1)))  # [B, T]

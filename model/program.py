@@ -83,7 +83,8 @@ class Program:
     def optimizer(self) -> optax.GradientTransformation:
         # GPT-J: AdamW, weight decay on matrices only. (GPT-J also clipped the global norm to 1; a clip needs a
         # cross-shard norm and changes no FLOP or collective count that matters here, so it is left out.)
-        return optax.adamw(self.learning_rate, weight_decay=self.weight_decay, mask=decay_mask)
+        adamw = optax.adamw(self.learning_rate, weight_decay=self.weight_decay, mask=decay_mask)
+        return adamw._replace(update=jax.named_scope("optimizer")(adamw.update))  # for bench.analysis.components
 
 
 def count_params(params: Params) -> int:

@@ -680,3 +680,64 @@ __all__ = [
     "shape_bytes",
     "shape_bytes_by_dtype",
 ]
+
+
+# --- the parsed module, for analyses beyond collectives (bench.analysis.components) -------------
+
+HloModule = _Module
+HloComputation = _Computation
+HloInstruction = _Instruction
+
+_OP_NAME = re.compile(r'op_name="((?:[^"\\]|\\.)*)"')
+
+
+def parse_module(hlo_text: str) -> HloModule:
+    """Computations of optimized HLO text, by name, each with its instructions in file order."""
+    return _parse_module(hlo_text)
+
+
+def computation_multipliers(module: HloModule) -> dict[str, tuple[int, bool]]:
+    """(executions per ENTRY run, every enclosing trip count known) for each computation reachable from ENTRY,
+    with trip counts found as ``parse_collectives`` finds them (see the module docstring)."""
+    return _multipliers(module)
+
+
+def called_computations(instruction: HloInstruction, attribute: str) -> list[str]:
+    """Names of the computations an instruction's attribute (``calls``, ``body``, ``to_apply``, ...) names."""
+    return _called(instruction.attributes.get(attribute, ""))
+
+
+def operand_shapes(instruction: HloInstruction, computation: HloComputation) -> list[str]:
+    """Printed shape of each operand of an instruction that is defined in ``computation`` (literals skipped)."""
+    return [
+        _operand_shape(operand, computation)
+        for operand in instruction.operands
+        if " " in operand or _operand_name(operand) in computation.instructions
+    ]
+
+
+def op_name(instruction: HloInstruction) -> str | None:
+    """The ``metadata={op_name=...}`` that JAX writes (name scopes, haiku module names, primitive), if any."""
+    found = _OP_NAME.search(instruction.attributes.get("metadata", ""))
+    return found.group(1) if found else None
+
+
+def array_dims(shape: str) -> tuple[int, ...]:
+    """Dimensions of an array shape "f32[4,8]{1,0}" -> (4, 8); a bounded dynamic dim counts at its bound."""
+    found = _ARRAY_SHAPE.search(shape)
+    if not found:
+        raise ValueError(f"{shape!r} is not an array shape")
+    return tuple(int(d.strip().removeprefix("<=")) for d in found.group(2).split(",") if d.strip())
+
+
+__all__ += [
+    "HloComputation",
+    "HloInstruction",
+    "HloModule",
+    "array_dims",
+    "called_computations",
+    "computation_multipliers",
+    "op_name",
+    "operand_shapes",
+    "parse_module",
+]

@@ -1,0 +1,304 @@
+"""bench.analysis.components: each op of a step attributed to a block component and priced, by hand count and on
+real ``tiny`` compiles (8 simulated CPU devices, mesh dp=2 x mp=4)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import require_devices
+
+from bench.analysis import components as comp
+from bench.analysis.components import Basis, Component
+from bench.analysis.profile import OpRow
+from bench.hardware.table import accelerator_for_topology
+from bench.measure.prepare import build_program, build_program_for_devices
+from bench.tpu_aot.env import (
+    compile_with_optimized_hlo,
+    installed_jax_is_legacy,
+    libtpu_available,
+    topology_devices,
+    tpu_compile_env,
+)
+from model import compat
+from model.config import Scope, Variant, get_preset
+from model.strategies import make_driver
+
+PRESET = get_preset("tiny")
+MESH = np.arange(8).reshape(2, 4)  # SPMD partition id at each (dp, mp) position
+# The last two scopes of shard_map's loss pmean divide: jax 0.10.2, jax 0.4.30.
+LOSS_MEAN = (["shard_map", "div"], ["shmap_body", "div"])
+VARIANTS = [f"{r}-h256-{s}-full" for r in ("parallel", "serial") for s in ("pjit", "shard_map")]
+
+# --- scopes -------------------------------------------------------------------------------------
+
+
+def test_scope_names_unwrap_transforms():
+    name = "jit(step)/transpose(jvp(layer_stack))/closed_call/checkpoint/block/residual/attn/qkv_proj/dot_general"
+    assert comp.scope_names(name) == [
+        "step", "layer_stack", "closed_call", "checkpoint", "block", "residual", "attn", "qkv_proj", "dot_general"
+    ]  # fmt: skip
+    assert comp.scope_names("jit(step)/jvp()/closed_call") == ["step", "closed_call"]  # jvp() names nothing
+
+
+@pytest.mark.parametrize(
+    ("name", "component"),
+    [
+        ("jit(step)/jvp(layer_stack)/closed_call/block/residual/attn/qkv_proj/dot_general", Component.QKV_PROJ),
+        ("jit(step)/jvp(layer_stack)/closed_call/block/residual/attn/out_proj/dot_general", Component.OUT_PROJ),
+        ("jit(step)/jvp(layer_stack)/block/residual/attn/attn_core/bthk,bshk->bhts/dot_general", Component.ATTN_SCORES),
+        ("jit(step)/jvp(layer_stack)/block/residual/attn/attn_core/exp", Component.ATTN_SCORES),
+        ("jit(step)/transpose(jvp(layer_stack))/attn/attn_core/bhts,bshk->bthk/transpose", Component.ATTN_VALUES),
+        ("jit(step)/jvp(layer_stack)/closed_call/block/residual/ff/ff_in/dot_general", Component.FF_IN),
+        ("jit(step)/jvp(layer_stack)/closed_call/block/residual/ff/ff_out/dot_general", Component.FF_OUT),
+        ("jit(step)/transpose(jvp(ln_f))/layer_norm/mul", Component.ELEMENTWISE),
+        ("jit(step)/jvp(layer_stack)/closed_call/block/residual/attn/rotary/concatenate", Component.ELEMENTWISE),
+        ("jit(step)/jvp(layer_stack)/closed_call/block/residual/ff/gelu/tanh", Component.ELEMENTWISE),
+        ("jit(step)/jvp(layer_stack)/closed_call/block/residual/add", Component.ELEMENTWISE),
+        ("jit(step)/transpose(jvp(layer_stack))/concatenate", Component.ELEMENTWISE),
+        ("jit(step)/transpose(jvp(embed))/jit(_take)/scatter-add", Component.EMBED_LM_HEAD_LOSS),
+        ("jit(step)/jvp(lm_head)/add", Component.EMBED_LM_HEAD_LOSS),
+        ("jit(step)/jvp(loss)/reduce_max", Component.EMBED_LM_HEAD_LOSS),
+        ("jit(step)/optimizer/sqrt", Component.OPTIMIZER),
+    ],
+)
+def test_component_of_the_innermost_known_scope(name, component):
+    assert comp.component_of(name) is component
+
+
+def test_unscoped_names_have_no_component():
+    assert comp.component_of("jit(step)/add") is None  # optax.apply_updates, outside every scope
+    assert comp.component_of(None) is None
+
+
+# --- hand-written HLO, one rule each ------------------------------------------------------------
+
+SNIPPET = (Path(__file__).parent / "data" / "hlo" / "components_handwritten.txt").read_text()
+
+
+@functools.cache
+def snippet_ops() -> dict[str, comp.OpCost]:
+    return {op.name: op for op in comp.attribute(SNIPPET, MESH)}
+
+
+def test_a_fusion_takes_its_dots_component_and_flops():
+    qkv = snippet_ops()["qkv"]
+    assert qkv.component is Component.QKV_PROJ and not qkv.inferred
+    assert qkv.flops == 2 * 32 * 256 * 1024  # 2 M N K
+    assert qkv.bytes == 4 * (32 * 1024 + 1024 * 256 + 32 * 256)  # operands + result
+
+
+def test_a_fusion_without_a_scoped_root_takes_its_inner_ops_component():
+    adam = snippet_ops()["adam"]  # root is the unscoped apply_updates add; sqrt and divide are "optimizer"
+    assert adam.component is Component.OPTIMIZER
+    assert adam.flops == 0 and adam.bytes == 3 * 256 * 4
+
+
+def test_a_fusion_without_dots_takes_its_own_op_name():
+    assert snippet_ops()["gelu"].component is Component.ELEMENTWISE
+
+
+def test_collectives_by_mesh_axis_with_loop_trip_counts():
+    ops = snippet_ops()
+    assert (ops["ar"].label, ops["ar"].multiplier) == ("collective mp", 3)  # inside a 3-trip loop
+    assert (ops["dp"].label, ops["dp"].multiplier) == ("collective dp", 1)
+    assert ops["ar"].bytes == 2 * 32 * 256 * 4
+    assert "next" in ops and ops["next"].multiplier == 3  # the loop's counter add runs every trip
+    assert not {"loop", "init", "zero", "x", "sum", "add.2"} & set(ops)  # control, free ops and reducers
+
+
+def test_an_attention_dot_without_metadata_is_placed_by_its_neighbours():
+    ops = snippet_ops()
+    # XLA's CPU pipeline strips the batched attention dots' metadata. Next to the output projection's cotangent:
+    # attention-times-values; otherwise a batched dot with no attention neighbour stays where its neighbours are.
+    assert ops["values"].component is Component.ATTN_VALUES and ops["values"].inferred
+    assert ops["values"].flops == 2 * 2 * 16 * 16 * 256
+    assert ops["scores"].component is Component.UNATTRIBUTED  # q and k are parameters here: nothing to go by
+    assert ops["orphan"].component is Component.UNATTRIBUTED
+    assert {op.name for op in comp.unattributed(ops.values())} == {"scores", "orphan", "next", "lt"}
+
+
+def test_convolution_flops_hand_count():
+    module = """HloModule conv
+
+ENTRY %main (x: f32[8,32,32,16], k: f32[3,3,16,64]) -> f32[8,32,32,64] {
+  %x = f32[8,32,32,16]{3,2,1,0} parameter(0)
+  %k = f32[3,3,16,64]{3,2,1,0} parameter(1)
+  ROOT %c = f32[8,32,32,64]{3,2,1,0} convolution(%x, %k), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f
+}
+"""
+    (conv,) = comp.attribute(module)
+    assert conv.flops == 2 * (8 * 32 * 32 * 64) * (3 * 3 * 16)  # each output sums a 3x3x16 window
+
+
+def test_breakdown_prices_each_op_at_its_roofline():
+    ops = snippet_ops()
+    peak, bandwidth = 1e12, 1e11
+    parts = comp.breakdown(ops.values(), peak, bandwidth)
+    qkv = ops["qkv"]
+    assert parts.seconds["qkv_proj"] == pytest.approx(max(qkv.flops / peak, qkv.bytes / bandwidth))
+    assert parts.seconds["collective mp"] == pytest.approx(3 * 2 * 32 * 256 * 4 / bandwidth)
+    assert parts.basis is Basis.ROOFLINE
+    assert parts.total_s == pytest.approx(sum(op.seconds(peak, bandwidth) for op in ops.values()))
+    with pytest.raises(ValueError, match="must be positive"):
+        comp.breakdown(ops.values(), 0.0, bandwidth)
+
+
+def test_reconcile_within_tolerance_or_shows_the_rest_as_unattributed():
+    parts = comp.Breakdown(Basis.ROOFLINE, {"qkv_proj": 0.6, "ff_in": 0.37, "unattributed": 0.0})
+    kept = comp.reconcile(parts, 1.0)
+    assert kept.within_tolerance and kept.breakdown.seconds == parts.seconds
+    short = comp.reconcile(parts, 1.1)  # 0.97 is 11.8% below 1.1
+    assert not short.within_tolerance and short.components_s == pytest.approx(0.97)
+    assert short.breakdown.seconds["unattributed"] == pytest.approx(0.13)
+    assert short.breakdown.total_s == pytest.approx(1.1)
+
+
+def test_profile_rows_take_their_hlo_ops_labels():
+    ops = snippet_ops().values()
+    rows = [
+        OpRow("qkv", "jit_step", "fusion", 8, 120.0),
+        OpRow("ar", "jit_step", "all-reduce", 24, 30.0),
+        OpRow("dp", "jit_step", "all-reduce", 8, 10.0),
+        OpRow("all-gather-start.3", "jit_step", "async-start", 8, 5.0),  # not in this HLO, a collective by name
+        OpRow("copy.9", "jit_step", "copy", 8, 2.0),  # not in this HLO
+    ]
+    measured = comp.breakdown_from_profile(rows, ops)
+    assert measured.basis is Basis.MEASURED
+    assert measured.seconds == pytest.approx(
+        {"qkv_proj": 120e-6, "collective mp": 30e-6, "collective dp": 10e-6, "collective": 5e-6, "unattributed": 2e-6}
+    )
+
+
+# --- real compiles ------------------------------------------------------------------------------
+
+
+def test_dot_flops_equal_xlas_count_on_a_matmul_only_program():
+    x, w = jnp.ones((64, 128)), jnp.ones((128, 32))
+    batched = jnp.ones((4, 16, 8)), jnp.ones((4, 8, 16))
+    compiled = jax.jit(lambda x, w, a, b: (x @ w, jnp.einsum("bij,bjk->bik", a, b))).lower(x, w, *batched).compile()
+    ops = comp.attribute(compiled.as_text())
+    assert sum(op.flops * op.multiplier for op in ops) == 2 * 64 * 128 * 32 + 2 * 4 * 16 * 8 * 16
+    assert sum(op.flops for op in ops) == compat.cost_analysis(compiled)["flops"]
+
+
+@functools.cache
+def tiny_compile(variant_name: str) -> tuple[list[comp.OpCost], dict[str, float], bool]:
+    """The ops of a tiny compile, XLA's cost analysis, and whether dots became jaxlib 0.4.30's oneDNN calls."""
+    variant = Variant.parse(variant_name)
+    program = build_program(PRESET, variant, PRESET.mesh, Scope.MODEL)
+    driver = make_driver(variant.strategy, program, PRESET.mesh)
+    compiled = driver.train_step().lower(*driver.abstract_args()).compile()
+    text = compiled.as_text()
+    return comp.attribute(text, MESH), compat.cost_analysis(compiled), "__onednn$" in text
+
+
+@pytest.mark.parametrize("variant_name", VARIANTS)
+def test_every_op_of_a_tiny_step_has_a_component(variant_name):
+    require_devices(PRESET.mesh.devices)
+    ops, _, onednn = tiny_compile(variant_name)
+    missing = [(op.name, op.opcode, op.op_name) for op in comp.unattributed(ops)]
+    # Named, not covered: shard_map's pmean of the scalar loss (model/strategies.py's local_grad) divides outside
+    # every scope, and its only neighbours are the all-reduce and the step's output tuple (a scalar).
+    loss_mean = {op for op in comp.unattributed(ops) if comp.scope_names(op.op_name or "")[-2:] in LOSS_MEAN}
+    assert all(op.bytes <= 16 for op in loss_mean)
+    rest = [m for m, op in zip(missing, comp.unattributed(ops), strict=True) if op not in loss_mean]
+    if onednn:
+        # jaxlib 0.4.30's CPU pipeline also makes layout copies, loops and fusions with no metadata at all.
+        assert all(op_name is None for _, _, op_name in rest), f"ops no rule attributes: {rest}"
+        parts = comp.breakdown(ops, 56e9, 2.5e9)  # a CPU device's figures (see the module's test report)
+        assert parts.seconds["unattributed"] <= 0.10 * parts.total_s  # measured 6.6% (pjit), 8.1% (shard_map)
+    else:
+        assert not rest, f"ops no rule attributes: {rest}"
+    labels = {op.label for op in ops}
+    every_component = {c.value for c in Component} - {"collective", "unattributed"}
+    assert every_component <= labels  # a scope renamed in model/ without SCOPES would leave one out
+    assert {"collective mp", "collective dp"} <= labels
+    # Only the batched attention dots whose metadata XLA's CPU pipeline drops (and their like) are inferred.
+    inferred = {Component.ATTN_SCORES, Component.ATTN_VALUES, Component.EMBED_LM_HEAD_LOSS}
+    assert onednn or {op.component for op in ops if op.inferred} <= inferred  # 0.4.30: its metadata-less ops too
+
+
+def _flops_by_label(ops: list[comp.OpCost]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for op in ops:
+        totals[op.label] = totals.get(op.label, 0) + op.flops * op.multiplier
+    return totals
+
+
+@pytest.mark.parametrize("variant_name", VARIANTS)
+def test_dot_flops_of_a_tiny_step_match_hand_counts(variant_name):
+    require_devices(PRESET.mesh.devices)
+    ops, costs, onednn = tiny_compile(variant_name)
+    flops = _flops_by_label(ops)
+    cfg, mesh = PRESET.model, PRESET.mesh
+    tokens = PRESET.batch // mesh.dp * PRESET.seq  # per device
+    one_pass = 2 * tokens * cfg.d_model * cfg.d_model // mesh.mp * cfg.n_layers  # tiny: d_ff = d_model
+    heads = cfg.d_model // 256 // mesh.mp  # h256: 256-wide heads
+    # Per layer: forward, the rematerialised forward, and two backward matmuls (input and weight gradients),
+    # except where the recomputed output feeds nothing the backward needs and XLA removes it: ff_out's always,
+    # and out_proj's in the parallel block (in the serial block ln_2 reads the sum it is part of). The LM head
+    # is not rematerialised: 3 passes.
+    want = {
+        "qkv_proj": 3 * 4 * one_pass,
+        "ff_in": 4 * one_pass,
+        "ff_out": 3 * one_pass,
+        "out_proj": (3 if variant_name.startswith("parallel") else 4) * one_pass,
+        "attn_scores": 4 * 2 * PRESET.batch // mesh.dp * heads * PRESET.seq**2 * 256 * cfg.n_layers,
+        "embed_lm_head_loss": 3 * 2 * tokens * cfg.d_model * cfg.vocab // mesh.mp,
+    }
+    want["attn_values"] = want["attn_scores"]  # the two einsums have the same 2 B H T T K each
+    assert sum(flops.values()) == sum(want.values())
+    if onednn:
+        # jaxlib 0.4.30's CPU pipeline turns dots into oneDNN calls, which fuse neighbouring adds and carry their
+        # op_names, so only the total is checked; XLA's own count leaves those calls out (tests/test_flops.py).
+        return
+    assert {label: f for label, f in flops.items() if f} == want
+    # XLA's count adds one FLOP per element of each elementwise op, which this module prices by bytes instead:
+    # on tiny (d_model 1024, T 16) that is 7-9% of XLA's total, hence the band.
+    assert 0.88 * costs["flops"] <= sum(flops.values()) <= costs["flops"]
+
+
+@pytest.mark.parametrize("variant_name", VARIANTS)
+def test_op_bytes_of_a_tiny_step_are_close_to_xlas(variant_name):
+    require_devices(PRESET.mesh.devices)
+    ops, costs, onednn = tiny_compile(variant_name)
+    # Operand + result bytes of each op as printed, against XLA's own "bytes accessed", which prices some
+    # operands by the part an op reads (HloCostAnalysis): measured here, this module's is 2-5% higher on tiny
+    # with jax 0.10.2 and 32-36% higher with jaxlib 0.4.30's oneDNN calls (the cause not looked into).
+    ours = sum(op.bytes * op.multiplier for op in ops)
+    assert costs["bytes accessed"] <= ours <= (1.4 if onednn else 1.1) * costs["bytes accessed"]
+
+
+# --- a TPU compile (nox -s tests_tpu_aot) -------------------------------------------------------
+
+TPU_TOPOLOGY = "v3:2x2"  # 8 TPU v3 cores, as tests/test_tpu_aot.py
+
+
+@pytest.mark.tpu_aot
+@pytest.mark.skipif(not libtpu_available(), reason="needs libtpu: run `nox -s tests_tpu_aot`")
+def test_a_tiny_tpu_compile_is_attributed_and_sums_near_the_compilers_estimate():
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in tpu_compile_env(TPU_TOPOLOGY, jax_legacy=installed_jax_is_legacy()).items():
+            patch.setenv(name, value)
+        devices = topology_devices(TPU_TOPOLOGY)
+        variant = Variant.parse("parallel-h256-pjit-full")
+        program = build_program_for_devices(PRESET, variant, PRESET.mesh, Scope.MODEL, len(devices))
+        driver = make_driver(variant.strategy, program, PRESET.mesh, devices)
+        compiled, hlo_text = compile_with_optimized_hlo(driver.train_step().lower(*driver.abstract_args()))
+    ops = comp.attribute(hlo_text, MESH)
+    v3 = accelerator_for_topology(TPU_TOPOLOGY)
+    peak = v3.peak_bf16_flops_per_chip / v3.devices_per_chip
+    parts = comp.breakdown(ops, peak, v3.hbm_bandwidth_bytes_per_s / v3.devices_per_chip)
+    assert {c.value for c in Component} - {"collective"} <= set(parts.seconds)
+    legacy = installed_jax_is_legacy()
+    # Unattributed: compiler-made index ops; libtpu 0.0.1 (jax 0.4.30) adds layout copies with no metadata, 1.5%.
+    assert parts.seconds["unattributed"] <= (0.02 if legacy else 1e-3) * parts.total_s
+    # Both libtpu versions report optimal_seconds. Measured here, this module's sum of the same per-op roofline is
+    # 5.4% above libtpu 0.0.42.1's and 18% below libtpu 0.0.1's (whose compile differs: 409 ops against 286).
+    optimal_s = compat.cost_analysis(compiled)["optimal_seconds"]
+    assert parts.total_s == pytest.approx(optimal_s, rel=0.25 if legacy else 0.10)
