@@ -1,8 +1,17 @@
-"""The layer and micro-step extrapolations of compiler counts, against hand counts."""
+"""The layer and micro-step extrapolations of compiler counts against hand counts, the record fields made from them,
+and the substitution of xmap's missing estimate."""
 
 import pytest
 
-from bench.analysis.extrapolate import affine_in_layers, bilinear_in_layers_and_microsteps
+from bench.analysis.extrapolate import (
+    AFFINE_IN_LAYERS,
+    BILINEAR_IN_LAYERS_AND_MICROSTEPS,
+    affine_in_layers,
+    bilinear_in_layers_and_microsteps,
+    substitute_optimal_seconds,
+)
+from bench.records.schema import validate
+from bench.tpu_aot.compile import whole_step_costs
 
 
 def test_affine_in_layers_recovers_a_hand_counted_line():
@@ -46,3 +55,79 @@ def test_counts_below_one_are_refused(layers, microsteps):
     if microsteps == 1:
         with pytest.raises(ValueError, match=">= 1"):
             affine_in_layers(1.0, 2.0, layers)
+
+
+def point(flops, bytes_accessed, seconds):
+    return {"flops": flops, "bytes accessed": bytes_accessed, "optimal_seconds": seconds}
+
+
+def test_whole_step_costs_sum_counts_over_devices_and_keep_seconds_per_device():
+    points = {(1, 1): point(13.0, 100.0, 0.5), (2, 1): point(16.0, 150.0, 0.75)}
+    fields = whole_step_costs(points, layers=28, microsteps=1, devices=8)
+    assert fields["xla_flops_per_step"] == 94.0 * 8
+    assert fields["xla_bytes_accessed_per_step"] == (100 + 27 * 50) * 8
+    assert fields["xla_optimal_seconds_per_step"] == 0.5 + 27 * 0.25  # per device: each runs the same program
+    assert fields["xla_flops_source"] == fields["xla_optimal_seconds_source"] == AFFINE_IN_LAYERS
+    assert fields["xla_cost_points"][1] == {
+        "layers": 2,
+        "microsteps": 1,
+        "xla_flops_per_step": 16.0,
+        "xla_bytes_accessed_per_step": 150.0,
+        "xla_optimal_seconds_per_step": 0.75,
+    }
+    assert validate({"schema_version": 2, "kind": "tpu-aot", "variant": "v", "preset": "p", "scope": "model",
+                     "status": "ok", "timestamp_utc": "t", **fields}) == []  # fmt: skip
+
+
+def test_whole_step_costs_with_accumulation_use_four_points():
+    def seconds(layers, microsteps):
+        return 1 + 2 * layers + 3 * microsteps + 4 * layers * microsteps
+
+    points = {(la, a): point(1.0, 1.0, float(seconds(la, a))) for la in (1, 2) for a in (1, 2)}
+    fields = whole_step_costs(points, layers=28, microsteps=16, devices=256)
+    assert fields["xla_optimal_seconds_per_step"] == seconds(28, 16)
+    assert fields["xla_optimal_seconds_source"] == BILINEAR_IN_LAYERS_AND_MICROSTEPS
+    assert len(fields["xla_cost_points"]) == 4
+
+
+def test_a_cost_the_compiler_did_not_report_is_none_and_says_so():
+    points = {(1, 1): point(13.0, 100.0, None), (2, 1): point(16.0, 150.0, None)}
+    fields = whole_step_costs(points, layers=28, microsteps=1, devices=8)
+    assert fields["xla_optimal_seconds_per_step"] is None and fields["xla_flops_per_step"] == 94.0 * 8
+    assert "reported no optimal_seconds" in fields["xla_optimal_seconds_source"]
+
+
+def aot_record(strategy, seconds, **changes):
+    record = {
+        "kind": "tpu-aot", "status": "ok", "variant": f"parallel-h256-{strategy}-full", "strategy": strategy,
+        "residual": "parallel", "d_head": 256, "remat": "full", "preset": "gptj-6b", "scope": "model",
+        "mesh_dp": 32, "mesh_mp": 8, "batch": 32, "seq": 2048, "topology": "v3:8x16", "libtpu": "0.0.1",
+        "xla_optimal_seconds_per_step": seconds,
+        "xla_optimal_seconds_source": None if seconds is None else AFFINE_IN_LAYERS,
+    }  # fmt: skip
+    return {**record, **changes}
+
+
+def test_xmap_takes_the_matching_shard_map_estimate_and_says_so():
+    xmap, shard_map = aot_record("xmap", None), aot_record("shard_map", 0.33)
+    other_head = aot_record("shard_map", 0.36, d_head=128, variant="parallel-h128-shard_map-full")
+    out = substitute_optimal_seconds([xmap, other_head, shard_map])
+    assert out[0]["xla_optimal_seconds_per_step"] == 0.33
+    source = out[0]["xla_optimal_seconds_source"]
+    assert source.startswith("substituted from the shard_map compile parallel-h256-shard_map-full")
+    assert "libtpu 0.0.1 reports no optimal_seconds" in source and AFFINE_IN_LAYERS in source
+    assert out[1:] == [other_head, shard_map] and xmap["xla_optimal_seconds_per_step"] is None  # inputs untouched
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [aot_record("xmap", None), aot_record("shard_map", 0.33, mesh_dp=16, mesh_mp=16)],  # another mesh
+        [aot_record("xmap", None), aot_record("shard_map", 0.33, status="failed")],
+        [aot_record("xmap", None), aot_record("pjit", 0.33)],  # not the same collectives
+        [aot_record("xmap", 0.30), aot_record("shard_map", 0.33)],  # xmap's own estimate stays
+    ],
+    ids=["other-mesh", "failed-donor", "pjit-donor", "has-its-own"],
+)
+def test_no_substitution_without_a_matching_ok_shard_map_record(records):
+    assert substitute_optimal_seconds(records)[0] == records[0]
