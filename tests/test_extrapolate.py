@@ -112,11 +112,21 @@ def test_xmap_takes_the_matching_shard_map_estimate_and_says_so():
     xmap, shard_map = aot_record("xmap", None), aot_record("shard_map", 0.33)
     other_head = aot_record("shard_map", 0.36, d_head=128, variant="parallel-h128-shard_map-full")
     out = substitute_optimal_seconds([xmap, other_head, shard_map])
-    assert out[0]["xla_optimal_seconds_per_step"] == 0.33
+    assert out[0]["xla_optimal_seconds_per_step"] == 0.33 and out[0]["xla_optimal_seconds_own_compile"] is None
     source = out[0]["xla_optimal_seconds_source"]
-    assert source.startswith("substituted from the shard_map compile parallel-h256-shard_map-full")
+    assert source.startswith("substituted from the shard_map compile parallel-h256-shard_map-full by libtpu 0.0.1")
     assert "libtpu 0.0.1 reports no optimal_seconds" in source and AFFINE_IN_LAYERS in source
     assert out[1:] == [other_head, shard_map] and xmap["xla_optimal_seconds_per_step"] is None  # inputs untouched
+    assert validate({"schema_version": 2, "timestamp_utc": "t", **out[0]}) == []
+
+
+def test_across_compilers_xmap_takes_the_current_compilers_estimate_and_keeps_its_own():
+    records = [aot_record("xmap", 0.45), aot_record("shard_map", 0.33, libtpu="0.0.42.1")]
+    out = substitute_optimal_seconds(records)
+    assert (out[0]["xla_optimal_seconds_per_step"], out[0]["xla_optimal_seconds_own_compile"]) == (0.33, 0.45)
+    assert "by libtpu 0.0.42.1" in out[0]["xla_optimal_seconds_source"]
+    assert "libtpu 0.0.1, which compiled this one, estimated 0.45 s" in out[0]["xla_optimal_seconds_source"]
+    assert substitute_optimal_seconds(records, across_compilers=False) == records
 
 
 @pytest.mark.parametrize(
@@ -125,7 +135,7 @@ def test_xmap_takes_the_matching_shard_map_estimate_and_says_so():
         [aot_record("xmap", None), aot_record("shard_map", 0.33, mesh_dp=16, mesh_mp=16)],  # another mesh
         [aot_record("xmap", None), aot_record("shard_map", 0.33, status="failed")],
         [aot_record("xmap", None), aot_record("pjit", 0.33)],  # not the same collectives
-        [aot_record("xmap", 0.30), aot_record("shard_map", 0.33)],  # xmap's own estimate stays
+        [aot_record("xmap", 0.30), aot_record("shard_map", 0.33)],  # the same compiler's own estimate stays
     ],
     ids=["other-mesh", "failed-donor", "pjit-donor", "has-its-own"],
 )

@@ -130,6 +130,8 @@ class CompilerEstimate:
 
     xla_optimal_seconds_per_step: float | None  # s per step, per device (every device runs the same program)
     xla_optimal_seconds_source: str | None  # how it was obtained: extrapolated, substituted, or not reported
+    # where the estimate above was substituted (bench.analysis.extrapolate), this compile's own, or None
+    xla_optimal_seconds_own_compile: float | None
     # per-device costs of the unrolled compiles the whole step is extrapolated from, one dict per compile:
     # layers, microsteps, xla_flops_per_step, xla_bytes_accessed_per_step, xla_optimal_seconds_per_step
     xla_cost_points: list
