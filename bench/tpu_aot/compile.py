@@ -82,7 +82,8 @@ def microsteps_of(preset: Preset) -> int:
 
 def unrolled(preset: Preset, layers: int, microsteps: int) -> Preset:
     """The preset with `layers` unrolled layers and, where it accumulates gradients, `microsteps` unrolled
-    micro-batches: XLA's cost analysis then sees every op once per execution."""
+    micro-batches: XLA's cost analysis then sees every op once per execution. The micro-batch stays the preset's
+    (grad_accum counts micro-batches of that size), so the points differ only in L and A."""
     changes: dict[str, Any] = {"model": dataclasses.replace(preset.model, n_layers=layers, unroll_layers=True)}
     if microsteps_of(preset) > 1:
         changes.update({"grad_accum": microsteps, UNROLL_ACCUM_FIELD: True})
