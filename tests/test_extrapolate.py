@@ -7,7 +7,9 @@ from bench.analysis.extrapolate import (
     AFFINE_IN_LAYERS,
     BILINEAR_IN_LAYERS_AND_MICROSTEPS,
     affine_in_layers,
+    affine_source,
     bilinear_in_layers_and_microsteps,
+    bilinear_source,
     substitute_optimal_seconds,
 )
 from bench.records.schema import validate
@@ -30,6 +32,23 @@ def test_bilinear_recovers_a_hand_counted_surface():
     assert bilinear_in_layers_and_microsteps(*points, layers=28, microsteps=16) == 5 + 196 + 176 + 896
     for layers, microsteps in ((1, 1), (2, 1), (1, 2), (2, 2), (3, 5)):
         assert bilinear_in_layers_and_microsteps(*points, layers, microsteps) == cost(layers, microsteps)
+
+
+def test_a_line_through_2_and_3_layers():
+    # cost(L) = 10 + 3 L from L = 2, 3 (16, 19); the default pair of the records (bench.tpu_aot.compile)
+    assert affine_in_layers(16.0, 19.0, 28, first=2) == 94.0
+    assert bilinear_in_layers_and_microsteps(16.0, 19.0, 99.0, 123.0, 28, 1, first=2) == 94.0
+
+    def cost(layers, microsteps):
+        return 5 + 7 * layers + 11 * microsteps + 2 * layers * microsteps
+
+    corners = (cost(2, 1), cost(3, 1), cost(2, 2), cost(3, 2))
+    assert bilinear_in_layers_and_microsteps(*corners, 28, 16, first=2) == cost(28, 16)
+    points = {(la, a): point(1.0, 1.0, float(cost(la, a))) for la in (2, 3) for a in (1, 2)}
+    fields = whole_step_costs(points, layers=28, microsteps=16, devices=1)  # first=2 by default
+    assert fields["xla_optimal_seconds_per_step"] == cost(28, 16)
+    assert fields["xla_optimal_seconds_source"] == bilinear_source(2)
+    assert affine_source(2) == "affine in layers, from unrolled 2- and 3-layer compiles"
 
 
 def test_bilinear_with_one_microstep_is_the_affine_form():
@@ -63,7 +82,7 @@ def point(flops, bytes_accessed, seconds):
 
 def test_whole_step_costs_sum_counts_over_devices_and_keep_seconds_per_device():
     points = {(1, 1): point(13.0, 100.0, 0.5), (2, 1): point(16.0, 150.0, 0.75)}
-    fields = whole_step_costs(points, layers=28, microsteps=1, devices=8)
+    fields = whole_step_costs(points, layers=28, microsteps=1, devices=8, first=1)
     assert fields["xla_flops_per_step"] == 94.0 * 8
     assert fields["xla_bytes_accessed_per_step"] == (100 + 27 * 50) * 8
     assert fields["xla_optimal_seconds_per_step"] == 0.5 + 27 * 0.25  # per device: each runs the same program
@@ -84,7 +103,7 @@ def test_whole_step_costs_with_accumulation_use_four_points():
         return 1 + 2 * layers + 3 * microsteps + 4 * layers * microsteps
 
     points = {(la, a): point(1.0, 1.0, float(seconds(la, a))) for la in (1, 2) for a in (1, 2)}
-    fields = whole_step_costs(points, layers=28, microsteps=16, devices=256)
+    fields = whole_step_costs(points, layers=28, microsteps=16, devices=256, first=1)
     assert fields["xla_optimal_seconds_per_step"] == seconds(28, 16)
     assert fields["xla_optimal_seconds_source"] == BILINEAR_IN_LAYERS_AND_MICROSTEPS
     assert len(fields["xla_cost_points"]) == 4
@@ -92,7 +111,7 @@ def test_whole_step_costs_with_accumulation_use_four_points():
 
 def test_a_cost_the_compiler_did_not_report_is_none_and_says_so():
     points = {(1, 1): point(13.0, 100.0, None), (2, 1): point(16.0, 150.0, None)}
-    fields = whole_step_costs(points, layers=28, microsteps=1, devices=8)
+    fields = whole_step_costs(points, layers=28, microsteps=1, devices=8, first=1)
     assert fields["xla_optimal_seconds_per_step"] is None and fields["xla_flops_per_step"] == 94.0 * 8
     assert "reported no optimal_seconds" in fields["xla_optimal_seconds_source"]
 

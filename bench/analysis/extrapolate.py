@@ -3,10 +3,11 @@ step-time estimate of an xmap compile, where its libtpu reports none, taken from
 
 XLA's cost analysis (FLOPs, HBM bytes, the TPU compiler's ``optimal_seconds``) visits a while-loop body once, so a
 step whose layers are scanned under-counts by the trip count. Every layer is the same program, so a count of an
-unrolled step is affine in the layer count L: cost(L) = a + b L, and two compiles (L = 1, 2) fix it. With gradient
-accumulation over A micro-batches, each micro-step runs the L layers forward and backward and the embedding, LM
-head and loss once, and the step adds one gradient reduction and one optimizer update whose size grows with L:
-cost(L, A) = a + b L + c A + d L A, fixed by four compiles (L, A in {1, 2}). Pure arithmetic: no JAX.
+unrolled step is affine in the layer count L: cost(L) = a + b L, and two compiles (L = f, f + 1) fix it. With
+gradient accumulation over A micro-batches, each micro-step runs the L layers forward and backward and the
+embedding, LM head and loss once, and the step adds one gradient reduction and one optimizer update whose size grows
+with L: cost(L, A) = a + b L + c A + d L A, fixed by four compiles (L in {f, f + 1}, A in {1, 2}). Pure arithmetic:
+no JAX. Which f the records use, and why, is bench.tpu_aot.compile's EXTRAPOLATION_FIRST_LAYERS.
 """
 
 from __future__ import annotations
@@ -14,36 +15,50 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-AFFINE_IN_LAYERS = "affine in layers, from unrolled 1- and 2-layer compiles"
-BILINEAR_IN_LAYERS_AND_MICROSTEPS = (
-    "bilinear in layers and micro-steps, from unrolled compiles of 1 and 2 layers x 1 and 2 micro-steps"
-)
+
+def affine_source(first: int) -> str:
+    """How an affine-in-layers figure was obtained, for the record's ``*_source`` fields."""
+    return f"affine in layers, from unrolled {first}- and {first + 1}-layer compiles"
 
 
-def affine_in_layers(one: float, two: float, layers: int) -> float:
-    """cost(layers) for cost(L) = a + b L with cost(1) = one, cost(2) = two."""
-    if layers < 1:
-        raise ValueError(f"layers must be >= 1, got {layers}")
-    return one + (layers - 1) * (two - one)
+def bilinear_source(first: int) -> str:
+    return (
+        f"bilinear in layers and micro-steps, from unrolled compiles of {first} and {first + 1} layers "
+        f"x 1 and 2 micro-steps"
+    )
+
+
+AFFINE_IN_LAYERS = affine_source(1)
+BILINEAR_IN_LAYERS_AND_MICROSTEPS = bilinear_source(1)
+
+
+def affine_in_layers(low: float, high: float, layers: int, first: int = 1) -> float:
+    """cost(layers) for cost(L) = a + b L with cost(first) = low, cost(first + 1) = high."""
+    if layers < 1 or first < 1:
+        raise ValueError(f"layers and first must be >= 1, got {layers} and {first}")
+    return low + (layers - first) * (high - low)
 
 
 def bilinear_in_layers_and_microsteps(
-    c11: float, c21: float, c12: float, c22: float, layers: int, microsteps: int
+    c11: float, c21: float, c12: float, c22: float, layers: int, microsteps: int, first: int = 1
 ) -> float:
-    """cost(layers, microsteps) for cost(L, A) = a + b L + c A + d L A, from cLA at L, A in {1, 2}.
+    """cost(layers, microsteps) for cost(L, A) = a + b L + c A + d L A, from cLA at L in {first, first + 1} (1, 2
+    in the names) and A in {1, 2}.
 
-    Written about (1, 1): cost = c11 + (L-1) dL + (A-1) dA + (L-1)(A-1) dLA, with dL = c21 - c11 (one more layer),
-    dA = c12 - c11 (one more micro-step) and dLA = c22 - c21 - c12 + c11 (one more layer in each extra micro-step).
+    Written about (first, 1): cost = c11 + l dL + (A-1) dA + l (A-1) dLA with l = L - first, dL = c21 - c11 (one
+    more layer), dA = c12 - c11 (one more micro-step), dLA = c22 - c21 - c12 + c11 (one more layer in each extra
+    micro-step).
     """
-    if layers < 1 or microsteps < 1:
-        raise ValueError(f"layers and microsteps must be >= 1, got {layers} and {microsteps}")
+    if layers < 1 or microsteps < 1 or first < 1:
+        raise ValueError(f"layers, microsteps and first must be >= 1, got {layers}, {microsteps} and {first}")
     per_layer, per_microstep = c21 - c11, c12 - c11
     per_layer_microstep = c22 - c21 - c12 + c11
+    extra_layers = layers - first
     return (
         c11
-        + (layers - 1) * per_layer
+        + extra_layers * per_layer
         + (microsteps - 1) * per_microstep
-        + (layers - 1) * (microsteps - 1) * per_layer_microstep
+        + extra_layers * (microsteps - 1) * per_layer_microstep
     )
 
 
@@ -97,6 +112,8 @@ __all__ = [
     "AFFINE_IN_LAYERS",
     "BILINEAR_IN_LAYERS_AND_MICROSTEPS",
     "affine_in_layers",
+    "affine_source",
     "bilinear_in_layers_and_microsteps",
+    "bilinear_source",
     "substitute_optimal_seconds",
 ]

@@ -23,10 +23,10 @@ import numpy as np
 
 from bench.analysis.comm import collective_wire_bytes
 from bench.analysis.extrapolate import (
-    AFFINE_IN_LAYERS,
-    BILINEAR_IN_LAYERS_AND_MICROSTEPS,
     affine_in_layers,
+    affine_source,
     bilinear_in_layers_and_microsteps,
+    bilinear_source,
 )
 from bench.analysis.hlo import Collective, CollectiveKind, parse_collectives
 from bench.records.schema import COMM_AXES, RecordKind, Status, comm_key, comm_overlap_key
@@ -34,7 +34,13 @@ from bench.records.store import append_record, finished_keys
 from model.config import ConfigError, Mesh, Preset, Scope, Variant
 
 # XLA counts a while-loop body once. Layer scans are kept (a 28-layer unrolled compile is slow), and the
-# whole-step counts are extrapolated from small unrolled compiles (bench.analysis.extrapolate).
+# whole-step counts are extrapolated from small unrolled compiles (bench.analysis.extrapolate) of this many layers
+# and one more. The first layer does not cost what the others do in the compiler's count: on tiny
+# (v3:2x2, mesh 2x4, serial-h128-shard_map-none, libtpu 0.0.42.1; measured for issue 10) optimal_seconds grows by
+# 2.255e-4 s from 1 to 2 layers but by 2.187e-4 and 2.177e-4 s from 2 to 3 and 3 to 4: the 1-to-2 slope is 3-4%
+# steeper, and a 1- and 2-layer line misses a 3-layer compile by 1.0%, where a 2- and 3-layer line predicts 4 layers
+# within 0.25% (FLOPs and HBM bytes too). The price is compile time: 2 + 3 layers instead of 1 + 2.
+EXTRAPOLATION_FIRST_LAYERS = 2
 # The preset field that unrolls the micro-batch loop of gradient accumulation, as unroll_layers does the layers'.
 UNROLL_ACCUM_FIELD = "unroll_accum"
 # cost-analysis key (model.compat.cost_analysis) -> the per-step record field it extrapolates to
@@ -90,21 +96,26 @@ def unrolled(preset: Preset, layers: int, microsteps: int) -> Preset:
     return dataclasses.replace(preset, **changes)
 
 
-def extrapolation_grid(preset: Preset) -> list[tuple[int, int]]:
+def extrapolation_grid(preset: Preset, first: int = EXTRAPOLATION_FIRST_LAYERS) -> list[tuple[int, int]]:
     """(layers, micro-steps) of the unrolled compiles the whole-step counts are extrapolated from."""
     microsteps = (1, 2) if microsteps_of(preset) > 1 else (1,)
-    return [(layers, steps) for steps in microsteps for layers in (1, 2)]
+    return [(layers, steps) for steps in microsteps for layers in (first, first + 1)]
 
 
 def whole_step_costs(
-    points: Mapping[tuple[int, int], Mapping[str, float | None]], layers: int, microsteps: int, devices: int
+    points: Mapping[tuple[int, int], Mapping[str, float | None]],
+    layers: int,
+    microsteps: int,
+    devices: int,
+    first: int = EXTRAPOLATION_FIRST_LAYERS,
 ) -> dict[str, Any]:
     """Record fields for the whole step from per-device costs at (layers, micro-steps) points (pure).
 
-    Affine in layers from (1, 1) and (2, 1) when microsteps is 1; bilinear from the four points otherwise. A cost the
-    compiler did not report at some point is None, and its source says so.
+    Affine in layers from (first, 1) and (first + 1, 1) when microsteps is 1; bilinear from those and the same at 2
+    micro-steps otherwise. A cost the compiler did not report at some point is None, and its source says so.
     """
-    source = AFFINE_IN_LAYERS if microsteps == 1 else BILINEAR_IN_LAYERS_AND_MICROSTEPS
+    low, high = first, first + 1
+    source = affine_source(first) if microsteps == 1 else bilinear_source(first)
     fields: dict[str, Any] = {"xla_flops_source": source, "xla_optimal_seconds_source": source}
     for key, field in COST_FIELDS.items():
         values = [points[point][key] for point in sorted(points)]
@@ -112,10 +123,10 @@ def whole_step_costs(
             fields[field] = None
             continue
         if microsteps == 1:
-            per_device = affine_in_layers(points[1, 1][key], points[2, 1][key], layers)
+            per_device = affine_in_layers(points[low, 1][key], points[high, 1][key], layers, first)
         else:
-            corners = (points[1, 1][key], points[2, 1][key], points[1, 2][key], points[2, 2][key])
-            per_device = bilinear_in_layers_and_microsteps(*corners, layers, microsteps)
+            corners = (points[low, 1][key], points[high, 1][key], points[low, 2][key], points[high, 2][key])
+            per_device = bilinear_in_layers_and_microsteps(*corners, layers, microsteps, first)
         fields[field] = per_device * devices if key in SUMMED_OVER_DEVICES else per_device
     if fields["xla_optimal_seconds_per_step"] is None:
         fields["xla_optimal_seconds_source"] = "the TPU compiler reported no optimal_seconds"
