@@ -19,6 +19,7 @@ from bench.analysis.hlo import (
     Collective,
     CollectiveKind,
     GroupMode,
+    async_overlap,
     device_groups,
     instruction_opcodes,
     iota_replica_groups,
@@ -153,6 +154,31 @@ def test_jax0430_trip_counts_are_inferred_without_backend_config() -> None:
     text = (DATA / "while_nested_jax0430.txt").read_text()
     assert "known_trip_count" not in text  # jaxlib 0.4.30's CPU pipeline does not annotate loops
     assert "known_trip_count" in (DATA / "while_nested.txt").read_text()
+
+
+def test_async_pairs_with_compute_under_them_are_overlappable() -> None:
+    """async_overlap.txt (hand-written, scheduled order): a 3-trip loop whose body has an mp all-reduce with a fusion
+    under it and a dp all-gather with nothing under it; then a synchronous dp all-reduce, and a wrapped mp
+    reduce-scatter with a convolution under it (the fusion just before its start does not count)."""
+    text = (DATA / "async_overlap.txt").read_text()
+    collectives = {c.name: c for c in parse_collectives(text, MESH)}
+    overlapped = {name: (c.overlapped, c.mesh_axis, c.multiplier) for name, c in collectives.items()}
+    assert overlapped == {
+        "ars": (True, "mp", 3),
+        "ags": (False, "dp", 3),
+        "rs": (True, "mp", 1),
+        "sync": (False, "dp", 1),
+    }
+    # payload per device: f32[4,4] = 64 bytes; the all-gather's is its result, f32[8,4] = 128
+    assert async_overlap(text, MESH) == {
+        "mp": {"overlappable": 3 * 64 + 64, "exposed": 0},
+        "dp": {"overlappable": 0, "exposed": 3 * 128 + 64},
+    }
+
+
+def test_async_pairs_with_nothing_between_are_exposed() -> None:
+    assert not any(c.overlapped for c in parse("async_gpu.txt"))
+    assert not any(c.overlapped for c in parse("while_nested.txt"))  # synchronous collectives
 
 
 def test_allgather_payload_is_result_and_reducescatter_payload_is_operand() -> None:

@@ -22,6 +22,12 @@ counts once, in the wrapped computation. For each op the parser records:
 - ``mesh_axis``: the mesh axes along which group members differ, joined with "+" in mesh order
   ("mp", "dp", "dp+mp"). It is "none" when no group spans an axis and None when no mesh was given; the labels
   and their record-key forms are in ``bench.analysis.collectives``.
+- ``overlapped``: whether compute is scheduled between an async op's start and its done, so that the transfer can
+  hide behind it. Optimized HLO of a scheduled module (``is_scheduled=true``) lists each computation's instructions
+  in execution order, so "between" is "between in the text" (XLA's HloSchedule is printed as the sequence order).
+  Compute is a fusion, convolution, dot, custom-call or a call of other computations (while, call, conditional).
+  A synchronous collective, or an async pair with nothing of that kind between, is exposed. ``async_overlap``
+  adds payload bytes by mesh axis on each side.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ class Collective:
     # Arrays the op carries: XLA's all-reduce combiner merges independent all-reduces into one tuple-shaped
     # op, which changes the op count but not this.
     tensor_count: int = 1
+    overlapped: bool = False  # async, with compute scheduled between start and done (module docstring)
 
     @property
     def dtypes(self) -> tuple[str, ...]:
@@ -101,6 +108,9 @@ _CALL_ATTRIBUTES = (
     "true_computation", "false_computation",
 )  # fmt: skip
 _DONE_OPCODES = ("async-done", "async-update")  # they repeat the start's calls=; not a new call
+# What can run while an async collective is in flight: on TPU nearly all work is in fusions, convolutions and dots;
+# a loop, call or conditional holds more of it.
+_COMPUTE_OPCODES = frozenset({"fusion", "convolution", "dot", "custom-call", "while", "call", "conditional"})
 _BRACKETS = {"(": ")", "{": "}", "[": "]"}
 
 
@@ -549,16 +559,6 @@ def _reachable(entry: str, callers: Mapping[str, list[_Call]]) -> set[str]:
     return seen
 
 
-def _async_wrapped(module: _Module) -> set[str]:
-    return {
-        callee
-        for computation in module.computations.values()
-        for instruction in computation.instructions.values()
-        if instruction.opcode == "async-start"
-        for callee in _called(instruction.attributes.get("calls", ""))
-    }
-
-
 # --- collectives --------------------------------------------------------------------------------
 
 
@@ -594,6 +594,7 @@ def _collective(
     multiplier: tuple[int, bool],
     is_async: bool,
     mesh: tuple[np.ndarray, Sequence[str]] | None,
+    overlapped: bool,
 ) -> Collective:
     kind, is_start = _kind_of(instruction.opcode)
     attributes = instruction.attributes
@@ -633,7 +634,44 @@ def _collective(
         group_mode=mode,
         mesh_axis=mesh_axis_of_groups(devices, *mesh) if mesh is not None else None,
         tensor_count=len(instruction.operands) if kind is CollectiveKind.ALL_REDUCE else 1,
+        overlapped=overlapped,
     )
+
+
+def _overlapped_starts(computation: _Computation) -> set[str]:
+    """Names of the async starts in `computation` with compute scheduled before their done (file order)."""
+    origin: dict[str, str] = {}  # start, update or done -> the start it continues
+    compute_since: dict[str, bool] = {}  # open start -> compute seen since it
+    overlapped = set()
+    for name, instruction in computation.instructions.items():
+        found = collective_opcode(instruction.opcode)
+        form = found[1] if found else None
+        if instruction.opcode == "async-start" or form is OpForm.START:
+            origin[name] = name
+            compute_since[name] = False
+        elif instruction.opcode in _DONE_OPCODES or form is OpForm.DONE:
+            start = origin.get(_operand_name(instruction.operands[0])) if instruction.operands else None
+            if start is not None:
+                origin[name] = start
+                if compute_since.pop(start, False):
+                    overlapped.add(start)
+                if instruction.opcode == "async-update":
+                    compute_since[start] = start in overlapped
+        elif instruction.opcode in _COMPUTE_OPCODES:
+            for start in compute_since:
+                compute_since[start] = True
+    return overlapped
+
+
+def _async_callers(module: _Module) -> dict[str, tuple[str, str]]:
+    """{wrapped computation: (caller computation, async-start name)} for generic async-start wrappers."""
+    return {
+        callee: (computation.name, name)
+        for computation in module.computations.values()
+        for name, instruction in computation.instructions.items()
+        if instruction.opcode == "async-start"
+        for callee in _called(instruction.attributes.get("calls", ""))
+    }
 
 
 def _common_size(groups: Groups, name: str) -> int:
@@ -653,10 +691,24 @@ def parse_collectives(
     """
     module = _parse_module(hlo_text)
     multipliers = _multipliers(module)
-    wrapped = _async_wrapped(module)
+    wrapped = _async_callers(module)
+    overlapped = {name: _overlapped_starts(c) for name, c in module.computations.items() if name in multipliers}
     mesh = (np.asarray(mesh_ids), tuple(axis_names)) if mesh_ids is not None else None
+
+    def hidden(computation: _Computation, instruction: _Instruction) -> bool:
+        caller, start = wrapped.get(computation.name, (computation.name, instruction.name))
+        return start in overlapped.get(caller, set())
+
     return [
-        _collective(module, computation, instruction, multipliers[computation.name], computation.name in wrapped, mesh)
+        _collective(
+            module,
+            computation,
+            instruction,
+            multipliers[computation.name],
+            computation.name in wrapped,
+            mesh,
+            hidden(computation, instruction),
+        )
         for computation in module.computations.values()
         if computation.name in multipliers
         for instruction in computation.instructions.values()
@@ -664,10 +716,24 @@ def parse_collectives(
     ]
 
 
+def async_overlap(
+    hlo_text: str, mesh_ids: np.ndarray, axis_names: Sequence[str] = ("dp", "mp")
+) -> dict[str, dict[str, int]]:
+    """Payload bytes per step by mesh axis, split by whether compute is scheduled under the transfer:
+    {"mp": {"overlappable": S, "exposed": S}, ...} with trip counts applied (see the module docstring)."""
+    totals: dict[str, dict[str, int]] = {}
+    for c in parse_collectives(hlo_text, mesh_ids, axis_names):
+        side = "overlappable" if c.overlapped else "exposed"
+        axis = totals.setdefault(c.mesh_axis, {"overlappable": 0, "exposed": 0})
+        axis[side] += c.payload_bytes * c.multiplier
+    return totals
+
+
 __all__ = [
     "DTYPE_BITS",
     "Collective",
     "CollectiveKind",
+    "async_overlap",
     "GroupMode",
     "device_groups",
     "group_mode",

@@ -125,6 +125,19 @@ class Flops:
 
 
 @dataclass(frozen=True)
+class CompilerEstimate:
+    """tpu-aot: the TPU compiler's own estimate of the step's time (``optimal_seconds`` of its cost analysis)."""
+
+    xla_optimal_seconds_per_step: float | None  # s per step, per device (every device runs the same program)
+    xla_optimal_seconds_source: str | None  # how it was obtained: extrapolated, substituted, or not reported
+    # where the estimate above was substituted (bench.analysis.extrapolate), this compile's own, or None
+    xla_optimal_seconds_own_compile: float | None
+    # per-device costs of the unrolled compiles the whole step is extrapolated from, one dict per compile:
+    # layers, microsteps, xla_flops_per_step, xla_bytes_accessed_per_step, xla_optimal_seconds_per_step
+    xla_cost_points: list
+
+
+@dataclass(frozen=True)
 class Peaks:
     peak_flops_per_device: float | None  # FLOP/s, the spec basis (or the CPU GEMM calibration)
     peak_source: str | None
@@ -205,6 +218,7 @@ SECTIONS: tuple[type, ...] = (
     Environment,
     Timing,
     Flops,
+    CompilerEstimate,
     Peaks,
     Memory,
     Communication,
@@ -221,6 +235,8 @@ REQUIRED_FIELDS = ("schema_version", "kind", "variant", "preset", "scope", "stat
 COMM_AXES = ("dp", "mp", "dpmp", "none")  # mesh-axis labels of ("dp", "mp") with "+" dropped
 COMM_METRICS = ("count", "tensors", "bytes", "wire_bytes")
 COMM_TOTAL_METRICS = ("count", "bytes", "wire_bytes")  # comm_<metric>_total
+# Whether the schedule puts compute between an async collective's start and done (bench.analysis.hlo, overlapped)
+COMM_OVERLAP_SIDES = ("overlappable", "exposed")
 _COMM_DTYPE = re.compile(r"comm_dtype_[a-z0-9]+_bytes")
 
 
@@ -232,6 +248,16 @@ def comm_key(axis: str | None, kind: CollectiveKind | None, metric: str) -> str:
     if metric not in COMM_METRICS:
         raise ValueError(f"metric {metric!r} is not one of {COMM_METRICS}")
     return "_".join(["comm", *([axis] if axis else []), *([kind.key] if kind else []), metric])
+
+
+def comm_overlap_key(axis: str, side: str) -> str:
+    """``comm_mp_overlappable_wire_bytes``: wire bytes per device per step on an axis, of collectives with compute
+    scheduled under them (overlappable) or not (exposed: synchronous, or nothing between start and done)."""
+    if axis not in COMM_AXES:
+        raise ValueError(f"axis {axis!r} is not one of {COMM_AXES}")
+    if side not in COMM_OVERLAP_SIDES:
+        raise ValueError(f"side {side!r} is not one of {COMM_OVERLAP_SIDES}")
+    return f"comm_{axis}_{side}_wire_bytes"
 
 
 def comm_total_key(metric: str) -> str:
@@ -257,6 +283,7 @@ def _comm_fields() -> dict[str, tuple[type, ...]]:
                 fields[comm_key(axis, kind, metric)] = (float,) if metric == "wire_bytes" else (int,)
         if axis is not None:
             fields[comm_key(axis, None, "wire_bytes")] = (float,)
+            fields.update({comm_overlap_key(axis, side): (float,) for side in COMM_OVERLAP_SIDES})
     return fields
 
 

@@ -1,9 +1,11 @@
 """Compile variants for a real TPU topology with no TPU present, and record what the TPU compiler says.
 
 Records are of kind ``tpu-aot`` (backend ``tpu``): per-device memory (does the step fit the core's HBM, with what
-headroom?), XLA's FLOP and HBM-byte counts, and the HLO communication volume through the same parser as measured
-runs. Nothing is timed. Must run in a process whose JAX has not started: the compile-only environment of
-libtpu is set first (bench.tpu_aot.env).
+headroom?), XLA's FLOP and HBM-byte counts, the TPU compiler's own estimate of the step's time (``optimal_seconds``
+of its cost analysis: each op priced at the larger of its FLOPs over the MXU peak and its bytes over HBM bandwidth,
+summed), and the HLO communication volume through the same parser as measured runs, split by whether the schedule
+puts compute under each transfer. Nothing is timed. Must run in a process whose JAX has not started: the
+compile-only environment of libtpu is set first (bench.tpu_aot.env).
 """
 
 from __future__ import annotations
@@ -13,18 +15,45 @@ import re
 import sys
 import time
 import traceback
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.analysis.hlo import CollectiveKind
-from bench.records.schema import RecordKind, Status, comm_key
+import numpy as np
+
+from bench.analysis.comm import collective_wire_bytes
+from bench.analysis.extrapolate import (
+    affine_in_layers,
+    affine_source,
+    bilinear_in_layers_and_microsteps,
+    bilinear_source,
+)
+from bench.analysis.hlo import Collective, CollectiveKind, parse_collectives
+from bench.records.schema import COMM_AXES, RecordKind, Status, comm_key, comm_overlap_key
 from bench.records.store import append_record, finished_keys
 from model.config import ConfigError, Mesh, Preset, Scope, Variant
 
 # XLA counts a while-loop body once. Layer scans are kept (a 28-layer unrolled compile is slow), and the
-# whole-step counts are extrapolated from unrolled 1- and 2-layer compiles: every layer is the same, so a
-# count is affine in the layer count.
-EXTRAPOLATION = "affine in layers, from unrolled 1- and 2-layer compiles"
+# whole-step counts are extrapolated from small unrolled compiles (bench.analysis.extrapolate) of this many layers
+# and one more. The first layer does not cost what the others do in the compiler's count: on tiny
+# (v3:2x2, mesh 2x4, serial-h128-shard_map-none, libtpu 0.0.42.1; measured for issue 10) optimal_seconds grows by
+# 2.255e-4 s from 1 to 2 layers but by 2.187e-4 and 2.177e-4 s from 2 to 3 and 3 to 4: the 1-to-2 slope is 3-4%
+# steeper, and a 1- and 2-layer line misses a 3-layer compile by 1.0%, where a 2- and 3-layer line predicts 4 layers
+# within 0.25% (FLOPs and HBM bytes too). On gptj-6b (v3:8x16, dp=32 x mp=8, parallel-h256-pjit-full) the slopes are
+# 11.36 ms and 10.66 ms (6.6% apart), and the 28-layer step 0.327 s from 1 and 2 layers, 0.309 s from 2 and 3;
+# FLOPs agree within 0.02%. The price is compile time: 2 + 3 layers instead of 1 + 2.
+EXTRAPOLATION_FIRST_LAYERS = 2
+# The preset field that unrolls the micro-batch loop of gradient accumulation, as unroll_layers does the layers'.
+UNROLL_ACCUM_FIELD = "unroll_accum"
+# cost-analysis key (model.compat.cost_analysis) -> the per-step record field it extrapolates to
+COST_FIELDS = {
+    "flops": "xla_flops_per_step",
+    "bytes accessed": "xla_bytes_accessed_per_step",
+    "optimal_seconds": "xla_optimal_seconds_per_step",
+}
+# Summed over devices, as the FLOP fields are; optimal_seconds stays per device: every device runs the same SPMD
+# program, so it is the compiler's estimate of the step's time.
+SUMMED_OVER_DEVICES = ("flops", "bytes accessed")
 
 
 def check_mesh(mesh: Mesh, device_count: int, topology: str) -> None:
@@ -47,26 +76,87 @@ def _compile(preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any]) -
     return compiled, hlo_text, driver, program
 
 
-def _costs(compiled: Any) -> tuple[float | None, float | None]:
+def _costs(compiled: Any) -> dict[str, float | None]:
     from model.compat import cost_analysis
 
     costs = cost_analysis(compiled) or {}
-    return costs.get("flops"), costs.get("bytes accessed")
+    return {key: costs.get(key) for key in COST_FIELDS}
+
+
+def microsteps_of(preset: Preset) -> int:
+    """Micro-batches per optimizer step (1 where the preset has no gradient accumulation)."""
+    return getattr(preset, "grad_accum", 1)
+
+
+def unrolled(preset: Preset, layers: int, microsteps: int) -> Preset:
+    """The preset with `layers` unrolled layers and, where it accumulates gradients, `microsteps` unrolled
+    micro-batches: XLA's cost analysis then sees every op once per execution. The micro-batch stays the preset's
+    (grad_accum counts micro-batches of that size), so the points differ only in L and A."""
+    changes: dict[str, Any] = {"model": dataclasses.replace(preset.model, n_layers=layers, unroll_layers=True)}
+    if microsteps_of(preset) > 1:
+        changes.update({"grad_accum": microsteps, UNROLL_ACCUM_FIELD: True})
+    return dataclasses.replace(preset, **changes)
+
+
+def extrapolation_grid(preset: Preset, first: int = EXTRAPOLATION_FIRST_LAYERS) -> list[tuple[int, int]]:
+    """(layers, micro-steps) of the unrolled compiles the whole-step counts are extrapolated from."""
+    microsteps = (1, 2) if microsteps_of(preset) > 1 else (1,)
+    return [(layers, steps) for steps in microsteps for layers in (first, first + 1)]
+
+
+def whole_step_costs(
+    points: Mapping[tuple[int, int], Mapping[str, float | None]],
+    layers: int,
+    microsteps: int,
+    devices: int,
+    first: int = EXTRAPOLATION_FIRST_LAYERS,
+) -> dict[str, Any]:
+    """Record fields for the whole step from per-device costs at (layers, micro-steps) points (pure).
+
+    Affine in layers from (first, 1) and (first + 1, 1) when microsteps is 1; bilinear from those and the same at 2
+    micro-steps otherwise. A cost the compiler did not report at some point is None, and its source says so.
+    """
+    low, high = first, first + 1
+    source = affine_source(first) if microsteps == 1 else bilinear_source(first)
+    fields: dict[str, Any] = {"xla_flops_source": source, "xla_optimal_seconds_source": source}
+    for key, field in COST_FIELDS.items():
+        values = [points[point][key] for point in sorted(points)]
+        if any(value is None for value in values):
+            fields[field] = None
+            continue
+        if microsteps == 1:
+            per_device = affine_in_layers(points[low, 1][key], points[high, 1][key], layers, first)
+        else:
+            corners = (points[low, 1][key], points[high, 1][key], points[low, 2][key], points[high, 2][key])
+            per_device = bilinear_in_layers_and_microsteps(*corners, layers, microsteps, first)
+        fields[field] = per_device * devices if key in SUMMED_OVER_DEVICES else per_device
+    if fields["xla_optimal_seconds_per_step"] is None:
+        fields["xla_optimal_seconds_source"] = "the TPU compiler reported no optimal_seconds"
+    fields["xla_cost_points"] = [
+        {"layers": layers_at, "microsteps": steps_at, **{COST_FIELDS[k]: v for k, v in costs.items()}}
+        for (layers_at, steps_at), costs in sorted(points.items())
+    ]
+    return fields
 
 
 def extrapolated_costs(preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any]) -> dict[str, Any]:
-    """Per-step FLOPs and HBM bytes summed over devices, for the preset's layer count."""
-    per_layers = {}
-    for layers in (1, 2):
-        model = dataclasses.replace(preset.model, n_layers=layers, unroll_layers=True)
-        compiled, *_ = _compile(dataclasses.replace(preset, model=model), variant, mesh, devices)
-        per_layers[layers] = _costs(compiled)
-    total_layers = preset.model.n_layers
-    fields: dict[str, Any] = {"xla_flops_source": EXTRAPOLATION}
-    for index, key in enumerate(("xla_flops_per_step", "xla_bytes_accessed_per_step")):
-        one, two = per_layers[1][index], per_layers[2][index]
-        per_device = None if one is None or two is None else one + (total_layers - 1) * (two - one)
-        fields[key] = None if per_device is None else per_device * mesh.devices
+    """Per-step FLOPs and HBM bytes summed over devices, and the compiler's per-device optimal_seconds, for the
+    preset's layer count and micro-batches."""
+    points = {}
+    for layers, microsteps in extrapolation_grid(preset):
+        compiled, *_ = _compile(unrolled(preset, layers, microsteps), variant, mesh, devices)
+        points[layers, microsteps] = _costs(compiled)
+    return whole_step_costs(points, preset.model.n_layers, microsteps_of(preset), mesh.devices)
+
+
+def overlap_fields(collectives: Iterable[Collective]) -> dict[str, float]:
+    """Wire bytes per device per step by mesh axis, split by whether the schedule puts compute under the transfer
+    (``Collective.overlapped``, bench.analysis.hlo): ``comm_mp_overlappable_wire_bytes`` and
+    ``comm_mp_exposed_wire_bytes``. Every axis is written, zeros included, as the other comm keys are."""
+    fields = {comm_overlap_key(axis, side): 0.0 for axis in COMM_AXES for side in ("overlappable", "exposed")}
+    for c in collectives:
+        side = "overlappable" if c.overlapped else "exposed"
+        fields[comm_overlap_key(c.mesh_axis.replace("+", ""), side)] += collective_wire_bytes(c) * c.multiplier
     return fields
 
 
@@ -84,6 +174,8 @@ def compile_record(preset: Preset, variant: Variant, mesh: Mesh, topology: str, 
         compiled, hlo_text, driver, program = _compile(preset, variant, mesh, devices)
         record["compile_s"] = time.perf_counter() - start
         record.update(analyse(compiled, driver, program, hlo_text))
+        mesh_ids = np.arange(driver.mesh.devices.size).reshape(driver.mesh.devices.shape)
+        record.update(overlap_fields(parse_collectives(hlo_text, mesh_ids, ("dp", "mp"))))
         record.update(extrapolated_costs(preset, variant, mesh, devices))
         record["xla_to_hardware_flops_ratio"] = xla_to_hardware_flops_ratio(record)
         accelerator = accelerator_for_topology(topology)
