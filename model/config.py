@@ -328,9 +328,12 @@ def model_for(preset: Preset, variant: Variant) -> ModelConfig:
     return model
 
 
-def validate_run(preset: Preset, variant: Variant, mesh: Mesh, device_count: int) -> ModelConfig:
+def validate_run(
+    preset: Preset, variant: Variant, mesh: Mesh, device_count: int, scope: Scope = Scope.MODEL
+) -> ModelConfig:
     """Every check that can fail on user input, before anything compiles. Returns the variant's model."""
     preset.validate()
+    preset.check_scope(scope)
     model = model_for(preset, variant)
     if preset.seq > model.context:
         raise ConfigError(f"seq {preset.seq} is longer than the context {model.context}")

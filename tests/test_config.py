@@ -142,6 +142,7 @@ def test_accumulation_below_one_and_with_scope_block_is_refused():
         validate_run(preset, PJIT, Mesh(1, 1), 8)
     accumulating = apply_overrides(get_preset("tiny"), ["grad_accum=2"])
     with pytest.raises(ConfigError, match="grad_accum=2 with --scope block"):
-        accumulating.check_scope(Scope.BLOCK)
+        validate_run(accumulating, PJIT, Mesh(1, 1), 8, Scope.BLOCK)
+    validate_run(accumulating, PJIT, Mesh(1, 1), 8, Scope.MODEL)
     accumulating.check_scope(Scope.MODEL)
     get_preset("tiny").check_scope(Scope.BLOCK)

@@ -57,8 +57,8 @@ def build_program(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope) ->
 
 
 def build_program_for_devices(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope, devices: int) -> Program:
-    cfg = validate_run(preset, variant, mesh, devices)
-    return Program.from_preset(preset, cfg, scope)  # refuses grad_accum > 1 with scope block
+    cfg = validate_run(preset, variant, mesh, devices, scope)
+    return Program.from_preset(preset, cfg, scope)
 
 
 def _lower(driver: Driver, program: Program) -> tuple[Any, tuple[Any, Any], Any]:
