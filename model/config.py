@@ -177,29 +177,45 @@ class Mesh:
 
 @dataclass(frozen=True)
 class Preset:
-    """A workload: model dimensions, global batch and sequence, default mesh. Data, overridable by ``--set``."""
+    """A workload: model dimensions, global batch and sequence, micro-batches per step, default mesh. Data,
+    overridable by ``--set``."""
 
     name: str
     model: ModelConfig
-    batch: int  # global sequences per step
+    batch: int  # global sequences per micro-step (per step without gradient accumulation)
     seq: int
     mesh: Mesh
     learning_rate: float = 1.2e-4  # GPT-J-6B's peak learning rate
     weight_decay: float = 0.1  # GPT-J: on matrices only
+    # Micro-batches per optimizer step: gradients of each are summed in f32, then reduced over dp once and applied
+    # by one AdamW update (model.program.accumulate).
+    grad_accum: int = 1
+    # The micro-batch loop is a lax.scan; unrolled, XLA's cost analysis (which counts a loop body once) sees every
+    # micro-step, as unroll_layers does for the layers.
+    unroll_accum: bool = False
 
     @property
     def tokens_per_step(self) -> int:
-        return self.batch * self.seq
+        """Tokens per optimizer step: every micro-batch counts."""
+        return self.batch * self.seq * self.grad_accum
 
     def validate(self) -> None:
         """The checks that need no variant and no mesh (the variant sets d_head, so divisibility waits for it)."""
-        _check_positive({"batch": self.batch, "seq": self.seq})
+        _check_positive({"batch": self.batch, "seq": self.seq, "grad_accum": self.grad_accum})
         if self.learning_rate <= 0 or self.weight_decay < 0:
             raise ConfigError(
                 f"learning_rate must be positive and weight_decay at least 0, got {self.learning_rate}, "
                 f"{self.weight_decay}"
             )
         self.model.check_sizes()
+
+    def check_scope(self, scope: Scope) -> None:
+        """``--scope block`` runs one block's forward and backward on one batch: it has no micro-batch loop."""
+        if scope is Scope.BLOCK and self.grad_accum > 1:
+            raise ConfigError(
+                f"grad_accum={self.grad_accum} with --scope block: gradient accumulation is defined for the whole "
+                f"training step only; use --scope model, or --set grad_accum=1"
+            )
 
 
 PRESETS: dict[str, Preset] = {
@@ -229,8 +245,10 @@ PRESETS: dict[str, Preset] = {
         seq=64,
         mesh=Mesh(dp=2, mp=4),
     ),
-    # GPT-J-6B exactly; per-replica batch 1 x 2048 tokens on GPT-J's v3-256 mesh (dp=32 x mp=8).
-    "gptj-6b": Preset("gptj-6b", ModelConfig(), batch=32, seq=2048, mesh=Mesh(dp=32, mp=8)),
+    # GPT-J-6B exactly, as it was trained: per-replica batch 1 x 2048 tokens on GPT-J's v3-256 mesh (dp=32 x mp=8),
+    # 16 micro-batches per update (mesh-transformer-jax configs/6B_roto_256.json: per_replica_batch 1,
+    # gradient_accumulation_steps 16), so 16 x 65,536 tokens per step.
+    "gptj-6b": Preset("gptj-6b", ModelConfig(), batch=32, seq=2048, mesh=Mesh(dp=32, mp=8), grad_accum=16),
     # GPT-Neo 2.7B dimensions, the article's comparison point (148k tokens/s on the same pod).
     "gpt-neo-2.7b": Preset(
         "gpt-neo-2.7b",
@@ -310,9 +328,12 @@ def model_for(preset: Preset, variant: Variant) -> ModelConfig:
     return model
 
 
-def validate_run(preset: Preset, variant: Variant, mesh: Mesh, device_count: int) -> ModelConfig:
+def validate_run(
+    preset: Preset, variant: Variant, mesh: Mesh, device_count: int, scope: Scope = Scope.MODEL
+) -> ModelConfig:
     """Every check that can fail on user input, before anything compiles. Returns the variant's model."""
     preset.validate()
+    preset.check_scope(scope)
     model = model_for(preset, variant)
     if preset.seq > model.context:
         raise ConfigError(f"seq {preset.seq} is longer than the context {model.context}")

@@ -6,6 +6,9 @@
 - ``shard_map``: local view; the block's Megatron f/g functions are the explicit collectives.
 - ``xmap``: the same local-view step under ``xmap`` with named axes (jax 0.4.30 only, via model.compat).
 
+Every step takes a batch with a leading micro-batch axis ([A, B, ...], ``model.program.accumulate``) and reduces
+gradients over dp once per step, after the micro-batch loop.
+
 All drivers share one interface: ``place_params``, ``place_batch``, ``init_opt_state``, ``grad_step``
 (loss and gradients, for equality tests) and ``train_step`` (forward, backward, AdamW update), plus
 ``to_global`` to bring any parameter-shaped result back to the global layout.
@@ -14,6 +17,7 @@ All drivers share one interface: ``place_params``, ``place_batch``, ``init_opt_s
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -24,8 +28,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from model import compat
 from model.config import Mesh, Strategy
-from model.program import Batch, Params, Program
-from model.sharding import DP, MESH_AXES, MP, TensorParallel, param_axes, param_specs, spec_for
+from model.program import Batch, GradFn, Params, Program, accumulate
+from model.sharding import DP, MESH_AXES, MESH_RULES, MP, TensorParallel, param_axes, param_specs, spec_for
 
 TrainStep = Callable[[Params, Any, Batch], tuple[Params, Any, jnp.ndarray]]
 
@@ -45,7 +49,8 @@ class Driver:
         self.mesh = make_mesh(mesh, devices)
         self.optimizer = program.optimizer()
         self.param_specs = param_specs(program.param_shapes())
-        self.batch_specs = {k: spec_for(axes) for k, axes in program.batch_axes.items()}
+        # The leading micro-batch axis is never sharded: every device sees all A micro-batches of its rows.
+        self.batch_specs = {k: PartitionSpec(None, *spec_for(axes)) for k, axes in program.batch_axes.items()}
 
     def _named(self, specs: Any) -> Any:
         return jax.tree_util.tree_map(
@@ -111,16 +116,49 @@ class GlobalViewDriver(Driver):
         super().__init__(program, mesh, devices)
         self.tp = TensorParallel(mesh=self.mesh if constrain else None)
 
+    def accumulated_grad(self) -> GradFn:
+        """Mean loss and gradients of a step's batch [A, B, ...]."""
+        program = self.program
+        if self.tp.mesh is None or program.grad_accum == 1:
+            grad_fn = jax.value_and_grad(program.loss_fn(self.tp))
+            return lambda params, batch: accumulate(grad_fn, params, batch, program.unroll_accum)
+        return self._per_replica_accumulated_grad()
+
+    def _per_replica_accumulated_grad(self) -> GradFn:
+        """pjit with accumulation. In the global view the gradient of replicated parameters from dp-sharded rows
+        is a sum over replicas, which the SPMD partitioner would all-reduce inside the micro-batch loop, once per
+        micro-step. Instead each replica's gradient of its own rows is kept apart on a leading [dp] axis (vmap,
+        sharded over dp by ``spmd_axis_name``) through the loop, and the replicas are averaged once after it."""
+        dp, program = self.mesh_shape.dp, self.program
+        grad_fn = jax.value_and_grad(program.loss_fn(_ReplicaView(mesh=self.mesh)))
+        replica_grad = jax.vmap(grad_fn, in_axes=(None, 0), spmd_axis_name=DP)
+        sums = (self._named(PartitionSpec(DP)), self._named(_per_replica(self.param_specs)))
+
+        def replicas(params: Params, micro: Batch) -> tuple[jnp.ndarray, Params]:
+            rows = jax.tree_util.tree_map(lambda a: a.reshape(dp, a.shape[0] // dp, *a.shape[1:]), micro)
+            return replica_grad(params, rows)  # [dp] losses, [dp, ...] gradients
+
+        def step(params: Params, batch: Batch) -> tuple[jnp.ndarray, Params]:
+            constrain = lambda t: jax.lax.with_sharding_constraint(t, sums)  # noqa: E731
+            loss, grads = accumulate(replicas, params, batch, program.unroll_accum, constrain)
+            # The one dp reduction of the step: every replica's gradient is of its own mean loss.
+            return loss.mean(0), jax.tree_util.tree_map(lambda g: g.mean(0), grads)
+
+        return step
+
     def grad_step(self) -> Callable[[Params, Batch], tuple[jnp.ndarray, Params]]:
-        grad_fn = jax.value_and_grad(self.program.loss_fn(self.tp))
         params, batch = self._named(self.param_specs), self._named(self.batch_specs)
-        return jax.jit(grad_fn, in_shardings=(params, batch), out_shardings=(self._named(PartitionSpec()), params))
+        return jax.jit(
+            self.accumulated_grad(),
+            in_shardings=(params, batch),
+            out_shardings=(self._named(PartitionSpec()), params),
+        )
 
     def train_step(self) -> TrainStep:
-        loss_fn, optimizer = self.program.loss_fn(self.tp), self.optimizer
+        grad_fn, optimizer = self.accumulated_grad(), self.optimizer
 
         def step(params: Params, opt_state: Any, batch: Batch) -> tuple[Params, Any, jnp.ndarray]:
-            loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+            loss, grads = grad_fn(params, batch)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
@@ -133,13 +171,30 @@ class GlobalViewDriver(Driver):
         )
 
 
+@dataclass(frozen=True)
+class _ReplicaView(TensorParallel):
+    """The global view of one dp replica's rows, under ``jax.vmap(..., spmd_axis_name=DP)``: vmap shards the
+    replica axis over dp, so the batch dim inside is not sharded again."""
+
+    def constrain(self, x: jnp.ndarray, axes: tuple[str, ...]) -> jnp.ndarray:
+        spec = PartitionSpec(*(None if a == "batch" else MESH_RULES[a] for a in axes))
+        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
+
+
+def _per_replica(specs: Any) -> Any:
+    return jax.tree_util.tree_map(
+        lambda s: PartitionSpec(DP, *s), specs, is_leaf=lambda s: isinstance(s, PartitionSpec)
+    )
+
+
 def local_grad(program: Program, tp: TensorParallel) -> Callable[[Params, Batch], tuple[jnp.ndarray, Params]]:
-    """Loss and gradients of one (dp, mp) shard, averaged over data-parallel replicas."""
+    """Loss and gradients of one (dp, mp) shard over its micro-batches, averaged over data-parallel replicas."""
     grad_fn = jax.value_and_grad(program.loss_fn(tp))
 
-    def step(params: Params, batch: Batch) -> tuple[jnp.ndarray, Params]:
-        loss, grads = grad_fn(params, batch)
-        # Every replica's gradient is of its own mean loss; the global mean's gradient is their average.
+    def step(params: Params, batch: Batch) -> tuple[jnp.ndarray, Params]:  # batch: [A, B/dp, ...]
+        loss, grads = accumulate(grad_fn, params, batch, program.unroll_accum)
+        # Once per step, after the micro-batch loop. Every replica's gradient is of its own mean loss; the global
+        # mean's gradient is their average.
         return jax.lax.pmean(loss, DP), jax.lax.pmean(grads, DP)
 
     return step
@@ -209,7 +264,7 @@ def _mp_dim(spec: PartitionSpec) -> int | None:
 class XmapDriver(Driver):
     """Local view under xmap. xmap maps named axes over leading array dims, so every parameter and optimizer
     leaf is held as [mp, ...local shape] (replicated ones broadcast, as mesh-transformer-jax did) and every
-    batch array as [dp, B/dp, ...]."""
+    batch array as [dp, A, B/dp, ...]."""
 
     def __init__(self, program: Program, mesh: Mesh, devices: list[Any] | None = None):
         if not compat.has_xmap():
@@ -258,7 +313,12 @@ class XmapDriver(Driver):
 
     def place_batch(self, batch: Batch) -> Batch:
         dp = self.mesh_shape.dp
-        return {k: jnp.asarray(np.asarray(v).reshape(dp, -1, *v.shape[1:])) for k, v in batch.items()}
+
+        def by_replica(v: Any) -> jnp.ndarray:  # [A, B, ...] -> [dp, A, B/dp, ...]
+            v = np.asarray(v)
+            return jnp.asarray(np.moveaxis(v.reshape(v.shape[0], dp, -1, *v.shape[2:]), 1, 0))
+
+        return {k: by_replica(v) for k, v in batch.items()}
 
     def abstract_args(self) -> tuple[Params, Any, Batch]:
         mp, dp = self.mesh_shape.mp, self.mesh_shape.dp
@@ -274,7 +334,7 @@ class XmapDriver(Driver):
             return jax.ShapeDtypeStruct((mp, *s.shape), s.dtype)
 
         batch = {
-            k: jax.ShapeDtypeStruct((dp, s.shape[0] // dp, *s.shape[1:]), s.dtype)
+            k: jax.ShapeDtypeStruct((dp, s.shape[0], s.shape[1] // dp, *s.shape[2:]), s.dtype)
             for k, s in self.program.batch_shapes().items()
         }
         return jax.tree_util.tree_map(stacked, local), jax.tree_util.tree_map(stacked, opt_state), batch

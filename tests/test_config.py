@@ -6,6 +6,7 @@ from model.config import (
     Mesh,
     Remat,
     Residual,
+    Scope,
     Strategy,
     Variant,
     all_variants,
@@ -122,3 +123,26 @@ def test_fields_a_variant_sets_are_refused_as_overrides(override, axis):
     with pytest.raises(ConfigError, match=f"the variant's {axis} axis; choose it with --variant"):
         refuse_variant_fields(["seq=8", override])
     refuse_variant_fields(["seq=8", "n_layers=3"])
+
+
+def test_gptj_accumulates_16_micro_batches_and_tokens_count_every_one():
+    gptj = get_preset("gptj-6b")
+    assert (gptj.grad_accum, gptj.batch, gptj.seq) == (16, 32, 2048)  # mesh-transformer-jax 6B_roto_256.json
+    assert gptj.tokens_per_step == 16 * 32 * 2048
+    for name in ("tiny", "cpu", "gpt-neo-2.7b"):
+        assert get_preset(name).grad_accum == 1
+        assert not get_preset(name).unroll_accum
+    preset = apply_overrides(get_preset("tiny"), ["grad_accum=3", "unroll_accum=true"])
+    assert (preset.grad_accum, preset.unroll_accum, preset.tokens_per_step) == (3, True, 3 * 4 * 16)
+
+
+def test_accumulation_below_one_and_with_scope_block_is_refused():
+    preset = apply_overrides(get_preset("tiny"), ["grad_accum=0"])
+    with pytest.raises(ConfigError, match="grad_accum=0: sizes must be positive"):
+        validate_run(preset, PJIT, Mesh(1, 1), 8)
+    accumulating = apply_overrides(get_preset("tiny"), ["grad_accum=2"])
+    with pytest.raises(ConfigError, match="grad_accum=2 with --scope block"):
+        validate_run(accumulating, PJIT, Mesh(1, 1), 8, Scope.BLOCK)
+    validate_run(accumulating, PJIT, Mesh(1, 1), 8, Scope.MODEL)
+    accumulating.check_scope(Scope.MODEL)
+    get_preset("tiny").check_scope(Scope.BLOCK)

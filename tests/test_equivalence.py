@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import require_devices, skip_without_xmap
 
-from model.config import Head, Remat, Residual, Strategy, Variant, get_preset, model_for
+from model.config import Head, Mesh, Remat, Residual, Strategy, Variant, get_preset, model_for
 from model.program import Program
 from model.strategies import make_driver
 
@@ -108,5 +108,101 @@ def test_train_step_runs_and_lowers_loss_for_every_strategy():
             trace.append(float(np.asarray(loss).reshape(-1)[0]))
         losses[strategy] = trace
     assert losses[Strategy.SINGLE][-1] < losses[Strategy.SINGLE][0]
+    for strategy in (Strategy.PJIT, Strategy.SHARD_MAP):
+        np.testing.assert_allclose(losses[strategy], losses[Strategy.SINGLE], rtol=1e-5)
+
+
+# Gradient accumulation: 2 micro-batches of the tiny batch equal one step on the doubled batch, same data.
+ACCUM = dataclasses.replace(PRESET, grad_accum=2)
+DOUBLED = dataclasses.replace(PRESET, batch=2 * PRESET.batch)
+ACCUM_VARIANTS = [(Residual.PARALLEL, Head.H256, Remat.FULL), (Residual.SERIAL, Head.H128, Remat.NONE)]
+ACCUM_IDS = [f"{r.value}-{h.value}-{m.value}" for r, h, m in ACCUM_VARIANTS]
+
+
+def accumulation_inputs(residual, head, remat, strategy):
+    """An accumulating program and driver, its parameters, its [2, B, T] batch, and that batch as [1, 2B, T]."""
+    variant = Variant(residual, head, strategy, remat)
+    program = Program.from_preset(ACCUM, model_for(ACCUM, variant))
+    driver = make_driver(strategy, program, ACCUM.mesh)
+    batch = program.example_batch(seed=0)
+    doubled = {k: v.reshape(1, -1, *v.shape[2:]) for k, v in batch.items()}
+    return program, driver, program.init_params(seed=0), batch, doubled
+
+
+@functools.cache
+def run_accumulated(residual, head, remat, strategy) -> tuple[float, dict, float, dict]:
+    """(loss, gradients) of 2 accumulated micro-batches under ``strategy``, and of the single-device step on the
+    doubled batch."""
+    program, driver, params, batch, doubled = accumulation_inputs(residual, head, remat, strategy)
+    loss, grads = driver.grad_step()(driver.place_params(params), driver.place_batch(batch))
+    reference = Program.from_preset(DOUBLED, program.cfg)
+    single = make_driver(Strategy.SINGLE, reference, DOUBLED.mesh)
+    ref_loss, ref_grads = single.grad_step()(single.place_params(params), single.place_batch(doubled))
+    as_float = lambda x: float(np.asarray(x).reshape(-1)[0])  # noqa: E731
+    return as_float(loss), driver.to_global(grads), as_float(ref_loss), single.to_global(ref_grads)
+
+
+def assert_accumulation_matches_doubled_batch(residual, head, remat, strategy):
+    loss, grads, ref_loss, ref_grads = run_accumulated(residual, head, remat, strategy)
+    assert abs(loss - ref_loss) / abs(ref_loss) <= LOSS_RTOL
+    errors = jax.tree_util.tree_map(relative_error, grads, ref_grads)
+    worst = max(jax.tree_util.tree_leaves(errors))
+    print(f"{strategy.value} accumulation 2, {residual.value}-{head.value}-{remat.value}: worst error {worst:.2e}")
+    assert worst <= GRAD_RTOL, errors
+
+
+@pytest.mark.parametrize("residual, head, remat", ACCUM_VARIANTS, ids=ACCUM_IDS)
+@pytest.mark.parametrize("strategy", [Strategy.SINGLE, Strategy.PJIT, Strategy.SHARD_MAP], ids=lambda s: s.value)
+def test_accumulation_equals_one_step_on_the_doubled_batch(strategy, residual, head, remat):
+    require_devices(PRESET.mesh.devices)
+    assert_accumulation_matches_doubled_batch(residual, head, remat, strategy)
+
+
+@pytest.mark.parametrize("residual, head, remat", ACCUM_VARIANTS, ids=ACCUM_IDS)
+def test_xmap_accumulation_equals_one_step_on_the_doubled_batch(residual, head, remat):
+    skip_without_xmap()
+    require_devices(PRESET.mesh.devices)
+    assert_accumulation_matches_doubled_batch(residual, head, remat, Strategy.XMAP)
+
+
+def test_an_unrolled_micro_batch_loop_computes_the_scanned_one():
+    # 3 micro-batches: a scan of length 3 is the micro-batch loop (tiny's 2 layers scan over length 2 on jax 0.4.30)
+    scanned = dataclasses.replace(ACCUM, grad_accum=3)
+    unrolled = dataclasses.replace(scanned, unroll_accum=True)
+    variant = Variant.parse("parallel-h256-single-full")
+    results, loops = [], []
+    for preset in (scanned, unrolled):
+        program = Program.from_preset(preset, model_for(preset, variant))
+        driver = make_driver(Strategy.SINGLE, program, Mesh(1, 1))
+        step = driver.grad_step()
+        results.append(step(driver.place_params(program.init_params()), driver.place_batch(program.example_batch())))
+        params, _, batch = driver.abstract_args()
+        loops.append("length=3" in str(jax.make_jaxpr(driver.accumulated_grad())(params, batch)))
+    assert loops == [True, False]
+    (loss, grads), (loss_unrolled, grads_unrolled) = results
+    assert abs(float(loss) - float(loss_unrolled)) <= 1e-6 * abs(float(loss))
+    errors = jax.tree_util.tree_map(relative_error, grads_unrolled, grads)
+    assert max(jax.tree_util.tree_leaves(errors)) <= 1e-5
+
+
+def test_accumulated_train_steps_update_once_per_step():
+    """Two steps of 2 accumulated micro-batches trace the losses of two single-device steps on the doubled batch
+    (an update per micro-batch would not)."""
+    require_devices(PRESET.mesh.devices)
+    losses = {}
+    for strategy in [Strategy.SINGLE, Strategy.PJIT, Strategy.SHARD_MAP]:
+        inputs = accumulation_inputs(Residual.PARALLEL, Head.H256, Remat.FULL, strategy)
+        program, driver, params, batch, doubled = inputs
+        if strategy is Strategy.SINGLE:  # the reference: no accumulation, the doubled batch
+            program = Program.from_preset(DOUBLED, program.cfg)
+            driver, batch = make_driver(strategy, program, DOUBLED.mesh), doubled
+        params = driver.place_params(params)
+        opt_state, placed = driver.init_opt_state(params), driver.place_batch(batch)
+        step, trace = driver.train_step(), []
+        for _ in range(2):
+            params, opt_state, loss = step(params, opt_state, placed)
+            trace.append(float(np.asarray(loss).reshape(-1)[0]))
+        losses[strategy] = trace
+    assert losses[Strategy.SINGLE][1] < losses[Strategy.SINGLE][0]
     for strategy in (Strategy.PJIT, Strategy.SHARD_MAP):
         np.testing.assert_allclose(losses[strategy], losses[Strategy.SINGLE], rtol=1e-5)

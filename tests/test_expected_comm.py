@@ -1,5 +1,6 @@
 """The analytic communication model against hand counts and against live compiles of every shard_map variant."""
 
+import dataclasses
 import itertools
 
 import pytest
@@ -75,3 +76,53 @@ def test_the_verdict_names_differences_and_keeps_combined_ops_as_notes():
     short = comm_verdict(fields | {comm_key("mp", ALL_REDUCE, "bytes"): 300}, expected)
     assert short["comm_matches_model"] is False
     assert short["comm_differences"] == ["mp all-reduce payload 300 bytes in the HLO, 400 expected"]
+
+
+def test_accumulation_repeats_mp_all_reduces_and_not_the_dp_one_by_hand():
+    cfg = model_for(get_preset("gptj-6b"), Variant.parse("parallel-h256-pjit-full"))
+    one = expected_comm(cfg, Mesh(32, 8), Scope.MODEL, 32, 2048, local_param_bytes=100)
+    sixteen = expected_comm(cfg, Mesh(32, 8), Scope.MODEL, 32, 2048, local_param_bytes=100, grad_accum=16)
+    act = 1 * 2048 * 4096 * 2  # per micro-step: per-replica batch 1, bf16 activations
+    assert (sixteen.mp_layer_allreduce_count, sixteen.mp_layer_allreduce_bytes) == (16 * 28 * 2, 16 * 28 * 2 * act)
+    assert (sixteen.mp_other_allreduce_count, sixteen.mp_other_allreduce_bytes) == (16 * 5, 16 * (2 * act + 3 * 8192))
+    assert sixteen.dp_grad_allreduce_bytes == one.dp_grad_allreduce_bytes == 100  # once per step
+    with pytest.raises(ValueError, match="grad_accum must be at least 1"):
+        expected_comm(cfg, Mesh(32, 8), Scope.MODEL, 32, 2048, local_param_bytes=100, grad_accum=0)
+
+
+def compiled_fields(preset, name: str) -> dict:
+    variant = Variant.parse(name)
+    program = build_program(preset, variant, preset.mesh, Scope.MODEL)
+    driver = make_driver(variant.strategy, program, preset.mesh)
+    return analyse(driver.train_step().lower(*driver.abstract_args()).compile(), driver, program)
+
+
+ACCUM = dataclasses.replace(PRESET, grad_accum=2)
+ACCUM_NAMES = ["parallel-h256-{}-full", "serial-h128-{}-none"]
+
+
+@pytest.mark.parametrize("name", ACCUM_NAMES, ids=lambda n: n.format("x"))
+def test_hlo_of_accumulating_shard_map_equals_the_analytic_count(name):
+    """2 micro-batches on dp=2 x mp=4: the HLO's loop trip counts give every mp all-reduce twice, the dp one once."""
+    require_devices(ACCUM.mesh.devices)
+    fields = compiled_fields(ACCUM, name.format("shard_map"))
+    assert fields["comm_trip_counts_known"] is True
+    assert fields["comm_matches_model"] is True and fields["comm_differences"] == []
+    # by hand, 2 micro-steps x (2 layers x per-layer all-reduces + 5 outside the blocks)
+    per_layer = {"parallel-h256-{}-full": 2, "serial-h128-{}-none": 4}[name]
+    assert fields[comm_key("mp", ALL_REDUCE, "tensors")] == 2 * (2 * per_layer + 5)
+    assert fields[comm_key("dp", ALL_REDUCE, "bytes")] - fields["expected_dp_grad_allreduce_bytes"] == 4
+
+
+@pytest.mark.parametrize("name", ACCUM_NAMES, ids=lambda n: n.format("x"))
+def test_accumulating_pjit_reduces_gradients_over_dp_once_per_step(name):
+    """pjit's partitioner, left alone, would all-reduce gradients over dp inside the micro-batch loop. The dp
+    all-reduce must appear once per step (its bytes are the gradient shards and the loss, not twice that), and the
+    mp all-reduces once per micro-step: twice those of the same step without accumulation."""
+    require_devices(ACCUM.mesh.devices)
+    accumulating, single = compiled_fields(ACCUM, name.format("pjit")), compiled_fields(PRESET, name.format("pjit"))
+    assert accumulating["comm_trip_counts_known"] is True
+    assert accumulating[comm_key("dp", ALL_REDUCE, "count")] == 1
+    assert accumulating[comm_key("dp", ALL_REDUCE, "bytes")] - accumulating["expected_dp_grad_allreduce_bytes"] == 4
+    for metric in ("tensors", "bytes"):
+        assert accumulating[comm_key("mp", ALL_REDUCE, metric)] == 2 * single[comm_key("mp", ALL_REDUCE, metric)]

@@ -184,3 +184,21 @@ def test_compiled_flops_is_per_device_or_refuses_uncounted_matmuls():
         assert counted is None
     else:
         assert counted == pytest.approx(MATMUL_FLOPS, abs=16)
+
+
+def test_static_flops_count_the_tokens_of_every_micro_batch():
+    import dataclasses
+
+    from bench.measure.prepare import static_flop_fields
+    from model.config import Variant, get_preset, model_for
+    from model.program import Program
+
+    preset = get_preset("tiny")
+    cfg = model_for(preset, Variant.parse("parallel-h256-single-full"))
+    one = static_flop_fields(Program.from_preset(preset, cfg))
+    four = static_flop_fields(Program.from_preset(dataclasses.replace(preset, grad_accum=4), cfg))
+    assert (one["tokens_per_step"], four["tokens_per_step"]) == (4 * 16, 4 * 4 * 16)
+    for key in ("flops_6n_per_step", "model_flops_per_step", "hardware_flops_per_step"):
+        assert four[key] == pytest.approx(4 * one[key], rel=1e-12)
+    # tiny: 2 layers, d_model 1024, seq 16; 4 micro-batches of 4 sequences
+    assert four["hardware_flops_per_step"] == flops.hardware_flops(one["n_params"], 2, 1024, 16, 256, remat=True)

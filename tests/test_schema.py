@@ -1,5 +1,6 @@
 """The record schema: what every writer produces conforms to it, the store refuses what does not, v1 upgrades."""
 
+import dataclasses
 import functools
 import json
 import sys
@@ -191,3 +192,22 @@ def test_a_foreign_or_damaged_line_is_still_skipped(tmp_path):
     assert loaded.skipped[0] == f"results.jsonl line 2: schema_version 99, expected {SCHEMA_VERSION}"
     assert loaded.skipped[1].startswith("results.jsonl line 3: not JSON")
     assert loaded.skipped[2] == "results.jsonl line 4: departs from the schema: nonsense is not a declared field"
+
+
+def test_every_record_head_says_its_gradient_accumulation():
+    accumulating = dataclasses.replace(PRESET, grad_accum=4)
+    head = failed_record(VARIANT, accumulating, PRESET.mesh, Scope.MODEL, 0, jax.__version__, "killed")
+    assert validate(head) == [] and head["grad_accum"] == 4
+    assert placeholder()["grad_accum"] == 1
+
+
+def test_records_from_before_accumulation_upgrade_to_grad_accum_1():
+    v1 = {
+        "schema_version": 1, "variant": "parallel-h128-xmap-none", "preset": "tiny", "scope": "model", "repeat": 0,
+        "timestamp_utc": "2026-11-29T06:02:00+00:00", "environment": "xmap", "status": "failed", "error": "killed",
+    }  # fmt: skip
+    assert upgrade(v1)["grad_accum"] == 1
+    v2 = placeholder()
+    del v2["grad_accum"]
+    assert upgrade(v2)["grad_accum"] == 1
+    assert upgrade(placeholder() | {"grad_accum": 16})["grad_accum"] == 16

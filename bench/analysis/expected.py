@@ -9,10 +9,14 @@ Per layer, the block's f/g functions (model.sharding) put, on the mp axis:
   evaluation drops it: 0 extra for the parallel block, 1 (the attention all-reduce, whose result feeds ln_2 and the
   feed-forward) for the serial block. (The naive count, "the forward ones again", over-counts; measured HLO on CPU
   and on TPU v3 agrees with this one.)
-B is the per-replica batch (global batch / dp). Outside the blocks (model scope): the vocab-parallel embedding
-leaves its region once forward and the LM head enters once backward, each [B, T, D]; the vocab-parallel loss
-reduces three [B, T] f32 values (max, sum of exponentials, target logit). On dp: every gradient leaf's
-local shard is averaged once per step (f32 master parameters), plus the scalar loss.
+B is the per-replica batch of one micro-step (global batch / dp). Outside the blocks (model scope): the
+vocab-parallel embedding leaves its region once forward and the LM head enters once backward, each [B, T, D]; the
+vocab-parallel loss reduces three [B, T] f32 values (max, sum of exponentials, target logit). On dp: every gradient
+leaf's local shard is averaged once per step (f32 master parameters), plus the scalar loss.
+
+Gradient accumulation (A micro-batches per step, model.program.accumulate): every mp all-reduce above happens once
+per micro-step, so A times per step; the dp gradient all-reduce happens once per step, after the micro-batch loop
+(as in mesh-transformer-jax's ``CausalTransformer.train``: a scan over micro-batches, then one ``pmean``).
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ from model.config import Mesh, ModelConfig, Remat, Residual, Scope
 
 @dataclass(frozen=True)
 class ExpectedComm:
-    mp_layer_allreduce_count: int  # per step, in the blocks
-    mp_layer_allreduce_bytes: int  # payload bytes per device per step, in the blocks
-    mp_other_allreduce_count: int  # embedding, LM head, loss
+    mp_layer_allreduce_count: int  # per step (all micro-steps), in the blocks
+    mp_layer_allreduce_bytes: int  # payload bytes per device per step (all micro-steps), in the blocks
+    mp_other_allreduce_count: int  # embedding, LM head, loss; per step (all micro-steps)
     mp_other_allreduce_bytes: int
-    dp_grad_allreduce_bytes: int  # payload bytes per device per step (gradient shards, f32)
+    dp_grad_allreduce_bytes: int  # payload bytes per device per step (gradient shards, f32), once per step
 
     def as_record_fields(self) -> dict[str, int]:
         return {f"expected_{k}": v for k, v in self.__dict__.items()}
@@ -46,9 +50,12 @@ def recomputed_allreduces_per_layer(residual: Residual, remat: Remat) -> int:
 
 
 def expected_comm(
-    cfg: ModelConfig, mesh: Mesh, scope: Scope, batch: int, seq: int, local_param_bytes: int
+    cfg: ModelConfig, mesh: Mesh, scope: Scope, batch: int, seq: int, local_param_bytes: int, grad_accum: int = 1
 ) -> ExpectedComm:
-    """``local_param_bytes``: bytes of one device's parameter shards (what its gradient all-reduce carries)."""
+    """``batch``: global sequences per micro-step; ``grad_accum``: micro-steps per step; ``local_param_bytes``:
+    bytes of one device's parameter shards (what its gradient all-reduce carries)."""
+    if grad_accum < 1:
+        raise ValueError(f"grad_accum must be at least 1, got {grad_accum}")
     act_bytes = (batch // mesh.dp) * seq * cfg.d_model * np.dtype(cfg.compute_dtype.value).itemsize
     layers = cfg.n_layers if scope is Scope.MODEL else 1
     regions = tp_regions_per_layer(cfg.residual)
@@ -59,4 +66,5 @@ def expected_comm(
         loss_bytes = (batch // mesh.dp) * seq * 4
         other_count, other_bytes = 2 + 3, 2 * act_bytes + 3 * loss_bytes
     dp_bytes = local_param_bytes if mesh.dp > 1 else 0
-    return ExpectedComm(layer_count, layer_count * act_bytes, other_count, other_bytes, dp_bytes)
+    a = grad_accum
+    return ExpectedComm(a * layer_count, a * layer_count * act_bytes, a * other_count, a * other_bytes, dp_bytes)

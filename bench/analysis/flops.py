@@ -1,7 +1,9 @@
 """FLOP counts for a GPT-J training step, and utilisation against a peak.
 
 Every formula is one function that cites its source and is tested against a hand count (tests/test_flops.py).
-Each takes ``tokens`` and returns FLOPs for that many tokens; pass tokens per second to get FLOP/s.
+Each takes ``tokens`` and returns FLOPs for that many tokens; pass tokens per second to get FLOP/s. With gradient
+accumulation a step's tokens are those of every micro-batch (``Preset.tokens_per_step``): each micro-batch runs its
+own forward and backward, so the per-token formulas hold unchanged.
 
 Parameter count convention: N is used exactly as the caller passes it, and callers pass the TOTAL parameter count
 (input embedding and LM head included). That is GPT-J's convention: its "effective flops" multiply the full

@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if any(v.strategy is Strategy.XMAP for v in spec.variants) and not compat.has_xmap():
         raise ConfigError(compat.HAS_XMAP_MESSAGE.format(version=jax.__version__))
     for variant in spec.variants:  # every configuration error surfaces before the first compile
-        validate_run(spec.preset, variant, spec.mesh, len(jax.devices()))
+        validate_run(spec.preset, variant, spec.mesh, len(jax.devices()), spec.scope)
     from bench.measure.pipeline import run_variants
     from bench.records.context import new_run_dir
 

@@ -94,7 +94,7 @@ def measure(
         record.update(step_stats(times))
         record["loss"] = prepared.loss
         median = record["step_s_median"]
-        record["tokens_per_s"] = preset.batch * preset.seq / median  # global tokens, counted once
+        record["tokens_per_s"] = preset.tokens_per_step / median  # global tokens of every micro-batch, counted once
         record["tokens_per_s_per_device"] = record["tokens_per_s"] / mesh.devices
         record.update(peak_fields(preset.model.compute_dtype.value, mesh.devices))
         record.update(rate_fields(record, median, mesh.devices))

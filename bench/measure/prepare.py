@@ -57,7 +57,7 @@ def build_program(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope) ->
 
 
 def build_program_for_devices(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope, devices: int) -> Program:
-    cfg = validate_run(preset, variant, mesh, devices)
+    cfg = validate_run(preset, variant, mesh, devices, scope)
     return Program.from_preset(preset, cfg, scope)
 
 
@@ -76,7 +76,8 @@ def prepare(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope = Scope.M
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     analysis = analyse(compiled, driver, program)
-    if program.cfg.unroll_layers or scope is Scope.BLOCK:  # no layer loop: the compiled count is complete
+    no_accum_loop = program.grad_accum == 1 or program.unroll_accum
+    if (program.cfg.unroll_layers or scope is Scope.BLOCK) and no_accum_loop:  # no loop: the compiled count is complete
         analysis.update(xla_flops_of(compiled, lowered, mesh))
     else:
         analysis.update(xla_flops_fields(preset, variant, mesh, scope))
@@ -110,7 +111,13 @@ def analyse(compiled: Any, driver: Driver, program: Program, hlo_text: str | Non
     fields.update(_wide_collectives(collectives, program))
     fields.update(memory_fields(compiled))
     expected = expected_comm(
-        program.cfg, driver.mesh_shape, program.scope, program.batch, program.seq, local_param_bytes(driver, program)
+        program.cfg,
+        driver.mesh_shape,
+        program.scope,
+        program.batch,
+        program.seq,
+        local_param_bytes(driver, program),
+        program.grad_accum,
     )
     fields.update(expected.as_record_fields())
     fields.update(comm_verdict(fields, expected))
@@ -183,13 +190,16 @@ def memory_fields(compiled: Any) -> dict[str, Any]:
 
 
 def xla_flops_fields(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope) -> dict[str, Any]:
-    """XLA's FLOP count from a second compile with the layer scan unrolled (XLA counts a loop body once).
+    """XLA's FLOP count from a second compile with the layer scan and the micro-batch loop unrolled (XLA counts a
+    loop body once).
 
     The compiled per-device count is summed over devices. Where the compiled count is unusable (jax 0.4.30 on
     CPU turns matmuls into oneDNN custom calls it counts as -1), the pre-partitioning count of the lowered
     program is used, and ``xla_flops_source`` says so.
     """
-    unrolled = dataclasses.replace(preset, model=dataclasses.replace(preset.model, unroll_layers=True))
+    unrolled = dataclasses.replace(
+        preset, model=dataclasses.replace(preset.model, unroll_layers=True), unroll_accum=True
+    )
     program = build_program(unrolled, variant, mesh, scope)
     driver = make_driver(variant.strategy, program, mesh)
     lowered = driver.train_step().lower(*driver.abstract_args())
@@ -211,11 +221,12 @@ def xla_to_hardware_flops_ratio(fields: dict[str, Any]) -> float | None:
 
 
 def static_flop_fields(program: Program) -> dict[str, Any]:
-    """Analytic FLOPs per step (formulas in bench.flops)."""
+    """Analytic FLOPs per step (formulas in bench.flops), over the tokens of every micro-batch. (The AdamW
+    update, once per step, is elementwise and left out of these formulas, as in GPT-J's own count.)"""
     cfg = program.cfg
     n_params = count_params(program.param_shapes())
     layers = cfg.n_layers if program.scope is Scope.MODEL else 1
-    tokens = program.batch * program.seq
+    tokens = program.tokens_per_step
     args = (n_params, layers, cfg.d_model, program.seq, tokens)
     return {
         "n_params": n_params,

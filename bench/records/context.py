@@ -115,6 +115,7 @@ def failed_record(
         "devices": mesh.devices,
         "batch": preset.batch,
         "seq": preset.seq,
+        "grad_accum": preset.grad_accum,
         "dtype": preset.model.compute_dtype.value,
         "repeat": repeat,
         "jax": jax_version,

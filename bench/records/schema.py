@@ -63,8 +63,9 @@ class Head:
     mesh_dp: int
     mesh_mp: int
     devices: int
-    batch: int  # global sequences per step
+    batch: int  # global sequences per micro-step (per step where grad_accum is 1)
     seq: int  # tokens per sequence
+    grad_accum: int  # micro-batches per optimizer step (gradient accumulation): tokens per step = batch x seq x this
     dtype: str  # compute dtype
     repeat: int
     jax: str | None  # the JAX version that ran it (None: the placeholder's environment could not say)
@@ -372,8 +373,10 @@ _V1_COMBINED = "XLA combined "  # the one kind of comm_mismatch sentence that wa
 
 
 def upgrade(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A version-1 record as version 2 (a version-2 record is returned as a copy)."""
+    """A version-1 record as version 2 (a version-2 record is returned as a copy, with ``grad_accum`` 1 where it
+    predates that field: no step accumulated gradients before it existed)."""
     new = dict(record)
+    new.setdefault("grad_accum", 1)
     if new.get("schema_version") != 1:
         return new
     new["schema_version"] = SCHEMA_VERSION
