@@ -1,8 +1,7 @@
 """nox drives the suite: tests in both JAX environments, a session per variant, the sweep, profiles, reports.
 
-`nox` with no arguments runs the default session, the main job: the `cpu`-preset sweep of every variant in both
-environments, the TPU v3-256 projection of the variants that fit (compiled without a TPU), then the report.
-`nox -l` lists every session.
+`nox` with no arguments runs the default session: the `cpu`-preset sweep of every variant in both environments,
+then its report (the main job). `nox -l` lists every session.
 
 Two pinned environments serve every session: current JAX (requirements/current.txt) and jax 0.4.30, the last
 release with xmap (requirements/xmap.txt). They are built once under .nox/_env_* and rebuilt when their
@@ -22,7 +21,7 @@ import nox
 
 ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT))
-from model.config import Remat, Strategy, Variant, all_variants  # noqa: E402  (no JAX import: safe in nox's own interpreter)
+from model.config import Strategy, Variant, all_variants  # noqa: E402  (no JAX import: safe in nox's own interpreter)
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
@@ -107,30 +106,11 @@ def _option(args: list[str], name: str) -> str | None:
     return None
 
 
-# The main job projects the variants that fit a v3-256: `nox -s tpu_aot` compiles all 24 and the TPU compiler
-# refuses every remat=none variant as out of HBM (18.0-22.0 GiB against 15.48 GiB; reports/example-tpu-aot), so the
-# main job compiles the 12 remat=full ones.
-FITS_V3_256 = [name for name in VARIANT_NAMES if Variant.parse(name).remat is Remat.FULL]
-
-
 @nox.session(python=False)
 def sweep(session: nox.Session) -> None:
-    """The main job: every variant on CPU in both environments, the TPU v3-256 projection of the variants that fit
-    (gptj-6b, GPT-J's gradient accumulation), then the report (default; -- --quick: the CPU part on tiny only)."""
+    """Every variant, both environments, then the report (default; -- --quick for a fast look)."""
     current, xmap = env_python(session, "current"), env_python(session, "xmap")
-    args = list(session.posargs)
-    quick = "--quick" in args
-    out = _option(args, "--out")
-    if out is None:
-        out = _new_run_dir()
-        args += ["--out", out]
-    if quick or _option(args, "--aot") is not None:  # a fast look, or the projection inputs were given
-        session.run(current, "-m", "bench", "sweep", "--python-xmap", xmap, *args, external=True)
-        return
-    session.run(current, "-m", "bench", "sweep", "--python-xmap", xmap, "--no-report", *args, external=True)
-    aot = str(Path(out) / "tpu-aot")
-    _tpu_aot_both(session, [*(["--resume"] if "--resume" in args else []), "--out", aot], FITS_V3_256)
-    session.run(current, "-m", "bench", "report", out, "--aot", aot, external=True)
+    session.run(current, "-m", "bench", "sweep", "--python-xmap", xmap, *session.posargs, external=True)
 
 
 def _tpu_aot_both(session: nox.Session, args: list[str], variants: list[str]) -> None:

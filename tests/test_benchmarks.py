@@ -46,7 +46,7 @@ def test_train_step(benchmark, request, preset, variant):
 
     rounds, warmup = request.config.getoption("--bench-rounds"), request.config.getoption("--bench-warmup")
     benchmark.pedantic(step, rounds=rounds, warmup_rounds=warmup, iterations=1)
-    tokens = preset.batch * preset.seq
+    tokens = preset.tokens_per_step
     benchmark.extra_info.update(
         variant=variant.name,
         preset=preset.name,

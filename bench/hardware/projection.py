@@ -296,7 +296,7 @@ def project(record: Mapping[str, Any], basis: PeakBasis = PeakBasis.SPEC) -> Pro
     accelerator = accelerator_of(record)
     devices = _devices(record, accelerator)
     flops, counted = _flops_per_step(record)
-    tokens = record.get("tokens_per_step") or _product(record, "batch", "seq")
+    tokens = record.get("tokens_per_step") or _product(record, "batch", "seq") * int(record.get("grad_accum") or 1)
     peak = hardware.peak_flops_per_device(accelerator.device_kind_patterns[0], basis)
     assert peak is not None  # a row's own device kind always resolves to that row
     optimal = _xla_optimal_s(record)

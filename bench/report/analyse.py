@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.analysis.extrapolate import substitute_optimal_seconds
 from bench.hardware import projection
 from bench.report.load import RunRecords, latest_ok
 from bench.report.stats import (
@@ -56,7 +57,8 @@ def project_all(aot: Sequence[Mapping[str, Any]]) -> tuple[list[projection.Proje
     """Every tpu-aot record (the last one of each variant, JAX version and topology) on each of its peak bases (one
     where the compiler's estimate prices the work)."""
     projected, unprojected = [], []
-    for record in latest_ok(aot, "topology", "preset", "grad_accum"):
+    # one compiler's estimate for a ranking: xmap compiles (libtpu 0.0.1) take their shard_map twin's, and say so
+    for record in substitute_optimal_seconds(latest_ok(aot, "topology", "preset", "grad_accum")):
         try:
             projected += [projection.project(record, basis) for basis in projection.bases_for_record(record)]
         except ValueError as error:  # ProjectionError, or a topology the hardware table does not know
