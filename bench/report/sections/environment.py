@@ -59,9 +59,10 @@ def peak_section(run: RunRecords) -> list[str]:
         }
         for e in entries
     ]  # fmt: skip
-    theory = sorted({e.theoretical_source for e in entries})
+    theory = {e.theoretical_source: e.theoretical_flops_per_device is not None for e in entries}
     lines = [f"### CPU peak ({PEAK_FILE})", "", markdown_table(pd.DataFrame(rows)), ""]
-    lines += [f"Theoretical peak: {t}." for t in theory] + [""]
+    lines += [f"Theoretical peak: {t}." if known else f"{t[0].upper()}{t[1:]}." for t, known in theory.items()]
+    lines.append("")
     return lines + [f"- {w}" for w in peak_warnings(run)] + [""]
 
 
