@@ -1,9 +1,22 @@
-"""Tests run on a simulated 8-device CPU mesh: XLA reads the device count when JAX starts, so set it first."""
+"""Tests run on a simulated 8-device CPU mesh: XLA reads the device count when JAX starts, so set it first.
 
+Tests never read or write the user's CPU peak calibration: the cross-run cache (bench.measure.calibrate.CACHE_ENV)
+points at a directory of this session's own, before anything runs; the subprocesses tests launch inherit it.
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+
+from bench.measure.calibrate import CACHE_ENV  # noqa: E402  (imports no JAX at module level)
+
+SESSION_CACHE = tempfile.mkdtemp(prefix="gptj-bench-test-cache-")
+os.environ[CACHE_ENV] = SESSION_CACHE
+atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

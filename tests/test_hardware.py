@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import jax
 import pytest
 
+from bench.hardware import cpu
 from bench.hardware import table as hardware
 from bench.hardware.table import PeakBasis
 from bench.hardware.topology import TpuGeneration
@@ -139,3 +140,41 @@ def test_calibration_rejects_bad_input(cache_dir):
         calibrate.calibrate_cpu_peak("int32", **FAST)
     with pytest.raises(ValueError, match="positive integers"):
         calibrate.calibrate_cpu_peak("float32", sizes=(0,))
+
+
+# --- the CPU's theoretical peak ---------------------------------------------------------------------------------------
+
+LSCPU = """Architecture:            x86_64
+CPU(s):                  8
+Model name:              Test CPU
+Thread(s) per core:      2
+Core(s) per socket:      4
+Socket(s):               1
+CPU max MHz:             3000.0000
+Flags:                   fpu sse2 avx fma avx2
+"""
+
+
+def test_theoretical_peak_by_hand():
+    # 4 cores x 3.0e9 Hz x 8 f32 lanes (AVX2) x 2 FLOPs per FMA x 2 FMA units = 384e9
+    assert cpu.theoretical_f32_peak_flops(4, 3.0e9, 8, 2) == 384e9
+    facts = cpu.parse_lscpu(LSCPU, usable_cpus=8)
+    assert (facts.cores, facts.max_clock_hz, facts.f32_lanes, facts.fma_units) == (4, 3.0e9, 8, 2)
+    flops, source = cpu.theoretical_peak(facts)
+    assert flops == 384e9 and "4 cores x 3.00 GHz x 8 f32 lanes" in source and "Test CPU" in source
+    with pytest.raises(ValueError, match="positive"):
+        cpu.theoretical_f32_peak_flops(0, 3.0e9, 8, 2)
+
+
+def test_theoretical_peak_reads_avx512_and_the_usable_cores():
+    facts = cpu.parse_lscpu(LSCPU.replace("avx2", "avx2 avx512f"), usable_cpus=4)  # 4 hyperthreads = 2 cores
+    assert (facts.f32_lanes, facts.cores) == (16, 2)
+    assert cpu.theoretical_peak(facts)[0] == 2 * 3.0e9 * 16 * 2 * 2
+
+
+def test_no_theoretical_peak_without_a_maximum_clock_or_fma():
+    # a KVM guest's lscpu has no "CPU max MHz": its nominal clock is no ceiling under turbo (module docstring)
+    flops, source = cpu.theoretical_peak(cpu.parse_lscpu(LSCPU.replace("CPU max MHz:             3000.0000\n", "")))
+    assert flops is None and "CPU max MHz" in source
+    no_fma = cpu.parse_lscpu(LSCPU.replace(" fma avx2", ""))
+    assert cpu.theoretical_peak(no_fma)[0] is None and no_fma.f32_lanes is None

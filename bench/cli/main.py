@@ -117,8 +117,46 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.repeat,
             args.overhead,
             args.profile,
+            args.peak_cache,
         )
     return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Measure the CPU peak for the preset's dtype and device count into RUN_DIR/peaks.jsonl (the sweep's start
+    and end calibrations, one per JAX environment)."""
+    from model.config import Mesh
+
+    preset = resolve_preset(args.preset, args.overrides)
+    mesh = Mesh.parse(args.mesh) if args.mesh else preset.mesh
+    out = Path(args.out)
+    check_writable(out)
+    request_cpu_devices(mesh.devices)
+    import jax
+
+    from bench.measure.peaks import measure_entry, start_entry
+    from bench.records.peakfile import append_peak
+
+    if jax.devices()[0].platform != "cpu":
+        print(f"calibrate: {jax.devices()[0].device_kind} takes its peak from the hardware table", file=sys.stderr)
+        return 0
+    dtype = preset.model.compute_dtype.value
+    if args.when == "start":  # a resumed sweep keeps the peak its earlier records were measured against
+        entry = start_entry(out, dtype, mesh.devices)
+    else:
+        entry = measure_entry(dtype, mesh.devices, args.when)
+        append_peak(out, entry)
+    print(
+        f"calibrate ({args.when}, jax {entry.jax}): {entry.flops_per_device / 1e9:.1f} GFLOP/s per device over "
+        f"{entry.devices} devices, load {entry.load_avg_before:.2f} -> {entry.load_avg_after:.2f}; "
+        f"theoretical {_gflops(entry.theoretical_flops_per_device)}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _gflops(flops: float | None) -> str:
+    return "unknown" if flops is None else f"{flops / 1e9:.1f} GFLOP/s per device"
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -251,6 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--aot", action="append", help="run directory of tpu_aot records to include in the report")
     sweep.add_argument("--no-report", action="store_true", help="measure only")
     sweep.set_defaults(func=cmd_sweep)
+
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="measure the CPU peak FLOP/s (a GEMM) into RUN_DIR/peaks.jsonl",
+        description="Example: python -m bench calibrate --preset cpu --out reports/runs/20261201T100000Z",
+    )
+    add_run_flags(calibrate, only=("preset", "overrides", "mesh"))
+    calibrate.add_argument("--out", required=True, help="run directory whose peaks.jsonl gets the entry")
+    calibrate.add_argument(
+        "--when", choices=("start", "end"), default="start", help="start: reuse this environment's entry if any"
+    )
+    calibrate.set_defaults(func=cmd_calibrate)
 
     aot = sub.add_parser(
         "tpu-aot",

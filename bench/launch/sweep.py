@@ -5,6 +5,10 @@ crash costs one record, not the sweep. ``--repeats R`` runs the whole job list R
 slow drifts of a noisy machine spread over all variants instead of landing on a few. xmap exists only on
 jax 0.4.30, and its ratios are only fair against pjit and shard_map measured there, so the xmap environment
 also measures those (``--quick`` leaves them out and the report says so).
+
+Each environment's CPU peak is measured by the sweep itself (``python -m bench calibrate``) before its first
+variant, into RUN_DIR/peaks.jsonl, and the variants reuse it; it is measured again at the end, so the report can
+say how far the peak drifted over the sweep.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.records.context import failed_record
-from bench.records.runspec import run_argv
+from bench.records.runspec import flag_argv, run_argv
 from bench.records.store import append_record, load_records
 from model.config import Scope, Strategy, Variant, all_variants, get_preset
 
@@ -72,6 +76,26 @@ def command(job: Job, plan: SweepPlan, python: str, out: Path, extra: list[str])
     return [python, "-m", "bench", *run]
 
 
+def calibrate_command(plan: SweepPlan, python: str, out: Path, extra: list[str], when: str) -> list[str]:
+    """The environment's ``bench calibrate``: the peak for the preset's dtype and device count, into ``out``."""
+    flags = flag_argv(preset=plan.preset, overrides=extra)
+    return [python, "-m", "bench", "calibrate", *flags, f"--out={out}", f"--when={when}"]
+
+
+def calibrate(plan: SweepPlan, pythons: dict[str, str], out: Path, extra: list[str], when: str, timeout_s: float):
+    """One calibration per environment; a failed one is reported, and that environment's runs measure their own."""
+    for env, python in pythons.items():
+        argv = calibrate_command(plan, python, out, extra, when)
+        try:
+            result = subprocess.run(argv, cwd=REPO, timeout=timeout_s, stderr=subprocess.PIPE, text=True)
+        except subprocess.TimeoutExpired:
+            print(f"sweep: {env} peak calibration ({when}) killed after {timeout_s:.0f} s", file=sys.stderr)
+            continue
+        sys.stderr.write(result.stderr)
+        if result.returncode != 0:
+            print(f"sweep: {env} peak calibration ({when}) failed with code {result.returncode}", file=sys.stderr)
+
+
 @functools.cache
 def jax_version_of(python: str) -> str | None:
     """The JAX version an environment's python imports (asked once per python); None where it cannot say."""
@@ -118,9 +142,12 @@ def run_job(
 def sweep(plan: SweepPlan, pythons: dict[str, str], out: Path, extra: list[str], timeout_s: float) -> None:
     planned = jobs(plan, list(pythons))
     print(f"sweep: {len(planned)} runs of preset {plan.preset} into {out}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    calibrate(plan, pythons, out, extra, "start", timeout_s)
     for i, job in enumerate(planned, 1):
         print(f"[{i}/{len(planned)}] {job.env}: {job.variant.name} (repeat {job.repeat})", file=sys.stderr)
         run_job(job, plan, pythons[job.env], out, extra, timeout_s)
+    calibrate(plan, pythons, out, extra, "end", timeout_s)
 
 
 def plan_from_args(

@@ -12,7 +12,13 @@ rate counts; otherwise a low peak would inflate MFU.
 Best, not median: timing noise on a shared host (other processes, frequency changes) only ever adds time, so the
 fastest repeat is the closest estimate of what the hardware can do; a median would fold contention into the "peak"
 and inflate MFU. For the same reason the peak is the best over a small sweep of sizes (small n is dispatch-bound,
-large n can spill the caches). The result is cached per machine, software and setting (JSON, written atomically).
+large n can spill the caches).
+
+``measure_cpu_peak`` measures now, with the time and the 1-minute load average before and after (a loaded machine
+gives a low peak and so a high MFU: issue 12 found a peak calibrated under a parallel test run inflating MFU from
+57% to 77%). ``calibrate_cpu_peak`` also keeps a cross-run cache per machine, software and setting (JSON, written
+atomically); a run uses it only when asked (``--peak-cache``). Either refuses a figure above the CPU's theoretical
+peak (bench.hardware.cpu): such a figure is a wrong measurement, never a result.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.hardware.cpu import read_cpu_facts, theoretical_peak
 from bench.records.context import cpu_model
 
 CACHE_ENV = "GPTJ_BENCH_CACHE"  # a directory; the calibration lives in calibration.json inside it
@@ -38,11 +45,20 @@ SINGLE_DEVICE_SIZE = 2048  # one device's GEMM on every core: large enough to ke
 METHOD = "max(all devices in parallel, one device on all cores)"  # in the cache key: a new method measures anew
 
 
+class PeakAboveTheoretical(ValueError):
+    """A calibration above the CPU's theoretical peak: the timing measured something other than the GEMM."""
+
+
 @dataclass(frozen=True)
 class CpuPeak:
     flops_per_device: float
     source: str  # what was measured, e.g. "GEMM calibration n=512 ..., float32, 8 CPU devices, 2025-01-01"
     cached: bool  # True when read from the cache rather than measured by this call
+    measured_utc: str | None = None  # ISO 8601, seconds; None for a cache entry older than this field
+    load_avg_before: float | None = None  # 1-minute load average (os.getloadavg) just before the GEMMs
+    load_avg_after: float | None = None
+    theoretical_flops_per_device: float | None = None  # bench.hardware.cpu, over the devices sharing the cores
+    theoretical_source: str | None = None
 
 
 def cache_path() -> Path:
@@ -158,20 +174,14 @@ def _measure(dtype_name: str, devices: list[Any], sizes: Sequence[int], repeats:
     return best_rate, source
 
 
-def calibrate_cpu_peak(
-    dtype: Any = "float32",
-    devices: Sequence[Any] | None = None,
-    *,
-    sizes: Sequence[int] = DEFAULT_SIZES,
-    repeats: int = DEFAULT_REPEATS,
-) -> CpuPeak:
-    """Peak FLOP/s per CPU device in ``dtype``, from the cache or measured (then cached).
-
-    ``devices`` defaults to all local CPU devices. The cache key is the CPU model and core count, jax and jaxlib
-    versions, dtype, device count, sizes and repeats.
-    """
+def _checked(
+    dtype: Any, devices: Sequence[Any] | None, sizes: Sequence[int] | None, repeats: int | None
+) -> tuple[str, list[Any], Sequence[int], int]:
+    """The arguments with their defaults (read at call time) filled in, or ValueError."""
     import jax.numpy as jnp
 
+    sizes = DEFAULT_SIZES if sizes is None else sizes
+    repeats = DEFAULT_REPEATS if repeats is None else repeats
     dtype_name = jnp.dtype(dtype).name
     if not jnp.issubdtype(dtype_name, jnp.floating):
         raise ValueError(f"dtype must be a floating type (e.g. float32, bfloat16), got {dtype_name}")
@@ -179,16 +189,84 @@ def calibrate_cpu_peak(
         raise ValueError(f"sizes must be positive integers (matrix sides), got {sizes!r}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    devices = _cpu_devices(devices)
+    return dtype_name, _cpu_devices(devices), sizes, repeats
 
+
+def theoretical_per_device(device_count: int) -> tuple[float | None, str]:
+    """The machine's theoretical f32 peak shared over ``device_count`` simulated devices, and its derivation."""
+    flops, source = theoretical_peak(read_cpu_facts())
+    if flops is None:
+        return None, source
+    return flops / device_count, f"{source}, over {device_count} CPU devices"
+
+
+def refuse_above_theoretical(peak: CpuPeak) -> CpuPeak:
+    """``peak`` itself, or PeakAboveTheoretical where it exceeds the theoretical figure it carries."""
+    ceiling = peak.theoretical_flops_per_device
+    if ceiling is not None and peak.flops_per_device > ceiling:
+        raise PeakAboveTheoretical(
+            f"CPU peak calibration refused: {peak.flops_per_device / 1e9:.1f} GFLOP/s per device exceeds the "
+            f"theoretical {ceiling / 1e9:.1f} ({peak.theoretical_source}); measured: {peak.source}"
+        )
+    return peak
+
+
+def _now_utc() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def measure_cpu_peak(
+    dtype: Any = "float32",
+    devices: Sequence[Any] | None = None,
+    *,
+    sizes: Sequence[int] | None = None,
+    repeats: int | None = None,
+) -> CpuPeak:
+    """Peak FLOP/s per CPU device in ``dtype``, measured now (no cache), with its time and the load around it.
+
+    Defaults: all local CPU devices, DEFAULT_SIZES, DEFAULT_REPEATS. Refused above the theoretical peak.
+    """
+    dtype_name, devices, sizes, repeats = _checked(dtype, devices, sizes, repeats)
+    measured_utc, before = _now_utc(), os.getloadavg()[0]
+    flops_per_device, source = _measure(dtype_name, devices, sizes, repeats)
+    after = os.getloadavg()[0]
+    ceiling, ceiling_source = theoretical_per_device(len(devices))
+    peak = CpuPeak(flops_per_device, source, False, measured_utc, before, after, ceiling, ceiling_source)
+    return refuse_above_theoretical(peak)
+
+
+def calibrate_cpu_peak(
+    dtype: Any = "float32",
+    devices: Sequence[Any] | None = None,
+    *,
+    sizes: Sequence[int] | None = None,
+    repeats: int | None = None,
+) -> CpuPeak:
+    """Peak FLOP/s per CPU device in ``dtype``, from the cross-run cache or measured (then cached).
+
+    ``devices`` defaults to all local CPU devices. The cache key is the CPU model and core count, jax and jaxlib
+    versions, dtype, device count, sizes and repeats. A cached figure is checked against the theoretical peak too.
+    """
+    dtype_name, devices, sizes, repeats = _checked(dtype, devices, sizes, repeats)
     path = cache_path()
     key = _cache_key(dtype_name, len(devices), sizes, repeats)
     entries = _read_cache(path)
     entry = entries.get(key)
     if isinstance(entry, dict) and entry.get("flops_per_device", 0) > 0 and "source" in entry:
-        return CpuPeak(float(entry["flops_per_device"]), str(entry["source"]), cached=True)
+        ceiling, ceiling_source = theoretical_per_device(len(devices))
+        cached = CpuPeak(
+            float(entry["flops_per_device"]), str(entry["source"]), True, entry.get("measured_utc"),
+            entry.get("load_avg_before"), entry.get("load_avg_after"), ceiling, ceiling_source,
+        )  # fmt: skip
+        return refuse_above_theoretical(cached)
 
-    flops_per_device, source = _measure(dtype_name, devices, sizes, repeats)
-    entries[key] = {"flops_per_device": flops_per_device, "source": source}
+    peak = measure_cpu_peak(dtype_name, devices, sizes=sizes, repeats=repeats)
+    entries[key] = {
+        "flops_per_device": peak.flops_per_device,
+        "source": peak.source,
+        "measured_utc": peak.measured_utc,
+        "load_avg_before": peak.load_avg_before,
+        "load_avg_after": peak.load_avg_after,
+    }
     _write_cache(path, entries)
-    return CpuPeak(flops_per_device, source, cached=False)
+    return peak

@@ -1,7 +1,8 @@
 """``python -m bench run``: measure variants and append one record each to ``RUN_DIR/results.jsonl``.
 
 bench.measure.prepare builds, compiles and analyses a variant; this module times it, adds the peak FLOP/s and the
-rates that follow from the step time, and builds the record (fields in bench.records.schema).
+rates that follow from the step time, and builds the record (fields in bench.records.schema). The CPU peak is found
+once, before the first variant's first timed step (bench.measure.peaks); a refused peak fails every record.
 
 A variant that fails (bad configuration, compile error, out of memory) is recorded with ``status: failed`` and
 its error, and the next one still runs. ``--resume`` skips variants already recorded ``ok`` in the run directory.
@@ -19,7 +20,7 @@ from typing import Any
 
 from bench.analysis.hlo import CollectiveKind
 from bench.launch import session as distributed
-from bench.measure.peaks import peak_fields
+from bench.measure.peaks import run_peak_fields
 from bench.records.context import base_record, environment, failed_record
 from bench.records.schema import Status, comm_key
 from bench.records.store import append_record, finished_keys
@@ -54,6 +55,9 @@ def time_steps(step: Any, warmup: int, steps: int, progress: Any = None) -> list
     return times
 
 
+OVERHEAD_PAIRS = 5  # bare and harnessed batches interleaved, so that drift of a shared machine lands on both
+
+
 def bare_loop_step_s(prepared: Any, steps: int) -> float:
     """The same compiled step in a plain loop, synchronising once at the end: the harness-overhead reference."""
     import jax
@@ -68,6 +72,34 @@ def bare_loop_step_s(prepared: Any, steps: int) -> float:
     return elapsed
 
 
+def harnessed_step_s(prepared: Any, steps: int) -> float:
+    """Seconds per step of ``time_steps`` as a run times it (each step synchronised and stamped), wall clock."""
+    start = time.perf_counter()
+    time_steps(prepared.step, 0, steps)
+    return (time.perf_counter() - start) / steps
+
+
+def overhead_fields(prepared: Any, steps: int, pairs: int = OVERHEAD_PAIRS) -> dict[str, Any]:
+    """The harness overhead, told apart from noise: ``pairs`` pairs of a bare batch and a harnessed batch of
+    ``steps`` steps each, alternating which goes first (ABBA) so a drift within a pair does not favour either;
+    the overhead is the median of the paired ratios harnessed / bare - 1, with their min and max as its spread."""
+    bares, ratios = [], []
+    for i in range(pairs):
+        if i % 2 == 0:
+            bare, harnessed = bare_loop_step_s(prepared, steps), harnessed_step_s(prepared, steps)
+        else:
+            harnessed, bare = harnessed_step_s(prepared, steps), bare_loop_step_s(prepared, steps)
+        bares.append(bare)
+        ratios.append(harnessed / bare - 1.0)
+    return {
+        "bare_loop_step_s": statistics.median(bares),
+        "harness_overhead_frac": statistics.median(ratios),
+        "harness_overhead_frac_min": min(ratios),
+        "harness_overhead_frac_max": max(ratios),
+        "harness_overhead_pairs": pairs,
+    }
+
+
 def measure(
     variant: Variant,
     preset: Preset,
@@ -79,14 +111,23 @@ def measure(
     overhead: bool = False,
     progress: Any = None,
     trace_dir: Path | None = None,
+    peak: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One complete record; failures are caught and recorded, never raised."""
+    """One complete record; failures are caught and recorded, never raised.
+
+    ``peak``: the run's Peaks fields (``run_variants`` finds them once per run); None: calibrate now, first.
+    """
     record = base_record(variant, preset, mesh, scope, repeat)
     record["warmup_steps"] = warmup
     try:
         from bench.measure.prepare import prepare
 
         record.update(environment())
+        record.update(
+            peak
+            if peak is not None
+            else run_peak_fields(None, preset.model.compute_dtype.value, mesh.devices, use_cache=False)
+        )
         prepared = prepare(preset, variant, mesh, scope)
         record["compile_s"] = prepared.compile_s
         record.update(prepared.analysis)
@@ -96,12 +137,9 @@ def measure(
         median = record["step_s_median"]
         record["tokens_per_s"] = preset.tokens_per_step / median  # global tokens of every micro-batch, counted once
         record["tokens_per_s_per_device"] = record["tokens_per_s"] / mesh.devices
-        record.update(peak_fields(preset.model.compute_dtype.value, mesh.devices))
         record.update(rate_fields(record, median, mesh.devices))
         if overhead:
-            bare = bare_loop_step_s(prepared, steps)
-            record["bare_loop_step_s"] = bare
-            record["harness_overhead_frac"] = median / bare - 1.0
+            record.update(overhead_fields(prepared, steps))
         if trace_dir is not None:
             record.update(profile_fields(prepared, trace_dir / variant.name))
         record["status"] = Status.OK.value
@@ -157,22 +195,30 @@ def run_variants(
     repeat: int = 0,
     overhead: bool = False,
     profile: bool = False,
+    peak_cache: bool = False,
 ) -> list[dict[str, Any]]:
+    """``peak_cache``: take the CPU peak from the cross-run cache instead of the run directory's (or a new one)."""
     import jax
 
     done = finished_keys(out) if resume else set()
     records = []
+    peak: dict[str, Any] | None = None
     for variant in variants:
         if (variant.name, repeat, jax.__version__) in done:
             print(f"skip {variant.name} (repeat {repeat}): already recorded ok in {out}", file=sys.stderr)
             continue
+        if peak is None:  # before the first timed step; process 0 writes the run directory's peak file
+            peak = _run_peak(out, preset, mesh, peak_cache)
         trace_dir = out / "traces" if profile else None
         placeholder = functools.partial(failed_record, variant, preset, mesh, scope, repeat, jax.__version__)
         distributed.begin_variant(variant.name, placeholder, out)
-        with distributed.own_trace_dir(trace_dir) as this_process_trace_dir:
-            record = _measure_with_progress(
-                variant, preset, mesh, scope, steps, warmup, repeat, overhead, this_process_trace_dir
-            )
+        if "error" in peak:  # a refused peak fails the record: nothing is measured against it
+            record = {**base_record(variant, preset, mesh, scope, repeat), **environment(), **peak}
+        else:
+            with distributed.own_trace_dir(trace_dir) as this_process_trace_dir:
+                record = _measure_with_progress(
+                    variant, preset, mesh, scope, steps, warmup, repeat, overhead, this_process_trace_dir, peak
+                )
         record = distributed.agree(record)  # ok only if ok on every process; carries process_count
         if distributed.is_writer():  # process 0 writes for all
             append_record(out, record)
@@ -181,11 +227,24 @@ def run_variants(
     return records
 
 
-def _measure_with_progress(variant, preset, mesh, scope, steps, warmup, repeat, overhead, trace_dir) -> dict[str, Any]:
+def _run_peak(out: Path, preset: Preset, mesh: Mesh, peak_cache: bool) -> dict[str, Any]:
+    """The run's Peaks fields, or ``{"error": ...}`` where the calibration was refused or failed."""
+    try:
+        dtype = preset.model.compute_dtype.value
+        return run_peak_fields(out, dtype, mesh.devices, peak_cache, write=distributed.is_writer())
+    except Exception as error:  # recorded in every record of the run
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
+def _measure_with_progress(
+    variant, preset, mesh, scope, steps, warmup, repeat, overhead, trace_dir, peak
+) -> dict[str, Any]:
     from rich.progress import Progress
 
     if not distributed.is_writer():  # one progress display, process 0's; the watchdog still hears every step
-        return measure(variant, preset, mesh, scope, steps, warmup, repeat, overhead, distributed.step_done, trace_dir)
+        return measure(
+            variant, preset, mesh, scope, steps, warmup, repeat, overhead, distributed.step_done, trace_dir, peak=peak
+        )
     with Progress(transient=True) as progress:
         task = progress.add_task(f"{variant.name}: compiling and analysing", total=warmup + steps)
 
@@ -193,7 +252,7 @@ def _measure_with_progress(variant, preset, mesh, scope, steps, warmup, repeat, 
             progress.update(task, advance=1, description=f"{variant.name}: warm-up and timed steps")
             distributed.step_done()
 
-        return measure(variant, preset, mesh, scope, steps, warmup, repeat, overhead, advance, trace_dir)
+        return measure(variant, preset, mesh, scope, steps, warmup, repeat, overhead, advance, trace_dir, peak=peak)
 
 
 MP_ALLREDUCE_BYTES = comm_key("mp", CollectiveKind.ALL_REDUCE, "bytes")

@@ -54,6 +54,9 @@ RUN_FLAGS: tuple[RunFlag, ...] = (
     RunFlag("--repeat", "repeat", "repeat index stored in the record (sweeps set it)", type=int, default=0),
     RunFlag("--overhead", "overhead", "also time a bare loop of the same step: the harness overhead", type=None,
             default=False),
+    RunFlag("--peak-cache", "peak_cache", "CPU: take the peak from the cross-run cache (~/.cache/gptj-bench, or "
+            "$GPTJ_BENCH_CACHE) instead of measuring it at the start of the run; records say peak_from_cache",
+            type=None, default=False),
     RunFlag("--profile", "profile", "capture an XProf trace of a few more steps into RUN_DIR/traces/ and add its "
             "summary to the record", type=None, default=False),
     RunFlag("--distributed", "distributed", "initialise jax.distributed before the run", type=None, default=False,

@@ -101,8 +101,11 @@ class Timing:
     tokens_per_s: float | None  # global tokens, counted once
     tokens_per_s_per_device: float
     loss: float
-    bare_loop_step_s: float  # the same step in a plain loop, synchronised once (--overhead)
-    harness_overhead_frac: float
+    bare_loop_step_s: float  # the same step in a plain loop, synchronised once (--overhead); median over the pairs
+    harness_overhead_frac: float  # median over interleaved pairs of (harnessed / bare loop - 1)
+    harness_overhead_frac_min: float  # the pairs' spread
+    harness_overhead_frac_max: float
+    harness_overhead_pairs: int
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,14 @@ class Peaks:
     peak_source: str | None
     peak_flops_per_device_gptj_basis: float | None  # FLOP/s on the basis GPT-J's published MFU used
     peak_source_gptj_basis: str | None
+    # CPU: the run directory's calibration (bench.records.peakfile), or the cross-run cache with --peak-cache
+    peak_measured_utc: str | None  # ISO 8601; None for a cache entry older than this field
+    peak_load_avg_before: float | None  # 1-minute load average around the calibration's GEMMs
+    peak_load_avg_after: float | None
+    peak_file: str | None  # relative to the run directory; None when the peak came from the cross-run cache
+    peak_from_cache: bool  # True: read from the cross-run cache (--peak-cache), not measured for this run
+    peak_theoretical_flops_per_device: float | None  # FLOP/s, bench.hardware.cpu; None where lscpu lacks a fact
+    peak_theoretical_source: str | None
 
 
 @dataclass(frozen=True)

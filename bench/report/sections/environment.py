@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.records.peakfile import PEAK_FILE, PeakEntry, drift, read_peaks
 from bench.records.runspec import flag_argv, run_argv
 from bench.report.analyse import Analysis
 from bench.report.format import markdown_table
@@ -33,10 +34,87 @@ ENV_FIELDS = (
     "git_commit",
     "git_dirty",
     "peak_source",
+    "peak_from_cache",
 )
+PEAK_DRIFT_LIMIT = 0.05  # issue 12: a start-to-end or between-environment difference above 5% is reported
 
 
 def section_environment(a: Analysis) -> list[str]:
+    return _section_environment(a) + peak_section(a.run)
+
+
+def peak_section(run: RunRecords) -> list[str]:
+    """Each environment's CPU peak (RUN_DIR/peaks.jsonl): figure, method, load, and the theoretical ceiling."""
+    entries = read_peaks(run.run_dir)
+    if not entries:
+        return []
+    rows = [
+        {
+            "jax": e.jax, "when": e.when, "dtype": e.dtype, "devices": e.devices,
+            "GFLOP/s per device": f"{e.flops_per_device / 1e9:.1f}",
+            "theoretical GFLOP/s per device": "n/a" if e.theoretical_flops_per_device is None
+            else f"{e.theoretical_flops_per_device / 1e9:.1f}",
+            "load avg (1 min) before -> after": f"{e.load_avg_before:.2f} -> {e.load_avg_after:.2f}",
+            "measured (UTC)": e.measured_utc, "method": e.method,
+        }
+        for e in entries
+    ]  # fmt: skip
+    theory = {e.theoretical_source: e.theoretical_flops_per_device is not None for e in entries}
+    lines = [f"### CPU peak ({PEAK_FILE})", "", markdown_table(pd.DataFrame(rows)), ""]
+    lines += [f"Theoretical peak: {t}." if known else f"{t[0].upper()}{t[1:]}." for t, known in theory.items()]
+    lines.append("")
+    return lines + [f"- {w}" for w in peak_warnings(run)] + [""]
+
+
+def peak_warnings(run: RunRecords) -> list[str]:
+    """A sentence per drift of the CPU peak above 5%: over the sweep in one environment, or between environments."""
+    entries = read_peaks(run.run_dir)
+    warnings = []
+    starts: dict[tuple, PeakEntry] = {}
+    for e in entries:
+        key = (e.jax, e.python, e.dtype, e.devices)
+        if e.when == "start":
+            starts.setdefault(key, e)
+        elif key in starts and abs(d := drift(starts[key], e)) > PEAK_DRIFT_LIMIT:
+            s = starts[key]
+            warnings.append(
+                f"MFU uncertain: the CPU peak drifted {d:+.1%} over the sweep (jax {e.jax}: "
+                f"{s.flops_per_device / 1e9:.1f} GFLOP/s per device at the start, load {s.load_avg_before:.2f}; "
+                f"{e.flops_per_device / 1e9:.1f} at the end, load {e.load_avg_before:.2f})"
+            )
+    by_setting: dict[tuple, list[PeakEntry]] = {}
+    for e in starts.values():
+        by_setting.setdefault((e.dtype, e.devices), []).append(e)
+    for group in by_setting.values():
+        low, high = min(group, key=_flops), max(group, key=_flops)
+        if high.flops_per_device > low.flops_per_device * (1 + PEAK_DRIFT_LIMIT):
+            warnings.append(_between_environments(low, high))
+    return warnings
+
+
+def _flops(entry: PeakEntry) -> float:
+    return entry.flops_per_device
+
+
+def _between_environments(low: PeakEntry, high: PeakEntry) -> str:
+    gap = high.flops_per_device / low.flops_per_device - 1.0
+    said = (
+        f"The JAX environments' CPU peaks differ by {gap:.1%}: jax {high.jax} {high.flops_per_device / 1e9:.1f} "
+        f"GFLOP/s per device (load {high.load_avg_before:.2f}), jax {low.jax} {low.flops_per_device / 1e9:.1f} "
+        f"(load {low.load_avg_before:.2f}). "
+    )
+    if low.load_avg_before > high.load_avg_before:
+        return said + (
+            "The lower one was measured under more load, so contention may explain it: MFU across the two "
+            "environments is uncertain."
+        )
+    return said + (
+        "The lower one was not measured under more load, so the two JAX versions' CPU GEMMs run at different "
+        "speeds; each environment's MFU is against its own peak, comparable within an environment, not across."
+    )
+
+
+def _section_environment(a: Analysis) -> list[str]:
     return [
         "## 7. Environment",
         "",

@@ -12,6 +12,7 @@ from bench.report.format import MiB, figure, fmt, markdown_table, pct, scaled
 from bench.report.load import RunRecords
 from bench.report.sections.baseline import gptj_sentence
 from bench.report.sections.effects import effect_sentence
+from bench.report.sections.environment import peak_warnings
 from bench.report.sections.projection import projection_headline
 from bench.report.stats import peak_source
 
@@ -48,6 +49,7 @@ def section_headline(a: Analysis) -> list[str]:
             f"MFU {pct(best['mfu'])}, MFU (6N) {pct(best['mfu_6n'])}, HFU {pct(best['hfu'])} "
             f"of its own peak ({peak_source(a.run.measured, best)})."
         )
+    lines += [f"**{w}** (section 7)." for w in peak_warnings(a.run)]  # the MFU figures' own caveat, said first
     lines.append("")
     for effect in a.effects:
         if effect.pairs:
