@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.records.store import append_line_atomically
 
 PEAK_FILE = "peaks.jsonl"
 WHEN = ("start", "end")  # before the first timed step; after the last (a sweep's)
@@ -70,18 +70,7 @@ def append_peak(run_dir: Path, entry: PeakEntry) -> None:
         raise ValueError(f"when must be one of {WHEN}, got {entry.when!r}")
     path = peak_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    text = old + ("" if not old or old.endswith("\n") else "\n") + json.dumps(dataclasses.asdict(entry)) + "\n"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
-            tmp.write(text)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    append_line_atomically(path, json.dumps(dataclasses.asdict(entry)) + "\n")
 
 
 def drift(start: PeakEntry, end: PeakEntry) -> float:

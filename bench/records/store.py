@@ -73,25 +73,30 @@ def _keep(line: str, record: dict[str, Any]) -> Path | None:
 
 def _append_line(run_dir: Path, line: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = results_path(run_dir)
     with open(run_dir / ".results.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        old = path.read_bytes() if path.exists() else b""
-        if old and not old.endswith(b"\n"):
-            old += b"\n"  # never glue a new record onto a damaged last line
-        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".results.", suffix=".tmp")
-        try:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes the file private; records are for everyone to read
-            with os.fdopen(fd, "wb") as out:
-                out.write(old + line.encode())
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        append_line_atomically(results_path(run_dir), line)
+
+
+def append_line_atomically(path: Path, line: str) -> None:
+    """Rewrite ``path`` with ``line`` appended, through a temporary file renamed over it: a crash leaves the old file
+    or the new one, never a half line. The caller serialises writers (``_append_line`` holds a lock)."""
+    old = path.read_bytes() if path.exists() else b""
+    if old and not old.endswith(b"\n"):
+        old += b"\n"  # never glue a new line onto a damaged last line
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes the file private; records are for everyone to read
+        with os.fdopen(fd, "wb") as out:
+            out.write(old + line.encode())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @dataclass
