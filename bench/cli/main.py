@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from bench.cli.spec import (
     check_counts,
@@ -240,9 +240,22 @@ def cmd_tpu_aot(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_list(sub)
+    _add_logits(sub)
+    _add_run(sub)
+    _add_distributed(sub)
+    _add_sweep(sub)
+    _add_calibrate(sub)
+    _add_tpu_aot(sub)
+    _add_report(sub)
+    return parser
 
+
+def _add_list(sub: Any) -> None:
     sub.add_parser("list", help="print every variant name, one per line").set_defaults(func=cmd_list)
 
+
+def _add_logits(sub: Any) -> None:
     logits = sub.add_parser(
         "logits",
         help="single-device logits of a Hugging Face GPT-J checkpoint, as JSON",
@@ -253,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     logits.add_argument("--tokens", required=True, help="comma-separated token ids, e.g. 1,2,3")
     logits.set_defaults(func=cmd_logits)
 
+
+def _add_run(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="measure variants; append one JSON record each to RUN_DIR/results.jsonl",
@@ -261,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(run)
     run.set_defaults(func=cmd_run)
 
+
+def _add_distributed(sub: Any) -> None:
     launch = sub.add_parser(
         "distributed",
         help="launch a run as several local processes over loopback (jax.distributed, simulated CPU devices)",
@@ -270,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_launcher_arguments(launch)
     launch.set_defaults(func=local.cmd_distributed)
 
+
+def _add_sweep(sub: Any) -> None:
     sweep = sub.add_parser(
         "sweep",
         help="every variant in its own process, both JAX environments, then the report",
@@ -290,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-report", action="store_true", help="measure only")
     sweep.set_defaults(func=cmd_sweep)
 
+
+def _add_calibrate(sub: Any) -> None:
     calibrate = sub.add_parser(
         "calibrate",
         help="measure the CPU peak FLOP/s (a GEMM) into RUN_DIR/peaks.jsonl",
@@ -302,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.set_defaults(func=cmd_calibrate)
 
+
+def _add_tpu_aot(sub: Any) -> None:
     aot = sub.add_parser(
         "tpu-aot",
         help="compile variants for a TPU topology without a TPU; record memory, FLOPs, communication",
@@ -313,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     aot.set_defaults(preset="gptj-6b")
     aot.set_defaults(func=cmd_tpu_aot)
 
+
+def _add_report(sub: Any) -> None:
     report = sub.add_parser(
         "report",
         help="write RUN_DIR/REPORT.md with plots from the run's records",
@@ -323,7 +348,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--aot", action="append", help="run directory of tpu_aot records (repeatable)")
     report.add_argument("--no-plots", action="store_true", help="write REPORT.md without its PNG plots")
     report.set_defaults(func=cmd_report)
-    return parser
 
 
 def _exit_interrupted(message: str) -> NoReturn:
