@@ -10,6 +10,7 @@ from bench.analysis.expected import ExpectedComm, expected_comm
 from bench.analysis.hlo import CollectiveKind
 from bench.measure.prepare import analyse, build_program, comm_verdict
 from bench.records.schema import comm_key
+from model import compat
 from model.config import Mesh, Remat, Residual, Scope, Variant, get_preset, model_for
 from model.strategies import make_driver
 
@@ -114,7 +115,18 @@ def test_hlo_of_accumulating_shard_map_equals_the_analytic_count(name):
     assert fields[comm_key("dp", ALL_REDUCE, "bytes")] - fields["expected_dp_grad_allreduce_bytes"] == 4
 
 
+# Measured in CI on jax 0.4.30: its partitioner still all-reduces the per-replica gradients over dp inside the
+# micro-batch loop (16 and 18 dp all-reduces for the two variants at A=2, where current JAX has 1). Strict: the mark
+# fails the test the day 0.4.30's program reduces once, so the limitation cannot outlive its cause unnoticed.
+LEGACY_PJIT_ACCUMULATION = pytest.mark.xfail(
+    compat.has_xmap(),
+    reason="jax 0.4.30's SPMD partitioner all-reduces pjit's accumulated gradients every micro-step",
+    strict=True,
+)
+
+
 @pytest.mark.parametrize("name", ACCUM_NAMES, ids=lambda n: n.format("x"))
+@LEGACY_PJIT_ACCUMULATION
 def test_accumulating_pjit_reduces_gradients_over_dp_once_per_step(name):
     """pjit's partitioner, left alone, would all-reduce gradients over dp inside the micro-batch loop. The dp
     all-reduce must appear once per step (its bytes are the gradient shards and the loss, not twice that), and the
