@@ -8,6 +8,7 @@ it, so the version predicates can be asked before JAX starts (the TPU compile en
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -123,3 +124,16 @@ def cost_dict(costs: CostAnalysis) -> dict[str, Any] | None:
 def cost_analysis(stage: Any) -> dict[str, Any] | None:
     """``stage.cost_analysis()`` of a ``jax.stages.Compiled`` or ``Lowered`` as one dict (see ``cost_dict``)."""
     return cost_dict(stage.cost_analysis())
+
+
+def lowered_text(lowered: Any, debug_info: bool = False) -> str:
+    """A ``jax.stages.Lowered`` as StableHLO text, with or without its locations (op names, source lines).
+
+    Current JAX takes ``as_text(debug_info=...)``; jax 0.4.30's ``as_text`` has no such argument and prints none,
+    so the locations come from its MLIR module's own printer.
+    """
+    if "debug_info" in inspect.signature(lowered.as_text).parameters:
+        return lowered.as_text(debug_info=debug_info)
+    if not debug_info:
+        return lowered.as_text()
+    return lowered.compiler_ir().operation.get_asm(enable_debug_info=True)

@@ -187,9 +187,13 @@ class Preset:
     mesh: Mesh
     learning_rate: float = 1.2e-4  # GPT-J-6B's peak learning rate
     weight_decay: float = 0.1  # GPT-J: on matrices only
-    # Micro-batches per optimizer step: gradients of each are summed in f32, then reduced over dp once and applied
-    # by one AdamW update (model.program.accumulate).
+    # Micro-batches per optimizer step: gradients of each are summed in grad_accum_dtype, then reduced over dp once
+    # and applied by one AdamW update (model.program.accumulate).
     grad_accum: int = 1
+    # The running sum's dtype. GPT-J summed in bf16 (mesh-transformer-jax mesh_transformer/transformer_shard.py,
+    # CausalTransformer.train: the scan's carry is ``jnp.zeros_like(x).astype(jnp.bfloat16)``); on the v3-256 an f32
+    # sum does not fit: parallel-h256-pjit-full asks for 15.89 GiB of 15.48 (libtpu 0.0.42.1, measured for issue 10).
+    grad_accum_dtype: Dtype = Dtype.FLOAT32
     # The micro-batch loop is a lax.scan; unrolled, XLA's cost analysis (which counts a loop body once) sees every
     # micro-step, as unroll_layers does for the layers.
     unroll_accum: bool = False
@@ -248,7 +252,16 @@ PRESETS: dict[str, Preset] = {
     # GPT-J-6B exactly, as it was trained: per-replica batch 1 x 2048 tokens on GPT-J's v3-256 mesh (dp=32 x mp=8),
     # 16 micro-batches per update (mesh-transformer-jax configs/6B_roto_256.json: per_replica_batch 1,
     # gradient_accumulation_steps 16), so 16 x 65,536 tokens per step.
-    "gptj-6b": Preset("gptj-6b", ModelConfig(), batch=32, seq=2048, mesh=Mesh(dp=32, mp=8), grad_accum=16),
+    # The micro-batch gradients are summed in bf16, as GPT-J did (grad_accum_dtype above).
+    "gptj-6b": Preset(
+        "gptj-6b",
+        ModelConfig(),
+        batch=32,
+        seq=2048,
+        mesh=Mesh(dp=32, mp=8),
+        grad_accum=16,
+        grad_accum_dtype=Dtype.BFLOAT16,
+    ),
     # GPT-Neo 2.7B dimensions, the article's comparison point (148k tokens/s on the same pod).
     "gpt-neo-2.7b": Preset(
         "gpt-neo-2.7b",

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from model.config import ModelConfig, Preset, Scope
+from model.config import Dtype, ModelConfig, Preset, Scope
 from model.gptj import block_loss, model_loss
 from model.sharding import TensorParallel, decay_mask
 
@@ -45,6 +45,7 @@ class Program:
     learning_rate: float
     weight_decay: float
     grad_accum: int = 1  # micro-batches per step
+    grad_accum_dtype: Dtype = Dtype.FLOAT32  # the running sum's
     unroll_accum: bool = False  # the micro-batch loop unrolled (for XLA's cost analysis) instead of a lax.scan
 
     @classmethod
@@ -58,6 +59,7 @@ class Program:
             preset.learning_rate,
             preset.weight_decay,
             preset.grad_accum,
+            preset.grad_accum_dtype,
             preset.unroll_accum,
         )
 
@@ -117,17 +119,24 @@ GradFn = Callable[[Params, Batch], tuple[jnp.ndarray, Params]]
 
 
 def accumulate(
-    grad_fn: GradFn, params: Params, batch: Batch, unroll: bool = False, constrain: Callable[[Any], Any] = lambda t: t
+    grad_fn: GradFn,
+    params: Params,
+    batch: Batch,
+    unroll: bool = False,
+    constrain: Callable[[Any], Any] = lambda t: t,
+    sum_dtype: Dtype = Dtype.FLOAT32,
 ) -> tuple[jnp.ndarray, Params]:
     """Mean loss and gradients over the leading micro-batch axis of ``batch`` ([A, B, ...]).
 
     Each micro-batch's loss is a mean over its B sequences, and all have the same size, so the mean over the A
-    micro-batches is the loss of the whole A x B batch and its gradient the mean of theirs. Sums are kept in f32
-    whatever the parameter dtype. A = 1 calls ``grad_fn`` once, with no loop (the programs of a step without
-    accumulation). ``constrain`` is applied to the running sums (the pjit driver keeps them sharded per replica).
+    micro-batches is the loss of the whole A x B batch and its gradient the mean of theirs. Sums are kept in
+    ``sum_dtype`` whatever the parameter dtype, and the mean is returned in it: the drivers' one dp reduction then
+    moves that dtype, as GPT-J's ``pmean`` of its bf16 sum did. A = 1 calls ``grad_fn`` once, with no loop (the
+    programs of a step without accumulation). ``constrain`` is applied to the running sums (the pjit driver keeps
+    them sharded per replica).
     GPT-J did the same (mesh-transformer-jax ``mesh_transformer/transformer_shard.py``, ``CausalTransformer.train``:
     ``lax.scan`` over micro-batches summing gradients, a plain call when there is one, then one ``pmean`` over the
-    batch axis), except that it summed in bf16.
+    batch axis), summing in bf16 (the ``gptj-6b`` preset's ``grad_accum_dtype``).
     """
     steps = jax.tree_util.tree_leaves(batch)[0].shape[0]
     if steps == 1:
@@ -135,10 +144,11 @@ def accumulate(
 
     def add(total: Any, micro: Batch) -> tuple[Any, None]:
         value = grad_fn(params, micro)
-        return constrain(jax.tree_util.tree_map(lambda t, v: t + v.astype(jnp.float32), total, value)), None
+        return constrain(jax.tree_util.tree_map(lambda t, v: t + v.astype(dtype), total, value)), None
 
+    dtype = jnp.dtype(sum_dtype.value)
     shapes = jax.eval_shape(grad_fn, params, jax.tree_util.tree_map(lambda a: a[0], batch))
-    total = constrain(jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes))
+    total = constrain(jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, dtype), shapes))
     if unroll:  # every micro-step in the program, for XLA's cost analysis
         for i in range(steps):
             total, _ = add(total, jax.tree_util.tree_map(lambda a, i=i: a[i], batch))

@@ -121,7 +121,9 @@ class GlobalViewDriver(Driver):
         program = self.program
         if self.tp.mesh is None or program.grad_accum == 1:
             grad_fn = jax.value_and_grad(program.loss_fn(self.tp))
-            return lambda params, batch: accumulate(grad_fn, params, batch, program.unroll_accum)
+            return lambda params, batch: accumulate(
+                grad_fn, params, batch, program.unroll_accum, sum_dtype=program.grad_accum_dtype
+            )
         return self._per_replica_accumulated_grad()
 
     def _per_replica_accumulated_grad(self) -> GradFn:
@@ -140,9 +142,11 @@ class GlobalViewDriver(Driver):
 
         def step(params: Params, batch: Batch) -> tuple[jnp.ndarray, Params]:
             constrain = lambda t: jax.lax.with_sharding_constraint(t, sums)  # noqa: E731
-            loss, grads = accumulate(replicas, params, batch, program.unroll_accum, constrain)
-            # The one dp reduction of the step: every replica's gradient is of its own mean loss.
-            return loss.mean(0), jax.tree_util.tree_map(lambda g: g.mean(0), grads)
+            loss, grads = accumulate(replicas, params, batch, program.unroll_accum, constrain, program.grad_accum_dtype)
+            # The one dp reduction of the step: every replica's gradient is of its own mean loss. Summed in the
+            # gradients' own dtype (jnp.mean and jnp.sum widen bf16 to f32, and the all-reduce with them).
+            replica_mean = lambda g: jax.lax.reduce(g, np.zeros((), g.dtype), jax.lax.add, (0,)) / dp  # noqa: E731
+            return loss.mean(0), jax.tree_util.tree_map(replica_mean, grads)
 
         return step
 
@@ -192,7 +196,7 @@ def local_grad(program: Program, tp: TensorParallel) -> Callable[[Params, Batch]
     grad_fn = jax.value_and_grad(program.loss_fn(tp))
 
     def step(params: Params, batch: Batch) -> tuple[jnp.ndarray, Params]:  # batch: [A, B/dp, ...]
-        loss, grads = accumulate(grad_fn, params, batch, program.unroll_accum)
+        loss, grads = accumulate(grad_fn, params, batch, program.unroll_accum, sum_dtype=program.grad_accum_dtype)
         # Once per step, after the micro-batch loop. Every replica's gradient is of its own mean loss; the global
         # mean's gradient is their average.
         return jax.lax.pmean(loss, DP), jax.lax.pmean(grads, DP)

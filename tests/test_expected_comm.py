@@ -2,6 +2,7 @@
 
 import dataclasses
 import itertools
+import re
 
 import pytest
 from conftest import require_devices
@@ -11,7 +12,7 @@ from bench.analysis.hlo import CollectiveKind
 from bench.measure.prepare import analyse, build_program, comm_verdict
 from bench.records.schema import comm_key
 from model import compat
-from model.config import Mesh, Remat, Residual, Scope, Variant, get_preset, model_for
+from model.config import Dtype, Mesh, Remat, Residual, Scope, Variant, get_preset, model_for
 from model.strategies import make_driver
 
 PRESET = get_preset("tiny")
@@ -21,7 +22,7 @@ ALL_REDUCE = CollectiveKind.ALL_REDUCE
 def test_gptj_6b_on_v3_256_by_hand():
     preset = get_preset("gptj-6b")
     cfg = model_for(preset, Variant.parse("parallel-h256-pjit-full"))
-    expected = expected_comm(cfg, Mesh(32, 8), Scope.MODEL, 32, 2048, local_param_bytes=100)
+    expected = expected_comm(cfg, Mesh(32, 8), Scope.MODEL, 32, 2048, local_grad_bytes=100)
     act = 1 * 2048 * 4096 * 2  # per-replica batch 1, bf16 activations
     assert expected.mp_layer_allreduce_count == 28 * 2  # parallel block: 1 forward + 1 backward; remat adds none
     assert expected.mp_layer_allreduce_bytes == 28 * 2 * act
@@ -34,7 +35,7 @@ def test_gptj_6b_on_v3_256_by_hand():
 
 def test_one_device_per_axis_has_nothing_to_reduce():
     cfg = model_for(PRESET, Variant.parse("serial-h256-pjit-full"))
-    expected = expected_comm(cfg, Mesh(1, 1), Scope.MODEL, 4, 16, local_param_bytes=100)
+    expected = expected_comm(cfg, Mesh(1, 1), Scope.MODEL, 4, 16, local_grad_bytes=100)
     assert expected.mp_layer_allreduce_count == expected.mp_other_allreduce_count == 0
     assert expected.dp_grad_allreduce_bytes == 0
 
@@ -81,14 +82,14 @@ def test_the_verdict_names_differences_and_keeps_combined_ops_as_notes():
 
 def test_accumulation_repeats_mp_all_reduces_and_not_the_dp_one_by_hand():
     cfg = model_for(get_preset("gptj-6b"), Variant.parse("parallel-h256-pjit-full"))
-    one = expected_comm(cfg, Mesh(32, 8), Scope.MODEL, 32, 2048, local_param_bytes=100)
-    sixteen = expected_comm(cfg, Mesh(32, 8), Scope.MODEL, 32, 2048, local_param_bytes=100, grad_accum=16)
+    one = expected_comm(cfg, Mesh(32, 8), Scope.MODEL, 32, 2048, local_grad_bytes=100)
+    sixteen = expected_comm(cfg, Mesh(32, 8), Scope.MODEL, 32, 2048, local_grad_bytes=100, grad_accum=16)
     act = 1 * 2048 * 4096 * 2  # per micro-step: per-replica batch 1, bf16 activations
     assert (sixteen.mp_layer_allreduce_count, sixteen.mp_layer_allreduce_bytes) == (16 * 28 * 2, 16 * 28 * 2 * act)
     assert (sixteen.mp_other_allreduce_count, sixteen.mp_other_allreduce_bytes) == (16 * 5, 16 * (2 * act + 3 * 8192))
     assert sixteen.dp_grad_allreduce_bytes == one.dp_grad_allreduce_bytes == 100  # once per step
     with pytest.raises(ValueError, match="grad_accum must be at least 1"):
-        expected_comm(cfg, Mesh(32, 8), Scope.MODEL, 32, 2048, local_param_bytes=100, grad_accum=0)
+        expected_comm(cfg, Mesh(32, 8), Scope.MODEL, 32, 2048, local_grad_bytes=100, grad_accum=0)
 
 
 def compiled_fields(preset, name: str) -> dict:
@@ -113,6 +114,37 @@ def test_hlo_of_accumulating_shard_map_equals_the_analytic_count(name):
     per_layer = {"parallel-h256-{}-full": 2, "serial-h128-{}-none": 4}[name]
     assert fields[comm_key("mp", ALL_REDUCE, "tensors")] == 2 * (2 * per_layer + 5)
     assert fields[comm_key("dp", ALL_REDUCE, "bytes")] - fields["expected_dp_grad_allreduce_bytes"] == 4
+
+
+# One all-reduce of lowered StableHLO over the dp groups of dp=2 x mp=4 (devices 4 apart), to its operand's type.
+_DP_ALL_REDUCE = re.compile(
+    r'"stablehlo\.all_reduce".*replica_groups = dense<\[\[0, 4\], \[1, 5\], \[2, 6\], \[3, 7\]\]>.*\n'
+    r"(?:.*\n)*?\s*\}\) : \(tensor<[^>]*?x?(bf16|f32)>"
+)
+
+
+def lowered_dp_reduction_dtypes(preset, name: str) -> set[str]:
+    """Element types of the lowered program's all-reduces over dp, before any backend rewrites them."""
+    variant = Variant.parse(name)
+    program = build_program(preset, variant, preset.mesh, Scope.MODEL)
+    driver = make_driver(variant.strategy, program, preset.mesh)
+    return set(_DP_ALL_REDUCE.findall(driver.train_step().lower(*driver.abstract_args()).as_text()))
+
+
+def test_a_bf16_sum_halves_the_dp_reduction_and_the_model_knows():
+    """GPT-J summed micro-batch gradients in bf16 (the gptj-6b preset does too): the one dp all-reduce then carries
+    bf16 gradient shards, half the f32 ones, and the analytic model counts them so. XLA's CPU backend widens a bf16
+    all-reduce to f32 (the compiled payload is then the f32 one, at least what the model wants), so the dtype is
+    read from the lowered program, which every backend starts from (shard_map's own psum: pjit's are the
+    partitioner's, added later)."""
+    require_devices(ACCUM.mesh.devices)
+    name = "parallel-h256-shard_map-full"
+    summed_in_bf16 = dataclasses.replace(ACCUM, grad_accum_dtype=Dtype.BFLOAT16)
+    f32, bf16 = compiled_fields(ACCUM, name), compiled_fields(summed_in_bf16, name)
+    assert bf16["comm_matches_model"] is True and bf16["comm_differences"] == []
+    assert 2 * bf16["expected_dp_grad_allreduce_bytes"] == f32["expected_dp_grad_allreduce_bytes"]
+    assert "bf16" in lowered_dp_reduction_dtypes(summed_in_bf16, name)
+    assert lowered_dp_reduction_dtypes(ACCUM, name) == {"f32"}
 
 
 # Measured in CI on jax 0.4.30: its partitioner still all-reduces the per-replica gradients over dp inside the

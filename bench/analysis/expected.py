@@ -50,10 +50,10 @@ def recomputed_allreduces_per_layer(residual: Residual, remat: Remat) -> int:
 
 
 def expected_comm(
-    cfg: ModelConfig, mesh: Mesh, scope: Scope, batch: int, seq: int, local_param_bytes: int, grad_accum: int = 1
+    cfg: ModelConfig, mesh: Mesh, scope: Scope, batch: int, seq: int, local_grad_bytes: int, grad_accum: int = 1
 ) -> ExpectedComm:
-    """``batch``: global sequences per micro-step; ``grad_accum``: micro-steps per step; ``local_param_bytes``:
-    bytes of one device's parameter shards (what its gradient all-reduce carries)."""
+    """``batch``: global sequences per micro-step; ``grad_accum``: micro-steps per step; ``local_grad_bytes``:
+    bytes of one device's gradient shards as its one dp all-reduce carries them (bench.measure.prepare)."""
     if grad_accum < 1:
         raise ValueError(f"grad_accum must be at least 1, got {grad_accum}")
     act_bytes = (batch // mesh.dp) * seq * cfg.d_model * np.dtype(cfg.compute_dtype.value).itemsize
@@ -65,6 +65,6 @@ def expected_comm(
     if scope is Scope.MODEL and mesh.mp > 1:
         loss_bytes = (batch // mesh.dp) * seq * 4
         other_count, other_bytes = 2 + 3, 2 * act_bytes + 3 * loss_bytes
-    dp_bytes = local_param_bytes if mesh.dp > 1 else 0
+    dp_bytes = local_grad_bytes if mesh.dp > 1 else 0
     a = grad_accum
     return ExpectedComm(a * layer_count, a * layer_count * act_bytes, a * other_count, a * other_bytes, dp_bytes)

@@ -85,8 +85,11 @@ def prepare(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope = Scope.M
     return Prepared(variant, preset, mesh, scope, program, driver, compiled, state, batch, compile_s, analysis)
 
 
-def local_param_bytes(driver: Driver, program: Program) -> int:
-    """Bytes of one device's parameter shards, from the sharding table."""
+def local_grad_bytes(driver: Driver, program: Program) -> int:
+    """Bytes of one device's gradient shards as the step's one dp reduction carries them, from the sharding table:
+    in the parameters' dtype, or in the sum's (``grad_accum_dtype``) where micro-batches are accumulated
+    (model.program.accumulate returns the mean in it)."""
+    summed = np.dtype(program.grad_accum_dtype.value) if program.grad_accum > 1 else None
     total = 0
     for shape, spec in zip(
         jax.tree_util.tree_leaves(program.param_shapes()),
@@ -94,7 +97,7 @@ def local_param_bytes(driver: Driver, program: Program) -> int:
     ):
         elements = int(np.prod(shape.shape))
         shards = int(np.prod([driver.mesh.shape[a] for a in spec if a is not None]))
-        total += elements // shards * shape.dtype.itemsize
+        total += elements // shards * (summed or shape.dtype).itemsize
     return total
 
 
@@ -116,7 +119,7 @@ def analyse(compiled: Any, driver: Driver, program: Program, hlo_text: str | Non
         program.scope,
         program.batch,
         program.seq,
-        local_param_bytes(driver, program),
+        local_grad_bytes(driver, program),
         program.grad_accum,
     )
     fields.update(expected.as_record_fields())
