@@ -160,3 +160,33 @@ def test_across_compilers_xmap_takes_the_current_compilers_estimate_and_keeps_it
 )
 def test_no_substitution_without_a_matching_ok_shard_map_record(records):
     assert substitute_optimal_seconds(records)[0] == records[0]
+
+
+def test_a_breakdown_extrapolates_label_by_label_and_is_set_against_the_estimate():
+    """Each label is its own surface: ff_in = 2 L A ms, optimizer = 1 + L ms (once per step, however many
+    micro-steps), a collective only at L >= 3 (absent is 0). At GPT-J's L = 28, A = 16 the parts sum to the
+    estimate's own surface, so their ratio to it is 1."""
+
+    def parts(layers, microsteps):
+        found = {"ff_in": 2e-3 * layers * microsteps, "optimizer": 1e-3 * (1 + layers)}
+        return found | ({"collective mp": 1e-4 * (layers - 2)} if layers >= 3 else {})
+
+    points = {
+        (layers, steps): {
+            "flops": 1.0,
+            "bytes accessed": 1.0,
+            "optimal_seconds": sum(parts(layers, steps).values()),
+            "components": parts(layers, steps),
+        }
+        for layers in (2, 3)
+        for steps in (1, 2)
+    }
+    fields = whole_step_costs(points, layers=28, microsteps=16, devices=256, first=2)
+    want = {"ff_in": 2e-3 * 28 * 16, "optimizer": 1e-3 * 29, "collective mp": 1e-4 * 26}
+    assert fields["component_seconds_per_step"] == pytest.approx(want)
+    assert fields["component_sum_over_optimal"] == pytest.approx(1.0)
+    assert fields["component_seconds_source"].startswith("projection: per-op roofline")
+    without = whole_step_costs(
+        {p: {k: v for k, v in c.items() if k != "components"} for p, c in points.items()}, 28, 16, 256, 2
+    )
+    assert "component_seconds_per_step" not in without

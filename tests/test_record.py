@@ -78,7 +78,10 @@ def test_resume_keys_are_ok_records_only(tmp_path):
     append_record(tmp_path, record("b", status="failed"))
     append_record(tmp_path, record("a", repeat=1))
     append_record(tmp_path, record("a") | {"jax": "0.2"})
-    assert finished_keys(tmp_path) == {("a", 0, "0.1"), ("a", 1, "0.1"), ("a", 0, "0.2")}
+    append_record(tmp_path, record("a") | {"preset": "gpt-neo-2.7b"})
+    preset = record("a")["preset"]
+    want = {("a", 0, "0.1", preset), ("a", 1, "0.1", preset), ("a", 0, "0.2", preset), ("a", 0, "0.1", "gpt-neo-2.7b")}
+    assert finished_keys(tmp_path) == want
 
 
 def test_new_run_directories_never_collide(tmp_path):

@@ -62,10 +62,36 @@ def bilinear_in_layers_and_microsteps(
     )
 
 
+def whole_step(points: Mapping[tuple[int, int], float], layers: int, microsteps: int, first: int) -> float:
+    """A whole-step value from per-compile values at (layers, micro-steps) points: affine in layers from (first, 1)
+    and (first + 1, 1) when ``microsteps`` is 1, else bilinear from those and the same at 2 micro-steps."""
+    low, high = first, first + 1
+    if microsteps == 1:
+        return affine_in_layers(points[low, 1], points[high, 1], layers, first)
+    corners = (points[low, 1], points[high, 1], points[low, 2], points[high, 2])
+    return bilinear_in_layers_and_microsteps(*corners, layers, microsteps, first)
+
+
+def whole_step_by_label(
+    points: Mapping[tuple[int, int], Mapping[str, float]], layers: int, microsteps: int, first: int
+) -> dict[str, float]:
+    """``whole_step`` for each label of a per-compile breakdown (a label absent from a compile is 0 there)."""
+    labels = sorted({label for values in points.values() for label in values})
+    return {
+        label: whole_step({p: v.get(label, 0.0) for p, v in points.items()}, layers, microsteps, first)
+        for label in labels
+    }
+
+
 # What makes two tpu-aot records the same program but for the strategy: xmap and shard_map both write the block in
 # the local view with explicit psums, so their collectives are the same (tests/test_tpu_aot.py compares them).
-_SAME_PROGRAM = ("residual", "d_head", "remat", "preset", "scope", "mesh_dp", "mesh_mp", "batch", "seq", "topology")
+_SAME_PROGRAM = (
+    *("residual", "d_head", "remat", "preset", "scope", "mesh_dp", "mesh_mp", "batch", "seq", "topology"),
+    *("grad_accum", "grad_accum_dtype"),
+)
 ESTIMATE = "xla_optimal_seconds_per_step"
+# The component breakdown goes with the estimate it was reconciled against (bench.tpu_aot.compile).
+BREAKDOWN_FIELDS = ("component_seconds_per_step", "component_seconds_source", "component_sum_over_optimal")
 ESTIMATE_SOURCE = "xla_optimal_seconds_source"
 OWN_ESTIMATE = "xla_optimal_seconds_own_compile"
 
@@ -78,8 +104,8 @@ def substitute_optimal_seconds(
     different libtpu releases: xmap needs jax 0.4.30 and so libtpu 0.0.1, whose estimate of the same program differs
     (measured for issue 10: a 1-layer unrolled tiny parallel-h256-shard_map-full on v3:2x2, mesh 2x4, 3.31e-4 s
     under libtpu 0.0.1 and 2.34e-4 s under 0.0.42.1), so a ranking under one compiler takes the shard_map figure.
-    The record's own figure is kept in ``xla_optimal_seconds_own_compile``; the source says what was done. Others
-    are unchanged."""
+    The record's own figure is kept in ``xla_optimal_seconds_own_compile``, and the donor's component breakdown
+    replaces the record's own with it; the source says what was done. Others are unchanged."""
     copies = [dict(record) for record in records]
 
     def key(record: Mapping[str, Any]) -> tuple:
@@ -101,6 +127,7 @@ def substitute_optimal_seconds(
         else:
             continue
         record[OWN_ESTIMATE], record[ESTIMATE] = own, donor[ESTIMATE]
+        record.update({name: donor.get(name) for name in BREAKDOWN_FIELDS if name in donor})
         record[ESTIMATE_SOURCE] = (
             f"substituted from the shard_map compile {donor['variant']} by libtpu {donor.get('libtpu')} (same "
             f"collectives; {why}); there: {donor.get(ESTIMATE_SOURCE)}"
@@ -116,4 +143,6 @@ __all__ = [
     "bilinear_in_layers_and_microsteps",
     "bilinear_source",
     "substitute_optimal_seconds",
+    "whole_step",
+    "whole_step_by_label",
 ]

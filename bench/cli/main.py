@@ -229,12 +229,15 @@ def cmd_tpu_aot(args: argparse.Namespace) -> int:
         )
     apply_tpu_compile_env(args.topology)
     from bench.records.context import new_run_dir
+    from bench.records.store import cache_root
+    from bench.tpu_aot.cache import cache_from_flag
     from bench.tpu_aot.compile import run_aot
 
     out = Path(args.out) if args.out else new_run_dir()
-    print(f"run directory: {out}", file=sys.stderr)
+    cache = cache_from_flag(args.compile_cache, cache_root() / "tpu-aot")
+    print(f"run directory: {out}; compile cache: {cache.directory or 'off'}", file=sys.stderr)
     with _interruptible(out):
-        return 1 if run_aot(preset, list(variants), mesh, args.topology, out, args.resume) else 0
+        return 1 if run_aot(preset, list(variants), mesh, args.topology, out, args.resume, cache) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,6 +336,12 @@ def _add_tpu_aot(sub: Any) -> None:
     aot.add_argument("--topology", default="v3:8x16", help="TPU topology, e.g. v3:8x16 (a v3-256), v4:4x4x4, v5e:16x16")
     aot.add_argument("--variant", action="append", help="variant name (repeatable); default all this JAX can build")
     add_run_flags(aot, only=("preset", "overrides", "mesh", "out", "resume"))
+    aot.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        help="reuse the unrolled compiles' figures, keyed by program, compiler and analysis code "
+        "(bench/tpu_aot/cache.py); default $GPTJ_BENCH_CACHE/tpu-aot; 'none' compiles everything",
+    )
     aot.set_defaults(preset="gptj-6b")
     aot.set_defaults(func=cmd_tpu_aot)
 

@@ -36,8 +36,8 @@ from typing import Any
 
 from bench.hardware.cpu import read_cpu_facts, theoretical_peak
 from bench.records.context import cpu_model
+from bench.records.store import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: the tests set it through here)
 
-CACHE_ENV = "GPTJ_BENCH_CACHE"  # a directory; the calibration lives in calibration.json inside it
 CACHE_FILE = "calibration.json"
 DEFAULT_SIZES = (256, 512, 1024)  # about 2-3 s for all three on 2 cores with 8 simulated devices
 DEFAULT_REPEATS = 5
@@ -63,8 +63,7 @@ class CpuPeak:
 
 def cache_path() -> Path:
     """``$GPTJ_BENCH_CACHE/calibration.json``, default ``~/.cache/gptj-bench/calibration.json``."""
-    directory = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "gptj-bench")
-    return Path(directory) / CACHE_FILE
+    return cache_root() / CACHE_FILE
 
 
 def _cache_key(dtype_name: str, device_count: int, sizes: Sequence[int], repeats: int) -> str:

@@ -204,7 +204,7 @@ def run_variants(
     records = []
     peak: dict[str, Any] | None = None
     for variant in variants:
-        if (variant.name, repeat, jax.__version__) in done:
+        if (variant.name, repeat, jax.__version__, preset.name) in done:
             print(f"skip {variant.name} (repeat {repeat}): already recorded ok in {out}", file=sys.stderr)
             continue
         if peak is None:  # before the first timed step; process 0 writes the run directory's peak file

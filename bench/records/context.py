@@ -116,6 +116,7 @@ def failed_record(
         "batch": preset.batch,
         "seq": preset.seq,
         "grad_accum": preset.grad_accum,
+        "grad_accum_dtype": preset.grad_accum_dtype.value,
         "dtype": preset.model.compute_dtype.value,
         "repeat": repeat,
         "jax": jax_version,

@@ -66,6 +66,7 @@ class Head:
     batch: int  # global sequences per micro-step (per step where grad_accum is 1)
     seq: int  # tokens per sequence
     grad_accum: int  # micro-batches per optimizer step (gradient accumulation): tokens per step = batch x seq x this
+    grad_accum_dtype: str  # the dtype micro-batch gradients are summed in (float32; GPT-J's bfloat16 on gptj-6b)
     dtype: str  # compute dtype
     repeat: int
     jax: str | None  # the JAX version that ran it (None: the placeholder's environment could not say)
@@ -139,6 +140,14 @@ class CompilerEstimate:
     # per-device costs of the unrolled compiles the whole step is extrapolated from, one dict per compile:
     # layers, microsteps, xla_flops_per_step, xla_bytes_accessed_per_step, xla_optimal_seconds_per_step
     xla_cost_points: list
+    # how many of those compiles' figures were reused from the compile cache (bench.tpu_aot.cache) instead of compiled
+    xla_cost_points_from_cache: int
+    # Why the step takes its time: seconds per step per device by component label (bench.analysis.components:
+    # "qkv_proj", "attn_scores", ..., "collective mp"), each op of the optimized HLO priced at its roofline on the
+    # topology's row and extrapolated as the estimate above; a projection, never a measurement
+    component_seconds_per_step: dict | None
+    component_seconds_source: str | None
+    component_sum_over_optimal: float | None  # the components' sum over xla_optimal_seconds_per_step
 
 
 @dataclass(frozen=True)
@@ -384,10 +393,12 @@ _V1_COMBINED = "XLA combined "  # the one kind of comm_mismatch sentence that wa
 
 
 def upgrade(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A version-1 record as version 2 (a version-2 record is returned as a copy, with ``grad_accum`` 1 where it
-    predates that field: no step accumulated gradients before it existed)."""
+    """A version-1 record as version 2 (a version-2 record is returned as a copy, with ``grad_accum`` 1 and
+    ``grad_accum_dtype`` float32 where it predates those fields: no step accumulated gradients before they existed,
+    and the first accumulation summed in f32)."""
     new = dict(record)
     new.setdefault("grad_accum", 1)
+    new.setdefault("grad_accum_dtype", "float32")  # the only sum there was before the field
     if new.get("schema_version") != 1:
         return new
     new["schema_version"] = SCHEMA_VERSION

@@ -39,10 +39,17 @@ class RecordNotSaved(OSError):
         self.kept_at = kept_at
 
 
+CACHE_ENV = "GPTJ_BENCH_CACHE"  # a directory: the suite's cross-run files (calibration, compile cache, unsaved)
+
+
+def cache_root() -> Path:
+    """``$GPTJ_BENCH_CACHE``, default ``~/.cache/gptj-bench``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gptj-bench")
+
+
 def recovery_dir() -> Path:
     """Where a record goes when its run directory cannot take it: the suite's cache, else the temp directory."""
-    cache = os.environ.get("GPTJ_BENCH_CACHE") or str(Path.home() / ".cache" / "gptj-bench")
-    return Path(cache) / "unsaved"
+    return cache_root() / "unsaved"
 
 
 def append_record(run_dir: Path, record: dict[str, Any]) -> None:
@@ -136,11 +143,12 @@ def _parse(text: str) -> dict[str, Any] | str:
     return f"departs from the schema: {'; '.join(problems)}" if problems else record
 
 
-def record_key(record: dict[str, Any]) -> tuple[str, int, str]:
-    """A variant is measured once per repeat per JAX version (pjit runs in both environments of a sweep)."""
-    return record["variant"], int(record.get("repeat", 0)), str(record.get("jax", ""))
+def record_key(record: dict[str, Any]) -> tuple[str, int, str, str]:
+    """A variant is measured once per repeat per JAX version (pjit runs in both environments of a sweep) per preset
+    (a run directory may hold gptj-6b and gpt-neo-2.7b compiles of one variant)."""
+    return record["variant"], int(record.get("repeat", 0)), str(record.get("jax", "")), str(record.get("preset", ""))
 
 
-def finished_keys(run_dir: Path) -> set[tuple[str, int, str]]:
+def finished_keys(run_dir: Path) -> set[tuple[str, int, str, str]]:
     """Keys of the records already ``ok``: what ``--resume`` skips."""
     return {record_key(r) for r in load_records(run_dir).records if r.get("status") == Status.OK.value}

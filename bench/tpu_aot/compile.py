@@ -22,15 +22,12 @@ from typing import Any
 import numpy as np
 
 from bench.analysis.comm import collective_wire_bytes
-from bench.analysis.extrapolate import (
-    affine_in_layers,
-    affine_source,
-    bilinear_in_layers_and_microsteps,
-    bilinear_source,
-)
+from bench.analysis.components import Basis, attribute, breakdown
+from bench.analysis.extrapolate import affine_source, bilinear_source, whole_step, whole_step_by_label
 from bench.analysis.hlo import Collective, CollectiveKind, parse_collectives
 from bench.records.schema import COMM_AXES, RecordKind, Status, comm_key, comm_overlap_key
 from bench.records.store import append_record, finished_keys
+from bench.tpu_aot.cache import CompileCache, analysis_digest, program_key
 from model.config import ConfigError, Mesh, Preset, Scope, Variant
 
 # XLA counts a while-loop body once. Layer scans are kept (a 28-layer unrolled compile is slow), and the
@@ -64,14 +61,19 @@ def check_mesh(mesh: Mesh, device_count: int, topology: str) -> None:
         )
 
 
-def _compile(preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any]) -> tuple[Any, Any, Any, Any]:
+def _lower(preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any]) -> tuple[Any, Any, Any]:
     from bench.measure.prepare import build_program_for_devices
-    from bench.tpu_aot.env import compile_with_optimized_hlo
     from model.strategies import make_driver
 
     program = build_program_for_devices(preset, variant, mesh, Scope.MODEL, len(devices))
     driver = make_driver(variant.strategy, program, mesh, devices)
-    lowered = driver.train_step().lower(*driver.abstract_args())
+    return driver.train_step().lower(*driver.abstract_args()), driver, program
+
+
+def _compile(preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any]) -> tuple[Any, Any, Any, Any]:
+    from bench.tpu_aot.env import compile_with_optimized_hlo
+
+    lowered, driver, program = _lower(preset, variant, mesh, devices)
     compiled, hlo_text = compile_with_optimized_hlo(lowered)
     return compiled, hlo_text, driver, program
 
@@ -105,7 +107,7 @@ def extrapolation_grid(preset: Preset, first: int = EXTRAPOLATION_FIRST_LAYERS) 
 
 
 def whole_step_costs(
-    points: Mapping[tuple[int, int], Mapping[str, float | None]],
+    points: Mapping[tuple[int, int], Mapping[str, Any]],
     layers: int,
     microsteps: int,
     devices: int,
@@ -114,39 +116,82 @@ def whole_step_costs(
     """Record fields for the whole step from per-device costs at (layers, micro-steps) points (pure).
 
     Affine in layers from (first, 1) and (first + 1, 1) when microsteps is 1; bilinear from those and the same at 2
-    micro-steps otherwise. A cost the compiler did not report at some point is None, and its source says so.
+    micro-steps otherwise (bench.analysis.extrapolate.whole_step). A cost the compiler did not report at some point
+    is None, and its source says so. A point's ``components`` (seconds per component label, ``component_seconds``)
+    are extrapolated label by label the same way, and their sum set against the whole-step estimate.
     """
-    low, high = first, first + 1
     source = affine_source(first) if microsteps == 1 else bilinear_source(first)
     fields: dict[str, Any] = {"xla_flops_source": source, "xla_optimal_seconds_source": source}
     for key, field in COST_FIELDS.items():
-        values = [points[point][key] for point in sorted(points)]
-        if any(value is None for value in values):
+        values = {point: costs[key] for point, costs in points.items()}
+        if any(value is None for value in values.values()):
             fields[field] = None
             continue
-        if microsteps == 1:
-            per_device = affine_in_layers(points[low, 1][key], points[high, 1][key], layers, first)
-        else:
-            corners = (points[low, 1][key], points[high, 1][key], points[low, 2][key], points[high, 2][key])
-            per_device = bilinear_in_layers_and_microsteps(*corners, layers, microsteps, first)
+        per_device = whole_step(values, layers, microsteps, first)
         fields[field] = per_device * devices if key in SUMMED_OVER_DEVICES else per_device
     if fields["xla_optimal_seconds_per_step"] is None:
         fields["xla_optimal_seconds_source"] = "the TPU compiler reported no optimal_seconds"
     fields["xla_cost_points"] = [
-        {"layers": layers_at, "microsteps": steps_at, **{COST_FIELDS[k]: v for k, v in costs.items()}}
+        {"layers": layers_at, "microsteps": steps_at, **{COST_FIELDS[k]: costs[k] for k in COST_FIELDS}}
         for (layers_at, steps_at), costs in sorted(points.items())
     ]
+    if all("components" in costs for costs in points.values()):
+        parts = whole_step_by_label({p: costs["components"] for p, costs in points.items()}, layers, microsteps, first)
+        optimal = fields["xla_optimal_seconds_per_step"]
+        fields["component_seconds_per_step"] = parts
+        fields["component_seconds_source"] = f"{Basis.ROOFLINE.value} (bench.analysis.components), each label {source}"
+        fields["component_sum_over_optimal"] = sum(parts.values()) / optimal if optimal else None
     return fields
 
 
-def extrapolated_costs(preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any]) -> dict[str, Any]:
-    """Per-step FLOPs and HBM bytes summed over devices, and the compiler's per-device optimal_seconds, for the
-    preset's layer count and micro-batches."""
-    points = {}
+def component_seconds(hlo_text: str, driver: Any, accelerator: Any) -> dict[str, float]:
+    """Seconds per component label of one compile: each op of the optimized HLO at max(FLOPs / peak, bytes / HBM
+    bandwidth) with the accelerator row's bf16 peak and HBM bandwidth per device, the per-op roofline that the TPU
+    compiler's optimal_seconds sums (bench.analysis.components)."""
+    from bench.hardware.projection import hbm_bandwidth_per_device
+
+    mesh_ids = np.arange(driver.mesh.devices.size).reshape(driver.mesh.devices.shape)
+    hbm = hbm_bandwidth_per_device(accelerator.hbm_bandwidth_bytes_per_s, accelerator.devices_per_chip)
+    return dict(breakdown(attribute(hlo_text, mesh_ids), accelerator.peak_bf16_flops_per_device, hbm).seconds)
+
+
+def extrapolated_costs(
+    preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any], topology: str, cache: CompileCache | None = None
+) -> dict[str, Any]:
+    """Per-step FLOPs and HBM bytes summed over devices, the compiler's per-device optimal_seconds and the component
+    breakdown, for the preset's layer count and micro-batches. Each unrolled compile's figures are taken from
+    ``cache`` where its key (bench.tpu_aot.cache) is there, and stored in it otherwise."""
+    from bench.hardware.table import accelerator_for_topology
+    from bench.records.context import environment
+    from bench.tpu_aot.env import compile_with_optimized_hlo
+    from model.compat import lowered_text
+
+    cache = cache or CompileCache(None)
+    accelerator = accelerator_for_topology(topology)
+    versions = environment()
+    compiler = {
+        **{name: versions[name] for name in ("jax", "jaxlib", "libtpu", "xla_flags")},
+        "topology": topology,
+        "priced_at": [accelerator.peak_bf16_flops_per_device, accelerator.hbm_bandwidth_bytes_per_s],
+        "devices_per_chip": accelerator.devices_per_chip,
+    }
+    analysis = analysis_digest()
+    points, reused = {}, 0
     for layers, microsteps in extrapolation_grid(preset):
-        compiled, *_ = _compile(unrolled(preset, layers, microsteps), variant, mesh, devices)
-        points[layers, microsteps] = _costs(compiled)
-    return whole_step_costs(points, preset.model.n_layers, microsteps_of(preset), mesh.devices)
+        lowered, driver, _ = _lower(unrolled(preset, layers, microsteps), variant, mesh, devices)
+        key = program_key(lowered_text(lowered), lowered_text(lowered, debug_info=True), compiler, analysis)
+        value = cache.get(key)
+        if value is None:
+            compiled, hlo_text = compile_with_optimized_hlo(lowered)
+            value = {**_costs(compiled), "components": component_seconds(hlo_text, driver, accelerator)}
+            about = {"variant": variant.name, "preset": preset.name, "layers": layers, "microsteps": microsteps}
+            cache.put(key, value, {**about, **compiler})
+        else:
+            reused += 1
+        points[layers, microsteps] = value
+    fields = whole_step_costs(points, preset.model.n_layers, microsteps_of(preset), mesh.devices)
+    fields["xla_cost_points_from_cache"] = reused
+    return fields
 
 
 def overlap_fields(collectives: Iterable[Collective]) -> dict[str, float]:
@@ -160,7 +205,14 @@ def overlap_fields(collectives: Iterable[Collective]) -> dict[str, float]:
     return fields
 
 
-def compile_record(preset: Preset, variant: Variant, mesh: Mesh, topology: str, devices: list[Any]) -> dict[str, Any]:
+def compile_record(
+    preset: Preset,
+    variant: Variant,
+    mesh: Mesh,
+    topology: str,
+    devices: list[Any],
+    cache: CompileCache | None = None,
+) -> dict[str, Any]:
     from bench.hardware.table import accelerator_for_topology, peak_bases
     from bench.measure.peaks import peak_basis_fields
     from bench.measure.prepare import analyse, xla_to_hardware_flops_ratio
@@ -176,7 +228,7 @@ def compile_record(preset: Preset, variant: Variant, mesh: Mesh, topology: str, 
         record.update(analyse(compiled, driver, program, hlo_text))
         mesh_ids = np.arange(driver.mesh.devices.size).reshape(driver.mesh.devices.shape)
         record.update(overlap_fields(parse_collectives(hlo_text, mesh_ids, ("dp", "mp"))))
-        record.update(extrapolated_costs(preset, variant, mesh, devices))
+        record.update(extrapolated_costs(preset, variant, mesh, devices, topology, cache))
         record["xla_to_hardware_flops_ratio"] = xla_to_hardware_flops_ratio(record)
         accelerator = accelerator_for_topology(topology)
         hbm = accelerator.hbm_bytes_per_device
@@ -215,7 +267,15 @@ def out_of_memory_fields(message: str) -> dict[str, Any]:
     }
 
 
-def run_aot(preset: Preset, variants: list[Variant], mesh: Mesh, topology: str, out: Path, resume: bool) -> int:
+def run_aot(
+    preset: Preset,
+    variants: list[Variant],
+    mesh: Mesh,
+    topology: str,
+    out: Path,
+    resume: bool,
+    cache: CompileCache | None = None,
+) -> int:
     """Compile each variant; returns the number that failed for a reason other than not fitting in HBM (that
     verdict is a result, recorded with the compiler's figures)."""
     import jax
@@ -227,11 +287,11 @@ def run_aot(preset: Preset, variants: list[Variant], mesh: Mesh, topology: str, 
     done = finished_keys(out) if resume else set()
     failures = 0
     for variant in variants:
-        if (variant.name, 0, jax.__version__) in done:
+        if (variant.name, 0, jax.__version__, preset.name) in done:
             print(f"skip {variant.name}: already recorded ok in {out}", file=sys.stderr)
             continue
         start = time.perf_counter()
-        record = compile_record(preset, variant, mesh, topology, devices)
+        record = compile_record(preset, variant, mesh, topology, devices, cache)
         append_record(out, record)
         failures += record["status"] != Status.OK.value and record.get("fits_hbm") is not False
         _print(record, time.perf_counter() - start)

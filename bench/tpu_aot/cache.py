@@ -1,0 +1,97 @@
+"""Compile results reused across runs, keyed by the program and the compiler, never by a name.
+
+A gptj-6b variant on v3:8x16 costs four unrolled compiles (bench.tpu_aot.compile.extrapolation_grid) of about a
+minute each on 2 cores, for a handful of numbers: the compiler's cost analysis and the component breakdown read from
+the optimized HLO. Those numbers are kept here, one small JSON file per compile, and reused only when everything
+that could change them is the same:
+
+- the lowered program: its StableHLO text without locations, and the set of op names its locations carry (the
+  name scopes the component map reads; source files, lines and Python frames are left out, so a refactor that
+  compiles to the same program with the same scopes keeps its entries);
+- the compiler: jax, jaxlib and libtpu versions, XLA_FLAGS, and the topology compiled for;
+- the analysis: the bytes of the modules that turn optimized HLO into the breakdown (``ANALYSIS_SOURCES``), and the
+  peak and HBM bandwidth it was priced at (the hardware table's row, as numbers: a new row elsewhere in the table
+  changes nothing). A change to how a key or an entry is made bumps ``KEY_VERSION``.
+
+Nothing is timed, so a reused entry is the same figure a fresh compile would give; each record says how many of its
+points were reused (``xla_cost_points_from_cache``). Entries are written atomically; a corrupt one is ignored and
+recompiled. ``--compile-cache none`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+KEY_VERSION = 1
+ROOT = Path(__file__).resolve().parents[2]
+# The code between optimized HLO and the breakdown cached from it.
+ANALYSIS_SOURCES = ("bench/analysis/collectives.py", "bench/analysis/components.py", "bench/analysis/hlo.py")
+# An op-name location of lowered StableHLO: loc("jit(step)/.../dot_general"(#loc12)).
+_OP_NAME = re.compile(r'loc\("((?:jit|pjit|xmap|shard_map)\([^"]*)"')
+DISABLED = "none"
+
+
+def analysis_digest(root: Path = ROOT) -> str:
+    digest = hashlib.sha256()
+    for relative in ANALYSIS_SOURCES:
+        digest.update(relative.encode() + b"\0" + (root / relative).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def program_key(text: str, text_with_locations: str, compiler: Mapping[str, Any], analysis: str) -> str:
+    """The cache key of one compile (pure): see the module docstring for what goes in."""
+    digest = hashlib.sha256(f"gptj-bench tpu-aot cache {KEY_VERSION}\0".encode())
+    digest.update(text.encode() + b"\0")
+    digest.update("\n".join(sorted(set(_OP_NAME.findall(text_with_locations)))).encode() + b"\0")
+    digest.update(json.dumps(dict(compiler), sort_keys=True).encode() + b"\0")
+    digest.update(analysis.encode())
+    return digest.hexdigest()
+
+
+class CompileCache:
+    """One JSON file per key under ``directory``; ``directory`` None: nothing is read or written."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+        self.hits = 0
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        if self.directory is None:
+            return None
+        try:
+            entry = json.loads((self.directory / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("value"), dict):
+            return None
+        self.hits += 1
+        return entry["value"]
+
+    def put(self, key: str, value: Mapping[str, Any], about: Mapping[str, Any]) -> None:
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        entry = {"key": key, "about": dict(about), "value": dict(value)}
+        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".entry-", suffix=".json")
+        try:
+            with os.fdopen(handle, "w") as out:
+                json.dump(entry, out, indent=1, sort_keys=True)
+                out.write("\n")
+            os.replace(temporary, self.directory / f"{key}.json")
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+def cache_from_flag(value: str | None, default: Path) -> CompileCache:
+    """``--compile-cache DIR``; ``none`` disables it; absent: ``default``."""
+    if value == DISABLED:
+        return CompileCache(None)
+    return CompileCache(Path(value) if value else default)

@@ -1,0 +1,63 @@
+"""bench.tpu_aot.cache: what a compile's key depends on, and a cache that never hands back a broken entry. Pure:
+no JAX, no compile."""
+
+import json
+
+from bench.tpu_aot import cache as aot_cache
+from bench.tpu_aot.cache import CompileCache, cache_from_flag, program_key
+
+TEXT = "module @jit_step { func.func public @main(%arg0: tensor<4xf32>) -> tensor<4xf32> { ... } }"
+LOCATED = """#loc2 = loc("/work/main/model/gptj.py":120:8 to :40)
+#loc5 = loc("block"(#loc2))
+#loc11 = loc("jit(step)/block/attn/qkv_proj/dot_general"(#loc5))
+#loc12 = loc("jit(step)/block/ff/ff_in/dot_general"(#loc5))"""
+COMPILER = {"jax": "0.10.2", "jaxlib": "0.10.2", "libtpu": "0.0.42.1", "topology": "v3:8x16"}
+
+
+def key(text=TEXT, located=LOCATED, compiler=COMPILER, analysis="a") -> str:
+    return program_key(text, located, compiler, analysis)
+
+
+def test_the_key_follows_the_program_its_scopes_the_compiler_and_the_analysis():
+    assert key() == key()
+    assert key(text=TEXT.replace("4xf32", "8xf32")) != key()
+    assert key(located=LOCATED.replace("ff_in", "ff_out")) != key()  # the component map reads the scopes
+    assert key(compiler=COMPILER | {"libtpu": "0.0.1"}) != key()
+    assert key(compiler=COMPILER | {"topology": "v3:2x2"}) != key()
+    assert key(analysis="b") != key()
+
+
+def test_source_files_lines_and_frames_do_not_change_the_key():
+    moved = LOCATED.replace('/work/main/model/gptj.py":120:8 to :40', '/tmp/clone/model/gptj.py":131:4 to :9')
+    moved = moved.replace('loc("block"(#loc2))', 'loc("_block_body"(#loc2))')
+    assert key(located=moved) == key()
+
+
+def test_the_analysis_digest_reads_the_analysis_modules():
+    assert len(aot_cache.analysis_digest()) == 64
+    assert all((aot_cache.ROOT / path).is_file() for path in aot_cache.ANALYSIS_SOURCES)
+
+
+def test_an_entry_round_trips_and_is_counted(tmp_path):
+    cache = CompileCache(tmp_path)
+    assert cache.get("k") is None
+    cache.put("k", {"flops": 1.0, "components": {"ff_in": 0.5}}, {"variant": "v"})
+    assert cache.get("k") == {"flops": 1.0, "components": {"ff_in": 0.5}} and cache.hits == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["k.json"]  # no temporary file left behind
+
+
+def test_a_broken_or_foreign_entry_is_a_miss(tmp_path):
+    cache = CompileCache(tmp_path)
+    (tmp_path / "half.json").write_text('{"key": "half", "value": {"flo')
+    (tmp_path / "other.json").write_text(json.dumps({"key": "not-other", "value": {}}))
+    (tmp_path / "list.json").write_text(json.dumps({"key": "list", "value": [1]}))
+    assert cache.get("half") is None and cache.get("other") is None and cache.get("list") is None
+    assert cache.hits == 0
+
+
+def test_none_turns_the_cache_off(tmp_path):
+    off = cache_from_flag("none", tmp_path / "default")
+    off.put("k", {"a": 1}, {})
+    assert off.directory is None and off.get("k") is None and not (tmp_path / "default").exists()
+    assert cache_from_flag(None, tmp_path / "default").directory == tmp_path / "default"
+    assert cache_from_flag(str(tmp_path / "mine"), tmp_path / "default").directory == tmp_path / "mine"
