@@ -196,6 +196,9 @@ class Projection:
     ici_latency_s_by_axis: tuple[tuple[str, float], ...] = ()
     # per axis where the record splits its wire bytes: bandwidth time of the overlappable collectives
     ici_overlappable_s_by_axis: tuple[tuple[str, float], ...] = ()
+    # seconds per component label of the compiler's work (record component_seconds_per_step, priced per op as the
+    # compiler's estimate is; collectives there as HBM traffic, their wire time being ici_s_by_axis)
+    components_s: tuple[tuple[str, float], ...] = ()
 
     @property
     def ici_bandwidth_s(self) -> float:
@@ -323,6 +326,7 @@ def project(record: Mapping[str, Any], basis: PeakBasis = PeakBasis.SPEC) -> Pro
         grad_accum=int(record.get("grad_accum") or 1),
         ici_latency_s_by_axis=_latencies(record),
         ici_overlappable_s_by_axis=_overlappable_times(record, accelerator),
+        components_s=tuple(sorted((record.get("component_seconds_per_step") or {}).items())),
     )
 
 

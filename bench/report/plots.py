@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -175,4 +176,29 @@ def projection(
     axes.set_xlabel("tokens/s (PROJECTION, not measured)")
     axes.set_title("PROJECTION (not measured): tokens/s from TPU ahead-of-time compiles, ranked", fontsize=10)
     axes.legend(fontsize=7, loc="lower right")
+    return _save(figure, path)
+
+
+def components(frame: pd.DataFrame, path: Path) -> Path | None:
+    """PROJECTED milliseconds per step by component, one stacked bar per variant, ranked (sections/components)."""
+    if frame.empty:
+        return None
+    rows = frame.iloc[::-1]  # ranked fastest first; barh draws bottom up
+    columns = [c for c in rows.columns if c not in ("variant", "jax", "no-overlap step ms")]
+    figure = Figure(figsize=(10, 2.2 + 0.42 * len(rows)))
+    axes = figure.add_subplot()
+    colours = matplotlib.colormaps["tab20"].resampled(max(len(columns), 1))
+    positions = range(len(rows))
+    left_pos = [0.0] * len(rows)
+    left_neg = [0.0] * len(rows)
+    for i, column in enumerate(columns):
+        values = list(rows[column])
+        lefts = [lp if v >= 0 else ln for v, lp, ln in zip(values, left_pos, left_neg)]
+        axes.barh(positions, values, left=lefts, color=colours(i), label=column)
+        left_pos = [lp + max(v, 0.0) for v, lp in zip(values, left_pos)]
+        left_neg = [ln + min(v, 0.0) for v, ln in zip(values, left_neg)]
+    axes.set_yticks(list(positions), _labels(rows), fontsize=7)
+    axes.set_xlabel("ms per step per device, no overlap (PROJECTION, not measured)")
+    axes.set_title("PROJECTION (not measured): where the step goes, by block component", fontsize=10)
+    axes.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(figure, path)

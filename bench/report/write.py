@@ -23,6 +23,7 @@ from bench.report.load import RunRecords, config_text, latest_ok, load_run
 from bench.report.sections.baseline import section_baseline
 from bench.report.sections.comm import comm_frame, section_comm
 from bench.report.sections.compare import regression_banner, section_compare
+from bench.report.sections.components import component_frame
 from bench.report.sections.effects import section_effects
 from bench.report.sections.environment import section_environment
 from bench.report.sections.headline import section_headline, section_summary
@@ -38,6 +39,7 @@ PLOTS = {  # plot name: its PNG beside REPORT.md
     "wire": "wire_bytes.png",
     "memory": "memory_throughput.png",
     "projection": "projection_tpu.png",
+    "components": "components_tpu.png",
 }
 SECTIONS = (
     section_headline,
@@ -119,6 +121,7 @@ def draw(a: Analysis, out_dir: Path) -> dict[str, str]:
             f"GPT-J-6B measured {fmt(baseline.TOKENS_PER_S.value)} tokens/s (published)",
             p,
         ),
+        "components": lambda p: plots.components(component_frame(a.projections), p),
     }
     return {name: PLOTS[name] for name, job in jobs.items() if job(out_dir / PLOTS[name]) is not None}
 

@@ -9,6 +9,7 @@ from bench.hardware import table as hardware
 from bench.hardware.table import PeakBasis
 from bench.report.analyse import Analysis
 from bench.report.format import figure, fmt, markdown_table
+from bench.report.sections.components import section_components
 from bench.report.sections.projection import section_projection
 from bench.report.stats import peak_source
 
@@ -19,6 +20,7 @@ def section_baseline(a: Analysis) -> list[str]:
     lines += _this_run_utilisation(a)
     lines += figure(a.figures, "utilisation", "MFU and HFU by variant")
     lines += section_projection(a)
+    lines += section_components(a)
     return lines
 
 

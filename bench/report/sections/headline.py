@@ -11,6 +11,7 @@ from bench.report.analyse import Analysis
 from bench.report.format import MiB, figure, fmt, markdown_table, pct, scaled
 from bench.report.load import RunRecords
 from bench.report.sections.baseline import gptj_sentence
+from bench.report.sections.components import effect_lines
 from bench.report.sections.effects import effect_sentence
 from bench.report.sections.environment import peak_warnings
 from bench.report.sections.projection import projection_headline
@@ -35,7 +36,7 @@ SUMMARY_HEADERS = {  # summary table column: the summary frame column it shows a
 def section_headline(a: Analysis) -> list[str]:
     """The TPU ranking first (a projection, with its reasons), then what this machine measured."""
     lines = ["## 1. Headline", ""]
-    lines += projection_headline(a.projections)
+    lines += projection_headline(a.projections, reasons=effect_lines(a.projections))
     timed = a.summary.dropna(subset=["tokens_per_s"])
     if a.projections and a.run.measured:
         lines += [f"**What this machine measured** ({_devices_text(a.run)}; not the TPU):", ""]

@@ -80,8 +80,9 @@ def ranking_table(projections: Sequence[projection.Projection]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def projection_headline(projections: Sequence[projection.Projection]) -> list[str]:
-    """The headline's lead: the TPU ranking (a projection) and its reasons."""
+def projection_headline(projections: Sequence[projection.Projection], reasons: Sequence[str] = ()) -> list[str]:
+    """The headline's lead: the TPU ranking (a projection) and its reasons (``reasons``: the component sentences of
+    sections/components, placed after the paired effects they explain)."""
     if not projections:
         return []
     too_big = sorted({p.variant for p in projections if p.fits_hbm is False})
@@ -111,6 +112,7 @@ def projection_headline(projections: Sequence[projection.Projection]) -> list[st
             f"bound."
         )
     lines += projected_effect_lines(projections)
+    lines += reasons
     calibration = gptj_calibration(projections)
     if calibration is not None:
         lines.append(f"- {calibration_sentence(calibration)}")
