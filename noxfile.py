@@ -14,6 +14,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -127,25 +128,68 @@ def _option(args: list[str], name: str) -> str | None:
     return None
 
 
+# The main job's TPU projection: GPT-J-6B on GPT-J's v3-256 mesh with accumulation 16, every variant that fits.
+# Every remat=none variant asks for more HBM than a v3 core has (reports/example-tpu-aot: the compiler's refusals),
+# so the fitting ones are the remat=full twelve; plus GPT-Neo 2.7B's own configuration, the method's second check.
+TPU_PROJECTED = [n for n in VARIANT_NAMES if Variant.parse(n).remat.value == "full"]
+TPU_NEO = ["--preset", "gpt-neo-2.7b", "--variant", "serial-h128-pjit-full"]
+# Reused compile figures, keyed by program, compiler and analysis code (bench/tpu_aot/cache.py). Committed, so that
+# a fresh clone of the same code reuses them; any change to a program or its compiler compiles it again.
+TPU_CACHE = "reports/tpu-aot-cache"
+MAIN_JOB_FLAGS = {"--no-tpu": "leave the TPU projection out (CPU sweep and report only)"}
+
+
 @nox.session(python=False)
 def sweep(session: nox.Session) -> None:
-    """Every variant, both environments, then the report (default; -- --quick for a fast look)."""
+    """The main job: every variant measured on CPU in both environments, then the TPU projection of the variants
+    that fit a v3-256 (compiled ahead of time, two at a time), then the report (-- --quick: CPU only, tiny;
+    -- --no-tpu: CPU only; other flags go to `python -m bench sweep`)."""
+    args = [a for a in session.posargs if a not in MAIN_JOB_FLAGS]
+    with_tpu = "--no-tpu" not in session.posargs and "--quick" not in args
+    out = _option(args, "--out")
+    if out is None:
+        out = _new_run_dir()
+        args += ["--out", out]
     current, xmap = env_python(session, "current"), env_python(session, "xmap")
-    session.run(current, "-m", "bench", "sweep", "--python-xmap", xmap, *session.posargs, external=True)
+    start = time.monotonic()
+    session.run(current, "-m", "bench", "sweep", "--python-xmap", xmap, "--no-report", *args, external=True)
+    session.log(f"CPU sweep: {time.monotonic() - start:.0f} s")
+    aot = []
+    if with_tpu:
+        aot_dir = str(Path(out) / "tpu-aot")
+        cached = ["--out", aot_dir, "--resume", "--compile-cache", TPU_CACHE]
+        _tpu_aot_both(session, cached, TPU_PROJECTED, then=[*cached, *TPU_NEO])
+        aot = ["--aot", aot_dir]
+        session.log(f"CPU sweep and TPU projection: {time.monotonic() - start:.0f} s")
+    session.run(current, "-m", "bench", "report", out, *aot, external=True)
+    session.log(f"main job: {time.monotonic() - start:.0f} s; report: {out}/REPORT.md")
 
 
-def _tpu_aot_both(session: nox.Session, args: list[str], variants: list[str]) -> None:
-    """Compile for the TPU topology in both TPU environments at once: two compiles at a time on two cores."""
+def _tpu_aot_both(session: nox.Session, args: list[str], variants: list[str], then: list[str] | None = None) -> None:
+    """Compile for the TPU topology in both TPU environments at once: two compiles at a time on two cores. ``then``:
+    one more `tpu-aot` command line for the current-JAX environment, run after its variants."""
     jobs = []
     for env in ("tpu", "tpu-xmap"):
         names = [n for n in variants if (environment_for(n) == "xmap") == (env == "tpu-xmap")]
         flags = [f"--variant={n}" for n in names]
+        python = env_python(session, env)
         if names:
-            jobs.append((env, [env_python(session, env), "-m", "bench", "tpu-aot", *flags, *args]))
+            jobs.append((env, [[python, "-m", "bench", "tpu-aot", *flags, *args]]))
+        if then and env == "tpu":
+            jobs[-1][1].append([python, "-m", "bench", "tpu-aot", *then])
     session.log("compiling for the TPU in both environments at once: " + ", ".join(env for env, _ in jobs))
-    running = [(env, subprocess.Popen(argv, cwd=ROOT)) for env, argv in jobs]
-    failed = [env for env, process in running if process.wait() not in (0, 1)]  # 1: a variant failed, recorded
-    if failed:
+    codes: dict[str, list[int]] = {env: [] for env, _ in jobs}
+
+    def run_in_turn(env: str, commands: list[list[str]]) -> None:
+        codes[env] = [subprocess.run(command, cwd=ROOT).returncode for command in commands]
+
+    threads = [threading.Thread(target=run_in_turn, args=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failed = [env for env, returned in codes.items() if any(code not in (0, 1) for code in returned)]
+    if failed:  # 1: a variant failed and was recorded (the report lists it); anything else stopped the run
         session.error(f"tpu-aot stopped in {', '.join(failed)} (see its output above)")
 
 
@@ -184,6 +228,8 @@ def tpu_aot(session: nox.Session) -> None:
     args = list(session.posargs)
     if _option(args, "--out") is None:
         args += ["--out", _new_run_dir("tpu-aot-")]
+    if _option(args, "--compile-cache") is None:
+        args += ["--compile-cache", TPU_CACHE]
     given = [a.split("=", 1)[1] for a in args if a.startswith("--variant=")]
     given += [b for a, b in zip(args, args[1:]) if a == "--variant"]
     rest = [a for i, a in enumerate(args) if not a.startswith("--variant") and (i == 0 or args[i - 1] != "--variant")]
