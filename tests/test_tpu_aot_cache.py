@@ -61,3 +61,20 @@ def test_none_turns_the_cache_off(tmp_path):
     assert off.directory is None and off.get("k") is None and not (tmp_path / "default").exists()
     assert cache_from_flag(None, tmp_path / "default").directory == tmp_path / "default"
     assert cache_from_flag(str(tmp_path / "mine"), tmp_path / "default").directory == tmp_path / "mine"
+
+
+def test_a_whole_step_compile_is_kept_as_its_raw_outputs():
+    """The HLO goes in gzip'd and comes back byte for byte; the memory analysis comes back in the shape
+    bench.measure.prepare.memory_fields reads."""
+    from types import SimpleNamespace
+
+    from bench.measure.prepare import memory_fields
+
+    hlo = "HloModule jit_step\n" + "ENTRY %main { ... }\n" * 1000
+    stats = dict(zip(aot_cache.MEMORY_STATS, (10, 20, 5, 7, 1)))
+    compiled = SimpleNamespace(memory_analysis=lambda: SimpleNamespace(**stats))
+    entry = aot_cache.main_compile_entry(compiled, hlo, compile_s=12.5)
+    assert len(entry["hlo_gz_b64"]) < len(hlo) / 10 and aot_cache.unpack_text(entry["hlo_gz_b64"]) == hlo
+    kept = json.loads(json.dumps(entry))  # what a cache file holds
+    assert memory_fields(aot_cache.CachedCompile(kept["memory"])) == memory_fields(compiled)
+    assert memory_fields(compiled)["mem_peak_estimate_bytes"] == 10 + 20 - 5 + 7

@@ -142,6 +142,8 @@ class CompilerEstimate:
     xla_cost_points: list
     # how many of those compiles' figures were reused from the compile cache (bench.tpu_aot.cache) instead of compiled
     xla_cost_points_from_cache: int
+    # the whole-step compile's outputs were reused from that cache; compile_s is then the original compile's time
+    compile_from_cache: bool
     # Why the step takes its time: seconds per step per device by component label (bench.analysis.components:
     # "qkv_proj", "attn_scores", ..., "collective mp"), each op of the optimized HLO priced at its roofline on the
     # topology's row and extrapolated as the estimate above; a projection, never a measurement

@@ -13,18 +13,24 @@ that could change them is the same:
   peak and HBM bandwidth it was priced at (the hardware table's row, as numbers: a new row elsewhere in the table
   changes nothing). A change to how a key or an entry is made bumps ``KEY_VERSION``.
 
-Nothing is timed, so a reused entry is the same figure a fresh compile would give; each record says how many of its
-points were reused (``xla_cost_points_from_cache``). Entries are written atomically; a corrupt one is ignored and
+The whole-step compile (memory, collectives, fit) is kept too, as its raw outputs: the optimized HLO (gzip,
+base64), the memory analysis and how long the compile took; the record's figures are derived from them by the
+current code, so its key needs no analysis digest. Nothing is timed, so a reused entry gives the figures a fresh
+compile would; each record says what was reused (``xla_cost_points_from_cache``, ``compile_from_cache``, and then
+``compile_s`` is the original compile's time). Entries are written atomically; a corrupt one is ignored and
 recompiled. ``--compile-cache none`` turns the cache off.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import json
 import os
 import re
 import tempfile
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,45 @@ ANALYSIS_SOURCES = ("bench/analysis/collectives.py", "bench/analysis/components.
 # An op-name location of lowered StableHLO: loc("jit(step)/.../dot_general"(#loc12)).
 _OP_NAME = re.compile(r'loc\("((?:jit|pjit|xmap|shard_map)\([^"]*)"')
 DISABLED = "none"
+# The memory analysis a cached main compile keeps (jax.stages.Compiled.memory_analysis(), as bench.measure.prepare
+# reads it).
+MEMORY_STATS = (
+    "argument_size_in_bytes",
+    "output_size_in_bytes",
+    "alias_size_in_bytes",
+    "temp_size_in_bytes",
+    "generated_code_size_in_bytes",
+)
+
+
+def pack_text(text: str) -> str:
+    """Text as base64 of its gzip, to keep a compile's optimized HLO in a JSON entry."""
+    return base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode()
+
+
+def unpack_text(packed: str) -> str:
+    return gzip.decompress(base64.b64decode(packed)).decode()
+
+
+class CachedCompile:
+    """What the record reads from a compile, kept: ``memory_analysis()`` as jax.stages.Compiled gives it."""
+
+    def __init__(self, memory: Mapping[str, int]):
+        self._memory = types.SimpleNamespace(**{name: int(memory[name]) for name in MEMORY_STATS})
+
+    def memory_analysis(self) -> Any:
+        return self._memory
+
+
+def main_compile_entry(compiled: Any, hlo_text: str, compile_s: float) -> dict[str, Any]:
+    """The cache value of a whole-step compile: its optimized HLO, memory analysis and compile time, not figures
+    derived from them (those are recomputed from the HLO by the current code)."""
+    stats = compiled.memory_analysis()
+    return {
+        "hlo_gz_b64": pack_text(hlo_text),
+        "memory": {name: int(getattr(stats, name)) for name in MEMORY_STATS},
+        "compile_s": compile_s,
+    }
 
 
 def analysis_digest(root: Path = ROOT) -> str:
@@ -84,6 +129,7 @@ class CompileCache:
             with os.fdopen(handle, "w") as out:
                 json.dump(entry, out, indent=1, sort_keys=True)
                 out.write("\n")
+            os.chmod(temporary, 0o644)  # mkstemp's 0600 would keep a shared or committed cache from its readers
             os.replace(temporary, self.directory / f"{key}.json")
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

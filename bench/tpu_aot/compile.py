@@ -27,7 +27,14 @@ from bench.analysis.extrapolate import affine_source, bilinear_source, whole_ste
 from bench.analysis.hlo import Collective, CollectiveKind, parse_collectives
 from bench.records.schema import COMM_AXES, RecordKind, Status, comm_key, comm_overlap_key
 from bench.records.store import append_record, finished_keys
-from bench.tpu_aot.cache import CompileCache, analysis_digest, program_key
+from bench.tpu_aot.cache import (
+    CachedCompile,
+    CompileCache,
+    analysis_digest,
+    main_compile_entry,
+    program_key,
+    unpack_text,
+)
 from model.config import ConfigError, Mesh, Preset, Scope, Variant
 
 # XLA counts a while-loop body once. Layer scans are kept (a 28-layer unrolled compile is slow), and the
@@ -162,16 +169,12 @@ def extrapolated_costs(
     breakdown, for the preset's layer count and micro-batches. Each unrolled compile's figures are taken from
     ``cache`` where its key (bench.tpu_aot.cache) is there, and stored in it otherwise."""
     from bench.hardware.table import accelerator_for_topology
-    from bench.records.context import environment
     from bench.tpu_aot.env import compile_with_optimized_hlo
-    from model.compat import lowered_text
 
     cache = cache or CompileCache(None)
     accelerator = accelerator_for_topology(topology)
-    versions = environment()
     compiler = {
-        **{name: versions[name] for name in ("jax", "jaxlib", "libtpu", "xla_flags")},
-        "topology": topology,
+        **_compiler(topology),
         "priced_at": [accelerator.peak_bf16_flops_per_device, accelerator.hbm_bandwidth_bytes_per_s],
         "devices_per_chip": accelerator.devices_per_chip,
     }
@@ -179,7 +182,7 @@ def extrapolated_costs(
     points, reused = {}, 0
     for layers, microsteps in extrapolation_grid(preset):
         lowered, driver, _ = _lower(unrolled(preset, layers, microsteps), variant, mesh, devices)
-        key = program_key(lowered_text(lowered), lowered_text(lowered, debug_info=True), compiler, analysis)
+        key = _key(lowered, compiler, analysis)
         value = cache.get(key)
         if value is None:
             compiled, hlo_text = compile_with_optimized_hlo(lowered)
@@ -205,6 +208,54 @@ def overlap_fields(collectives: Iterable[Collective]) -> dict[str, float]:
     return fields
 
 
+# What the key of a whole-step compile's entry says it holds (its value is raw compiler output, no analysis).
+MAIN_COMPILE = "whole-step compile: optimized HLO, memory analysis, compile time"
+
+
+def _compiler(topology: str) -> dict[str, Any]:
+    from bench.records.context import environment
+
+    versions = environment()
+    return {**{name: versions[name] for name in ("jax", "jaxlib", "libtpu", "xla_flags")}, "topology": topology}
+
+
+def _key(lowered: Any, compiler: Mapping[str, Any], analysis: str) -> str:
+    from model.compat import lowered_text
+
+    return program_key(lowered_text(lowered), lowered_text(lowered, debug_info=True), compiler, analysis)
+
+
+def _main_compile(
+    preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any], topology: str, cache: CompileCache | None
+) -> tuple[Any, str, Any, Any, dict[str, Any]]:
+    """The whole-step compile, or its kept outputs from ``cache`` (bench.tpu_aot.cache); a refusal (out of HBM)
+    raises, as the compiler does, and is never kept."""
+    from bench.tpu_aot.env import compile_with_optimized_hlo
+
+    cache = cache or CompileCache(None)
+    lowered, driver, program = _lower(preset, variant, mesh, devices)
+    key = _key(lowered, _compiler(topology), MAIN_COMPILE)
+    entry = cache.get(key)
+    if entry is not None:
+        hlo_text = unpack_text(entry["hlo_gz_b64"])
+        return (
+            CachedCompile(entry["memory"]),
+            hlo_text,
+            driver,
+            program,
+            {
+                "compile_s": entry["compile_s"],
+                "compile_from_cache": True,
+            },
+        )
+    start = time.perf_counter()
+    compiled, hlo_text = compile_with_optimized_hlo(lowered)
+    seconds = time.perf_counter() - start
+    about = {"variant": variant.name, "preset": preset.name, "what": MAIN_COMPILE, **_compiler(topology)}
+    cache.put(key, main_compile_entry(compiled, hlo_text, seconds), about)
+    return compiled, hlo_text, driver, program, {"compile_s": seconds, "compile_from_cache": False}
+
+
 def compile_record(
     preset: Preset,
     variant: Variant,
@@ -222,9 +273,10 @@ def compile_record(
     # this process runs on the host (its default backend is cpu); the record describes the TPU compiled for
     record.update(environment(), backend="tpu", topology=topology, device_kind=devices[0].device_kind)
     try:
-        start = time.perf_counter()
-        compiled, hlo_text, driver, program = _compile(preset, variant, mesh, devices)
-        record["compile_s"] = time.perf_counter() - start
+        compiled, hlo_text, driver, program, compile_fields = _main_compile(
+            preset, variant, mesh, devices, topology, cache
+        )
+        record.update(compile_fields)
         record.update(analyse(compiled, driver, program, hlo_text))
         mesh_ids = np.arange(driver.mesh.devices.size).reshape(driver.mesh.devices.shape)
         record.update(overlap_fields(parse_collectives(hlo_text, mesh_ids, ("dp", "mp"))))
