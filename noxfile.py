@@ -85,14 +85,27 @@ CURRENT_JAX_ONLY = [
     "tests/test_extrapolate.py",
     "tests/test_kernels_attention.py",
     "tests/test_components.py",
+    "tests/test_report_components.py",
+    "tests/test_tpu_aot_cache.py",
 ]
+
+
+# In jax 0.4.30 the suite runs xmap, and pjit and shard_map only as xmap's baselines in the sweep: there the
+# per-variant strategy checks (loss and gradients against the single device, the HLO's all-reduces against the
+# analytic count) run for every xmap variant and for GPT-J's residual and head size under pjit and shard_map, not
+# for all 16 pjit and shard_map variants again (CI time; `tests` runs all of them on current JAX, and
+# `nox -s tests_xmap -- -k ""` selects every case here too: a later -k replaces this one).
+PER_VARIANT_CHECKS_IN_XMAP = (
+    "not (test_strategy_matches_single_device or test_hlo_allreduces_of_shard_map) or xmap or parallel-h256"
+)
 
 
 @nox.session(python=False)
 def tests_xmap(session: nox.Session) -> None:
     """Run the tests on jax 0.4.30, where xmap exists and its tests must run, not skip."""
     # The non-xmap benchmarks already ran in `tests`; here only the xmap ones.
-    deselect = ["-k", f"({BENCHMARK_CASES_IN_TESTS}) and (not test_train_step or xmap)", "-m", "not tpu_aot"]
+    select = f"({BENCHMARK_CASES_IN_TESTS}) and (not test_train_step or xmap) and ({PER_VARIANT_CHECKS_IN_XMAP})"
+    deselect = ["-k", select, "-m", "not tpu_aot"]
     deselect += [f"--ignore={path}" for path in CURRENT_JAX_ONLY]
     env = {"GPTJ_BENCH_REQUIRE_XMAP": "1"}
     session.run(env_python(session, "xmap"), *PYTEST, *deselect, *session.posargs, env=env, external=True)
