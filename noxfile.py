@@ -131,6 +131,12 @@ def _new_run_dir(prefix: str = "") -> str:
     return str(ROOT / "reports" / "runs" / f"{prefix}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
 
 
+def _options(args: list[str], name: str) -> list[str]:
+    """Every value of ``--name V`` or ``--name=V`` in ``args``."""
+    found = [b for a, b in zip(args, args[1:]) if a == name]
+    return found + [a.split("=", 1)[1] for a in args if a.startswith(name + "=")]
+
+
 def _option(args: list[str], name: str) -> str | None:
     """The value of ``--name V`` or ``--name=V`` in ``args``, else None."""
     for i, arg in enumerate(args):
@@ -174,7 +180,8 @@ def sweep(session: nox.Session) -> None:
         _tpu_aot_both(session, cached, TPU_PROJECTED, then=[*cached, *TPU_NEO])
         aot = ["--aot", aot_dir]
         session.log(f"CPU sweep and TPU projection: {time.monotonic() - start:.0f} s")
-    session.run(current, "-m", "bench", "report", out, *aot, external=True)
+    given = [f"--aot={d}" for d in _options(args, "--aot")]  # more compile records for the report (e.g. refusals)
+    session.run(current, "-m", "bench", "report", out, *aot, *given, external=True)
     session.log(f"main job: {time.monotonic() - start:.0f} s; report: {out}/REPORT.md")
 
 
@@ -209,8 +216,7 @@ def _tpu_aot_both(session: nox.Session, args: list[str], variants: list[str], th
 @nox.session(python=False)
 def profile(session: nox.Session) -> None:
     """XProf trace of one variant, summarised into its record: -- --variant NAME [--preset tiny] [--out DIR]."""
-    names = [a.split("=", 1)[1] for a in session.posargs if a.startswith("--variant=")]
-    names += [b for a, b in zip(session.posargs, session.posargs[1:]) if a == "--variant"]
+    names = _options(session.posargs, "--variant")
     if len(names) != 1:
         session.error("usage: nox -s profile -- --variant NAME [--preset P] [--out DIR] (one variant)")
     python = env_python(session, environment_for(names[0]))
@@ -243,8 +249,7 @@ def tpu_aot(session: nox.Session) -> None:
         args += ["--out", _new_run_dir("tpu-aot-")]
     if _option(args, "--compile-cache") is None:
         args += ["--compile-cache", TPU_CACHE]
-    given = [a.split("=", 1)[1] for a in args if a.startswith("--variant=")]
-    given += [b for a, b in zip(args, args[1:]) if a == "--variant"]
+    given = _options(args, "--variant")
     rest = [a for i, a in enumerate(args) if not a.startswith("--variant") and (i == 0 or args[i - 1] != "--variant")]
     unknown = sorted(set(given) - set(VARIANT_NAMES) - {"all"})
     if unknown:
