@@ -190,3 +190,17 @@ def test_a_breakdown_extrapolates_label_by_label_and_is_set_against_the_estimate
         {p: {k: v for k, v in c.items() if k != "components"} for p, c in points.items()}, 28, 16, 256, 2
     )
     assert "component_seconds_per_step" not in without
+
+
+def test_an_xmap_compile_not_extrapolated_takes_the_shard_map_estimate_and_breakdown_and_says_why():
+    xmap = aot_record("xmap", None) | {"xla_optimal_seconds_source": "not extrapolated (tpu-aot --no-extrapolate)"}
+    shard_map = aot_record("shard_map", 0.33, libtpu="0.0.42.1") | {
+        "component_seconds_per_step": {"ff_in": 0.2, "unattributed": 0.0},
+        "component_seconds_source": "hand-made",
+        "component_sum_over_optimal": 0.2 / 0.33,
+    }
+    [out, _] = substitute_optimal_seconds([xmap, shard_map])
+    assert out["xla_optimal_seconds_per_step"] == 0.33
+    assert "(same collectives; not extrapolated (tpu-aot --no-extrapolate))" in out["xla_optimal_seconds_source"]
+    assert out["component_seconds_per_step"] == {"ff_in": 0.2, "unattributed": 0.0}
+    assert out["component_sum_over_optimal"] == pytest.approx(0.2 / 0.33)

@@ -121,7 +121,7 @@ def substitute_optimal_seconds(
             continue
         own, libtpu = record.get(ESTIMATE), record.get("libtpu")
         if own is None:
-            why = f"libtpu {libtpu} reports no optimal_seconds"
+            why = str(record.get(ESTIMATE_SOURCE) or f"libtpu {libtpu} reports no optimal_seconds")
         elif across_compilers and libtpu != donor.get("libtpu"):
             why = f"libtpu {libtpu}, which compiled this one, estimated {own:.4g} s; one compiler for a ranking"
         else:

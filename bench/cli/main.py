@@ -237,7 +237,8 @@ def cmd_tpu_aot(args: argparse.Namespace) -> int:
     cache = cache_from_flag(args.compile_cache, cache_root() / "tpu-aot")
     print(f"run directory: {out}; compile cache: {cache.directory or 'off'}", file=sys.stderr)
     with _interruptible(out):
-        return 1 if run_aot(preset, list(variants), mesh, args.topology, out, args.resume, cache) else 0
+        failed = run_aot(preset, list(variants), mesh, args.topology, out, args.resume, cache, not args.no_extrapolate)
+        return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,6 +342,12 @@ def _add_tpu_aot(sub: Any) -> None:
         metavar="DIR",
         help="reuse the unrolled compiles' figures, keyed by program, compiler and analysis code "
         "(bench/tpu_aot/cache.py); default $GPTJ_BENCH_CACHE/tpu-aot; 'none' compiles everything",
+    )
+    aot.add_argument(
+        "--no-extrapolate",
+        action="store_true",
+        help="the whole-step compile only (memory, collectives, fit): no compiler estimate or component breakdown "
+        "(a ranking gives xmap its shard_map twin's anyway)",
     )
     aot.set_defaults(preset="gptj-6b")
     aot.set_defaults(func=cmd_tpu_aot)

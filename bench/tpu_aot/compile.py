@@ -208,6 +208,10 @@ def overlap_fields(collectives: Iterable[Collective]) -> dict[str, float]:
     return fields
 
 
+NOT_EXTRAPOLATED = {
+    "xla_optimal_seconds_per_step": None,
+    "xla_optimal_seconds_source": "not extrapolated (tpu-aot --no-extrapolate): the whole-step compile only",
+}
 # What the key of a whole-step compile's entry says it holds (its value is raw compiler output, no analysis).
 MAIN_COMPILE = "whole-step compile: optimized HLO, memory analysis, compile time"
 
@@ -263,7 +267,11 @@ def compile_record(
     topology: str,
     devices: list[Any],
     cache: CompileCache | None = None,
+    extrapolate: bool = True,
 ) -> dict[str, Any]:
+    """One tpu-aot record. ``extrapolate`` False: the whole-step compile only (memory, collectives, fit), without
+    the four unrolled compiles of the compiler's estimate and the breakdown (NOT_EXTRAPOLATED says so in the
+    record; an xmap record in a ranking takes its shard_map twin's, bench.analysis.extrapolate)."""
     from bench.hardware.table import accelerator_for_topology, peak_bases
     from bench.measure.peaks import peak_basis_fields
     from bench.measure.prepare import analyse, xla_to_hardware_flops_ratio
@@ -280,7 +288,10 @@ def compile_record(
         record.update(analyse(compiled, driver, program, hlo_text))
         mesh_ids = np.arange(driver.mesh.devices.size).reshape(driver.mesh.devices.shape)
         record.update(overlap_fields(parse_collectives(hlo_text, mesh_ids, ("dp", "mp"))))
-        record.update(extrapolated_costs(preset, variant, mesh, devices, topology, cache))
+        if extrapolate:
+            record.update(extrapolated_costs(preset, variant, mesh, devices, topology, cache))
+        else:
+            record.update(NOT_EXTRAPOLATED)
         record["xla_to_hardware_flops_ratio"] = xla_to_hardware_flops_ratio(record)
         accelerator = accelerator_for_topology(topology)
         hbm = accelerator.hbm_bytes_per_device
@@ -327,6 +338,7 @@ def run_aot(
     out: Path,
     resume: bool,
     cache: CompileCache | None = None,
+    extrapolate: bool = True,
 ) -> int:
     """Compile each variant; returns the number that failed for a reason other than not fitting in HBM (that
     verdict is a result, recorded with the compiler's figures)."""
@@ -343,7 +355,7 @@ def run_aot(
             print(f"skip {variant.name}: already recorded ok in {out}", file=sys.stderr)
             continue
         start = time.perf_counter()
-        record = compile_record(preset, variant, mesh, topology, devices, cache)
+        record = compile_record(preset, variant, mesh, topology, devices, cache, extrapolate)
         append_record(out, record)
         failures += record["status"] != Status.OK.value and record.get("fits_hbm") is not False
         _print(record, time.perf_counter() - start)
