@@ -101,6 +101,7 @@ def test_the_parallel_block_is_explained_by_its_collectives_and_layernorm(tmp_pa
     [line] = effect_lines(a.projections)
     assert line.startswith("- PROJECTION, by component: parallel saves 220 ms per step over serial")
     assert "collective mp 100 ms" in line and "elementwise 100 ms" in line and "ICI mp 20" in line
+    assert "Collectives (their HBM traffic and ICI time) carry 120 ms of it, elementwise work" in line
 
 
 def test_the_report_shows_the_breakdown_and_the_headline_its_reasons(tmp_path):

@@ -97,6 +97,10 @@ def effect_by_component(projections: Sequence[projection.Projection]) -> list[tu
     return found
 
 
+def _is_communication(label: str) -> bool:
+    return label.startswith((Component.COLLECTIVE.value, ICI))
+
+
 def effect_lines(projections: Sequence[projection.Projection], largest: int = 3) -> list[str]:
     """One sentence per design choice: the total projected saving per step and the components that carry it."""
     lines = []
@@ -104,9 +108,13 @@ def effect_lines(projections: Sequence[projection.Projection], largest: int = 3)
         total = sum(savings.values())
         top = sorted(savings.items(), key=lambda kv: abs(kv[1]), reverse=True)[:largest]
         parts = ", ".join(f"{label} {fmt(s * 1e3, 3)} ms" for label, s in top)
+        communication = sum(s for label, s in savings.items() if _is_communication(label))
+        elementwise = savings.get(Component.ELEMENTWISE.value, 0.0)
         lines.append(
             f"- PROJECTION, by component: {a} saves {fmt(total * 1e3, 3)} ms per step over {b} (median of {pairs} "
-            f"pair(s); negative: it costs more). The largest parts: {parts}."
+            f"pair(s); negative: it costs more). The largest parts: {parts}. Collectives (their HBM traffic and ICI "
+            f"time) carry {fmt(communication * 1e3, 3)} ms of it, elementwise work (LayerNorm, rotary, GELU, residual "
+            f"adds) {fmt(elementwise * 1e3, 3)} ms."
         )
     return lines
 
