@@ -1,4 +1,5 @@
-"""Causal multi-head attention: the reference and the kernels that replace it, one closed choice.
+"""Causal multi-head attention: the reference and the kernels that replace it, one closed choice
+(``kernels.choice.AttentionKernel``; a variant name's ``+kernel`` suffix picks one, see ``model.config``).
 
 Every kernel takes q, k, v [B, T, H, K] and returns [B, T, H, K] with the reference's semantics: scores scaled
 by 1/sqrt(K), softmax in float32 whatever the compute dtype, position t attends to positions 0..t.
@@ -12,7 +13,6 @@ by 1/sqrt(K), softmax in float32 whatever the compute dtype, position t attends 
 
 from __future__ import annotations
 
-import enum
 import inspect
 from collections.abc import Callable
 
@@ -21,25 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from kernels import flash, flash_pallas
+from kernels.choice import AttentionKernel
 
 DEFAULT_BLOCK_Q = 128
 DEFAULT_BLOCK_K = 128
-
-
-class AttentionKernel(enum.Enum):
-    reference = "reference"
-    xla = "xla"
-    blockwise = "blockwise"
-    cudnn = "cudnn"
-    pallas = "pallas"
-
-    @classmethod
-    def parse(cls, text: str) -> AttentionKernel:
-        try:
-            return cls(text)
-        except ValueError:
-            valid = ", ".join(k.value for k in cls)
-            raise ValueError(f"unknown attention kernel {text!r}; valid kernels: {valid}") from None
 
 
 def causal_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
@@ -71,13 +56,14 @@ def check_kernel_supported(
     ``interpret`` says a Pallas kernel will run in Pallas's interpreter (correctness tests on CPU).
     """
     platform = _platform_family(platform)
+    # the platform first: off GPU, cudnn is refused on every JAX, and the message says where it runs
+    if kernel is AttentionKernel.cudnn and platform != "gpu":
+        return f"attention kernel 'cudnn' runs on GPU only (through cuDNN), not on {platform}"
     if kernel in (AttentionKernel.xla, AttentionKernel.cudnn) and not jax_has_dpa_implementation:
         return (
             f"attention kernel {kernel.value!r} needs jax.nn.dot_product_attention(implementation=...), "
             f"which this JAX ({jax.__version__}) lacks"
         )
-    if kernel is AttentionKernel.cudnn and platform != "gpu":
-        return f"attention kernel 'cudnn' runs on GPU only (through cuDNN), not on {platform}"
     if kernel is AttentionKernel.pallas and platform not in ("gpu", "tpu") and not interpret:
         return f"attention kernel 'pallas' runs on GPU and TPU; on {platform} only with interpret=True (tests)"
     return None

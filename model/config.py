@@ -1,7 +1,9 @@
 """The variant space and the presets: closed choices are enums, one variant is one frozen dataclass.
 
 A variant's canonical name is ``{residual}-{head}-{strategy}-{remat}``; ``parallel-h256-xmap-full`` is the
-configuration GPT-J-6B was trained with (Mesh Transformer JAX, 2021).
+configuration GPT-J-6B was trained with (Mesh Transformer JAX, 2021). A variant on another attention kernel than the
+reference (``kernels.choice.AttentionKernel``) adds it after a ``+``: ``parallel-h256-pjit-full+blockwise``. The
+reference kernel has no suffix, so the names of the 24 benchmarked variants are the reference's.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import enum
 import itertools
 from dataclasses import dataclass
 from typing import Any
+
+from kernels.choice import AttentionKernel
 
 
 class ConfigError(ValueError):
@@ -61,31 +65,54 @@ AXES: dict[str, type[_Choice]] = {
 }
 
 
+KERNEL_SEPARATOR = "+"  # between a variant's four axes and its attention kernel, where that is not the reference
+
+
 @dataclass(frozen=True)
 class Variant:
     residual: Residual
     head: Head
     strategy: Strategy
     remat: Remat
+    # Not a sweep axis: kernels are compared against the reference on chosen variants, never multiplied by all 24.
+    attention_kernel: AttentionKernel = AttentionKernel.reference
 
     @property
     def name(self) -> str:
-        return f"{self.residual.value}-{self.head.value}-{self.strategy.value}-{self.remat.value}"
+        axes = f"{self.residual.value}-{self.head.value}-{self.strategy.value}-{self.remat.value}"
+        if self.attention_kernel is AttentionKernel.reference:
+            return axes
+        return f"{axes}{KERNEL_SEPARATOR}{self.attention_kernel.value}"
 
     @classmethod
     def parse(cls, name: str) -> Variant:
+        axes, separator, suffix = name.partition(KERNEL_SEPARATOR)
         # strategy values contain "_" but never "-", so "-" splits the four axes unambiguously.
-        parts = name.split("-")
+        parts = axes.split("-")
         if len(parts) != len(AXES):
             raise ConfigError(
-                f"variant {name!r} is not of the form residual-head-strategy-remat, "
-                f"e.g. parallel-h256-xmap-full; run `python -m bench list` for all names"
+                f"variant {name!r} is not of the form residual-head-strategy-remat[+kernel], "
+                f"e.g. parallel-h256-xmap-full or parallel-h256-pjit-full+blockwise; "
+                f"run `python -m bench list` for the benchmarked names"
             )
         values = [enum_cls.parse(part, axis) for (axis, enum_cls), part in zip(AXES.items(), parts)]
-        return cls(*values)
+        kernel = _parse_kernel_suffix(suffix, name) if separator else AttentionKernel.reference
+        return cls(*values, attention_kernel=kernel)
 
     def replace(self, **changes: Any) -> Variant:
         return dataclasses.replace(self, **changes)
+
+
+def _parse_kernel_suffix(text: str, name: str) -> AttentionKernel:
+    """The kernel after the ``+`` of variant ``name``; the reference is the name without one (one spelling each)."""
+    if text == AttentionKernel.reference.value:
+        raise ConfigError(
+            f"variant {name!r}: the reference kernel takes no suffix; write {name.partition(KERNEL_SEPARATOR)[0]!r}"
+        )
+    try:
+        return AttentionKernel.parse(text)
+    except ValueError as error:
+        raise ConfigError(f"variant {name!r}: {error} (reference: no suffix)") from None
 
 
 def all_variants() -> list[Variant]:
@@ -122,6 +149,8 @@ class ModelConfig:
     remat: Remat = Remat.FULL
     compute_dtype: Dtype = Dtype.BFLOAT16
     param_dtype: Dtype = Dtype.FLOAT32
+    # How attention is computed (kernels.attention); a variant sets it from its name's +kernel suffix.
+    attention_kernel: AttentionKernel = AttentionKernel.reference
     # Layers are stacked and scanned (one compiled block). Unrolled, XLA sees every layer: its cost analysis,
     # which counts a loop body once, then counts them all (GPT-J itself looped over layers in Python).
     unroll_layers: bool = False
@@ -284,6 +313,11 @@ _MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
 
 
 def _convert(key: str, value: str, current: Any) -> Any:
+    if isinstance(current, AttentionKernel):
+        try:
+            return AttentionKernel.parse(value)
+        except ValueError as error:
+            raise ConfigError(f"--set {key}={value}: {error}") from None
     if isinstance(current, enum.Enum):
         return type(current).parse(value, key)
     if isinstance(current, bool):
@@ -318,36 +352,69 @@ def apply_overrides(preset: Preset, overrides: list[str]) -> Preset:
 
 
 # The model fields a variant sets (model_for): an override of one would be silently replaced, so runs refuse it.
-VARIANT_FIELDS = {"residual": "residual", "d_head": "head", "remat": "remat"}  # field -> variant axis
+VARIANT_FIELDS = {  # field -> variant axis
+    "residual": "residual",
+    "d_head": "head",
+    "remat": "remat",
+    "attention_kernel": "attention kernel",
+}
 
 
 def refuse_variant_fields(overrides: list[str]) -> None:
-    """For commands that take ``--variant``: the variant, not ``--set``, chooses the residual, head size and remat."""
+    """For commands that take ``--variant``: the variant, not ``--set``, chooses the residual, head size, remat and
+    attention kernel."""
     for item in overrides:
         key = item.partition("=")[0]
         if key in VARIANT_FIELDS:
+            example = "parallel-h256-pjit-full+blockwise" if key == "attention_kernel" else "parallel-h128-pjit-none"
             raise ConfigError(
                 f"--set {item}: {key} is the variant's {VARIANT_FIELDS[key]} axis; choose it with --variant "
-                f"(e.g. --variant parallel-h128-pjit-none), not --set"
+                f"(e.g. --variant {example}), not --set"
             )
 
 
 def model_for(preset: Preset, variant: Variant) -> ModelConfig:
-    """The preset's model with the variant's residual, head size and remat applied (d_model fixed)."""
+    """The preset's model with the variant's residual, head size, remat and attention kernel applied (d_model
+    fixed)."""
     model = dataclasses.replace(
-        preset.model, residual=variant.residual, d_head=variant.head.d_head, remat=variant.remat
+        preset.model,
+        residual=variant.residual,
+        d_head=variant.head.d_head,
+        remat=variant.remat,
+        attention_kernel=variant.attention_kernel,
     )
     model.validate()
     return model
 
 
+def check_kernel_runs(kernel: AttentionKernel, platform: str) -> None:
+    """That ``kernel`` runs on JAX platform ``platform`` (cpu, gpu, tpu) with the JAX of this process, which must be
+    running: kernels.attention asks it whether ``jax.nn.dot_product_attention`` takes ``implementation``."""
+    from kernels.attention import check_kernel_supported, dot_product_attention_has_implementation
+
+    refusal = check_kernel_supported(kernel, platform, dot_product_attention_has_implementation())
+    if refusal:
+        raise ConfigError(refusal)
+
+
 def validate_run(
-    preset: Preset, variant: Variant, mesh: Mesh, device_count: int, scope: Scope = Scope.MODEL
+    preset: Preset,
+    variant: Variant,
+    mesh: Mesh,
+    device_count: int,
+    scope: Scope = Scope.MODEL,
+    platform: str | None = None,
 ) -> ModelConfig:
-    """Every check that can fail on user input, before anything compiles. Returns the variant's model."""
+    """Every check that can fail on user input, before anything compiles. Returns the variant's model.
+
+    ``platform``: the JAX platform the step will run on, once JAX is running; the variant's attention kernel is
+    checked against it. None where the caller compiles for a platform other than JAX's own (tpu-aot).
+    """
     preset.validate()
     preset.check_scope(scope)
     model = model_for(preset, variant)
+    if platform is not None:
+        check_kernel_runs(variant.attention_kernel, platform)
     if preset.seq > model.context:
         raise ConfigError(f"seq {preset.seq} is longer than the context {model.context}")
     if variant.strategy is Strategy.SINGLE and mesh.devices != 1:

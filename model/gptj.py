@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels.attention import causal_attention
+from kernels.attention import attention
 from kernels.rotary import apply_rotary
 from model.config import ModelConfig, Remat, Residual
 from model.sharding import PARAM_AXES, TensorParallel
@@ -70,7 +70,7 @@ class Attention(_Module):
         with jax.named_scope("rotary"):
             q, k = apply_rotary(q, cfg.rotary_dim), apply_rotary(k, cfg.rotary_dim)
         with jax.named_scope("attn_core"):
-            out = causal_attention(q, k, v)  # [B, T, H, K]
+            out = attention(q, k, v, cfg.attention_kernel)  # [B, T, H, K]
         out = out.reshape(*out.shape[:2], -1)  # [B, T, H*K]
         w_o = self.param("w_o", (hk_dim, cfg.d_model), _normal(hk_dim))
         with jax.named_scope("out_proj"):

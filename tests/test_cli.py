@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.tpu_aot.compile import check_mesh
+from kernels.attention import dot_product_attention_has_implementation
 from model import compat
 from model.config import ConfigError, Mesh, all_variants
 
@@ -127,6 +128,8 @@ PJIT_NONE = "parallel-h256-pjit-none"
         (["run", "--variant", PJIT_NONE, "--set", "vocab=-1"], "vocab=-1: sizes must be positive"),
         (["run", "--variant", PJIT_NONE, "--set", "d_head=128"], "choose it with --variant"),
         (["run", "--variant", PJIT_NONE, "--set", "residual=serial"], "choose it with --variant"),
+        (["run", "--variant", PJIT_NONE, "--set", "attention_kernel=xla"], "choose it with --variant"),
+        (["run", "--variant", f"{PJIT_NONE}+flash"], "valid kernels: reference, xla, blockwise, cudnn, pallas"),
         (["sweep", "--set", "remat=full"], "choose it with --variant"),
         (["run", "--variant", PJIT_NONE, "--resume"], "--resume needs --out"),
         (["tpu-aot", "--variant", PJIT_NONE, "--topology", "v3:2x2", "--mesh", "dp=2,mp=2"], "dp x mp = 8"),
@@ -135,6 +138,28 @@ PJIT_NONE = "parallel-h256-pjit-none"
 )
 def test_user_mistakes_end_in_one_line_not_a_traceback(args, fragment):
     assert_one_line_error(bench(*args), fragment)
+
+
+@pytest.mark.parametrize(
+    "kernel, fragment",
+    [
+        ("cudnn", "attention kernel 'cudnn' runs on GPU only (through cuDNN), not on cpu"),
+        ("pallas", "attention kernel 'pallas' runs on GPU and TPU; on cpu only with interpret=True"),
+    ],
+)
+def test_a_kernel_that_does_not_run_on_cpu_is_refused_before_compiling(kernel, fragment):
+    result = bench("run", "--variant", f"{PJIT_NONE}+{kernel}", "--preset", "tiny")
+    assert_one_line_error(result, fragment)
+    assert "run directory:" not in result.stderr  # printed just before the first compile
+
+
+def test_the_xla_kernel_is_refused_where_this_jax_lacks_it():
+    # mp=8 does not divide the tiny preset's 4 heads: a run past the kernel check stops there, before compiling
+    result = bench("run", "--variant", f"{PJIT_NONE}+xla", "--preset", "tiny", "--mesh", "mp=8")
+    if dot_product_attention_has_implementation():
+        assert_one_line_error(result, "not divisible by mp=8")
+    else:  # jax 0.4.30
+        assert_one_line_error(result, "attention kernel 'xla' needs jax.nn.dot_product_attention(implementation=...)")
 
 
 def test_tpu_aot_without_libtpu_names_the_nox_session():

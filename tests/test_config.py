@@ -1,5 +1,8 @@
+import re
+
 import pytest
 
+from kernels.choice import AttentionKernel
 from model.config import (
     ConfigError,
     Head,
@@ -12,6 +15,7 @@ from model.config import (
     all_variants,
     apply_overrides,
     get_preset,
+    model_for,
     refuse_variant_fields,
     validate_run,
 )
@@ -22,6 +26,23 @@ def test_24_variants_with_canonical_names():
     assert len(names) == len(set(names)) == 24
     assert "parallel-h256-xmap-full" in names
     assert all(Variant.parse(n).name == n for n in names)
+
+
+def test_benchmarked_variants_run_the_reference_kernel_and_their_names_say_none():
+    assert {v.attention_kernel for v in all_variants()} == {AttentionKernel.reference}
+    assert not any("+" in v.name for v in all_variants())
+
+
+@pytest.mark.parametrize(
+    "kernel", [k for k in AttentionKernel if k is not AttentionKernel.reference], ids=lambda k: k.value
+)
+def test_a_kernel_suffix_round_trips(kernel):
+    for v in all_variants():
+        name = f"{v.name}+{kernel.value}"
+        parsed = Variant.parse(name)
+        assert parsed == v.replace(attention_kernel=kernel) and parsed.name == name
+    gptj = Variant.parse(f"parallel-h256-pjit-full+{kernel.value}")
+    assert model_for(get_preset("tiny"), gptj).attention_kernel is kernel
 
 
 def test_gptj_training_variant_parses_to_its_axes():
@@ -38,10 +59,15 @@ def test_gptj_training_variant_parses_to_its_axes():
         ("parallel-h256-gspmd-none", "valid strategy values: xmap, pjit, shard_map, single"),
         ("parallel-h256-pjit-some", "valid remat values: none, full"),
         ("parallel-h256-pjit", "residual-head-strategy-remat"),
+        ("parallel-h256-pjit-full+flash", "valid kernels: reference, xla, blockwise, cudnn, pallas"),
+        ("parallel-h256-pjit-full+", "unknown attention kernel ''"),
+        ("parallel-h256-pjit-full+xla+cudnn", "unknown attention kernel 'xla+cudnn'"),
+        ("parallel-h256-pjit-full+reference", "takes no suffix; write 'parallel-h256-pjit-full'"),
+        ("parallel-h256-pjit+xla", "residual-head-strategy-remat[+kernel]"),
     ],
 )
 def test_bad_variant_name_lists_valid_values_of_the_wrong_axis(name, fragment):
-    with pytest.raises(ConfigError, match=fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
         Variant.parse(name)
 
 
@@ -117,7 +143,13 @@ def test_presets_pass_their_own_checks():
 
 
 @pytest.mark.parametrize(
-    "override, axis", [("d_head=128", "head"), ("residual=serial", "residual"), ("remat=none", "remat")]
+    "override, axis",
+    [
+        ("d_head=128", "head"),
+        ("residual=serial", "residual"),
+        ("remat=none", "remat"),
+        ("attention_kernel=blockwise", "attention kernel"),
+    ],
 )
 def test_fields_a_variant_sets_are_refused_as_overrides(override, axis):
     with pytest.raises(ConfigError, match=f"the variant's {axis} axis; choose it with --variant"):
@@ -146,3 +178,23 @@ def test_accumulation_below_one_and_with_scope_block_is_refused():
     validate_run(accumulating, PJIT, Mesh(1, 1), 8, Scope.MODEL)
     accumulating.check_scope(Scope.MODEL)
     get_preset("tiny").check_scope(Scope.BLOCK)
+
+
+def test_an_attention_kernel_override_parses_for_commands_without_a_variant():
+    preset = apply_overrides(get_preset("tiny"), ["attention_kernel=blockwise"])  # bench logits takes it so
+    assert preset.model.attention_kernel is AttentionKernel.blockwise
+    with pytest.raises(ConfigError, match="--set attention_kernel=flash: unknown attention kernel 'flash'; valid"):
+        apply_overrides(get_preset("tiny"), ["attention_kernel=flash"])
+
+
+@pytest.mark.parametrize(
+    "kernel, fragment",
+    [("cudnn", "runs on GPU only (through cuDNN), not on cpu"), ("pallas", "on cpu only with interpret=True")],
+)
+def test_a_kernel_the_platform_lacks_is_refused_before_compiling(kernel, fragment):
+    variant = PJIT.replace(attention_kernel=AttentionKernel(kernel))
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        validate_run(get_preset("tiny"), variant, Mesh(1, 1), 8, platform="cpu")
+    validate_run(get_preset("tiny"), variant, Mesh(1, 1), 8)  # no platform: compiled for another (tpu-aot)
+    blockwise = PJIT.replace(attention_kernel=AttentionKernel.blockwise)
+    validate_run(get_preset("tiny"), blockwise, Mesh(1, 1), 8, platform="cpu")

@@ -211,3 +211,17 @@ def test_records_from_before_accumulation_upgrade_to_grad_accum_1():
     del v2["grad_accum"]
     assert upgrade(v2)["grad_accum"] == 1
     assert upgrade(placeholder() | {"grad_accum": 16})["grad_accum"] == 16
+
+
+def test_every_record_head_names_its_attention_kernel_and_older_ones_upgrade_to_the_reference():
+    assert placeholder()["attention_kernel"] == "reference"
+    blockwise = Variant.parse(f"{VARIANT.name}+blockwise")
+    head = failed_record(blockwise, PRESET, PRESET.mesh, Scope.MODEL, 0, jax.__version__, "killed")
+    assert validate(head) == [] and (head["variant"], head["attention_kernel"]) == (blockwise.name, "blockwise")
+    older = placeholder()
+    del older["attention_kernel"]
+    assert upgrade(older)["attention_kernel"] == "reference"
+    assert upgrade(head)["attention_kernel"] == "blockwise"
+    assert validate(head | {"attention_kernel": "flash"}) == [
+        "attention_kernel is 'flash', expected one of ['blockwise', 'cudnn', 'pallas', 'reference', 'xla']"
+    ]

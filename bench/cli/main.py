@@ -27,7 +27,15 @@ from bench.measure.devices import request_cpu_devices
 from bench.records.runspec import add_run_flags
 from bench.records.store import RecordNotSaved
 from bench.tpu_aot.env import TopologyError
-from model.config import ConfigError, Strategy, all_variants, apply_overrides, get_preset, validate_run
+from model.config import (
+    ConfigError,
+    Strategy,
+    all_variants,
+    apply_overrides,
+    check_kernel_runs,
+    get_preset,
+    validate_run,
+)
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
@@ -74,7 +82,11 @@ def cmd_logits(args: argparse.Namespace) -> int:
     if len(tokens) > cfg.context:
         raise ConfigError(f"{len(tokens)} tokens exceed the context {cfg.context}")
     request_cpu_devices(1)
+    import jax
+
     from model.logits import logits_from_checkpoint
+
+    check_kernel_runs(cfg.attention_kernel, jax.default_backend())
 
     logits = logits_from_checkpoint(cfg, Path(args.weights), tokens)
     print(json.dumps({"preset": preset.name, "tokens": tokens, "logits": logits.tolist()}))
@@ -97,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if any(v.strategy is Strategy.XMAP for v in spec.variants) and not compat.has_xmap():
         raise ConfigError(compat.HAS_XMAP_MESSAGE.format(version=jax.__version__))
     for variant in spec.variants:  # every configuration error surfaces before the first compile
-        validate_run(spec.preset, variant, spec.mesh, len(jax.devices()), spec.scope)
+        validate_run(spec.preset, variant, spec.mesh, len(jax.devices()), spec.scope, jax.default_backend())
     from bench.measure.pipeline import run_variants
     from bench.records.context import new_run_dir
 

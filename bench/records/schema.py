@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.analysis.hlo import CollectiveKind
+from kernels.choice import AttentionKernel
 
 SCHEMA_VERSION = 2
 
@@ -53,11 +54,12 @@ class Head:
     error: str | None
     traceback: str | None
     timestamp_utc: str  # ISO 8601, seconds
-    variant: str  # the name; its four axes follow
+    variant: str  # the name; its four axes and its attention kernel follow
     residual: str
     d_head: int
     strategy: str
     remat: str
+    attention_kernel: str  # kernels.choice.AttentionKernel: the name's +kernel suffix, "reference" where it has none
     preset: str
     scope: str
     mesh_dp: int
@@ -347,7 +349,11 @@ def _declared() -> dict[str, FieldType]:
 
 FIELDS: Mapping[str, FieldType] = _declared()
 _DTYPE_BYTES = FieldType((int,), nullable=False)
-_CHOICES = {"kind": {k.value for k in RecordKind}, "status": {s.value for s in Status}}
+_CHOICES = {
+    "kind": {k.value for k in RecordKind},
+    "status": {s.value for s in Status},
+    "attention_kernel": {k.value for k in AttentionKernel},
+}
 
 
 def field_type(name: str) -> FieldType | None:
@@ -375,13 +381,14 @@ def validate(record: Mapping[str, Any]) -> list[str]:
 
 
 def variant_fields(variant: Any) -> dict[str, Any]:
-    """The variant's name and its four axes, as every record spells them."""
+    """The variant's name, its four axes and its attention kernel, as every record spells them."""
     return {
         "variant": variant.name,
         "residual": variant.residual.value,
         "d_head": variant.head.d_head,
         "strategy": variant.strategy.value,
         "remat": variant.remat.value,
+        "attention_kernel": variant.attention_kernel.value,
     }
 
 
@@ -397,10 +404,12 @@ _V1_COMBINED = "XLA combined "  # the one kind of comm_mismatch sentence that wa
 def upgrade(record: Mapping[str, Any]) -> dict[str, Any]:
     """A version-1 record as version 2 (a version-2 record is returned as a copy, with ``grad_accum`` 1 and
     ``grad_accum_dtype`` float32 where it predates those fields: no step accumulated gradients before they existed,
-    and the first accumulation summed in f32)."""
+    and the first accumulation summed in f32; and ``attention_kernel`` reference: the only kernel any variant ran
+    before it)."""
     new = dict(record)
     new.setdefault("grad_accum", 1)
     new.setdefault("grad_accum_dtype", "float32")  # the only sum there was before the field
+    new.setdefault("attention_kernel", AttentionKernel.reference.value)
     if new.get("schema_version") != 1:
         return new
     new["schema_version"] = SCHEMA_VERSION
