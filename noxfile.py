@@ -76,8 +76,9 @@ def tests(session: nox.Session) -> None:
 
 
 # Tests that jax 0.4.30 cannot change the outcome of, run on current JAX only (CI time): pure code that imports no
-# JAX (the report, projections, topologies, extrapolation), and the kernels and component map that no variant uses
-# yet. The kernels' own jax 0.4.30 refusals are in tests/test_kernels.py, which runs in both.
+# JAX (the report, projections, topologies, extrapolation, the compile cache), the kernels' own equality and memory
+# tests and the component map. The kernels through the model, and their jax 0.4.30 refusals, are in
+# tests/test_kernels.py and tests/test_kernel_variants.py, which run in both.
 CURRENT_JAX_ONLY = [
     "tests/test_report.py",
     "tests/test_projection.py",

@@ -207,7 +207,7 @@ def axis_values(variant: str, jax: str) -> dict[str, str] | None:
 
 def pair_effect(summary: pd.DataFrame, comparison: Comparison, same_jax: bool = True) -> Effect:
     """Ratios a / b over every pair of rows equal in all other axes (and, unless same_jax is False, the JAX version)."""
-    held = [k for k in ("jax", *AXES) if k != comparison.axis and (same_jax or k != "jax")]
+    held = [k for k in ("jax", *AXES, "kernel") if k != comparison.axis and (same_jax or k != "jax")]
     index: dict[tuple, list[int]] = {}
     values_of = {}
     for i, row in summary.iterrows():
