@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_report_components import record as breakdown_record
 
 from bench.analysis.profile import trace_log_dir
 from bench.cli.main import main as cli_main
@@ -160,6 +161,8 @@ def test_project_says_what_is_missing():
 
 def test_every_section_with_plots_beside_it(tmp_path):
     run_dir = make_run(tmp_path, SWEEP, AOT)
+    with (run_dir / RESULTS).open("a") as results:  # a compile with a component breakdown, for its section and plot
+        results.write(json.dumps(breakdown_record("parallel")) + "\n")
     path = write_report(run_dir)
     assert path == run_dir / "REPORT.md"
     text = path.read_text()
@@ -170,6 +173,7 @@ def test_every_section_with_plots_beside_it(tmp_path):
         "## 3. Effect of each design choice",
         "## 4. Against the baseline",
         "### PROJECTION",
+        "### PROJECTION: where each variant's step goes, by block component",
         "## 5. Communication",
         "## 6. Profiles",
         "## 7. Environment",
@@ -427,3 +431,11 @@ def test_number_format():
     assert fmt(None) == "n/a" and fmt(float("nan")) == "n/a"
     assert pct(0.20264) == "20.26%" and pct(None) == "n/a"
     assert trace_log_dir("runs/x/profile/plugins/profile/2026_11_29/host.xplane.pb") == Path("runs/x/profile")
+
+
+def test_a_kernel_variant_is_paired_only_with_its_own_kernel():
+    from bench.report.stats import axis_values
+
+    values = axis_values("parallel-h256-pjit-full+blockwise", "0.10.2")
+    assert (values["remat"], values["kernel"]) == ("full", "blockwise")
+    assert axis_values("parallel-h256-pjit-full", "0.10.2")["kernel"] == "reference"

@@ -87,7 +87,7 @@ def whole_step_by_label(
 # the local view with explicit psums, so their collectives are the same (tests/test_tpu_aot.py compares them).
 _SAME_PROGRAM = (
     *("residual", "d_head", "remat", "preset", "scope", "mesh_dp", "mesh_mp", "batch", "seq", "topology"),
-    *("grad_accum", "grad_accum_dtype"),
+    *("grad_accum", "grad_accum_dtype", "attention_kernel"),
 )
 ESTIMATE = "xla_optimal_seconds_per_step"
 # The component breakdown goes with the estimate it was reconciled against (bench.tpu_aot.compile).

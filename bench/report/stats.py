@@ -198,11 +198,13 @@ class Effect:
 
 
 def axis_values(variant: str, jax: str) -> dict[str, str] | None:
-    """{"jax": ..., "residual": ..., "head": ..., "strategy": ..., "remat": ...}, or None for a name of another form."""
-    parts = variant.split("-")
+    """{"jax": ..., "residual": ..., "head": ..., "strategy": ..., "remat": ..., "kernel": ...}, or None for a name of
+    another form. The attention kernel is the name's "+kernel" suffix, "reference" without one (model.config)."""
+    name, _, kernel = variant.partition("+")
+    parts = name.split("-")
     if len(parts) != len(AXES):
         return None
-    return {"jax": jax, **dict(zip(AXES, parts))}
+    return {"jax": jax, **dict(zip(AXES, parts)), "kernel": kernel or "reference"}
 
 
 def pair_effect(summary: pd.DataFrame, comparison: Comparison, same_jax: bool = True) -> Effect:
