@@ -142,6 +142,13 @@ def test_presets_pass_their_own_checks():
         get_preset(name).validate()
 
 
+def test_the_6b_scale_presets_run_on_their_own_mesh_of_256_cores():
+    """Each 6B-scale preset's model, batch and mesh fit together on a v3-256 (GPT-Neo's 20 heads need mp=4)."""
+    for name, variant in (("gptj-6b", "parallel-h256-pjit-full"), ("gpt-neo-2.7b", "serial-h128-pjit-full")):
+        preset = get_preset(name)
+        validate_run(preset, Variant.parse(variant), preset.mesh, 256)
+
+
 @pytest.mark.parametrize(
     "override, axis",
     [
