@@ -110,3 +110,12 @@ def test_the_report_shows_the_breakdown_and_the_headline_its_reasons(tmp_path):
     headline = text.split("## 2.")[0]
     assert "PROJECTION, by component: parallel saves" in headline
     assert "### PROJECTION: where each variant's step goes, by block component" in text
+
+
+def test_a_reconciliation_rest_is_named_apart_from_the_components(tmp_path):
+    """Where the components' own pricing is off the compiler's estimate, the saving's rest is 'unattributed': it is
+    stated on its own, never listed as one of the parts that carry the effect."""
+    _, a = analysis(tmp_path, record("parallel"), record("serial", optimal_scale=1.1))
+    [line] = effect_lines(a.projections)
+    parts = line.split("The largest parts: ")[1]
+    assert not parts.startswith("unattributed") and "(the reconciliation rest, 'unattributed', moves" in parts

@@ -106,8 +106,12 @@ def effect_lines(projections: Sequence[projection.Projection], largest: int = 3)
     lines = []
     for a, b, pairs, savings in effect_by_component(projections):
         total = sum(savings.values())
-        top = sorted(savings.items(), key=lambda kv: abs(kv[1]), reverse=True)[:largest]
+        rest = savings.get(Component.UNATTRIBUTED.value, 0.0)
+        named = [(label, s) for label, s in savings.items() if label != Component.UNATTRIBUTED.value]
+        top = sorted(named, key=lambda kv: abs(kv[1]), reverse=True)[:largest]
         parts = ", ".join(f"{label} {fmt(s * 1e3, 3)} ms" for label, s in top)
+        if rest:  # the components' own pricing off the compiler's estimate: say how much of the saving that is
+            parts += f" (the reconciliation rest, 'unattributed', moves {fmt(rest * 1e3, 3)} ms)"
         communication = sum(s for label, s in savings.items() if _is_communication(label))
         elementwise = savings.get(Component.ELEMENTWISE.value, 0.0)
         lines.append(
