@@ -134,7 +134,10 @@ def section_components(a: Analysis) -> list[str]:
         "like the compiler's estimate and reconciled with it (the rest, where the two differ by more than 5%, is "
         "'unattributed'; negative where the components over-count). 'collective <axis>' is a collective's HBM "
         "traffic as the compiler prices it; 'ICI <axis>' is its wire time, which the compiler leaves out. A row "
-        "sums to the no-overlap step within 5% (the records' component_sum_over_optimal gives each ratio).",
+        "sums to the no-overlap step within 5% (the records' component_sum_over_optimal gives each ratio). With "
+        "gradient accumulation a part can come out negative: the 1-micro-step compile the extrapolation starts from "
+        "has no accumulation (f32 gradients, dp reduction and optimizer input where the step sums in bf16), so a "
+        "once-per-step difference is extrapolated as if it grew with the micro-steps (records: xla_cost_points).",
         "",
         markdown_table(_shown(frame)),
         "",
