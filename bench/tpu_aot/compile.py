@@ -163,18 +163,18 @@ def component_seconds(hlo_text: str, driver: Any, accelerator: Any) -> dict[str,
 
 
 def extrapolated_costs(
-    preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any], topology: str, cache: CompileCache | None = None
+    preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any], compiler: Mapping[str, Any], cache: CompileCache
 ) -> dict[str, Any]:
     """Per-step FLOPs and HBM bytes summed over devices, the compiler's per-device optimal_seconds and the component
     breakdown, for the preset's layer count and micro-batches. Each unrolled compile's figures are taken from
-    ``cache`` where its key (bench.tpu_aot.cache) is there, and stored in it otherwise."""
+    ``cache`` where its key (bench.tpu_aot.cache) is there, and stored in it otherwise. ``compiler``: ``_compiler``'s
+    versions and topology."""
     from bench.hardware.table import accelerator_for_topology
     from bench.tpu_aot.env import compile_with_optimized_hlo
 
-    cache = cache or CompileCache(None)
-    accelerator = accelerator_for_topology(topology)
-    compiler = {
-        **_compiler(topology),
+    accelerator = accelerator_for_topology(compiler["topology"])
+    priced = {
+        **compiler,
         "priced_at": [accelerator.peak_bf16_flops_per_device, accelerator.hbm_bandwidth_bytes_per_s],
         "devices_per_chip": accelerator.devices_per_chip,
     }
@@ -182,13 +182,13 @@ def extrapolated_costs(
     points, reused = {}, 0
     for layers, microsteps in extrapolation_grid(preset):
         lowered, driver, _ = _lower(unrolled(preset, layers, microsteps), variant, mesh, devices)
-        key = _key(lowered, compiler, analysis)
+        key = _key(lowered, priced, analysis)
         value = cache.get(key)
         if value is None:
             compiled, hlo_text = compile_with_optimized_hlo(lowered)
             value = {**_costs(compiled), "components": component_seconds(hlo_text, driver, accelerator)}
             about = {"variant": variant.name, "preset": preset.name, "layers": layers, "microsteps": microsteps}
-            cache.put(key, value, {**about, **compiler})
+            cache.put(key, value, {**about, **priced})
         else:
             reused += 1
         points[layers, microsteps] = value
@@ -216,10 +216,8 @@ NOT_EXTRAPOLATED = {
 MAIN_COMPILE = "whole-step compile: optimized HLO, memory analysis, compile time"
 
 
-def _compiler(topology: str) -> dict[str, Any]:
-    from bench.records.context import environment
-
-    versions = environment()
+def _compiler(versions: Mapping[str, Any], topology: str) -> dict[str, Any]:
+    """What of this process's environment (bench.records.context.environment) a compile's cache key holds."""
     return {**{name: versions[name] for name in ("jax", "jaxlib", "libtpu", "xla_flags")}, "topology": topology}
 
 
@@ -230,15 +228,14 @@ def _key(lowered: Any, compiler: Mapping[str, Any], analysis: str) -> str:
 
 
 def _main_compile(
-    preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any], topology: str, cache: CompileCache | None
+    preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any], compiler: Mapping[str, Any], cache: CompileCache
 ) -> tuple[Any, str, Any, Any, dict[str, Any]]:
     """The whole-step compile, or its kept outputs from ``cache`` (bench.tpu_aot.cache); a refusal (out of HBM)
     raises, as the compiler does, and is never kept."""
     from bench.tpu_aot.env import compile_with_optimized_hlo
 
-    cache = cache or CompileCache(None)
     lowered, driver, program = _lower(preset, variant, mesh, devices)
-    key = _key(lowered, _compiler(topology), MAIN_COMPILE)
+    key = _key(lowered, compiler, MAIN_COMPILE)
     entry = cache.get(key)
     if entry is not None:
         hlo_text = unpack_text(entry["hlo_gz_b64"])
@@ -255,7 +252,7 @@ def _main_compile(
     start = time.perf_counter()
     compiled, hlo_text = compile_with_optimized_hlo(lowered)
     seconds = time.perf_counter() - start
-    about = {"variant": variant.name, "preset": preset.name, "what": MAIN_COMPILE, **_compiler(topology)}
+    about = {"variant": variant.name, "preset": preset.name, "what": MAIN_COMPILE, **compiler}
     cache.put(key, main_compile_entry(compiled, hlo_text, seconds), about)
     return compiled, hlo_text, driver, program, {"compile_s": seconds, "compile_from_cache": False}
 
@@ -279,17 +276,19 @@ def compile_record(
 
     record = base_record(variant, preset, mesh, Scope.MODEL, repeat=0, kind=RecordKind.TPU_AOT)
     # this process runs on the host (its default backend is cpu); the record describes the TPU compiled for
-    record.update(environment(), backend="tpu", topology=topology, device_kind=devices[0].device_kind)
+    versions = environment()
+    record.update(versions, backend="tpu", topology=topology, device_kind=devices[0].device_kind)
+    compiler, cache = _compiler(versions, topology), cache or CompileCache(None)
     try:
         compiled, hlo_text, driver, program, compile_fields = _main_compile(
-            preset, variant, mesh, devices, topology, cache
+            preset, variant, mesh, devices, compiler, cache
         )
         record.update(compile_fields)
         record.update(analyse(compiled, driver, program, hlo_text))
         mesh_ids = np.arange(driver.mesh.devices.size).reshape(driver.mesh.devices.shape)
         record.update(overlap_fields(parse_collectives(hlo_text, mesh_ids, ("dp", "mp"))))
         if extrapolate:
-            record.update(extrapolated_costs(preset, variant, mesh, devices, topology, cache))
+            record.update(extrapolated_costs(preset, variant, mesh, devices, compiler, cache))
         else:
             record.update(NOT_EXTRAPOLATED)
         record["xla_to_hardware_flops_ratio"] = xla_to_hardware_flops_ratio(record)
