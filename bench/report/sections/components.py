@@ -28,12 +28,11 @@ ORDER = (
     *(c.value for c in Component if c not in (Component.COLLECTIVE, Component.UNATTRIBUTED)),
     f"{Component.COLLECTIVE.value} mp",
     f"{Component.COLLECTIVE.value} dp",
-    f"{Component.COLLECTIVE.value} dp+mp",
-    f"{Component.COLLECTIVE.value} dpmp",
+    f"{Component.COLLECTIVE.value} dp+mp",  # a collective's label spells its axis as the HLO parser does
     Component.UNATTRIBUTED.value,
     f"{ICI} mp",
     f"{ICI} dp",
-    f"{ICI} dpmp",
+    f"{ICI} dpmp",  # the projection's (bench.hardware.projection.TORUS_DIMS_PER_AXIS)
     f"{ICI} latency",
 )
 
