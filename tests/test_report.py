@@ -405,6 +405,27 @@ def test_profile_section_gives_top_ops_and_the_command(tmp_path):
     assert "tensorboard --logdir reports/runs/synthetic/profile --host localhost" in text
 
 
+def test_profile_section_gives_the_measured_breakdown_in_block_order(tmp_path):
+    run_dir = make_run(tmp_path, SWEEP)
+    path = run_dir / "results.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    profiled = next(r for r in records if r.get("profile_top_ops"))
+    parts = {"collective mp": 3.0, "ff_in": 4.0, "qkv_proj": 2.0, "unattributed": 1.0}
+    profiled.update(
+        profile_component_basis="measured: profiler op self time",
+        profile_component_ms_per_step=parts,
+        profile_component_matched_share=0.9,
+        profile_other_programs_ms_per_step=0.5,
+        profile_steps=3,
+    )
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = write_report(run_dir, plots=False).read_text()
+    assert "MEASURED by block component on this machine" in text and "90% of the step program" in text
+    table = table_after(text, "| component | ms per step per device")
+    assert list(table["component"]) == ["qkv_proj", "ff_in", "collective mp", "unattributed"]
+    assert [float(x) for x in table["share %"]] == [20.0, 40.0, 30.0, 10.0]
+
+
 def test_reproduce_commands(tmp_path):
     run_dir = make_run(tmp_path, SWEEP)
     commands = reproduce_commands(load_run(run_dir))

@@ -104,14 +104,19 @@ def local_grad_bytes(driver: Driver, program: Program) -> int:
     return total
 
 
+def mesh_ids(driver: Driver) -> np.ndarray:
+    """Each mesh position's index into the program's device list, in the mesh's shape: what the HLO's replica
+    groups name, for labelling collectives by mesh axis (bench.analysis.hlo.parse_collectives)."""
+    return np.arange(driver.mesh.devices.size).reshape(driver.mesh.devices.shape)
+
+
 def analyse(compiled: Any, driver: Driver, program: Program, hlo_text: str | None = None) -> dict[str, Any]:
     """The compiled step's collectives (and their agreement with the analytic model), memory, and analytic FLOPs
     per step. ``hlo_text`` replaces ``compiled.as_text()`` where that loses information (see
     bench.tpu_aot.env.compile_with_optimized_hlo)."""
     fields: dict[str, Any] = {}
     text = compiled.as_text() if hlo_text is None else hlo_text
-    mesh_ids = np.arange(driver.mesh.devices.size).reshape(driver.mesh.devices.shape)
-    collectives = hlo.parse_collectives(text, mesh_ids, ("dp", "mp"))
+    collectives = hlo.parse_collectives(text, mesh_ids(driver), ("dp", "mp"))
     fields.update(comm.summarize(collectives, ("dp", "mp")))
     fields["comm_empty_groups"] = any(c.empty_groups for c in collectives)
     fields.update(_wide_collectives(collectives, program))

@@ -32,6 +32,7 @@ import jax
 
 from bench.analysis.hlo import instruction_opcodes
 from bench.analysis.profile import (
+    OpRow,
     ProfileTool,
     TraceSummary,
     UnknownToolFormatError,
@@ -138,21 +139,19 @@ def _module_opcodes(converter: ModuleType, xplane_path: Path, modules: set[str])
 # ---------------------------------------------------------------------------------------------------- summary
 
 
-def summarise_trace(xplane_path: Path, top_n: int = 10) -> TraceSummary:
-    """Top ops by self time and the collective vs compute split of one ``.xplane.pb`` (see module docstring)."""
+def trace_op_rows(xplane_path: Path) -> tuple[list[OpRow], ProfileTool]:
+    """Every HLO op's self time in one ``.xplane.pb`` and the plugin tool it came from (see module docstring)."""
     xplane_path = Path(xplane_path)
     if not xplane_path.name.endswith(XPLANE_SUFFIX):
         raise ValueError(f"expected a *{XPLANE_SUFFIX} file (from capture_trace), got {xplane_path}")
     if not xplane_path.is_file():
         raise FileNotFoundError(f"no trace at {xplane_path}")
-    if top_n < 1:
-        raise ValueError(f"top_n must be >= 1, got {top_n!r}")
     converter = load_converter()
 
     hlo_tables = parse_gviz_tables(_tool_data(converter, xplane_path, "hlo_stats", {}), "hlo_stats")
     device_ops = ops_from_hlo_stats([row for table in hlo_tables for row in table])
     if device_ops:
-        return summarise_ops(device_ops, top_n, ProfileTool.HLO_STATS, xplane_path)
+        return device_ops, ProfileTool.HLO_STATS
 
     trace_text = _tool_data(converter, xplane_path, "trace_viewer", {})
     try:
@@ -169,7 +168,50 @@ def summarise_trace(xplane_path: Path, top_n: int = 10) -> TraceSummary:
         )
     modules = {event["args"]["hlo_module"] for event in events}
     opcodes = _module_opcodes(converter, xplane_path, modules)
-    return summarise_ops(ops_from_trace_events(events, opcodes), top_n, ProfileTool.TRACE_VIEWER, xplane_path)
+    return ops_from_trace_events(events, opcodes), ProfileTool.TRACE_VIEWER
+
+
+def summarise_trace(xplane_path: Path, top_n: int = 10) -> TraceSummary:
+    """Top ops by self time and the collective vs compute split of one ``.xplane.pb`` (see module docstring)."""
+    if top_n < 1:
+        raise ValueError(f"top_n must be >= 1, got {top_n!r}")
+    rows, tool = trace_op_rows(xplane_path)
+    return summarise_ops(rows, top_n, tool, Path(xplane_path))
+
+
+# The module name on optimized HLO text's first line: "HloModule jit_train_step, entry_computation_layout=...".
+_MODULE_NAME = re.compile(r"^HloModule ([^\s,]+)", re.MULTILINE)
+
+
+def component_fields(
+    rows: Sequence[OpRow], hlo_text: str, mesh_ids: Any, steps: int, devices: int, tool: ProfileTool
+) -> dict[str, Any]:
+    """The measured breakdown by block component: the profiled ops' self times under the labels
+    ``bench.analysis.components`` gives the same program's optimized HLO, in milliseconds per step per device.
+
+    On the trace_viewer path rows name their HLO module, and only the step's module is broken down (the rest, such
+    as argument copies, is counted apart); hlo_stats rows carry XProf's program id instead, so all of them are.
+    """
+    from bench.analysis.components import Basis, attribute, breakdown_from_profile
+
+    match = _MODULE_NAME.search(hlo_text)
+    module = match.group(1) if match else None
+    by_module = tool is ProfileTool.TRACE_VIEWER and module is not None
+    step_rows = [row for row in rows if row.program == module] if by_module else list(rows)
+    other_us = sum(row.self_time_us for row in rows) - sum(row.self_time_us for row in step_rows)
+    ops = attribute(hlo_text, mesh_ids, ("dp", "mp"))
+    names = {op.name for op in ops}
+    breakdown = breakdown_from_profile(step_rows, ops)
+    scale = 1e3 / (steps * devices)  # seconds summed over every device and profiled step -> ms per step per device
+    total_us = sum(row.self_time_us for row in step_rows)
+    matched_us = sum(row.self_time_us for row in step_rows if row.name in names)
+    return {
+        "profile_component_basis": Basis.MEASURED.value,
+        "profile_component_ms_per_step": {label: s * scale for label, s in sorted(breakdown.seconds.items())},
+        "profile_component_matched_share": matched_us / total_us if total_us > 0 else 0.0,
+        "profile_other_programs_ms_per_step": other_us * 1e-3 * scale,
+        "profile_steps": steps,
+    }
 
 
 __all__ = [
@@ -178,7 +220,9 @@ __all__ = [
     "NoOpEventsError",
     "ProfilerPluginMissingError",
     "capture_trace",
+    "component_fields",
     "load_converter",
     "summarise_trace",
+    "trace_op_rows",
     "tensorboard_command",
 ]

@@ -220,6 +220,13 @@ class Profile:
     profile_collective_share: float
     profile_compute_share: float
     profile_top_ops: list
+    # The measured breakdown by block component (bench.measure.profile.component_fields): profiled op self times
+    # under bench.analysis.components' labels, in ms per step per device, over profile_steps steps.
+    profile_component_basis: str
+    profile_component_ms_per_step: dict
+    profile_component_matched_share: float  # of the step program's op time, ops found in its optimized HLO
+    profile_other_programs_ms_per_step: float  # op time of other programs in the trace (argument copies, ...)
+    profile_steps: int
 
 
 @dataclass(frozen=True)

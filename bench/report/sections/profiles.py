@@ -1,4 +1,10 @@
-"""Section 6: each profiled variant's top ops, its collective share and the command that opens its trace."""
+"""Section 6: each profiled variant's top ops, its collective share, its measured time by block component and the
+command that opens its trace.
+
+The component table is a MEASUREMENT of this machine: the profiler's op self times under the labels
+bench.analysis.components gives the profiled program's optimized HLO (bench.measure.profile.component_fields), the
+same map section 5 applies to the TPU compile, where it is a projection.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from bench.analysis.profile import tensorboard_command, trace_log_dir
 from bench.report.analyse import Analysis
 from bench.report.format import fmt, markdown_table, number, pct
 from bench.report.load import latest_ok, row_key
+from bench.report.sections.components import ORDER
 
 
 def section_profiles(a: Analysis) -> list[str]:
@@ -44,6 +51,7 @@ def _profile(r: Mapping[str, Any]) -> list[str]:
     ]
     if not ops.empty:
         lines += [markdown_table(ops), ""]
+    lines += _components(r)
     trace = r.get("profile_trace_path")
     if trace:
         lines += [
@@ -55,3 +63,30 @@ def _profile(r: Mapping[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _components(r: Mapping[str, Any]) -> list[str]:
+    """The measured breakdown by block component, ordered as the block runs (section 5's columns)."""
+    parts = r.get("profile_component_ms_per_step")
+    if not parts:
+        return []
+    total = sum(parts.values())
+    if total <= 0:
+        return []
+    labels = sorted(parts, key=lambda label: (ORDER.index(label) if label in ORDER else len(ORDER), label))
+    frame = pd.DataFrame(
+        [
+            {"component": label, "ms per step per device": fmt(ms), "share %": fmt(100 * ms / total)}
+            for label, ms in ((label, parts[label]) for label in labels)
+        ]
+    )
+    other = number(r.get("profile_other_programs_ms_per_step"))
+    lines = [
+        f"MEASURED by block component on this machine ({r.get('profile_component_basis', 'profiler op self time')}, "
+        f"{r.get('profile_steps', '?')} profiled steps; {pct(r.get('profile_component_matched_share'))} of the step "
+        f"program's op time matched an op of its optimized HLO, the rest is 'unattributed'; other programs in the "
+        f"trace: {fmt(other)} ms per step per device). On simulated CPU devices a collective's time is mostly waiting "
+        "for the slowest device.",
+        "",
+    ]
+    return lines + [markdown_table(frame), ""]
