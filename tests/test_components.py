@@ -132,7 +132,39 @@ ENTRY %main (x: f32[8,32,32,16], k: f32[3,3,16,64]) -> f32[8,32,32,64] {
 }
 """
     (conv,) = comp.attribute(module)
-    assert conv.flops == 2 * (8 * 32 * 32 * 64) * (3 * 3 * 16)  # each output sums a 3x3x16 window
+    # each output sums 16 input features over the taps of its 3x3 window that land on the 32x32 input: per dim,
+    # 32 positions x 3 taps, less one at each edge (the padding), as XLA's HloCostAnalysis counts them
+    assert conv.flops == 2 * (8 * 64) * 16 * (32 * 3 - 2) ** 2
+
+
+def test_a_per_head_projection_written_as_a_padded_convolution_counts_one_tap_per_head():
+    # what libtpu makes of q = x @ W_q with 4 heads on a device (GPT-J h128 at mp=8, v3:8x16): the head axis is a
+    # spatial dim of size 1 in x, the window spans the 4 heads and is padded 3 each side, so each of the 4 output
+    # positions has one real tap. The work is the plain matmul's: 2 x 2048 x 4096 x (4 x 128).
+    module = """HloModule conv
+
+ENTRY %main (x: bf16[2048,4096,1], w: bf16[4,128,4096]) -> bf16[2048,4,128] {
+  %x = bf16[2048,4096,1]{1,0,2} parameter(0)
+  %w = bf16[4,128,4096]{2,1,0} parameter(1)
+  ROOT %q = bf16[2048,4,128]{0,2,1} convolution(%x, %w), window={size=4 pad=3_3 rhs_reversal=1}, dim_labels=bf0_0oi->b0f
+}
+"""
+    (conv,) = comp.attribute(module)
+    assert conv.flops == 2 * 2048 * 4096 * 4 * 128
+
+
+def test_strided_and_dilated_convolution_taps_are_counted_on_the_input():
+    module = """HloModule conv
+
+ENTRY %main (x: f32[1,10,1], k: f32[3,1,1]) -> f32[1,5,1] {
+  %x = f32[1,10,1]{2,1,0} parameter(0)
+  %k = f32[3,1,1]{2,1,0} parameter(1)
+  ROOT %c = f32[1,5,1] convolution(%x, %k), window={size=3 stride=2 pad=1_1 rhs_dilate=1}, dim_labels=b0f_0io->b0f
+}
+"""
+    (conv,) = comp.attribute(module)
+    # output positions 0..4 read inputs 2o-1, 2o, 2o+1: all 3 in range but for -1 at o=0, so 14 taps
+    assert conv.flops == 2 * 1 * 1 * 14
 
 
 def test_breakdown_prices_each_op_at_its_roofline():

@@ -215,14 +215,58 @@ def matmul_flops(instruction: HloInstruction, computation: HloComputation) -> in
     if instruction.opcode == "dot":
         lhs = array_dims(operand_shapes(instruction, computation)[0])
         return 2 * out * math.prod(lhs[d] for d in _dims_attribute(instruction, "lhs_contracting_dims"))
-    # Convolution: each output element sums kernel_elements / output_features products (input features per
-    # group times the kernel window); dim_labels "b01f_01io->b01f" says where the kernel's "o" is.
-    kernel = array_dims(operand_shapes(instruction, computation)[1])
+    # Convolution: each output element sums input features per group (the kernel's "i") times the window taps that
+    # land on the input, not on its padding (XLA's HloCostAnalysis counts valid positions the same way). The TPU
+    # compiler writes a per-head projection as one: a head axis of spatial size 1, window = heads, padded by
+    # heads - 1 each side, so every output position has one real tap of its window (about heads x too many if the
+    # padding were counted). dim_labels "b01f_01io->b01f" name each operand's dims; "0", "1", ... are spatial.
+    operands = operand_shapes(instruction, computation)
+    lhs, kernel = array_dims(operands[0]), array_dims(operands[1])
     labels = instruction.attributes.get("dim_labels", "")
-    kernel_labels = labels.split("_")[1].split("->")[0] if "_" in labels else ""
-    if len(kernel_labels) != len(kernel) or "o" not in kernel_labels:
+    parts = re.fullmatch(r"(\w+)_(\w+)->(\w+)", labels)
+    if parts is None or len(parts.group(2)) != len(kernel) or not {"i", "o"} <= set(parts.group(2)):
         raise ValueError(f"convolution %{instruction.name}: cannot read the kernel layout from {labels!r}")
-    return 2 * out * math.prod(kernel) // kernel[kernel_labels.index("o")]
+    lhs_labels, kernel_labels, out_labels = parts.groups()
+    spatial = sorted(c for c in kernel_labels if c.isdigit())
+    windows = _conv_windows(instruction, len(spatial))
+    taps = 1
+    for dim, window in zip(spatial, windows, strict=True):
+        out_size = array_dims(instruction.shape)[out_labels.index(dim)]
+        taps *= _valid_taps(lhs[lhs_labels.index(dim)], kernel[kernel_labels.index(dim)], out_size, window)
+    out_spatial = math.prod(array_dims(instruction.shape)[out_labels.index(dim)] for dim in spatial)
+    return 2 * (out // out_spatial) * kernel[kernel_labels.index("i")] * taps
+
+
+def _conv_windows(instruction: HloInstruction, dims: int) -> list[dict[str, tuple[int, ...]]]:
+    """Per spatial dim: stride, padding (low, high), lhs and rhs dilation from ``window={size=4 pad=3_3 ...}``."""
+    text = instruction.attributes.get("window", "").strip("{}")
+    fields = dict(item.split("=", 1) for item in text.split() if "=" in item)
+
+    def each(key: str, default: str) -> list[str]:
+        values = fields.get(key, "x".join([default] * dims)).split("x")
+        return values if dims else []
+
+    pads = [tuple(int(v) for v in pad.split("_")) for pad in each("pad", "0_0")]
+    return [
+        {"stride": (int(stride),), "pad": pad, "lhs_dilate": (int(ld),), "rhs_dilate": (int(rd),)}
+        for stride, pad, ld, rd in zip(
+            each("stride", "1"), pads, each("lhs_dilate", "1"), each("rhs_dilate", "1"), strict=True
+        )
+    ]
+
+
+def _valid_taps(size: int, window: int, out_size: int, how: Mapping[str, tuple[int, ...]]) -> int:
+    """Window taps, summed over the output positions of one spatial dim, that read an element of the input rather
+    than padding or a hole of lhs dilation."""
+    (stride,), (low, _high) = how["stride"], how["pad"]
+    (lhs_dilate,), (rhs_dilate,) = how["lhs_dilate"], how["rhs_dilate"]
+    dilated = (size - 1) * lhs_dilate + 1
+    count = 0
+    for position in range(out_size):
+        for tap in range(window):
+            at = position * stride + tap * rhs_dilate - low
+            count += 0 <= at < dilated and at % lhs_dilate == 0
+    return count
 
 
 def _fused_matmuls(module: HloModule, computation: HloComputation) -> list[tuple[int, HloInstruction]]:
