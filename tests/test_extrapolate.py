@@ -44,10 +44,11 @@ def test_a_line_through_2_and_3_layers():
 
     corners = (cost(2, 1), cost(3, 1), cost(2, 2), cost(3, 2))
     assert bilinear_in_layers_and_microsteps(*corners, 28, 16, first=2) == cost(28, 16)
-    points = {(la, a): point(1.0, 1.0, float(cost(la, a))) for la in (2, 3) for a in (1, 2)}
-    fields = whole_step_costs(points, layers=28, microsteps=16, devices=1)  # first=2 by default
+    points = {(la, a): point(1.0, 1.0, float(cost(la, a))) for la in (2, 3) for a in (2, 3)}
+    fields = whole_step_costs(points, layers=28, microsteps=16, devices=1)  # first=2, first_microsteps=2 by default
     assert fields["xla_optimal_seconds_per_step"] == cost(28, 16)
-    assert fields["xla_optimal_seconds_source"] == bilinear_source(2)
+    assert fields["xla_optimal_seconds_source"] == bilinear_source(2, 2)
+    assert bilinear_source(2, 2).endswith("of 2 and 3 layers x 2 and 3 micro-steps")
     assert affine_source(2) == "affine in layers, from unrolled 2- and 3-layer compiles"
 
 
@@ -103,7 +104,7 @@ def test_whole_step_costs_with_accumulation_use_four_points():
         return 1 + 2 * layers + 3 * microsteps + 4 * layers * microsteps
 
     points = {(la, a): point(1.0, 1.0, float(seconds(la, a))) for la in (1, 2) for a in (1, 2)}
-    fields = whole_step_costs(points, layers=28, microsteps=16, devices=256, first=1)
+    fields = whole_step_costs(points, layers=28, microsteps=16, devices=256, first=1, first_microsteps=1)
     assert fields["xla_optimal_seconds_per_step"] == seconds(28, 16)
     assert fields["xla_optimal_seconds_source"] == BILINEAR_IN_LAYERS_AND_MICROSTEPS
     assert len(fields["xla_cost_points"]) == 4
@@ -179,7 +180,7 @@ def test_a_breakdown_extrapolates_label_by_label_and_is_set_against_the_estimate
             "components": parts(layers, steps),
         }
         for layers in (2, 3)
-        for steps in (1, 2)
+        for steps in (2, 3)
     }
     fields = whole_step_costs(points, layers=28, microsteps=16, devices=256, first=2)
     want = {"ff_in": 2e-3 * 28 * 16, "optimizer": 1e-3 * 29, "collective mp": 1e-4 * 26}
@@ -204,3 +205,20 @@ def test_an_xmap_compile_not_extrapolated_takes_the_shard_map_estimate_and_break
     assert "(same collectives; not extrapolated (tpu-aot --no-extrapolate))" in out["xla_optimal_seconds_source"]
     assert out["component_seconds_per_step"] == {"ff_in": 0.2, "unattributed": 0.0}
     assert out["component_sum_over_optimal"] == pytest.approx(0.2 / 0.33)
+
+
+def test_anchoring_at_two_micro_steps_leaves_out_the_program_that_does_not_accumulate():
+    """cost(L, A) = 5 + 7 L + (11 + 2 L) A + 3 (L + 1) for A >= 2, the last term the sum of gradients (here
+    once per step, of a size that grows with L) that a 1-micro-step program does not have. Through 2 and 3 micro-
+    steps the 16-micro-step step comes out exact; through 1 and 2 it is off by 14 times that sum, and the intercept
+    (the update's part) loses that sum."""
+
+    def cost(layers, microsteps):
+        accumulates = 3 * (layers + 1) if microsteps > 1 else 0
+        return 5 + 7 * layers + (11 + 2 * layers) * microsteps + accumulates
+
+    at = {(la, a): float(cost(la, a)) for la in (2, 3) for a in (1, 2, 3)}
+    corners = (at[2, 2], at[3, 2], at[2, 3], at[3, 3])
+    assert bilinear_in_layers_and_microsteps(*corners, 28, 16, first=2, first_microsteps=2) == cost(28, 16)
+    from_one = bilinear_in_layers_and_microsteps(at[2, 1], at[3, 1], at[2, 2], at[3, 2], 28, 16, first=2)
+    assert from_one - cost(28, 16) == 14 * 3 * 29  # charged to each of 15 extra micro-steps, not once

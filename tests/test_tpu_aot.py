@@ -14,7 +14,7 @@ from conftest import skip_without_xmap
 from bench.analysis.extrapolate import affine_source
 from bench.analysis.hlo import async_overlap
 from bench.records.schema import COMM_AXES, comm_key, comm_overlap_key, validate
-from bench.tpu_aot.compile import _compile, _costs, compile_record, whole_step_costs
+from bench.tpu_aot.compile import _compile, _costs, compile_record, extrapolation_grid, unrolled, whole_step_costs
 from bench.tpu_aot.env import installed_jax_is_legacy, libtpu_available, topology_devices, tpu_compile_env
 from model.config import Mesh, Strategy, Variant, get_preset
 
@@ -93,3 +93,23 @@ def test_the_v3_schedule_has_only_synchronous_collectives_so_all_are_exposed(dev
     split = async_overlap(hlo_text, np.arange(8).reshape(2, 4))
     assert split["mp"]["exposed"] > 0 and split["dp"]["exposed"] > 0
     assert all(sides["overlappable"] == 0 for sides in split.values())
+
+
+def test_a_surface_through_2_and_3_micro_steps_predicts_an_unrolled_4_micro_step_compile(devices):
+    """With accumulation the records extrapolate from unrolled 2 and 3 layers x 2 and 3 micro-steps (why not 1
+    and 2: bench.tpu_aot.compile.EXTRAPOLATION_FIRST_MICROSTEPS); a further point, 2 layers x 4 micro-steps, checks
+    the surface: FLOPs, HBM bytes and optimal_seconds within 1%."""
+    preset, variant = get_preset("tiny"), Variant.parse("parallel-h256-shard_map-full")
+    accumulating = dataclasses.replace(preset, grad_accum=16)
+
+    def costs(layers, microsteps):
+        compiled, *_ = _compile(unrolled(accumulating, layers, microsteps), variant, Mesh(2, 4), devices)
+        return _costs(compiled)
+
+    points = {point: costs(*point) for point in extrapolation_grid(accumulating)}
+    assert sorted(points) == [(2, 2), (2, 3), (3, 2), (3, 3)]
+    predicted = whole_step_costs(points, layers=2, microsteps=4, devices=1)
+    four = costs(2, 4)
+    assert predicted["xla_flops_per_step"] == pytest.approx(four["flops"], rel=0.01)
+    assert predicted["xla_bytes_accessed_per_step"] == pytest.approx(four["bytes accessed"], rel=0.01)
+    assert predicted["xla_optimal_seconds_per_step"] == pytest.approx(four["optimal_seconds"], rel=0.01)

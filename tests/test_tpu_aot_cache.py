@@ -78,3 +78,23 @@ def test_a_whole_step_compile_is_kept_as_its_raw_outputs():
     kept = json.loads(json.dumps(entry))  # what a cache file holds
     assert memory_fields(aot_cache.CachedCompile(kept["memory"])) == memory_fields(compiled)
     assert memory_fields(compiled)["mem_peak_estimate_bytes"] == 10 + 20 - 5 + 7
+
+
+def test_the_version_of_an_entry_kind_is_in_its_key():
+    assert program_key(TEXT, LOCATED, COMPILER, "a", version=aot_cache.POINT_KEY_VERSION) != key()
+
+
+def test_an_unrolled_compile_is_kept_as_its_hlo_and_costs_and_its_breakdown_is_memoised():
+    """The HLO of an unrolled program goes in xz'd (its repeated layers fold away) and comes back byte for byte;
+    a breakdown is handed back only for the analysis digest and prices it was derived with."""
+    hlo = "HloModule jit_step\n" + "".join(
+        f"%fusion.{i} = bf16[2048,512] fusion(%p), kind=kOutput\n" for i in range(3000)
+    )
+    entry = aot_cache.point_compile_entry({"flops": 1.0, "optimal_seconds": 2.0}, hlo)
+    assert aot_cache.unpack_text_xz(entry["hlo_xz_b64"]) == hlo and len(entry["hlo_xz_b64"]) < len(hlo) / 20
+    assert entry["flops"] == 1.0 and aot_cache.components_of(entry, "m") is None  # nothing derived yet
+    memo = aot_cache.memo_key("digest", [61.5e12, 9e11, 2])
+    assert memo != aot_cache.memo_key("digest", [61.5e12, 9e11, 1]) and memo != aot_cache.memo_key("other", [1])
+    kept = json.loads(json.dumps(aot_cache.with_components(entry, {"ff_in": 0.5}, memo)))
+    assert aot_cache.components_of(kept, memo) == {"ff_in": 0.5}
+    assert aot_cache.components_of(kept, aot_cache.memo_key("changed analysis", [61.5e12, 9e11, 2])) is None

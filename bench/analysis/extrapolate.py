@@ -6,8 +6,9 @@ step whose layers are scanned under-counts by the trip count. Every layer is the
 unrolled step is affine in the layer count L: cost(L) = a + b L, and two compiles (L = f, f + 1) fix it. With
 gradient accumulation over A micro-batches, each micro-step runs the L layers forward and backward and the
 embedding, LM head and loss once, and the step adds one gradient reduction and one optimizer update whose size grows
-with L: cost(L, A) = a + b L + c A + d L A, fixed by four compiles (L in {f, f + 1}, A in {1, 2}). Pure arithmetic:
-no JAX. Which f the records use, and why, is bench.tpu_aot.compile's EXTRAPOLATION_FIRST_LAYERS.
+with L: cost(L, A) = a + b L + c A + d L A, fixed by four compiles (L in {f, f + 1}, A in {m, m + 1}). Pure
+arithmetic: no JAX. Which f and m the records use, and why, is bench.tpu_aot.compile's EXTRAPOLATION_FIRST_LAYERS
+and EXTRAPOLATION_FIRST_MICROSTEPS.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ def affine_source(first: int) -> str:
     return f"affine in layers, from unrolled {first}- and {first + 1}-layer compiles"
 
 
-def bilinear_source(first: int) -> str:
+def bilinear_source(first: int, first_microsteps: int = 1) -> str:
     return (
         f"bilinear in layers and micro-steps, from unrolled compiles of {first} and {first + 1} layers "
-        f"x 1 and 2 micro-steps"
+        f"x {first_microsteps} and {first_microsteps + 1} micro-steps"
     )
 
 
@@ -40,47 +41,63 @@ def affine_in_layers(low: float, high: float, layers: int, first: int = 1) -> fl
 
 
 def bilinear_in_layers_and_microsteps(
-    c11: float, c21: float, c12: float, c22: float, layers: int, microsteps: int, first: int = 1
+    c11: float,
+    c21: float,
+    c12: float,
+    c22: float,
+    layers: int,
+    microsteps: int,
+    first: int = 1,
+    first_microsteps: int = 1,
 ) -> float:
     """cost(layers, microsteps) for cost(L, A) = a + b L + c A + d L A, from cLA at L in {first, first + 1} (1, 2
-    in the names) and A in {1, 2}.
+    in the names) and A in {first_microsteps, first_microsteps + 1}.
 
-    Written about (first, 1): cost = c11 + l dL + (A-1) dA + l (A-1) dLA with l = L - first, dL = c21 - c11 (one
+    Written about (first, m): cost = c11 + l dL + (A-m) dA + l (A-m) dLA with l = L - first, dL = c21 - c11 (one
     more layer), dA = c12 - c11 (one more micro-step), dLA = c22 - c21 - c12 + c11 (one more layer in each extra
     micro-step).
     """
-    if layers < 1 or microsteps < 1 or first < 1:
-        raise ValueError(f"layers, microsteps and first must be >= 1, got {layers}, {microsteps} and {first}")
+    if layers < 1 or microsteps < 1 or first < 1 or first_microsteps < 1:
+        raise ValueError(
+            f"layers, microsteps, first and first_microsteps must be >= 1, got {layers}, {microsteps}, {first} and "
+            f"{first_microsteps}"
+        )
     per_layer, per_microstep = c21 - c11, c12 - c11
     per_layer_microstep = c22 - c21 - c12 + c11
     extra_layers = layers - first
     return (
         c11
         + extra_layers * per_layer
-        + (microsteps - 1) * per_microstep
-        + extra_layers * (microsteps - 1) * per_layer_microstep
+        + (microsteps - first_microsteps) * per_microstep
+        + extra_layers * (microsteps - first_microsteps) * per_layer_microstep
     )
 
 
-def whole_step(points: Mapping[tuple[int, int], float], layers: int, microsteps: int, first: int) -> float:
+def whole_step(
+    points: Mapping[tuple[int, int], float], layers: int, microsteps: int, first: int, first_microsteps: int = 1
+) -> float:
     """A whole-step value from per-compile values at (layers, micro-steps) points: affine in layers from (first, 1)
-    and (first + 1, 1) when ``microsteps`` is 1, else bilinear from those and the same at 2 micro-steps."""
+    and (first + 1, 1) when ``microsteps`` is 1, else bilinear from the same layers at ``first_microsteps`` and one
+    more."""
     low, high = first, first + 1
     if microsteps == 1:
         return affine_in_layers(points[low, 1], points[high, 1], layers, first)
-    corners = (points[low, 1], points[high, 1], points[low, 2], points[high, 2])
-    return bilinear_in_layers_and_microsteps(*corners, layers, microsteps, first)
+    m, n = first_microsteps, first_microsteps + 1
+    corners = (points[low, m], points[high, m], points[low, n], points[high, n])
+    return bilinear_in_layers_and_microsteps(*corners, layers, microsteps, first, first_microsteps)
 
 
 def whole_step_by_label(
-    points: Mapping[tuple[int, int], Mapping[str, float]], layers: int, microsteps: int, first: int
+    points: Mapping[tuple[int, int], Mapping[str, float]],
+    layers: int,
+    microsteps: int,
+    first: int,
+    first_microsteps: int = 1,
 ) -> dict[str, float]:
     """``whole_step`` for each label of a per-compile breakdown (a label absent from a compile is 0 there)."""
     labels = sorted({label for values in points.values() for label in values})
-    return {
-        label: whole_step({p: v.get(label, 0.0) for p, v in points.items()}, layers, microsteps, first)
-        for label in labels
-    }
+    at = (layers, microsteps, first, first_microsteps)
+    return {label: whole_step({p: v.get(label, 0.0) for p, v in points.items()}, *at) for label in labels}
 
 
 # What makes two tpu-aot records the same program but for the strategy: xmap and shard_map both write the block in

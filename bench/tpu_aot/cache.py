@@ -1,24 +1,29 @@
 """Compile results reused across runs, keyed by the program and the compiler, never by a name.
 
-A gptj-6b variant on v3:8x16 costs four unrolled compiles (bench.tpu_aot.compile.extrapolation_grid) of about a
-minute each on 2 cores, for a handful of numbers: the compiler's cost analysis and the component breakdown read from
-the optimized HLO. Those numbers are kept here, one small JSON file per compile, and reused only when everything
-that could change them is the same:
+A gptj-6b variant on v3:8x16 costs four unrolled compiles (bench.tpu_aot.compile.extrapolation_grid) of one to two
+minutes each on 2 cores, plus the whole-step compile. What the records need of them is kept here, one JSON file per
+compile, and reused only when everything that could change the compiler's output is the same:
 
 - the lowered program: its StableHLO text without locations, and the set of op names its locations carry (the
   name scopes the component map reads; source files, lines and Python frames are left out, so a refactor that
   compiles to the same program with the same scopes keeps its entries);
-- the compiler: jax, jaxlib and libtpu versions, XLA_FLAGS, and the topology compiled for;
-- the analysis: the bytes of the modules that turn optimized HLO into the breakdown (``ANALYSIS_SOURCES``), and the
-  peak and HBM bandwidth it was priced at (the hardware table's row, as numbers: a new row elsewhere in the table
-  changes nothing). A change to how a key or an entry is made bumps ``KEY_VERSION``.
+- the compiler: jax, jaxlib and libtpu versions, XLA_FLAGS, and the topology compiled for.
 
-The whole-step compile (memory, collectives, fit) is kept too, as its raw outputs: the optimized HLO (gzip,
-base64), the memory analysis and how long the compile took; the record's figures are derived from them by the
-current code, so its key needs no analysis digest. Nothing is timed, so a reused entry gives the figures a fresh
-compile would; each record says what was reused (``xla_cost_points_from_cache``, ``compile_from_cache``, and then
-``compile_s`` is the original compile's time). Entries are written atomically; a corrupt one is ignored and
-recompiled. ``--compile-cache none`` turns the cache off.
+An entry keeps the compiler's raw outputs, never only figures derived from them, so a fix in the analysis code
+needs no recompile:
+
+- a whole-step compile (memory, collectives, fit): its optimized HLO (gzip, base64), the memory analysis and how
+  long the compile took;
+- an unrolled compile (the extrapolation points): its optimized HLO (xz, base64: an unrolled program repeats its
+  layers, which xz's long window folds away) and its cost analysis. The component breakdown derived from that HLO
+  is memoised in the entry beside the digest of the code and prices it came from (``ANALYSIS_SOURCES``, the peak
+  and HBM bandwidth); a different digest recomputes it from the kept HLO and rewrites the entry.
+
+Nothing is timed, so a reused entry gives the figures a fresh compile would; each record says what was reused
+(``xla_cost_points_from_cache``, ``compile_from_cache``, and then ``compile_s`` is the original compile's time).
+Entries are written atomically; a corrupt one is ignored and recompiled. ``--compile-cache none`` turns the cache
+off. A change to how a key or an entry is made bumps the version of its kind (``KEY_VERSION``,
+``POINT_KEY_VERSION``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import base64
 import gzip
 import hashlib
 import json
+import lzma
 import os
 import re
 import tempfile
@@ -36,8 +42,10 @@ from pathlib import Path
 from typing import Any
 
 KEY_VERSION = 1
+# Unrolled compiles' entries: 2 keeps their optimized HLO (1 kept only figures derived from it).
+POINT_KEY_VERSION = 2
 ROOT = Path(__file__).resolve().parents[2]
-# The code between optimized HLO and the breakdown cached from it.
+# The code between optimized HLO and the breakdown memoised from it.
 ANALYSIS_SOURCES = ("bench/analysis/collectives.py", "bench/analysis/components.py", "bench/analysis/hlo.py")
 # An op-name location of lowered StableHLO: loc("jit(step)/.../dot_general"(#loc12)).
 _OP_NAME = re.compile(r'loc\("((?:jit|pjit|xmap|shard_map)\([^"]*)"')
@@ -60,6 +68,36 @@ def pack_text(text: str) -> str:
 
 def unpack_text(packed: str) -> str:
     return gzip.decompress(base64.b64decode(packed)).decode()
+
+
+def pack_text_xz(text: str) -> str:
+    """Text as base64 of its xz (an unrolled program's HLO: xz is several times smaller than gzip there)."""
+    return base64.b64encode(lzma.compress(text.encode(), preset=9)).decode()
+
+
+def unpack_text_xz(packed: str) -> str:
+    return lzma.decompress(base64.b64decode(packed)).decode()
+
+
+def point_compile_entry(costs: Mapping[str, Any], hlo_text: str) -> dict[str, Any]:
+    """The cache value of an unrolled compile: its cost analysis and optimized HLO (the breakdown is memoised
+    beside them by ``with_components``)."""
+    return {**dict(costs), "hlo_xz_b64": pack_text_xz(hlo_text)}
+
+
+def memo_key(analysis: str, priced_at: Any) -> str:
+    """What a memoised breakdown was derived with: the analysis digest and the prices, as one string."""
+    return hashlib.sha256(f"{analysis}\0{json.dumps(priced_at)}".encode()).hexdigest()
+
+
+def components_of(entry: Mapping[str, Any], memo: str) -> dict[str, float] | None:
+    """The entry's memoised breakdown if it was derived with ``memo`` (``memo_key``), else None."""
+    held = entry.get("components")
+    return dict(held) if entry.get("components_memo") == memo and isinstance(held, Mapping) else None
+
+
+def with_components(entry: Mapping[str, Any], components: Mapping[str, float], memo: str) -> dict[str, Any]:
+    return {**dict(entry), "components": dict(components), "components_memo": memo}
 
 
 class CachedCompile:
@@ -90,9 +128,12 @@ def analysis_digest(root: Path = ROOT) -> str:
     return digest.hexdigest()
 
 
-def program_key(text: str, text_with_locations: str, compiler: Mapping[str, Any], analysis: str) -> str:
-    """The cache key of one compile (pure): see the module docstring for what goes in."""
-    digest = hashlib.sha256(f"gptj-bench tpu-aot cache {KEY_VERSION}\0".encode())
+def program_key(
+    text: str, text_with_locations: str, compiler: Mapping[str, Any], analysis: str, version: int = KEY_VERSION
+) -> str:
+    """The cache key of one compile (pure): see the module docstring for what goes in. ``analysis`` names what
+    the entry holds (bench.tpu_aot.compile's MAIN_COMPILE, POINT_COMPILE)."""
+    digest = hashlib.sha256(f"gptj-bench tpu-aot cache {version}\0".encode())
     digest.update(text.encode() + b"\0")
     digest.update("\n".join(sorted(set(_OP_NAME.findall(text_with_locations)))).encode() + b"\0")
     digest.update(json.dumps(dict(compiler), sort_keys=True).encode() + b"\0")

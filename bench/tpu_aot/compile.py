@@ -28,12 +28,19 @@ from bench.analysis.hlo import Collective, CollectiveKind, parse_collectives
 from bench.records.schema import COMM_AXES, RecordKind, Status, comm_key, comm_overlap_key
 from bench.records.store import append_record, finished_keys
 from bench.tpu_aot.cache import (
+    KEY_VERSION,
+    POINT_KEY_VERSION,
     CachedCompile,
     CompileCache,
     analysis_digest,
+    components_of,
     main_compile_entry,
+    memo_key,
+    point_compile_entry,
     program_key,
     unpack_text,
+    unpack_text_xz,
+    with_components,
 )
 from model.config import ConfigError, Mesh, Preset, Scope, Variant
 
@@ -47,6 +54,14 @@ from model.config import ConfigError, Mesh, Preset, Scope, Variant
 # 11.36 ms and 10.66 ms (6.6% apart), and the 28-layer step 0.327 s from 1 and 2 layers, 0.309 s from 2 and 3;
 # FLOPs agree within 0.02%. The price is compile time: 2 + 3 layers instead of 1 + 2.
 EXTRAPOLATION_FIRST_LAYERS = 2
+# The same for micro-steps: a 1-micro-step program has no accumulation at all (model.program.accumulate returns the
+# one gradient), so a line through 1 and 2 micro-steps charges the first sum of gradients to every later micro-step
+# and takes it back from the intercept, where the update and the dp reduction are: their components came out
+# negative (issue 10). From 2 and 3, both programs accumulate. On tiny (v3:2x2, mesh 2x4, parallel-h256-shard_map-
+# full, libtpu 0.0.42.1; measured for issue 10) the FLOPs of an unrolled 2-layer x 4-micro-step compile are
+# predicted within 0.002% from 2 and 3 micro-steps and 0.2% over from 1 and 2; the compiler's optimal_seconds is not
+# quite affine in either (its steps from 1 to 4 micro-steps: 1.59, 1.63, 1.58 x 1e-4 s), 0.5% over and 0.3% under.
+EXTRAPOLATION_FIRST_MICROSTEPS = 2
 # The preset field that unrolls the micro-batch loop of gradient accumulation, as unroll_layers does the layers'.
 UNROLL_ACCUM_FIELD = "unroll_accum"
 # cost-analysis key (model.compat.cost_analysis) -> the per-step record field it extrapolates to
@@ -107,9 +122,11 @@ def unrolled(preset: Preset, layers: int, microsteps: int) -> Preset:
     return dataclasses.replace(preset, **changes)
 
 
-def extrapolation_grid(preset: Preset, first: int = EXTRAPOLATION_FIRST_LAYERS) -> list[tuple[int, int]]:
+def extrapolation_grid(
+    preset: Preset, first: int = EXTRAPOLATION_FIRST_LAYERS, first_microsteps: int = EXTRAPOLATION_FIRST_MICROSTEPS
+) -> list[tuple[int, int]]:
     """(layers, micro-steps) of the unrolled compiles the whole-step counts are extrapolated from."""
-    microsteps = (1, 2) if microsteps_of(preset) > 1 else (1,)
+    microsteps = (first_microsteps, first_microsteps + 1) if microsteps_of(preset) > 1 else (1,)
     return [(layers, steps) for steps in microsteps for layers in (first, first + 1)]
 
 
@@ -119,22 +136,24 @@ def whole_step_costs(
     microsteps: int,
     devices: int,
     first: int = EXTRAPOLATION_FIRST_LAYERS,
+    first_microsteps: int = EXTRAPOLATION_FIRST_MICROSTEPS,
 ) -> dict[str, Any]:
     """Record fields for the whole step from per-device costs at (layers, micro-steps) points (pure).
 
-    Affine in layers from (first, 1) and (first + 1, 1) when microsteps is 1; bilinear from those and the same at 2
-    micro-steps otherwise (bench.analysis.extrapolate.whole_step). A cost the compiler did not report at some point
-    is None, and its source says so. A point's ``components`` (seconds per component label, ``component_seconds``)
-    are extrapolated label by label the same way, and their sum set against the whole-step estimate.
+    Affine in layers from (first, 1) and (first + 1, 1) when microsteps is 1; bilinear from the same layers at
+    first_microsteps and one more otherwise (bench.analysis.extrapolate.whole_step). A cost the compiler did not
+    report at some point is None, and its source says so. A point's ``components`` (seconds per component label,
+    ``component_seconds``) are extrapolated label by label the same way, and their sum set against the whole-step
+    estimate.
     """
-    source = affine_source(first) if microsteps == 1 else bilinear_source(first)
+    source = affine_source(first) if microsteps == 1 else bilinear_source(first, first_microsteps)
     fields: dict[str, Any] = {"xla_flops_source": source, "xla_optimal_seconds_source": source}
     for key, field in COST_FIELDS.items():
         values = {point: costs[key] for point, costs in points.items()}
         if any(value is None for value in values.values()):
             fields[field] = None
             continue
-        per_device = whole_step(values, layers, microsteps, first)
+        per_device = whole_step(values, layers, microsteps, first, first_microsteps)
         fields[field] = per_device * devices if key in SUMMED_OVER_DEVICES else per_device
     if fields["xla_optimal_seconds_per_step"] is None:
         fields["xla_optimal_seconds_source"] = "the TPU compiler reported no optimal_seconds"
@@ -143,7 +162,8 @@ def whole_step_costs(
         for (layers_at, steps_at), costs in sorted(points.items())
     ]
     if all("components" in costs for costs in points.values()):
-        parts = whole_step_by_label({p: costs["components"] for p, costs in points.items()}, layers, microsteps, first)
+        by_point = {p: costs["components"] for p, costs in points.items()}
+        parts = whole_step_by_label(by_point, layers, microsteps, first, first_microsteps)
         optimal = fields["xla_optimal_seconds_per_step"]
         fields["component_seconds_per_step"] = parts
         fields["component_seconds_source"] = f"{Basis.ROOFLINE.value} (bench.analysis.components), each label {source}"
@@ -173,25 +193,26 @@ def extrapolated_costs(
     from bench.tpu_aot.env import compile_with_optimized_hlo
 
     accelerator = accelerator_for_topology(compiler["topology"])
-    priced = {
-        **compiler,
-        "priced_at": [accelerator.peak_bf16_flops_per_device, accelerator.hbm_bandwidth_bytes_per_s],
-        "devices_per_chip": accelerator.devices_per_chip,
-    }
-    analysis = analysis_digest()
+    priced_at = [accelerator.peak_bf16_flops_per_device, accelerator.hbm_bandwidth_bytes_per_s]
+    memo = memo_key(analysis_digest(), [*priced_at, accelerator.devices_per_chip])
     points, reused = {}, 0
     for layers, microsteps in extrapolation_grid(preset):
         lowered, driver, _ = _lower(unrolled(preset, layers, microsteps), variant, mesh, devices)
-        key = _key(lowered, priced, analysis)
-        value = cache.get(key)
-        if value is None:
+        key = _key(lowered, compiler, POINT_COMPILE, POINT_KEY_VERSION)
+        about = {"variant": variant.name, "preset": preset.name, "layers": layers, "microsteps": microsteps}
+        entry, hlo_text = cache.get(key), None
+        if entry is None:
             compiled, hlo_text = compile_with_optimized_hlo(lowered)
-            value = {**_costs(compiled), "components": component_seconds(hlo_text, driver, accelerator)}
-            about = {"variant": variant.name, "preset": preset.name, "layers": layers, "microsteps": microsteps}
-            cache.put(key, value, {**about, **priced})
+            entry = point_compile_entry(_costs(compiled), hlo_text)
         else:
             reused += 1
-        points[layers, microsteps] = value
+        components = components_of(entry, memo)
+        if components is None:  # a new compile, or the analysis code or the prices changed: derive, and keep
+            hlo_text = hlo_text if hlo_text is not None else unpack_text_xz(entry["hlo_xz_b64"])
+            components = component_seconds(hlo_text, driver, accelerator)
+            entry = with_components(entry, components, memo)
+            cache.put(key, entry, {**about, **compiler, "priced_at": priced_at})
+        points[layers, microsteps] = {**{name: entry[name] for name in COST_FIELDS}, "components": components}
     fields = whole_step_costs(points, preset.model.n_layers, microsteps_of(preset), mesh.devices)
     fields["xla_cost_points_from_cache"] = reused
     return fields
@@ -212,8 +233,9 @@ NOT_EXTRAPOLATED = {
     "xla_optimal_seconds_per_step": None,
     "xla_optimal_seconds_source": "not extrapolated (tpu-aot --no-extrapolate): the whole-step compile only",
 }
-# What the key of a whole-step compile's entry says it holds (its value is raw compiler output, no analysis).
+# What the key of an entry says it holds (raw compiler output; a point's breakdown is memoised beside it).
 MAIN_COMPILE = "whole-step compile: optimized HLO, memory analysis, compile time"
+POINT_COMPILE = "unrolled compile: optimized HLO, cost analysis"
 
 
 def _compiler(versions: Mapping[str, Any], topology: str) -> dict[str, Any]:
@@ -221,10 +243,10 @@ def _compiler(versions: Mapping[str, Any], topology: str) -> dict[str, Any]:
     return {**{name: versions[name] for name in ("jax", "jaxlib", "libtpu", "xla_flags")}, "topology": topology}
 
 
-def _key(lowered: Any, compiler: Mapping[str, Any], analysis: str) -> str:
+def _key(lowered: Any, compiler: Mapping[str, Any], analysis: str, version: int = KEY_VERSION) -> str:
     from model.compat import lowered_text
 
-    return program_key(lowered_text(lowered), lowered_text(lowered, debug_info=True), compiler, analysis)
+    return program_key(lowered_text(lowered), lowered_text(lowered, debug_info=True), compiler, analysis, version)
 
 
 def _main_compile(
