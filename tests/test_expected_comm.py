@@ -170,3 +170,39 @@ def test_accumulating_pjit_reduces_gradients_over_dp_once_per_step(name):
     assert accumulating[comm_key("dp", ALL_REDUCE, "bytes")] - accumulating["expected_dp_grad_allreduce_bytes"] == 4
     for metric in ("tensors", "bytes"):
         assert accumulating[comm_key("mp", ALL_REDUCE, metric)] == 2 * single[comm_key("mp", ALL_REDUCE, metric)]
+
+
+def test_the_narrowings_that_change_no_result_are_notes_and_others_stay_differences():
+    """bf16 compute: the loss's max may travel in bf16 (a max of bf16 logits is one of them), and without
+    accumulation the gradients may be reduced in bf16 before they are widened to the f32 parameters."""
+    cfg = model_for(get_preset("gpt-neo-2.7b"), Variant.parse("serial-h128-pjit-full"))
+    expected = expected_comm(cfg, Mesh(64, 4), Scope.MODEL, 64, 2048, 1000, local_grad_bytes_in_compute_dtype=500)
+    assert expected.mp_narrowed_max_bytes == 1 * 2048 * 2  # [B, T] of 1 x 2048 in bf16 instead of f32
+    assert expected.dp_grad_allreduce_bytes_in_compute_dtype == 500
+    want = expected.mp_layer_allreduce_bytes + expected.mp_other_allreduce_bytes
+    count = expected.mp_layer_allreduce_count + expected.mp_other_allreduce_count
+    fields = {
+        comm_key("mp", ALL_REDUCE, "tensors"): count,
+        comm_key("mp", ALL_REDUCE, "count"): count,
+        comm_key("mp", ALL_REDUCE, "bytes"): want - 4096,
+        comm_key("dp", ALL_REDUCE, "bytes"): 504,
+        "comm_wider_than_compute": [],
+    }
+    verdict = comm_verdict(fields, expected, "bfloat16")
+    assert verdict["comm_matches_model"] is True, verdict["comm_differences"]
+    assert any("loss's max all-reduce in bfloat16" in n and "4096 bytes fewer" in n for n in verdict["comm_notes"])
+    assert any("gradients over dp in bfloat16" in n for n in verdict["comm_notes"])
+    # any other shortfall is still a difference
+    off = comm_verdict(fields | {comm_key("mp", ALL_REDUCE, "bytes"): want - 4000}, expected, "bfloat16")
+    assert off["comm_differences"] == [f"mp all-reduce payload {want - 4000} bytes in the HLO, {want} expected"]
+    low = comm_verdict(fields | {comm_key("dp", ALL_REDUCE, "bytes"): 400}, expected, "bfloat16")
+    assert low["comm_differences"] == ["dp all-reduce payload 400 bytes, below the 1000 gradient bytes"]
+    # with accumulation the sum is what is reduced, in its own dtype: no allowance
+    sixteen = expected_comm(cfg, Mesh(64, 4), Scope.MODEL, 64, 2048, 1000, 16, local_grad_bytes_in_compute_dtype=500)
+    assert sixteen.dp_grad_allreduce_bytes_in_compute_dtype == 1000
+
+
+def test_f32_compute_allows_no_narrowing():
+    cfg = model_for(get_preset("tiny"), Variant.parse("parallel-h256-pjit-none"))
+    expected = expected_comm(cfg, Mesh(2, 4), Scope.MODEL, 4, 16, 1000, local_grad_bytes_in_compute_dtype=1000)
+    assert expected.mp_narrowed_max_bytes == 0 and expected.dp_grad_allreduce_bytes_in_compute_dtype == 1000

@@ -14,6 +14,13 @@ vocab-parallel embedding leaves its region once forward and the LM head enters o
 vocab-parallel loss reduces three [B, T] f32 values (max, sum of exponentials, target logit). On dp: every gradient
 leaf's local shard is averaged once per step (f32 master parameters), plus the scalar loss.
 
+Two narrowings a compiler may make without changing a result, which the verdict (bench.measure.prepare.comm_verdict)
+accepts as notes, each with its bytes here: the loss's max is a max of logits widened from the compute dtype, so it
+is one of them and exact in that dtype (libtpu 0.0.42.1 carries it in bf16: ``mp_narrowed_max_bytes`` is what that
+saves); and without accumulation the gradients of the f32 master parameters are the compute dtype's matmul outputs
+widened, which XLA may reduce before widening (``dp_grad_allreduce_bytes_in_compute_dtype``; libtpu does for
+gpt-neo-2.7b's pjit step in bf16). Both were read off the optimized HLO of the v3:8x16 compiles.
+
 Gradient accumulation (A micro-batches per step, model.program.accumulate): every mp all-reduce above happens once
 per micro-step, so A times per step; the dp gradient all-reduce happens once per step, after the micro-batch loop
 (as in mesh-transformer-jax's ``CausalTransformer.train``: a scan over micro-batches, then one ``pmean``).
@@ -35,6 +42,8 @@ class ExpectedComm:
     mp_other_allreduce_count: int  # embedding, LM head, loss; per step (all micro-steps)
     mp_other_allreduce_bytes: int
     dp_grad_allreduce_bytes: int  # payload bytes per device per step (gradient shards, f32), once per step
+    mp_narrowed_max_bytes: int = 0  # per step: what carrying the loss's max in the compute dtype saves
+    dp_grad_allreduce_bytes_in_compute_dtype: int = 0  # the gradient shards in the compute dtype (no accumulation)
 
     def as_record_fields(self) -> dict[str, int]:
         return {f"expected_{k}": v for k, v in self.__dict__.items()}
@@ -50,10 +59,18 @@ def recomputed_allreduces_per_layer(residual: Residual, remat: Remat) -> int:
 
 
 def expected_comm(
-    cfg: ModelConfig, mesh: Mesh, scope: Scope, batch: int, seq: int, local_grad_bytes: int, grad_accum: int = 1
+    cfg: ModelConfig,
+    mesh: Mesh,
+    scope: Scope,
+    batch: int,
+    seq: int,
+    local_grad_bytes: int,
+    grad_accum: int = 1,
+    local_grad_bytes_in_compute_dtype: int | None = None,
 ) -> ExpectedComm:
     """``batch``: global sequences per micro-step; ``grad_accum``: micro-steps per step; ``local_grad_bytes``:
-    bytes of one device's gradient shards as its one dp all-reduce carries them (bench.measure.prepare)."""
+    bytes of one device's gradient shards as its one dp all-reduce carries them (bench.measure.prepare), and
+    ``local_grad_bytes_in_compute_dtype`` the same shards in the compute dtype (None: as local_grad_bytes)."""
     if grad_accum < 1:
         raise ValueError(f"grad_accum must be at least 1, got {grad_accum}")
     act_bytes = (batch // mesh.dp) * seq * cfg.d_model * np.dtype(cfg.compute_dtype.value).itemsize
@@ -61,10 +78,14 @@ def expected_comm(
     regions = tp_regions_per_layer(cfg.residual)
     per_layer = 2 * regions + recomputed_allreduces_per_layer(cfg.residual, cfg.remat)  # forward, backward, recompute
     layer_count = layers * per_layer if mesh.mp > 1 else 0
-    other_count, other_bytes = 0, 0
+    other_count, other_bytes, narrowed = 0, 0, 0
     if scope is Scope.MODEL and mesh.mp > 1:
         loss_bytes = (batch // mesh.dp) * seq * 4
         other_count, other_bytes = 2 + 3, 2 * act_bytes + 3 * loss_bytes
+        narrowed = loss_bytes - loss_bytes // 4 * min(4, np.dtype(cfg.compute_dtype.value).itemsize)
     dp_bytes = local_grad_bytes if mesh.dp > 1 else 0
+    in_compute = local_grad_bytes if local_grad_bytes_in_compute_dtype is None else local_grad_bytes_in_compute_dtype
+    dp_narrow = min(in_compute, dp_bytes) if mesh.dp > 1 and grad_accum == 1 else dp_bytes
     a = grad_accum
-    return ExpectedComm(a * layer_count, a * layer_count * act_bytes, a * other_count, a * other_bytes, dp_bytes)
+    layer = (a * layer_count, a * layer_count * act_bytes)
+    return ExpectedComm(*layer, a * other_count, a * other_bytes, dp_bytes, a * narrowed, dp_narrow)

@@ -88,11 +88,12 @@ def prepare(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope = Scope.M
     return Prepared(variant, preset, mesh, scope, program, driver, compiled, state, batch, compile_s, analysis)
 
 
-def local_grad_bytes(driver: Driver, program: Program) -> int:
+def local_grad_bytes(driver: Driver, program: Program, dtype: Any = None) -> int:
     """Bytes of one device's gradient shards as the step's one dp reduction carries them, from the sharding table:
     in the parameters' dtype, or in the sum's (``grad_accum_dtype``) where micro-batches are accumulated
-    (model.program.accumulate returns the mean in it)."""
+    (model.program.accumulate returns the mean in it); or in ``dtype`` where given."""
     summed = np.dtype(program.grad_accum_dtype.value) if program.grad_accum > 1 else None
+    summed = np.dtype(dtype) if dtype is not None else summed
     total = 0
     for shape, spec in zip(
         jax.tree_util.tree_leaves(program.param_shapes()),
@@ -129,9 +130,10 @@ def analyse(compiled: Any, driver: Driver, program: Program, hlo_text: str | Non
         program.seq,
         local_grad_bytes(driver, program),
         program.grad_accum,
+        local_grad_bytes(driver, program, program.cfg.compute_dtype.value),
     )
     fields.update(expected.as_record_fields())
-    fields.update(comm_verdict(fields, expected))
+    fields.update(comm_verdict(fields, expected, program.cfg.compute_dtype.value))
     fields.update(static_flop_fields(program))
     return fields
 
@@ -150,9 +152,12 @@ def _wide_collectives(collectives: list[hlo.Collective], program: Program) -> di
     return {"comm_wider_than_compute": wide}
 
 
-def comm_verdict(fields: dict[str, Any], expected: ExpectedComm) -> dict[str, Any]:
+def comm_verdict(
+    fields: dict[str, Any], expected: ExpectedComm, compute_dtype: str = "the compute dtype"
+) -> dict[str, Any]:
     """Whether the HLO's all-reduces agree with the analytic model, each disagreement as one sentence; and, apart
-    from those, notes on how XLA combined or widened ops (which change no byte the model counts)."""
+    from those, notes on how XLA combined, widened or exactly narrowed ops (bench.analysis.expected says which
+    narrowings change no result)."""
     all_reduce = hlo.CollectiveKind.ALL_REDUCE
     found_count = int(fields.get(comm_key("mp", all_reduce, "tensors"), 0))
     combined = found_count - int(fields.get(comm_key("mp", all_reduce, "count"), 0))
@@ -160,16 +165,26 @@ def comm_verdict(fields: dict[str, Any], expected: ExpectedComm) -> dict[str, An
     found_dp = int(fields.get(comm_key("dp", all_reduce, "bytes"), 0))
     want_count = expected.mp_layer_allreduce_count + expected.mp_other_allreduce_count
     want_bytes = expected.mp_layer_allreduce_bytes + expected.mp_other_allreduce_bytes
-    differences = []
+    differences, notes = [], []
+    compute = compute_dtype
     if found_count != want_count:
         differences.append(f"mp all-reduce count {found_count} in the HLO, {want_count} expected")
-    if found_bytes != want_bytes:
+    if found_bytes == want_bytes - expected.mp_narrowed_max_bytes != want_bytes:
+        notes.append(
+            f"XLA carries the loss's max all-reduce in {compute} (exact for a max of {compute} logits): "
+            f"{expected.mp_narrowed_max_bytes} bytes fewer than f32"
+        )
+    elif found_bytes != want_bytes:
         differences.append(f"mp all-reduce payload {found_bytes} bytes in the HLO, {want_bytes} expected")
-    if found_dp < expected.dp_grad_allreduce_bytes:
+    if expected.dp_grad_allreduce_bytes_in_compute_dtype <= found_dp < expected.dp_grad_allreduce_bytes:
+        notes.append(
+            f"XLA reduces the gradients over dp in {compute}, before widening them to the parameters' dtype "
+            f"({found_dp} bytes, not {expected.dp_grad_allreduce_bytes}): one micro-step, so no accumulation buffer"
+        )
+    elif found_dp < expected.dp_grad_allreduce_bytes:
         differences.append(
             f"dp all-reduce payload {found_dp} bytes, below the {expected.dp_grad_allreduce_bytes} gradient bytes"
         )
-    notes = []
     if combined:
         notes.append(f"XLA combined mp all-reduces into tuple all-reduces: {combined} fewer ops than arrays reduced")
     notes += [

@@ -206,6 +206,8 @@ class ExpectedCommunication:
     expected_mp_other_allreduce_count: int
     expected_mp_other_allreduce_bytes: int
     expected_dp_grad_allreduce_bytes: int
+    expected_mp_narrowed_max_bytes: int  # what carrying the loss's max in the compute dtype saves
+    expected_dp_grad_allreduce_bytes_in_compute_dtype: int  # the gradient shards in the compute dtype
 
 
 @dataclass(frozen=True)
