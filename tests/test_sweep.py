@@ -23,7 +23,7 @@ from bench.records.context import failed_record
 from bench.records.peakfile import PeakEntry, append_peak, read_peaks
 from bench.records.schema import KERNEL_DIR, RecordKind
 from bench.records.store import append_record, load_records
-from kernels.attention import check_kernel_supported
+from kernels.attention import check_kernel_supported, dot_product_attention_has_implementation
 from kernels.choice import AttentionKernel
 from model.config import Scope, Strategy, Variant, apply_overrides, get_preset
 
@@ -189,7 +189,8 @@ def test_refusals_are_failed_records_written_once_across_resumes(tmp_path):
 def test_an_environment_answers_which_kernels_it_refuses_in_one_process():
     version, refusals = kernel_support(sys.executable, timeout_s=120)
     assert version == jax.__version__
-    assert refusals == {k: check_kernel_supported(k, jax.default_backend(), True) for k in AttentionKernel}
+    has_dpa = dot_product_attention_has_implementation()
+    assert refusals == {k: check_kernel_supported(k, jax.default_backend(), has_dpa) for k in AttentionKernel}
     assert kernel_support("/nonexistent/python", timeout_s=10) == (None, {})
 
 
