@@ -14,14 +14,15 @@ After the reference variants, the kernel part compares each attention kernel of 
 two variants: GPT-J's configuration (parallel-h256-xmap-full, in the xmap environment) and the sweep's fastest
 reference variant (the highest median tokens/s of any variant in any environment, from the sweep's own records;
 overall rather than per environment, so every environment measures the kernels on the same variant), each in every
-environment whose variant list has it. Per variant and environment the runs are the kernels with one fresh
-reference run in their middle (k1, reference, k2): each kernel is paired with a reference measured next to it,
-not with the sweep's record of the variant taken up to twenty minutes earlier; a reference on each side of every
-kernel would cost three more runs than the kernel part's three minutes allow (about 25 s a run of the cpu preset
-here). The kernel part is a run directory of its own, RUN_DIR/kernels/ (KERNEL_DIR), sharing the sweep's start
-peak: the fresh references are not repeats of the 24-variant sweep, so its noise, effects and ranking stay its
-own. A kernel this platform or JAX lacks is asked once per environment (one process, no compile) and recorded as
-refused (kind ``refused``, failed, with the refusal ``bench run`` would print), not run.
+environment whose variant list has it, once whatever ``--repeats``. Per variant and environment the runs are the
+kernels with one fresh reference run in their middle (k1, reference, k2), so each kernel is paired with a reference
+measured next to it, not with the sweep's record of the variant from up to twenty minutes earlier. A reference on
+each side of every kernel would make FULL's 7 runs 11, past the three minutes the kernel part may add to the main
+job (a cpu-preset run takes about 25 s on the 2-core machine it was sized on). The kernel part is a run directory
+of its own, RUN_DIR/kernels/ (KERNEL_DIR), sharing the sweep's start peaks: its reference reruns are not repeats
+of the 24-variant sweep, so the sweep's noise, effects and ranking stay its own. Which kernels an environment
+refuses is asked once per environment (one process, no compile); each refusal is recorded (kind ``refused``,
+failed, with the message ``bench run`` would refuse it with), not run.
 """
 
 from __future__ import annotations
