@@ -14,7 +14,7 @@ from test_report import table_after
 from bench.records.context import failed_record
 from bench.records.schema import KERNEL_DIR, RecordKind, upgrade, variant_fields
 from bench.records.store import RESULTS, append_record
-from bench.report.sections.kernels import kernel_pairs
+from bench.report.sections.kernels import judging_noise, kernel_pairs
 from bench.report.stats import Noise, summarise
 from bench.report.write import write_report
 from model.config import Scope, Variant, get_preset
@@ -98,7 +98,8 @@ def test_the_section_reports_pairs_refusals_and_failures(tmp_path):
     text = write_report(run_dir, plots=False).read_text()
     section = text.split("## 3a. Attention kernels against the reference")[1].split("\n## 4.")[0]
     assert "Measured on this machine's CPU (AMD EPYC, 8 devices)" in section
-    assert "run's noise (2%" in section  # the sweep's noise (its step IQRs), the one section 3 uses
+    assert "the noise (2% (the sweep's, the larger: median over variants of the timed steps' IQR" in section
+    assert "the sweep's, as in section 3, is 2%" in section
     table = table_after(section, "| kernel")
     rows = {(r["kernel"], r["variant"], r["jax"]): r for _, r in table.iterrows()}
     assert set(rows) == {
@@ -136,3 +137,19 @@ def test_a_run_without_a_kernel_part_says_so(tmp_path):
     empty = make_sweep(tmp_path / "empty", [])
     (empty / KERNEL_DIR / RESULTS).write_text("")
     assert "No kernel comparison in this run" in write_report(empty, plots=False).read_text()
+
+
+def test_a_busier_kernel_part_judges_against_its_own_wider_noise(tmp_path):
+    busy = [r | {"step_s_iqr": 0.2} if r["status"] == "ok" else r for r in KERNEL_PART]  # 20% step spread
+    section = write_report(make_sweep(tmp_path, busy), plots=False).read_text().split("## 3a.")[1]
+    assert "the noise (20% (the kernel part's, the larger:" in section
+    rows = {(r["kernel"], r["jax"]): r for _, r in table_after(section, "| kernel").iterrows()}
+    assert rows["xla", CURRENT]["tokens/s ratio"] == "1.158x" and rows["xla", CURRENT]["beyond noise"] == "no"
+
+
+def test_the_judging_noise_is_the_larger_known_one():
+    sweep, part, unknown = Noise(0.01, "a"), Noise(0.03, "b"), Noise(None, "c")
+    assert judging_noise(sweep, part) == Noise(0.03, "the kernel part's, the larger: b")
+    assert judging_noise(unknown, sweep) == Noise(0.01, "the kernel part's, the only one known: a")
+    assert judging_noise(Noise(0.0, "a"), unknown) == Noise(0.0, "the sweep's, the only one known: a")
+    assert judging_noise(unknown, unknown).fraction is None

@@ -3,8 +3,9 @@
 The kernel part (bench.launch.sweep) is a run directory of its own, RUN_DIR/kernels/ (schema.KERNEL_DIR): per
 variant and JAX environment, the kernels with one reference run of the same variant measured among them, and one
 refused record per kernel that the platform or JAX lacks. A ratio pairs a kernel with that reference (stats.
-pair_effect on the kernel axis), and is judged against the run's noise exactly as section 3 judges an effect
-(stats.Effect.exceeds with the sweep's own noise).
+pair_effect on the kernel axis), and is judged as section 3 judges an effect (stats.Effect.exceeds), against the
+larger of the sweep's noise and the kernel part's own, both stats.run_noise: the kernel part runs last, and a
+machine that got busier by then must not turn its wider spread into findings.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bench.records.store import RESULTS
 from bench.report.analyse import Analysis, first_line
 from bench.report.format import fmt, fmt_ratio, markdown_table
 from bench.report.load import ReportError, RunRecords, load_run
-from bench.report.stats import Comparison, Effect, Noise, pair_effect, summarise
+from bench.report.stats import Comparison, Effect, Noise, pair_effect, run_noise, summarise
 from kernels.choice import AttentionKernel
 
 REFERENCE = AttentionKernel.reference.value
@@ -46,6 +47,18 @@ def load_kernel_run(run_dir: Path) -> RunRecords | None:
         return load_run(Path(run_dir) / KERNEL_DIR)
     except ReportError:  # a file with no usable line: said in the section as no records
         return None
+
+
+def judging_noise(sweep: Noise, kernel_part: Noise) -> Noise:
+    """The larger of the sweep's noise and the kernel part's (each ``run_noise``), saying which it is."""
+    known = [
+        (n, who) for n, who in ((sweep, "the sweep's"), (kernel_part, "the kernel part's")) if n.fraction is not None
+    ]
+    if not known:
+        return Noise(None, "neither the sweep nor the kernel part gives a noise estimate")
+    noise, who = max(known, key=lambda item: item[0].fraction)
+    which = f"{who}, the larger" if len(known) == 2 else f"{who}, the only one known"
+    return Noise(noise.fraction, f"{which}: {noise.source}")
 
 
 def kernel_pairs(kernel_summary: pd.DataFrame, sweep_summary: pd.DataFrame, noise: Noise) -> pd.DataFrame:
@@ -139,13 +152,15 @@ def section_kernels(a: Analysis) -> list[str]:
     if run is None:
         return lines + [f"No kernel comparison in this run (a sweep writes one into RUN_DIR/{KERNEL_DIR}/)."]
     kernel_summary = summarise(run.measured)
-    pairs = kernel_pairs(kernel_summary, a.summary, a.noise)
+    noise = judging_noise(a.noise, run_noise(kernel_summary))
+    pairs = kernel_pairs(kernel_summary, a.summary, noise)
     lines += [
         f"Measured on {_where(run)}, in {run.run_dir}: the sweep's kernel part ran each kernel on GPT-J's "
         f"configuration ({GPTJ_VARIANT}) and on the sweep's fastest reference variant, in each JAX environment that "
         "has the variant, with a reference run of the same variant and environment measured among the kernel's "
         "runs. The ratio is the kernel's tokens/s over that reference's; it is beyond the noise when it differs "
-        f"from 1 by more than the run's noise ({a.noise.text()}), as in section 3. Peak memory is per device, as the "
+        f"from 1 by more than the noise ({noise.text()}; the sweep's, as in section 3, is {a.noise.short()}). "
+        "Peak memory is per device, as the "
         "compiler estimates it. The last column is that reference over the sweep's own record of the variant: how "
         "far this machine moved in between.",
         "",
