@@ -34,6 +34,14 @@ class RecordKind(enum.Enum):
     MEASURED = "measured"  # a timed run (``bench run``): ok, or failed with what it got to
     TPU_AOT = "tpu-aot"  # a compile-only run for a TPU topology (``bench tpu-aot``): nothing timed
     FAILED_PLACEHOLDER = "failed-placeholder"  # a run that died before writing its own record, written for it
+    # an attention kernel the sweep found this platform or JAX lacks (kernels.attention.check_kernel_supported):
+    # failed with that refusal as its error; never started, nothing compiled
+    REFUSED = "refused"
+
+
+# The sweep's attention-kernel comparisons (bench.launch.sweep) are a run directory of their own inside the sweep's:
+# RUN_DIR/KERNEL_DIR/, so their reference reruns never count as repeats of the 24-variant sweep.
+KERNEL_DIR = "kernels"
 
 
 class Status(enum.Enum):
