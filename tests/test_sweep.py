@@ -70,6 +70,20 @@ def test_a_jobs_command_is_a_run_the_cli_parses_back(tmp_path):
     assert (args.steps, args.warmup, args.repeat, args.out, args.resume) == (3, 1, 1, str(tmp_path), True)
 
 
+def test_full_profiles_one_run_and_no_other(tmp_path):
+    from bench.launch.sweep import command
+
+    profiled = Job("current", Variant.parse("parallel-h256-shard_map-full"), repeat=0)
+    assert "--profile" in command(profiled, FULL, "python3", tmp_path, [])
+    for other in (
+        Job("xmap", profiled.variant, 0),  # jax 0.4.30's CPU runtime writes no op events
+        Job("current", profiled.variant, 1),  # one trace, not one per repeat
+        Job("current", Variant.parse("parallel-h256-pjit-full"), 0),
+    ):
+        assert "--profile" not in command(other, FULL, "python3", tmp_path, [])
+    assert not QUICK.profiled
+
+
 # ---------------------------------------------------------------------------------------------------- kernel part
 
 GPTJ = Variant.parse("parallel-h256-xmap-full")

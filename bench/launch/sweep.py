@@ -71,6 +71,9 @@ class SweepPlan:
     xmap_baselines: bool  # measure pjit and shard_map in the xmap environment too
     # compared against the reference in the kernel part (each run, or recorded as refused where it cannot run)
     kernels: tuple[AttentionKernel, ...] = NON_REFERENCE_KERNELS
+    # (environment, variant) runs that also capture an XProf trace after their timed steps (``bench run --profile``:
+    # the record gains the measured time by block component, the report's profile section)
+    profiled: tuple[tuple[str, str], ...] = ()
 
 
 # --quick leaves xla out: it runs on CPU, and a run is what costs; cudnn's and pallas's refusals there cost nothing.
@@ -80,7 +83,11 @@ QUICK = SweepPlan(
 )  # fmt: skip
 # 3 timed steps (and one warm-up) keep the main job within 20 minutes on the slowest 2-core machine seen (issue 10:
 # 5 steps took 23 min there); the report's noise is the steps' IQR over median, which 3 steps still give.
-FULL = SweepPlan("cpu", steps=3, warmup=1, repeats=1, xmap_baselines=True)
+# The profiled run: GPT-J's configuration but for the strategy, in current JAX (jax 0.4.30's CPU runtime writes no
+# per-op events, bench.measure.profile); shard_map has xmap's collectives. The trace follows the timed steps.
+FULL = SweepPlan(
+    "cpu", steps=3, warmup=1, repeats=1, xmap_baselines=True, profiled=(("current", "parallel-h256-shard_map-full"),)
+)
 
 
 def env_variants(env: str, plan: SweepPlan) -> list[Variant]:
@@ -103,9 +110,10 @@ def jobs(plan: SweepPlan, envs: list[str]) -> list[Job]:
 
 def command(job: Job, plan: SweepPlan, python: str, out: Path, extra: list[str]) -> list[str]:
     """The job's ``bench run``; ``extra``: the sweep's ``--set`` overrides, as KEY=VALUE."""
+    profile = (job.env, job.variant.name) in plan.profiled and job.repeat == 0
     run = run_argv(
         variant=[job.variant.name], preset=plan.preset, overrides=extra, steps=plan.steps, warmup=plan.warmup,
-        repeat=job.repeat, out=str(out), resume=True,
+        repeat=job.repeat, out=str(out), resume=True, profile=profile,
     )  # fmt: skip
     return [python, "-m", "bench", *run]
 
