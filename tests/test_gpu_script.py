@@ -160,3 +160,12 @@ def test_one_traced_run_breaks_its_trace_down_by_component(tmp_path):
     seconds = record["profile_component_seconds"]
     assert {"qkv_proj", "ff_in", "ff_out"} <= set(seconds) and all(v >= 0 for v in seconds.values())
     assert record["mfu_matmul"] == pytest.approx(record["model_flops_per_s"] / 1e10)
+
+
+def test_without_a_gpu_and_without_dry_run_it_says_so_and_runs_nothing(tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "bench.gpu", "--out", str(out)]
+    done = subprocess.run(command, cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "not a GPU: on CPU run with --dry-run" in (out / REPORT).read_text()
+    assert not (out / "results.jsonl").exists()

@@ -25,17 +25,25 @@ from bench.records.store import RESULTS, append_record, load_records
 from model.config import Scope, Variant
 
 DEFAULT_BUDGET_S = 420  # the device tool's 8-minute command, less a minute for the wheels, the report and start-up
+DRY_RUN_BUDGET_S = 90  # the dry run is a test of the path: the first runs, the refusals, and the budget's skips
 DEFAULT_TRACE_DIR = Path("/tmp/gptj-bench-gpu-trace")  # outside --out: a trace is larger than what comes back
 ERROR_TAIL_CHARS = 2000
+GPU_MEMORY_FRACTION = 0.95  # of the GPU's memory for JAX's allocator (XLA_PYTHON_CLIENT_MEM_FRACTION), unless set
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="where REPORT.md, results.jsonl and plots go")
     parser.add_argument("--dry-run", action="store_true", help="the same path on CPU at tiny sizes, 1-2 steps")
-    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help="seconds for the whole run")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        help=f"seconds for the whole run (default {DEFAULT_BUDGET_S}; {DRY_RUN_BUDGET_S} with --dry-run)",
+    )
     parser.add_argument("--trace-dir", type=Path, default=DEFAULT_TRACE_DIR, help="where the XProf trace goes")
     args = parser.parse_args(argv)
+    if args.budget_s is None:
+        args.budget_s = DRY_RUN_BUDGET_S if args.dry_run else DEFAULT_BUDGET_S
     if args.budget_s <= 0:
         parser.error(f"--budget-s must be positive, got {args.budget_s}")
     if args.out.exists() and any(args.out.iterdir()):
@@ -47,12 +55,19 @@ def child_env(dry_run: bool) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if dry_run:
         env["JAX_PLATFORMS"] = "cpu"
+    else:  # JAX's allocator takes 75% of the GPU by default; the batch is sized to what it may take
+        env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", str(GPU_MEMORY_FRACTION))
     return env
 
 
 def run_probe(args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.gpu.probe", *(["--dry-run"] if args.dry_run else [])]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=args.budget_s, env=child_env(args.dry_run))
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=args.budget_s, env=child_env(args.dry_run)
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"the probe did not finish within --budget-s {args.budget_s:.0f}"}
     sys.stderr.write(done.stderr[-ERROR_TAIL_CHARS:])
     if done.returncode != 0:
         return {"error": f"the probe exited with {done.returncode}: {done.stderr[-ERROR_TAIL_CHARS:]}"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -84,17 +85,17 @@ def compiled_peak_bytes(sizing: plan.Sizing, batch: int) -> int:
 
 
 def fit_batch(sizing: plan.Sizing, limit_bytes: int) -> dict[str, Any]:
-    """The batch that fills the device (plan.batch_to_fill from compiles at 1 and 2), checked by its own compile
-    and stepped down while that one is over the target."""
+    """The batch that fills the device (plan.batch_to_fill from compiles at 1 and 2), checked by one compile at
+    that batch and stepped down by the overshoot where that one is over the target (each compile of the full-size
+    step costs budget, so no more)."""
     start = time.perf_counter()
     peaks = {b: compiled_peak_bytes(sizing, b) for b in (1, 2)}
     batch = plan.batch_to_fill(peaks[1], peaks[2], limit_bytes)
     target = plan.MEMORY_FRACTION * limit_bytes
-    for _ in range(2):
-        peaks[batch] = compiled_peak_bytes(sizing, batch) if batch not in peaks else peaks[batch]
-        if peaks[batch] <= target or batch == 1:
-            break
-        batch = max(1, batch - -(-(peaks[batch] - target) // (peaks[2] - peaks[1])))
+    if batch not in peaks:
+        peaks[batch] = compiled_peak_bytes(sizing, batch)
+    if peaks[batch] > target:
+        batch = max(1, batch - math.ceil((peaks[batch] - target) / (peaks[2] - peaks[1])))
     return {
         "batch": batch,
         "batch_source": (
@@ -107,6 +108,9 @@ def fit_batch(sizing: plan.Sizing, limit_bytes: int) -> dict[str, Any]:
 
 def probe(sizing: plan.Sizing, dry_run: bool) -> dict[str, Any]:
     facts = device_facts()
+    if not dry_run and facts["platform"] != "gpu":
+        facts["error"] = f"JAX's device is {facts['platform']!r}, not a GPU: on CPU run with --dry-run"
+        return facts
     facts.update(time_matmul(sizing.matmul_n))
     if dry_run or not facts.get("bytes_limit"):
         why = "dry run" if dry_run else "the device reports no bytes_limit"
