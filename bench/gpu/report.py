@@ -175,13 +175,15 @@ def render(facts: Mapping[str, Any], records: Sequence[Mapping[str, Any]], figur
         f"bytes_limit {_gib(facts.get('bytes_limit'))} GiB. Whole run {fmt(facts.get('elapsed_s'))} s of a "
         f"{fmt(facts.get('budget_s'))} s budget.",
         "",
+    ]
+    if "error" in facts:
+        return "\n".join(lines + [f"**The probe failed; nothing ran.** {_first(facts['error'], 4000)}", ""])
+    lines += [
         f"Model: GPT-J's block at d_model {sizing.d_model}, d_ff {sizing.d_ff}, seq {sizing.seq}, vocab "
         f"{sizing.vocab}, {sizing.n_layers} layers; bf16 compute, f32 master weights; mesh dp=1, mp=1; batch "
         f"{facts.get('batch')} ({facts.get('batch_source')}); {sizing.warmup} warm-up and {sizing.steps} timed steps.",
         "",
     ]
-    if "error" in facts:
-        return "\n".join(lines + [f"**The probe failed; nothing ran.** {_first(facts['error'], 4000)}", ""])
     lines += row_section(facts)
     lines += ["## Results", "", *goal_lines(records), markdown_table(results_frame(records)), ""]
     lines += [f"![throughput]({figures['throughput']})", ""] if "throughput" in figures else []
