@@ -53,8 +53,16 @@ class Strategy(_Choice):
 
 
 class Remat(_Choice):
-    NONE = "none"
-    FULL = "full"  # jax.checkpoint around each block, as GPT-J
+    """What the backward pass recomputes of each block (``model.gptj.rematerialised`` applies it)."""
+
+    NONE = "none"  # nothing: every activation the backward pass reads is kept from the forward
+    FULL = "full"  # jax.checkpoint (hk.remat) around each block, as GPT-J: nothing saved, the whole forward rerun
+    DOTS = "dots"  # jax.checkpoint_policies.dots_with_no_batch_dims_saveable: projection outputs saved, rest rerun
+    ATTN = "attn"  # save_only_these_names(ATTENTION_OUTPUT): only the attention core's output saved, rest rerun
+
+
+# The remat values of the 24 benchmarked variants; the named policies are chosen by name (--variant), not swept.
+SWEPT_REMATS = (Remat.NONE, Remat.FULL)
 
 
 AXES: dict[str, type[_Choice]] = {
@@ -116,9 +124,10 @@ def _parse_kernel_suffix(text: str, name: str) -> AttentionKernel:
 
 
 def all_variants() -> list[Variant]:
-    """The 24 benchmarked variants (``single`` is the test reference, not a benchmarked strategy)."""
+    """The 24 benchmarked variants (``single`` is the test reference, not a benchmarked strategy; remat none and
+    full only, ``SWEPT_REMATS``)."""
     strategies = [s for s in Strategy if s is not Strategy.SINGLE]
-    return [Variant(*combo) for combo in itertools.product(Residual, Head, strategies, Remat)]
+    return [Variant(*combo) for combo in itertools.product(Residual, Head, strategies, SWEPT_REMATS)]
 
 
 class Scope(_Choice):

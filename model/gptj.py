@@ -15,6 +15,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from kernels.attention import attention
 from kernels.rotary import apply_rotary
@@ -70,7 +71,7 @@ class Attention(_Module):
         with jax.named_scope("rotary"):
             q, k = apply_rotary(q, cfg.rotary_dim), apply_rotary(k, cfg.rotary_dim)
         with jax.named_scope("attn_core"):
-            out = attention(q, k, v, cfg.attention_kernel)  # [B, T, H, K]
+            out = _tag_attention_output(cfg, attention(q, k, v, cfg.attention_kernel))  # [B, T, H, K]
         out = out.reshape(*out.shape[:2], -1)  # [B, T, H*K]
         w_o = self.param("w_o", (hk_dim, cfg.d_model), _normal(hk_dim))
         with jax.named_scope("out_proj"):
@@ -150,8 +151,8 @@ def block_stack(cfg: ModelConfig, tp: TensorParallel, x: jnp.ndarray) -> jnp.nda
 
 
 def rematerialised(cfg: ModelConfig, fn):
-    """``jax.checkpoint`` (through haiku) around a block when the variant asks for it."""
-    return hk.remat(fn) if cfg.remat is Remat.FULL else fn
+    """``jax.checkpoint`` (through haiku) around a block, with the variant's policy of what it saves."""
+    return fn if cfg.remat is Remat.NONE else hk.remat(fn, policy=_REMAT_POLICIES[cfg.remat]())
 
 
 def logits_fn(cfg: ModelConfig, tp: TensorParallel, ids: jnp.ndarray) -> jnp.ndarray:
@@ -189,3 +190,20 @@ def block_loss(cfg: ModelConfig, tp: TensorParallel, batch: dict[str, jnp.ndarra
     block = rematerialised(cfg, lambda x: Block(cfg, tp, "block")(x))
     y = block(batch["x"].astype(_dtype(cfg)))  # [B, T, D]
     return (y.astype(jnp.float32) * batch["cotangent"]).mean()
+
+
+# --- named remat policies (kept below the model so that its source lines, which the lowered program's locations
+# cite and the TPU compile cache keys on, stay where they were) ---------------------------------------------------
+
+ATTENTION_OUTPUT = "attention_output"  # the checkpoint_name of the attention core's output [B, T, H, K]
+
+_REMAT_POLICIES = {  # Remat -> a factory of its jax.checkpoint policy (None: save nothing)
+    Remat.FULL: lambda: None,
+    Remat.DOTS: lambda: jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    Remat.ATTN: lambda: jax.checkpoint_policies.save_only_these_names(ATTENTION_OUTPUT),
+}
+
+
+def _tag_attention_output(cfg: ModelConfig, out: jnp.ndarray) -> jnp.ndarray:
+    """Names the attention output for the ``attn`` policy; only there, so the other programs keep their jaxpr."""
+    return checkpoint_name(out, ATTENTION_OUTPUT) if cfg.remat is Remat.ATTN else out

@@ -255,7 +255,21 @@ class MultiProcess:
     failure_phase: str  # what the watchdog saw the run doing when it gave up
 
 
+@dataclass(frozen=True)
+class GpuRun:
+    """``python -m bench.gpu``: one GPU's own figures beside a measured record."""
+
+    mem_device_peak_bytes: int | None  # jax Device.memory_stats()["peak_bytes_in_use"]; one process per run
+    mem_device_limit_bytes: int | None  # memory_stats()["bytes_limit"]: what the allocator may use
+    matmul_flops_per_s: float | None  # the bf16 matmul rate bench.gpu measured on this device before the runs
+    matmul_source: str | None  # how: shape, dtype, repeats
+    mfu_matmul: float | None  # model FLOP/s per device over matmul_flops_per_s: against the measured ceiling
+    skipped_reason: str | None  # planned but not run (time budget); such a record has status failed
+    profile_component_seconds: dict | None  # component label -> self seconds in the trace (breakdown_from_profile)
+
+
 SECTIONS: tuple[type, ...] = (
+    GpuRun,
     Head,
     Environment,
     Timing,
