@@ -12,7 +12,7 @@ from bench.analysis.hlo import CollectiveKind
 from bench.measure.prepare import analyse, build_program, comm_verdict
 from bench.records.schema import comm_key
 from model import compat
-from model.config import Dtype, Mesh, Remat, Residual, Scope, Variant, get_preset, model_for
+from model.config import SWEPT_REMATS, Dtype, Mesh, Remat, Residual, Scope, Variant, get_preset, model_for
 from model.strategies import make_driver
 
 PRESET = get_preset("tiny")
@@ -40,7 +40,9 @@ def test_one_device_per_axis_has_nothing_to_reduce():
     assert expected.dp_grad_allreduce_bytes == 0
 
 
-AXES = list(itertools.product(Residual, ["h128", "h256"], Remat))
+# The swept remat values on both heads; the named policies on one head (their count does not depend on it).
+AXES = list(itertools.product(Residual, ["h128", "h256"], SWEPT_REMATS))
+AXES += [(r, "h256", m) for r in Residual for m in Remat if m not in SWEPT_REMATS]
 
 
 @pytest.mark.parametrize("residual, head, remat", AXES, ids=[f"{r.value}-{h}-{m.value}" for r, h, m in AXES])

@@ -157,8 +157,9 @@ def test_one_traced_run_breaks_its_trace_down_by_component(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     (record,) = load_records(tmp_path / "out").records
     assert validate(record) == [] and record["status"] == "ok", record.get("error")
-    seconds = record["profile_component_seconds"]
-    assert {"qkv_proj", "ff_in", "ff_out"} <= set(seconds) and all(v >= 0 for v in seconds.values())
+    ms = record["profile_component_ms_per_step"]
+    assert {"qkv_proj", "ff_in", "ff_out"} <= set(ms) and all(v >= 0 for v in ms.values())
+    assert record["profile_component_matched_share"] > 0.99
     assert record["mfu_matmul"] == pytest.approx(record["model_flops_per_s"] / 1e10)
 
 

@@ -8,31 +8,12 @@ a run that crashes the process (a kernel the compiler takes but the driver does 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 from bench.gpu import plan
-
-
-@contextlib.contextmanager
-def keeping_prepared(kept: list[Any]) -> Iterator[None]:
-    """Keeps the ``Prepared`` that pipeline.measure builds, whose compiled HLO labels the trace's ops. (A hook in
-    bench.measure.pipeline would replace this wrapper.)"""
-    from bench.measure import prepare as prepare_module
-
-    original = prepare_module.prepare
-
-    def prepare(*args: Any, **kwargs: Any) -> Any:
-        kept.append(original(*args, **kwargs))
-        return kept[-1]
-
-    with mock.patch.object(prepare_module, "prepare", prepare):
-        yield
 
 
 def device_memory_fields() -> dict[str, Any]:
@@ -45,21 +26,6 @@ def device_memory_fields() -> dict[str, Any]:
     return {"mem_device_peak_bytes": stats.get("peak_bytes_in_use"), "mem_device_limit_bytes": stats.get("bytes_limit")}
 
 
-def component_fields(record: dict[str, Any], prepared: Any) -> dict[str, Any]:
-    """The trace's op self times by block component (bench.analysis.components.breakdown_from_profile)."""
-    from bench.analysis.components import attribute, breakdown_from_profile
-    from bench.gpu.trace import profile_rows
-
-    if "profile_trace_path" not in record:
-        return {}
-    try:
-        rows = profile_rows(Path(record["profile_trace_path"]))
-        breakdown = breakdown_from_profile(rows, attribute(prepared.compiled.as_text()))
-    except Exception as error:  # the record keeps its timings; only the breakdown is missing
-        return {"profile_error": f"component breakdown: {type(error).__name__}: {error}"}
-    return {"profile_component_seconds": dict(breakdown.seconds)}
-
-
 def run_one(
     name: str, sizing: plan.Sizing, batch: int, matmul: dict[str, Any], trace_dir: Path | None
 ) -> dict[str, Any]:
@@ -69,24 +35,21 @@ def run_one(
     from model.program import Scope
 
     preset = plan.preset_for(sizing, batch)
-    kept: list[Any] = []
-    with keeping_prepared(kept):
-        record = measure(
-            Variant.parse(name),
-            preset,
-            preset.mesh,
-            Scope.MODEL,
-            sizing.steps,
-            sizing.warmup,
-            trace_dir=trace_dir,
-            peak=peak_fields(preset.model.compute_dtype.value, preset.mesh.devices),
-        )
+    # with a trace, the record carries its op self times by block component (profile_component_ms_per_step)
+    record = measure(
+        Variant.parse(name),
+        preset,
+        preset.mesh,
+        Scope.MODEL,
+        sizing.steps,
+        sizing.warmup,
+        trace_dir=trace_dir,
+        peak=peak_fields(preset.model.compute_dtype.value, preset.mesh.devices),
+    )
     record.update(device_memory_fields())
     record.update(matmul)
     rate, ceiling = record.get("model_flops_per_s"), matmul.get("matmul_flops_per_s")
     record["mfu_matmul"] = rate / preset.mesh.devices / ceiling if rate and ceiling else None
-    if kept and trace_dir is not None:
-        record.update(component_fields(record, kept[-1]))
     return record
 
 

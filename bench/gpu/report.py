@@ -101,21 +101,23 @@ def goal_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def component_lines(records: Sequence[Mapping[str, Any]], figures: Mapping[str, str]) -> list[str]:
     lines = ["## Where the time goes (XProf trace, by block component)", ""]
-    traced = [r for r in records if r.get("profile_trace_path") or r.get("profile_component_seconds")]
+    traced = [r for r in records if r.get("profile_trace_path") or r.get("profile_component_ms_per_step")]
     if not traced:
         return lines + ["No trace was captured (the traced run was skipped or failed; see its record).", ""]
     record = traced[-1]
-    seconds = record.get("profile_component_seconds")
-    if not seconds:
+    ms = record.get("profile_component_ms_per_step")
+    if not ms:
         return lines + [f"{record['variant']}: trace captured, no breakdown: {_first(record.get('profile_error'))}", ""]
-    total = sum(seconds.values())
+    total = sum(ms.values())
     frame = pd.DataFrame(
-        [{"component": k, "ms": fmt(v * 1e3), "share": pct(v / total if total else math.nan)} for k, v in
-         sorted(seconds.items(), key=lambda kv: -kv[1])]
+        [{"component": k, "ms per step": fmt(v), "share": pct(v / total if total else math.nan)} for k, v in
+         sorted(ms.items(), key=lambda kv: -kv[1])]
     )  # fmt: skip
     lines += [
-        f"{record['variant']}: op self times of {PROFILE_STEPS} traced steps, summed "
-        "(bench.analysis.components.breakdown_from_profile); shares of busy device time, not of wall time.",
+        f"MEASURED: {record['variant']}: op self times of {record.get('profile_steps', PROFILE_STEPS)} traced steps "
+        "under the block-component labels of its optimized HLO (bench.measure.profile.component_fields), per step; "
+        f"{pct(record.get('profile_component_matched_share'))} of the op time matched an HLO op; shares of busy "
+        "device time, not of wall time.",
         "",
         markdown_table(frame),
         "",
@@ -150,12 +152,12 @@ def draw(records: Sequence[Mapping[str, Any]], out: Path) -> dict[str, str]:
         fig.savefig(out / PLOTS["throughput"], dpi=100)
         plt.close(fig)
         figures["throughput"] = PLOTS["throughput"]
-    seconds = next((r["profile_component_seconds"] for r in records if r.get("profile_component_seconds")), None)
-    if seconds:
-        fig, axes = plt.subplots(figsize=(8, 0.35 * len(seconds) + 1.5))
-        ranked = sorted(seconds.items(), key=lambda kv: kv[1])
-        axes.barh([k for k, _ in ranked], [v * 1e3 for _, v in ranked])
-        axes.set_xlabel("ms of op self time in the trace (measured)")
+    ms = next((r["profile_component_ms_per_step"] for r in records if r.get("profile_component_ms_per_step")), None)
+    if ms:
+        fig, axes = plt.subplots(figsize=(8, 0.35 * len(ms) + 1.5))
+        ranked = sorted(ms.items(), key=lambda kv: kv[1])
+        axes.barh([k for k, _ in ranked], [v for _, v in ranked])
+        axes.set_xlabel("ms of op self time per step (measured)")
         fig.tight_layout()
         fig.savefig(out / PLOTS["components"], dpi=100)
         plt.close(fig)

@@ -265,7 +265,6 @@ class GpuRun:
     matmul_source: str | None  # how: shape, dtype, repeats
     mfu_matmul: float | None  # model FLOP/s per device over matmul_flops_per_s: against the measured ceiling
     skipped_reason: str | None  # planned but not run (time budget); such a record has status failed
-    profile_component_seconds: dict | None  # component label -> self seconds in the trace (breakdown_from_profile)
 
 
 SECTIONS: tuple[type, ...] = (
