@@ -27,6 +27,7 @@ from bench.report.sections.components import component_frame
 from bench.report.sections.effects import section_effects
 from bench.report.sections.environment import section_environment
 from bench.report.sections.headline import section_headline, section_summary
+from bench.report.sections.kernels_tpu import section_kernels_tpu
 from bench.report.sections.profiles import section_profiles
 from bench.report.sections.projection import projection_frame
 from bench.report.stats import compare_runs
@@ -46,6 +47,7 @@ SECTIONS = (
     section_summary,
     section_effects,
     section_baseline,
+    section_kernels_tpu,
     section_comm,
     section_profiles,
     section_environment,
