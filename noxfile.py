@@ -152,6 +152,9 @@ def _option(args: list[str], name: str) -> str | None:
 # Every remat=none variant asks for more HBM than a v3 core has (reports/example-tpu-aot: the compiler's refusals),
 # so the fitting ones are the remat=full twelve; plus GPT-Neo 2.7B's own configuration, the method's second check.
 TPU_PROJECTED = [n for n in VARIANT_NAMES if Variant.parse(n).remat.value == "full"]
+# GPT-J's configuration (its shard_map twin) on each attention kernel that targets TPU, set against the reference in
+# the report (bench/report/sections/kernels_tpu.py); cudnn runs on GPU only. Pallas on v3: Mosaic's refusal, recorded.
+TPU_PROJECTED += [f"parallel-h256-shard_map-full+{kernel}" for kernel in ("xla", "blockwise", "pallas")]
 TPU_NEO = ["--preset", "gpt-neo-2.7b", "--variant", "serial-h128-pjit-full"]
 # Reused compile figures, keyed by program, compiler and analysis code (bench/tpu_aot/cache.py). Committed, so that
 # a fresh clone of the same code reuses them; any change to a program or its compiler compiles it again.
