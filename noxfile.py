@@ -270,6 +270,30 @@ def tpu_aot(session: nox.Session) -> None:
     _tpu_aot_both(session, rest, chosen)
 
 
+# Pallas where Mosaic takes it (on v3 it refuses the kernel's bf16 x bf16 matmul into f32, jax issue 23989): GPT-J's
+# configuration, reference against pallas, on a v5e-256 and a v4-256 (128 megacore chips), a GPT-J mesh of each.
+TPU_KERNEL_TOPOLOGIES = {"v5e:16x16": "dp=32,mp=8", "v4:4x4x8": "dp=16,mp=8"}
+TPU_KERNEL_VARIANTS = ["parallel-h256-shard_map-full", "parallel-h256-shard_map-full+pallas"]
+
+
+@nox.session(python=False, default=False)
+def tpu_kernels(session: nox.Session) -> None:
+    """Pallas against the reference kernel where Mosaic compiles it, GPT-J's configuration on a v5e-256 and a v4-256
+    (not in the main job: minutes per compile). One --out directory for both; `nox -s report -- RUN_DIR --aot DIR`
+    shows it. Other flags go to `python -m bench tpu-aot` (e.g. -- --set n_layers=4)."""
+    args = list(session.posargs)
+    if _option(args, "--out") is None:
+        args += ["--out", _new_run_dir("tpu-kernels-")]
+    if _option(args, "--compile-cache") is None:
+        args += ["--compile-cache", TPU_CACHE]
+    python = env_python(session, "tpu")  # pallas compiles for TPU with current JAX only (bench/tpu_aot/compile.py)
+    variants = [f"--variant={name}" for name in TPU_KERNEL_VARIANTS]
+    for topology, mesh in TPU_KERNEL_TOPOLOGIES.items():
+        command = ["-m", "bench", "tpu-aot", f"--topology={topology}", f"--mesh={mesh}", *variants, "--resume", *args]
+        # 1: a compile failed and was recorded (the report lists it); a refusal by the compiler is not a failure
+        session.run(python, *command, external=True, success_codes=[0, 1])
+
+
 @nox.session(python=False)
 def tests_tpu_aot(session: nox.Session) -> None:
     """The tests that compile for small TPU topologies with libtpu (both JAX versions; not in default CI)."""
