@@ -279,17 +279,20 @@ TPU_KERNEL_VARIANTS = ["parallel-h256-shard_map-full", "parallel-h256-shard_map-
 @nox.session(python=False, default=False)
 def tpu_kernels(session: nox.Session) -> None:
     """Pallas against the reference kernel where Mosaic compiles it, GPT-J's configuration on a v5e-256 and a v4-256
-    (not in the main job: minutes per compile). One --out directory for both; `nox -s report -- RUN_DIR --aot DIR`
-    shows it. Other flags go to `python -m bench tpu-aot` (e.g. -- --set n_layers=4)."""
+    (not in the main job: minutes per compile). -- --out DIR: a directory per topology under it (--resume keys a
+    record by variant, JAX and preset, not topology); `nox -s report -- RUN_DIR --aot DIR/v5e-16x16 --aot
+    DIR/v4-4x4x8` shows them. Other flags go to `python -m bench tpu-aot` (e.g. -- --set grad_accum=1)."""
     args = list(session.posargs)
-    if _option(args, "--out") is None:
-        args += ["--out", _new_run_dir("tpu-kernels-")]
+    out = _option(args, "--out") or _new_run_dir("tpu-kernels-")
+    args = [a for i, a in enumerate(args) if not a.startswith("--out") and (i == 0 or args[i - 1] != "--out")]
     if _option(args, "--compile-cache") is None:
         args += ["--compile-cache", TPU_CACHE]
     python = env_python(session, "tpu")  # pallas compiles for TPU with current JAX only (bench/tpu_aot/compile.py)
     variants = [f"--variant={name}" for name in TPU_KERNEL_VARIANTS]
     for topology, mesh in TPU_KERNEL_TOPOLOGIES.items():
-        command = ["-m", "bench", "tpu-aot", f"--topology={topology}", f"--mesh={mesh}", *variants, "--resume", *args]
+        where = f"--out={out}/{topology.replace(':', '-')}"
+        command = ["-m", "bench", "tpu-aot", f"--topology={topology}", f"--mesh={mesh}", *variants, where, "--resume"]
+        command += args
         # 1: a compile failed and was recorded (the report lists it); a refusal by the compiler is not a failure
         session.run(python, *command, external=True, success_codes=[0, 1])
 
