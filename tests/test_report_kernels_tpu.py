@@ -11,7 +11,7 @@ from bench.records.schema import validate
 from bench.records.store import RESULTS
 from bench.report.sections.kernels_tpu import kernel_pairs, kernel_table
 from bench.report.write import build, write_report
-from bench.tpu_aot.compile import compiler_refusal_fields, is_finding
+from bench.tpu_aot.compile import compiler_refusal_fields, is_finding, whole_step_costs
 
 REFERENCE = "parallel-h256-shard_map-full"
 # libtpu 0.0.42.1's words for tiny (bf16) on v3:2x2, as tests/test_tpu_aot.py records them, shortened MLIR
@@ -109,3 +109,15 @@ def test_the_headline_ranks_the_reference_kernel_only(run_dir):
     ranking = [line for line in headline.splitlines() if line.startswith("| ")][1:]
     assert [row.split(" | ")[1].strip() for row in ranking] == [REFERENCE, "parallel-h256-pjit-full"]
     assert "+blockwise" not in headline and "+xla" not in headline
+
+
+def test_a_negative_compiler_estimate_is_no_estimate_and_the_roofline_prices_the_work():
+    """libtpu 0.0.42.1 gave -38.0 and -48.0 s for v5e:16x16 at 2 and 3 layers (bench/tpu_aot/compile.py)."""
+    points = {
+        (2, 1): {"flops": 1.1e12, "bytes accessed": 1.3e10, "optimal_seconds": -38.0},
+        (3, 1): {"flops": 1.5e12, "bytes accessed": 1.6e10, "optimal_seconds": -48.0},
+    }
+    fields = whole_step_costs(points, layers=28, microsteps=1, devices=256)
+    assert fields["xla_optimal_seconds_per_step"] is None
+    assert fields["xla_optimal_seconds_source"] == "the TPU compiler reported a negative optimal_seconds (no estimate)"
+    assert fields["xla_flops_per_step"] > 0

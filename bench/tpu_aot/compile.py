@@ -139,6 +139,11 @@ def whole_step_costs(
         fields[field] = per_device * devices if key in SUMMED_OVER_DEVICES else per_device
     if fields["xla_optimal_seconds_per_step"] is None:
         fields["xla_optimal_seconds_source"] = "the TPU compiler reported no optimal_seconds"
+    elif any(costs["optimal_seconds"] < 0 for costs in points.values()):
+        # libtpu 0.0.42.1 for v5e:16x16 (gptj-6b, accumulation 1, measured for issue 12): -38.0 s at 2 layers and
+        # -48.0 s at 3, an estimate it does not have; the projection then prices the work by the roofline
+        fields["xla_optimal_seconds_per_step"] = None
+        fields["xla_optimal_seconds_source"] = "the TPU compiler reported a negative optimal_seconds (no estimate)"
     fields["xla_cost_points"] = [
         {"layers": layers_at, "microsteps": steps_at, **{COST_FIELDS[k]: costs[k] for k in COST_FIELDS}}
         for (layers_at, steps_at), costs in sorted(points.items())

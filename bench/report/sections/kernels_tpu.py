@@ -126,8 +126,14 @@ def section_kernels_tpu(a: Analysis) -> list[str]:
             "attn_scores: they run in its attn_core scope, and attn_values is recognised by the reference's "
             "attention-times-values einsum alone (bench/analysis/components.py). Its attn_scores is both of its "
             "attention products.",
-            "",
         ]
+        if (table["kernel"] == "pallas").any():
+            lines.append(
+                "- pallas: its forward is a Mosaic custom call, for which the kernel gives the TPU compiler no cost "
+                "estimate; its FLOPs and bytes are what the compiler's cost analysis makes of the call, not checked "
+                "here against a count of the kernel's work."
+            )
+        lines.append("")
     if not refused.empty:
         lines += [
             "Kernels the TPU compiler refused for the topology: a finding about the target, recorded in a failed "
