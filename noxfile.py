@@ -154,6 +154,9 @@ def _option(args: list[str], name: str) -> str | None:
 # Every remat=none variant asks for more HBM than a v3 core has (reports/example-tpu-aot: the compiler's refusals),
 # so the fitting ones are the remat=full twelve; plus GPT-Neo 2.7B's own configuration, the method's second check.
 TPU_PROJECTED = [n for n in VARIANT_NAMES if Variant.parse(n).remat.value == "full"]
+# GPT-J's configuration (its shard_map twin) on each attention kernel that targets TPU, set against the reference in
+# the report (bench/report/sections/kernels_tpu.py); cudnn runs on GPU only. Pallas on v3: Mosaic's refusal, recorded.
+TPU_PROJECTED += [f"parallel-h256-shard_map-full+{kernel}" for kernel in ("xla", "blockwise", "pallas")]
 TPU_NEO = ["--preset", "gpt-neo-2.7b", "--variant", "serial-h128-pjit-full"]
 # Reused compile figures, keyed by program, compiler and analysis code (bench/tpu_aot/cache.py). Committed, so that
 # a fresh clone of the same code reuses them; any change to a program or its compiler compiles it again.
@@ -267,6 +270,33 @@ def tpu_aot(session: nox.Session) -> None:
         session.error(f"unknown variant(s) {', '.join(unknown)}; `python -m bench list` prints the valid names")
     chosen = [n for n in VARIANT_NAMES if n in given] if given and given != ["all"] else VARIANT_NAMES
     _tpu_aot_both(session, rest, chosen)
+
+
+# Pallas where Mosaic takes it (on v3 it refuses the kernel's bf16 x bf16 matmul into f32, jax issue 23989): GPT-J's
+# configuration, reference against pallas, on a v5e-256 and a v4-256 (128 megacore chips), a GPT-J mesh of each.
+TPU_KERNEL_TOPOLOGIES = {"v5e:16x16": "dp=32,mp=8", "v4:4x4x8": "dp=16,mp=8"}
+TPU_KERNEL_VARIANTS = ["parallel-h256-shard_map-full", "parallel-h256-shard_map-full+pallas"]
+
+
+@nox.session(python=False, default=False)
+def tpu_kernels(session: nox.Session) -> None:
+    """Pallas against the reference kernel where Mosaic compiles it, GPT-J's configuration on a v5e-256 and a v4-256
+    (not in the main job: minutes per compile). -- --out DIR: a directory per topology under it (--resume keys a
+    record by variant, JAX and preset, not topology); `nox -s report -- RUN_DIR --aot DIR/v5e-16x16 --aot
+    DIR/v4-4x4x8` shows them. Other flags go to `python -m bench tpu-aot` (e.g. -- --set grad_accum=1)."""
+    args = list(session.posargs)
+    out = _option(args, "--out") or _new_run_dir("tpu-kernels-")
+    args = [a for i, a in enumerate(args) if not a.startswith("--out") and (i == 0 or args[i - 1] != "--out")]
+    if _option(args, "--compile-cache") is None:
+        args += ["--compile-cache", TPU_CACHE]
+    python = env_python(session, "tpu")  # pallas compiles for TPU with current JAX only (bench/tpu_aot/compile.py)
+    variants = [f"--variant={name}" for name in TPU_KERNEL_VARIANTS]
+    for topology, mesh in TPU_KERNEL_TOPOLOGIES.items():
+        where = f"--out={out}/{topology.replace(':', '-')}"
+        command = ["-m", "bench", "tpu-aot", f"--topology={topology}", f"--mesh={mesh}", *variants, where, "--resume"]
+        command += args
+        # 1: a compile failed and was recorded (the report lists it); a refusal by the compiler is not a failure
+        session.run(python, *command, external=True, success_codes=[0, 1])
 
 
 @nox.session(python=False)

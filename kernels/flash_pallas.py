@@ -23,7 +23,7 @@ from kernels import flash
 
 
 def _forward_kernel(q_ref, k_ref, v_ref, o_ref, lse_ref, *, block_k: int):
-    """q_ref, o_ref: [Q, K]; k_ref, v_ref: [Tp, K] (the whole head); lse_ref: [Q]."""
+    """q_ref, o_ref: [Q, K]; k_ref, v_ref: [Tp, K] (the whole head); lse_ref: [Q, 1]."""
     block_q, d_head = q_ref.shape
     i = pl.program_id(1)
     q = q_ref[...]
@@ -51,7 +51,7 @@ def _forward_kernel(q_ref, k_ref, v_ref, o_ref, lse_ref, *, block_k: int):
     seen = ((i + 1) * block_q + block_k - 1) // block_k  # key blocks above the diagonal are never loaded
     acc, row_max, row_sum = lax.fori_loop(0, seen, key_block, init)
     o_ref[...] = (acc / row_sum[:, None]).astype(o_ref.dtype)
-    lse_ref[...] = row_max + jnp.log(row_sum)
+    lse_ref[...] = (row_max + jnp.log(row_sum))[:, None]
 
 
 def pallas_forward(
@@ -69,11 +69,14 @@ def pallas_forward(
         functools.partial(_forward_kernel, block_k=block_k),
         out_shape=(
             jax.ShapeDtypeStruct((batch * heads, seq, d_head), q.dtype),
-            jax.ShapeDtypeStruct((batch * heads, seq), jnp.float32),
+            # [B*H, Tp, 1]: Mosaic (TPU) takes a block whose last two dimensions are multiples of (8, 128) or the
+            # array's own; a [B*H, Tp] array's (squeezed B*H, Q) block is neither, (Q, 1) of [Tp, 1] is. A column:
+            # the rows' statistics are one per sublane already (a [1, Q] row needs a sublane gather, which v3 lacks)
+            jax.ShapeDtypeStruct((batch * heads, seq, 1), jnp.float32),
         ),
         grid=(batch * heads, seq // block_q),
         in_specs=[query_spec, head_spec, head_spec],
-        out_specs=[query_spec, pl.BlockSpec(block_shape=(None, block_q), index_map=lambda bh, i: (bh, i))],
+        out_specs=[query_spec, pl.BlockSpec(block_shape=(None, block_q, 1), index_map=lambda bh, i: (bh, i, 0))],
         interpret=interpret,
         name="gptj_flash_forward",
     )(flat(q), flat(k), flat(v))

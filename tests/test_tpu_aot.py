@@ -13,10 +13,21 @@ from conftest import skip_without_xmap
 
 from bench.analysis.extrapolate import affine_source
 from bench.analysis.hlo import async_overlap
+from bench.hardware.projection import project
 from bench.records.schema import COMM_AXES, comm_key, comm_overlap_key, validate
-from bench.tpu_aot.compile import _compile, _costs, compile_record, extrapolation_grid, unrolled, whole_step_costs
+from bench.records.store import load_records, results_path
+from bench.tpu_aot.compile import (
+    LEGACY_PALLAS_REFUSAL,
+    _compile,
+    _costs,
+    compile_record,
+    extrapolation_grid,
+    run_aot,
+    unrolled,
+    whole_step_costs,
+)
 from bench.tpu_aot.env import installed_jax_is_legacy, libtpu_available, topology_devices, tpu_compile_env
-from model.config import Mesh, Strategy, Variant, get_preset
+from model.config import ConfigError, Mesh, Strategy, Variant, apply_overrides, get_preset
 
 pytestmark = [
     pytest.mark.tpu_aot,
@@ -113,3 +124,58 @@ def test_a_surface_through_2_and_3_micro_steps_predicts_an_unrolled_4_micro_step
     assert predicted["xla_flops_per_step"] == pytest.approx(four["flops"], rel=0.01)
     assert predicted["xla_bytes_accessed_per_step"] == pytest.approx(four["bytes accessed"], rel=0.01)
     assert predicted["xla_optimal_seconds_per_step"] == pytest.approx(four["optimal_seconds"], rel=0.01)
+
+
+def test_a_kernel_variant_compiles_for_v3_is_extrapolated_and_projected_and_names_its_kernel(devices):
+    variant = Variant.parse("parallel-h256-shard_map-full+blockwise")
+    record = compile_record(get_preset("tiny"), variant, Mesh(2, 4), TOPOLOGY, devices)
+    assert record["status"] == "ok", record.get("error")
+    assert record["attention_kernel"] == "blockwise" and record["variant"] == "parallel-h256-shard_map-full+blockwise"
+    assert validate(record) == []
+    assert 0 < record["xla_optimal_seconds_per_step"] < 1 and record["xla_optimal_seconds_source"] == affine_source(2)
+    # the breakdown counts a non-reference kernel's attention under attn_scores (its attn_core scope), none elsewhere
+    assert record["component_seconds_per_step"]["attn_scores"] > 0
+    assert project(record).tokens_per_s_serial > 0
+
+
+def test_cudnn_is_refused_for_tpu_before_any_compile_and_no_record_is_written(devices, tmp_path):
+    with pytest.raises(ConfigError, match="parallel-h256-shard_map-full\\+cudnn: attention kernel 'cudnn' runs on GPU"):
+        run_aot(
+            get_preset("tiny"),
+            [Variant.parse("parallel-h256-shard_map-full+cudnn")],
+            Mesh(2, 4),
+            TOPOLOGY,
+            tmp_path,
+            resume=False,
+        )
+    assert not results_path(tmp_path).exists()
+
+
+def test_pallas_bf16_on_v3_is_the_compilers_refusal_recorded_as_a_finding(devices, tmp_path):
+    """GPT-J computes in bf16; Mosaic has no bf16 x bf16 matmul into f32 on TPU v3 (jax issue 23989). The refusal is
+    a failed record with the compiler's words, not a failure of the run (run_aot counts it as a finding). In the jax
+    0.4.30 environment libtpu 0.0.1 aborts the process instead, so the kernel is refused before compiling there."""
+    bf16 = apply_overrides(get_preset("tiny"), ["compute_dtype=bfloat16"])
+    variants = [Variant.parse("parallel-h256-shard_map-full+pallas")]
+    if installed_jax_is_legacy():
+        with pytest.raises(ConfigError, match=LEGACY_PALLAS_REFUSAL.split(":")[0]):
+            run_aot(bf16, variants, Mesh(2, 4), TOPOLOGY, tmp_path, resume=False)
+        return
+    assert run_aot(bf16, variants, Mesh(2, 4), TOPOLOGY, tmp_path, resume=False, extrapolate=False) == 0
+    [record] = load_records(tmp_path).records
+    assert record["status"] == "failed" and record["refused_by_compiler"] is True
+    assert record["attention_kernel"] == "pallas" and validate(record) == []
+    words = record["compiler_refusal"]
+    assert words.startswith("Mosaic failed to compile TPU kernel: ") and "\n" not in words
+    assert "Unsupported matmul RHS type on target" in words and "bf16" in words
+
+
+@pytest.mark.skipif(installed_jax_is_legacy(), reason="jax 0.4.30 refuses pallas for TPU (LEGACY_PALLAS_REFUSAL)")
+def test_pallas_in_f32_compiles_for_v3_as_a_mosaic_kernel(devices):
+    """What Mosaic does take on v3: the same kernel with f32 operands (the tiny preset computes in f32)."""
+    variant = Variant.parse("parallel-h256-shard_map-full+pallas")
+    record = compile_record(get_preset("tiny"), variant, Mesh(2, 4), TOPOLOGY, devices, extrapolate=False)
+    assert record["status"] == "ok", record.get("error")
+    assert record["attention_kernel"] == "pallas" and "refused_by_compiler" not in record
+    _, hlo_text, *_ = _compile(get_preset("tiny"), variant, Mesh(2, 4), devices)
+    assert 'custom_call_target="tpu_custom_call"' in hlo_text

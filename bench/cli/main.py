@@ -243,8 +243,9 @@ def cmd_tpu_aot(args: argparse.Namespace) -> int:
     from bench.records.context import new_run_dir
     from bench.records.store import cache_root
     from bench.tpu_aot.cache import cache_from_flag
-    from bench.tpu_aot.compile import run_aot
+    from bench.tpu_aot.compile import check_kernels, run_aot
 
+    check_kernels(variants)  # JAX is up (TPU-compile environment set): refuse a kernel before a directory or compile
     out = Path(args.out) if args.out else new_run_dir()
     cache = cache_from_flag(args.compile_cache, cache_root() / "tpu-aot")
     print(f"run directory: {out}; compile cache: {cache.directory or 'off'}", file=sys.stderr)

@@ -246,6 +246,10 @@ class TpuFit:
     hbm_headroom_bytes: float
     oom_required_bytes: float  # what the TPU compiler said the step needs, when it refused it
     oom_available_hbm_bytes: float
+    # A program the TPU compiler refuses for the target (Mosaic's refusal of a Pallas kernel on TPU v3): a finding,
+    # recorded as a failed record, not a crash; compiler_refusal is its own words, trimmed to the line saying why.
+    refused_by_compiler: bool
+    compiler_refusal: str
 
 
 @dataclass(frozen=True)

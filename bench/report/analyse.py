@@ -66,7 +66,9 @@ def project_all(aot: Sequence[Mapping[str, Any]]) -> tuple[list[projection.Proje
     failed = [
         f"{r['variant']} (jax {r.get('jax')}): compile failed: {first_line(r.get('error'))}"
         for r in aot
-        if r["status"] == "failed" and r.get("fits_hbm") is not False  # not fitting is a result: see does_not_fit
+        if r["status"] == "failed"
+        and r.get("fits_hbm") is not False  # not fitting is a result: see does_not_fit
+        and not r.get("refused_by_compiler")  # nor is a kernel the compiler refuses: see sections/kernels_tpu
     ]
     return projected, unprojected + failed
 

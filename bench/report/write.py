@@ -28,6 +28,7 @@ from bench.report.sections.effects import section_effects
 from bench.report.sections.environment import section_environment
 from bench.report.sections.headline import section_headline, section_summary
 from bench.report.sections.kernels import section_kernels
+from bench.report.sections.kernels_tpu import section_kernels_tpu
 from bench.report.sections.profiles import section_profiles
 from bench.report.sections.projection import projection_frame
 from bench.report.stats import compare_runs
@@ -48,6 +49,7 @@ SECTIONS = (
     section_effects,
     section_kernels,
     section_baseline,
+    section_kernels_tpu,
     section_comm,
     section_profiles,
     section_environment,

@@ -42,6 +42,7 @@ from bench.tpu_aot.cache import (
     unpack_text_xz,
     with_components,
 )
+from kernels.choice import AttentionKernel
 from model.config import ConfigError, Mesh, Preset, Scope, Variant
 
 # XLA counts a while-loop body once. Layer scans are kept (a 28-layer unrolled compile is slow), and the
@@ -157,6 +158,11 @@ def whole_step_costs(
         fields[field] = per_device * devices if key in SUMMED_OVER_DEVICES else per_device
     if fields["xla_optimal_seconds_per_step"] is None:
         fields["xla_optimal_seconds_source"] = "the TPU compiler reported no optimal_seconds"
+    elif any(costs["optimal_seconds"] < 0 for costs in points.values()):
+        # libtpu 0.0.42.1 for v5e:16x16 (gptj-6b, accumulation 1, measured for issue 12): -38.0 s at 2 layers and
+        # -48.0 s at 3, an estimate it does not have; the projection then prices the work by the roofline
+        fields["xla_optimal_seconds_per_step"] = None
+        fields["xla_optimal_seconds_source"] = "the TPU compiler reported a negative optimal_seconds (no estimate)"
     fields["xla_cost_points"] = [
         {"layers": layers_at, "microsteps": steps_at, **{COST_FIELDS[k]: costs[k] for k in COST_FIELDS}}
         for (layers_at, steps_at), costs in sorted(points.items())
@@ -327,6 +333,7 @@ def compile_record(
     except Exception as error:  # recorded, and the next variant still compiles
         record["error"] = f"{type(error).__name__}: {error}"
         record.update(out_of_memory_fields(str(error)))
+        record.update(compiler_refusal_fields(str(error)))
         record["traceback"] = traceback.format_exc(limit=8)
     return record
 
@@ -351,6 +358,54 @@ def out_of_memory_fields(message: str) -> dict[str, Any]:
     }
 
 
+# Mosaic, the TPU compiler of Pallas kernels, refuses a kernel the target cannot run (jax._src.pallas.mosaic
+# .error_handling.MosaicError); libtpu 0.0.42.1 on TPU v3, a bf16 x bf16 matmul into f32 (jax issue 23989):
+# "INTERNAL: Mosaic failed to compile TPU kernel: E2001: CompileTimeMosaicUnsupportedRhsType: Unsupported matmul RHS
+# type on target: vector<128x128xbf16>", then the MLIR operation and a request to report a bug.
+_MOSAIC_REFUSAL = re.compile(r"Mosaic failed to compile TPU kernel: (.+)")
+
+
+def compiler_refusal_fields(message: str) -> dict[str, Any]:
+    """A Pallas kernel the TPU compiler refuses for the target is a finding: keep its words (the line that says
+    why), not the MLIR dump and bug-report request that follow them."""
+    found = _MOSAIC_REFUSAL.search(message)
+    if not found:
+        return {}
+    return {"refused_by_compiler": True, "compiler_refusal": f"Mosaic failed to compile TPU kernel: {found.group(1)}"}
+
+
+def is_finding(record: Mapping[str, Any]) -> bool:
+    """A failed record that is a result: the step does not fit the core's HBM, or the compiler refuses a kernel on
+    this TPU generation (both recorded with the compiler's figures or words)."""
+    return record.get("fits_hbm") is False or record.get("refused_by_compiler") is True
+
+
+# libtpu 0.0.1 (the jax 0.4.30 environment) does not refuse a Pallas kernel, it aborts the process in Mosaic's layout
+# pass: tiny, parallel-h256-shard_map-full+pallas, v3:2x2, bf16, measured for issue 12: "layout.h:320] Check failed:
+# arr.size() >= layout_rank(implicit_dim) (1 vs. 2)", SIGABRT. A crash cannot be recorded, so it is refused first.
+LEGACY_PALLAS_REFUSAL = (
+    "attention kernel 'pallas' compiles for TPU with current JAX only: jax 0.4.30's libtpu (0.0.1) aborts the "
+    "process in Mosaic (bench/tpu_aot/compile.py); use the requirements/tpu.txt environment"
+)
+
+
+def check_kernels(variants: Iterable[Variant]) -> None:
+    """Each variant's attention kernel compiles for TPU with this JAX (kernels.attention), or a one-line
+    ConfigError, before any compile: cudnn runs on GPU only, xla needs a JAX with dot_product_attention's
+    implementation, pallas current JAX (LEGACY_PALLAS_REFUSAL). Whether Mosaic then takes a Pallas kernel is the
+    TPU generation's to say (compiler_refusal_fields)."""
+    from bench.tpu_aot.env import installed_jax_is_legacy
+    from model.config import check_kernel_runs
+
+    for variant in variants:
+        try:
+            check_kernel_runs(variant.attention_kernel, "tpu")
+            if variant.attention_kernel is AttentionKernel.pallas and installed_jax_is_legacy():
+                raise ConfigError(LEGACY_PALLAS_REFUSAL)
+        except ConfigError as refusal:
+            raise ConfigError(f"{variant.name}: {refusal}") from None
+
+
 def run_aot(
     preset: Preset,
     variants: list[Variant],
@@ -361,12 +416,13 @@ def run_aot(
     cache: CompileCache | None = None,
     extrapolate: bool = True,
 ) -> int:
-    """Compile each variant; returns the number that failed for a reason other than not fitting in HBM (that
-    verdict is a result, recorded with the compiler's figures)."""
+    """Compile each variant; returns the number that failed for a reason other than a finding (``is_finding``:
+    out of HBM, or a kernel the compiler refuses on this generation; both recorded)."""
     import jax
 
     from bench.tpu_aot.env import topology_devices
 
+    check_kernels(variants)
     devices = topology_devices(topology)
     check_mesh(mesh, len(devices), topology)
     done = finished_keys(out) if resume else set()
@@ -378,7 +434,7 @@ def run_aot(
         start = time.perf_counter()
         record = compile_record(preset, variant, mesh, topology, devices, cache, extrapolate)
         append_record(out, record)
-        failures += record["status"] != Status.OK.value and record.get("fits_hbm") is not False
+        failures += record["status"] != Status.OK.value and not is_finding(record)
         _print(record, time.perf_counter() - start)
     return failures
 
@@ -387,6 +443,12 @@ MP_ALLREDUCE_BYTES = comm_key("mp", CollectiveKind.ALL_REDUCE, "bytes")
 
 
 def _print(record: dict[str, Any], seconds: float) -> None:
+    if record.get("refused_by_compiler"):
+        print(
+            f"{record['variant']}: refused by the compiler: {record['compiler_refusal']} ({seconds:.0f} s)",
+            file=sys.stderr,
+        )
+        return
     if record["status"] != Status.OK.value:
         print(f"{record['variant']}: FAILED {record['error']} ({seconds:.0f} s)", file=sys.stderr)
         return

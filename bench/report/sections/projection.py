@@ -19,6 +19,7 @@ from bench.hardware.table import GiB, PeakBasis
 from bench.report.analyse import Analysis
 from bench.report.format import figure, fmt, fmt_ratio, markdown_table, number
 from bench.report.load import latest_ok, row_key
+from bench.report.stats import axis_values
 
 FITS = {True: "yes", False: "NO", None: "n/a"}
 
@@ -26,8 +27,10 @@ FITS = {True: "yes", False: "NO", None: "n/a"}
 def ranked(projections: Sequence[projection.Projection], *, too_big: bool = False) -> list[projection.Projection]:
     """One projection per compile (the spec basis), fastest full-overlap bound first, then no-overlap; the GPT-J
     preset's alone where it is present, since the ranking answers GPT-J's question. Variants whose peak memory exceeds
-    HBM only with ``too_big``."""
+    HBM only with ``too_big``. The reference attention kernel's only: the others are set against it in
+    sections/kernels_tpu, never ranked with the variants."""
     spec = [p for p in projections if p.basis is PeakBasis.SPEC and (too_big or p.fits_hbm is not False)]
+    spec = [p for p in spec if (axis_values(p.variant, p.jax) or {}).get("kernel", "reference") == "reference"]
     gptj = [p for p in spec if p.preset == projection.GPTJ_PRESET]
     return sorted(gptj or spec, key=lambda p: (p.tokens_per_s_overlap, p.tokens_per_s_serial), reverse=True)
 

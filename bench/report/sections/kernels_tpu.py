@@ -1,0 +1,145 @@
+"""PROJECTION: each attention kernel on TPU against the reference kernel, from the same TPU ahead-of-time compiles
+as section 4 (a variant's ``+kernel`` twin, model.config), and the kernels the TPU compiler refused.
+
+Projections, not measurements (bench/hardware/projection.py). The headline's ranking holds the reference kernel
+only (sections/projection.ranked); a kernel is only ever set against its reference twin here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from bench.hardware import projection
+from bench.hardware.table import GiB, PeakBasis
+from bench.report.analyse import Analysis
+from bench.report.format import fmt, fmt_ratio, markdown_table, number
+from bench.report.stats import axis_values
+
+REFERENCE = "reference"
+
+
+def kernel_of(variant: str) -> str:
+    """The attention kernel a variant name carries: its ``+kernel`` suffix, the reference without one."""
+    return (axis_values(variant, "") or {}).get("kernel", REFERENCE)
+
+
+def _same_compile(p: projection.Projection) -> tuple[str, str, str, str, int]:
+    """What a kernel and its reference twin share: the variant without its kernel, JAX, topology, preset and
+    accumulation."""
+    return p.variant.partition("+")[0], p.jax, p.topology, p.preset, p.grad_accum
+
+
+def kernel_pairs(
+    projections: Sequence[projection.Projection],
+) -> list[tuple[projection.Projection, projection.Projection | None]]:
+    """(kernel, its reference twin or None) for every non-reference projection on the spec basis, by kernel, then
+    topology and variant."""
+    spec = [p for p in projections if p.basis is PeakBasis.SPEC]
+    references = {_same_compile(p): p for p in spec if kernel_of(p.variant) == REFERENCE}
+    kernels = [p for p in spec if kernel_of(p.variant) != REFERENCE]
+    kernels.sort(key=lambda p: (kernel_of(p.variant), p.topology, p.variant, p.jax))
+    return [(p, references.get(_same_compile(p))) for p in kernels]
+
+
+def _band(p: projection.Projection) -> str:
+    return f"{fmt(p.tokens_per_s_serial)} to {fmt(p.tokens_per_s_overlap)}"
+
+
+def kernel_table(projections: Sequence[projection.Projection]) -> pd.DataFrame:
+    """One row per kernel compile: both projected bounds, and each over the reference twin's same bound."""
+    rows = []
+    for p, ref in kernel_pairs(projections):
+        rows.append(
+            {
+                "kernel": kernel_of(p.variant),
+                "topology": p.topology or p.accelerator,
+                "variant": p.variant,
+                "jax": p.jax,
+                "preset": p.preset,
+                "accumulation": str(p.grad_accum),
+                "model": p.model.value,
+                "projected tokens/s, no overlap to full overlap": _band(p),
+                "reference's projected tokens/s": _band(ref) if ref else "no reference compile",
+                "ratio to reference, no overlap": fmt_ratio(_ratio(p, ref, serial=True)),
+                "ratio to reference, full overlap": fmt_ratio(_ratio(p, ref, serial=False)),
+                "peak HBM per device GiB (reference)": f"{fmt(number(p.mem_peak_bytes_per_device) / GiB)} "
+                f"({fmt(number(ref.mem_peak_bytes_per_device) / GiB) if ref else 'n/a'})",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _ratio(p: projection.Projection, ref: projection.Projection | None, *, serial: bool) -> float:
+    if ref is None:
+        return float("nan")
+    if serial:
+        return p.tokens_per_s_serial / ref.tokens_per_s_serial
+    return p.tokens_per_s_overlap / ref.tokens_per_s_overlap
+
+
+def refusals(aot: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The last compile the TPU compiler refused (``refused_by_compiler``) of each variant, JAX, topology and
+    preset."""
+    latest: dict[tuple, Mapping[str, Any]] = {}
+    for r in aot:
+        if r.get("refused_by_compiler"):
+            latest[r["variant"], r.get("jax"), r.get("topology"), r.get("preset")] = r
+    return list(latest.values())
+
+
+def refusal_table(aot: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    rows = [
+        {
+            "kernel": kernel_of(r["variant"]),
+            "topology": r.get("topology"),
+            "device": r.get("device_kind"),
+            "variant": r["variant"],
+            "jax": r.get("jax"),
+            "libtpu": r.get("libtpu") or "n/a",
+            "preset": r.get("preset"),
+            "the compiler's words": r.get("compiler_refusal"),
+        }
+        for r in refusals(aot)
+    ]
+    return pd.DataFrame(rows)
+
+
+def section_kernels_tpu(a: Analysis) -> list[str]:
+    """Empty unless the tpu-aot records hold a non-reference kernel (projected or refused)."""
+    table, refused = kernel_table(a.projections), refusal_table(a.run.aot)
+    if table.empty and refused.empty:
+        return []
+    lines = ["### PROJECTION: attention kernels on TPU, against the reference kernel", ""]
+    if not table.empty:
+        lines += [
+            "PROJECTIONS from TPU ahead-of-time compiles, not measurements, made as section 4's are "
+            "(bench/hardware/projection.py): each kernel's compile of a variant against the reference kernel's compile "
+            "of the same variant, JAX, topology, preset and accumulation (ratio > 1: the kernel is projected faster). "
+            "The headline's ranking holds the reference kernel only.",
+            "",
+            markdown_table(table),
+            "",
+            "- The component map (section 4's breakdown) counts a non-reference kernel's attention ops under "
+            "attn_scores: they run in its attn_core scope, and attn_values is recognised by the reference's "
+            "attention-times-values einsum alone (bench/analysis/components.py). Its attn_scores is both of its "
+            "attention products.",
+        ]
+        if (table["kernel"] == "pallas").any():
+            lines.append(
+                "- pallas: its forward is a Mosaic custom call, for which the kernel gives the TPU compiler no cost "
+                "estimate; its FLOPs and bytes are what the compiler's cost analysis makes of the call, not checked "
+                "here against a count of the kernel's work."
+            )
+        lines.append("")
+    if not refused.empty:
+        lines += [
+            "Kernels the TPU compiler refused for the topology: a finding about the target, recorded in a failed "
+            "record (refused_by_compiler) with the compiler's own words; nothing to project:",
+            "",
+            markdown_table(refused),
+            "",
+        ]
+    return lines

@@ -1,0 +1,123 @@
+"""The report's attention kernels on TPU: each kernel's projection against its reference twin, the compiler's
+refusals in its own words, and a headline ranking that holds the reference kernel only. Hand-made tpu-aot records
+(tests/test_projection.py's hand-counted compile); pure (no JAX)."""
+
+import json
+
+import pytest
+from test_projection import RECORD as PROJECTION_RECORD
+
+from bench.records.schema import validate
+from bench.records.store import RESULTS
+from bench.report.sections.kernels_tpu import kernel_pairs, kernel_table
+from bench.report.write import build, write_report
+from bench.tpu_aot.compile import compiler_refusal_fields, is_finding, whole_step_costs
+
+REFERENCE = "parallel-h256-shard_map-full"
+# libtpu 0.0.42.1's words for tiny (bf16) on v3:2x2, as tests/test_tpu_aot.py records them, shortened MLIR
+MOSAIC_MESSAGE = (
+    "MosaicError: INTERNAL: Mosaic failed to compile TPU kernel: E2001: CompileTimeMosaicUnsupportedRhsType: "
+    "Unsupported matmul RHS type on target: vector<128x128xbf16>\nSee https://openxla.org/xla/errors/error_2001 for "
+    'more details.\n\nThe MLIR operation involved:\n  %193 = "tpu.matmul"(...)\n\nPlease report a bug at: '
+    "https://github.com/jax-ml/jax/issues/new/choose\n"
+)
+
+
+def compile_of(variant: str, optimal_s: float, **more) -> dict:
+    """The hand-counted v3-256 compile (2 GB over mp and 3 GB over dp per device: 50 ms of ICI, every collective
+    overlappable) with ``optimal_s`` of compiler-estimated work."""
+    kernel = variant.partition("+")[2] or "reference"
+    return PROJECTION_RECORD | {
+        "timestamp_utc": "2026-12-01T00:00:00Z",
+        "scope": "model",
+        "variant": variant,
+        "attention_kernel": kernel,
+        "jax": "0.10.2",
+        "xla_optimal_seconds_per_step": optimal_s,
+        "fits_hbm": True,
+        **more,
+    }
+
+
+def refused(variant: str) -> dict:
+    record = compile_of(variant, 0.0) | {"status": "failed", "error": MOSAIC_MESSAGE, "device_kind": "TPU v3"}
+    for field in ("xla_optimal_seconds_per_step", "fits_hbm", "mem_peak_estimate_bytes"):
+        record.pop(field)
+    return record | compiler_refusal_fields(MOSAIC_MESSAGE)
+
+
+RECORDS = (
+    compile_of(REFERENCE, 0.31),
+    compile_of(REFERENCE + "+blockwise", 0.25, mem_peak_estimate_bytes=8 * 2**30),
+    compile_of(REFERENCE + "+xla", 0.31),
+    compile_of("parallel-h256-pjit-full", 0.33),
+    refused(REFERENCE + "+pallas"),
+)
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    return run_dir
+
+
+def test_the_refusal_keeps_the_compilers_line_and_is_a_finding():
+    fields = compiler_refusal_fields(MOSAIC_MESSAGE)
+    assert fields == {
+        "refused_by_compiler": True,
+        "compiler_refusal": "Mosaic failed to compile TPU kernel: E2001: CompileTimeMosaicUnsupportedRhsType: "
+        "Unsupported matmul RHS type on target: vector<128x128xbf16>",
+    }
+    assert compiler_refusal_fields("XlaRuntimeError: INTERNAL: something else") == {}
+    assert is_finding(fields) and not is_finding({"status": "failed"})
+    assert validate(refused(REFERENCE + "+pallas")) == []
+
+
+def test_each_kernel_is_set_against_its_reference_twin_by_hand(run_dir):
+    a = build(run_dir)
+    assert [(p.variant, ref.variant) for p, ref in kernel_pairs(a.projections)] == [
+        (REFERENCE + "+blockwise", REFERENCE),
+        (REFERENCE + "+xla", REFERENCE),
+    ]
+    rows = {row["kernel"]: row for row in kernel_table(a.projections).to_dict("records")}
+    # full overlap: 0.31 s over 0.25 s of work (the 50 ms of ICI hides under it); no overlap: 0.36 s over 0.30 s
+    assert rows["blockwise"]["ratio to reference, full overlap"] == "1.240x"
+    assert rows["blockwise"]["ratio to reference, no overlap"] == "1.200x"
+    assert rows["xla"]["ratio to reference, full overlap"] == "1.000x"
+    assert rows["blockwise"]["topology"] == "v3:8x16" and rows["blockwise"]["preset"] == "gptj-6b"
+    assert rows["blockwise"]["peak HBM per device GiB (reference)"] == "8 (10)"
+
+
+def test_the_report_labels_the_kernels_a_projection_and_quotes_the_refusal(run_dir):
+    text = write_report(run_dir, plots=False).read_text()
+    section = text[text.index("### PROJECTION: attention kernels on TPU") :].split("\n## ")[0]
+    assert "PROJECTIONS from TPU ahead-of-time compiles, not measurements" in section
+    assert "counts a non-reference kernel's attention ops under attn_scores" in section
+    refusal = next(line for line in section.splitlines() if line.startswith("| pallas"))
+    cells = [cell.strip() for cell in refusal.strip("| ").split("|")]
+    assert cells[:4] == ["pallas", "v3:8x16", "TPU v3", "parallel-h256-shard_map-full+pallas"]
+    assert cells[-1].endswith("Unsupported matmul RHS type on target: vector<128x128xbf16>")
+    assert "Skipped input" not in text  # a refusal is a finding, not input the report could not use
+
+
+def test_the_headline_ranks_the_reference_kernel_only(run_dir):
+    """blockwise is projected fastest of all here; the ranking still holds the two reference compiles alone."""
+    text = write_report(run_dir, plots=False).read_text()
+    headline = text[text.index("## 1. Headline") : text.index("## 2. Summary")]
+    ranking = [line for line in headline.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[1].strip() for row in ranking] == [REFERENCE, "parallel-h256-pjit-full"]
+    assert "+blockwise" not in headline and "+xla" not in headline
+
+
+def test_a_negative_compiler_estimate_is_no_estimate_and_the_roofline_prices_the_work():
+    """libtpu 0.0.42.1 gave -38.0 and -48.0 s for v5e:16x16 at 2 and 3 layers (bench/tpu_aot/compile.py)."""
+    points = {
+        (2, 1): {"flops": 1.1e12, "bytes accessed": 1.3e10, "optimal_seconds": -38.0},
+        (3, 1): {"flops": 1.5e12, "bytes accessed": 1.6e10, "optimal_seconds": -48.0},
+    }
+    fields = whole_step_costs(points, layers=28, microsteps=1, devices=256)
+    assert fields["xla_optimal_seconds_per_step"] is None
+    assert fields["xla_optimal_seconds_source"] == "the TPU compiler reported a negative optimal_seconds (no estimate)"
+    assert fields["xla_flops_per_step"] > 0
