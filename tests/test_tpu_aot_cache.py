@@ -1,5 +1,5 @@
-"""bench.tpu_aot.cache: what a compile's key depends on, and a cache that never hands back a broken entry. Pure:
-no JAX, no compile."""
+"""bench.tpu_aot.cache: what a compile's key depends on, and a cache that never hands back a broken entry; and
+the whole-step compile's use of it, with the compiler stood in for. No compile."""
 
 import json
 
@@ -98,3 +98,38 @@ def test_an_unrolled_compile_is_kept_as_its_hlo_and_costs_and_its_breakdown_is_m
     kept = json.loads(json.dumps(aot_cache.with_components(entry, {"ff_in": 0.5}, memo)))
     assert aot_cache.components_of(kept, memo) == {"ff_in": 0.5}
     assert aot_cache.components_of(kept, aot_cache.memo_key("changed analysis", [61.5e12, 9e11, 2])) is None
+
+
+def test_a_refusal_is_kept_and_raised_again_in_the_compilers_words(tmp_path, monkeypatch):
+    """A compile the compiler refuses (Mosaic on v3, or out of HBM) is kept as its message; the next run raises it
+    again from the cache instead of compiling for minutes to be told the same. Other errors are not kept."""
+    import types
+
+    import pytest
+
+    from bench.tpu_aot import compile as aot_compile
+    from bench.tpu_aot import env as aot_env
+
+    mosaic = "INTERNAL: Mosaic failed to compile TPU kernel: E2001: CompileTimeMosaicUnsupportedRhsType: vector<8xbf16>"
+    calls = []
+
+    def refuse(lowered):
+        calls.append(lowered)
+        raise RuntimeError(mosaic if len(calls) == 1 else "a transient failure")
+
+    monkeypatch.setattr(aot_env, "compile_with_optimized_hlo", refuse)
+    monkeypatch.setattr(aot_compile, "_lower", lambda *args: ("lowered", None, None))
+    monkeypatch.setattr(aot_compile, "_key", lambda *args, **kwargs: "k")
+    cache, variant = CompileCache(tmp_path), types.SimpleNamespace(name="v")
+    preset = types.SimpleNamespace(name="p")
+    with pytest.raises(RuntimeError, match="Mosaic failed"):
+        aot_compile._main_compile(preset, variant, None, [], COMPILER, cache)
+    with pytest.raises(aot_compile.CompilerRefused, match="Mosaic failed to compile TPU kernel: E2001.*compile cache"):
+        aot_compile._main_compile(preset, variant, None, [], COMPILER, cache)
+    assert len(calls) == 1  # the second answer came from the cache
+    assert aot_compile.compiler_refusal_fields(str(aot_compile.CompilerRefused(mosaic)))["refused_by_compiler"]
+    (tmp_path / "k.json").unlink()
+    calls.append("again")
+    with pytest.raises(RuntimeError, match="transient"):
+        aot_compile._main_compile(preset, variant, None, [], COMPILER, cache)
+    assert not (tmp_path / "k.json").exists()  # not a refusal: not kept

@@ -19,8 +19,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.analysis.comm import collective_wire_bytes
 from bench.analysis.components import Basis, attribute, breakdown
 from bench.analysis.extrapolate import affine_source, bilinear_source, whole_step, whole_step_by_label
@@ -182,10 +180,10 @@ def component_seconds(hlo_text: str, driver: Any, accelerator: Any) -> dict[str,
     bandwidth) with the accelerator row's bf16 peak and HBM bandwidth per device, the per-op roofline that the TPU
     compiler's optimal_seconds sums (bench.analysis.components)."""
     from bench.hardware.projection import hbm_bandwidth_per_device
+    from bench.measure.prepare import mesh_ids
 
-    mesh_ids = np.arange(driver.mesh.devices.size).reshape(driver.mesh.devices.shape)
     hbm = hbm_bandwidth_per_device(accelerator.hbm_bandwidth_bytes_per_s, accelerator.devices_per_chip)
-    return dict(breakdown(attribute(hlo_text, mesh_ids), accelerator.peak_bf16_flops_per_device, hbm).seconds)
+    return dict(breakdown(attribute(hlo_text, mesh_ids(driver)), accelerator.peak_bf16_flops_per_device, hbm).seconds)
 
 
 def extrapolated_costs(
@@ -239,6 +237,14 @@ NOT_EXTRAPOLATED = {
     "xla_optimal_seconds_per_step": None,
     "xla_optimal_seconds_source": "not extrapolated (tpu-aot --no-extrapolate): the whole-step compile only",
 }
+
+
+class CompilerRefused(RuntimeError):
+    """A refusal the compiler gave this program before, raised again from the compile cache in its words."""
+
+
+# A kept refusal: the compiler's message, cut to this many characters (Mosaic appends an MLIR dump).
+REFUSAL, MAX_REFUSAL_CHARS = "refusal", 4000
 # What the key of an entry says it holds (raw compiler output; a point's breakdown is memoised beside it).
 MAIN_COMPILE = "whole-step compile: optimized HLO, memory analysis, compile time"
 POINT_COMPILE = "unrolled compile: optimized HLO, cost analysis"
@@ -258,13 +264,17 @@ def _key(lowered: Any, compiler: Mapping[str, Any], analysis: str, version: int 
 def _main_compile(
     preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any], compiler: Mapping[str, Any], cache: CompileCache
 ) -> tuple[Any, str, Any, Any, dict[str, Any]]:
-    """The whole-step compile, or its kept outputs from ``cache`` (bench.tpu_aot.cache); a refusal (out of HBM)
-    raises, as the compiler does, and is never kept."""
+    """The whole-step compile, or its kept outputs from ``cache`` (bench.tpu_aot.cache). A refusal (out of HBM, or
+    a kernel Mosaic will not compile for the target) raises, as the compiler does; it is kept too, as its message,
+    and raised again from the cache (a Pallas refusal on v3 costs two minutes to be told again)."""
     from bench.tpu_aot.env import compile_with_optimized_hlo
 
     lowered, driver, program = _lower(preset, variant, mesh, devices)
     key = _key(lowered, compiler, MAIN_COMPILE)
+    about = {"variant": variant.name, "preset": preset.name, "what": MAIN_COMPILE, **compiler}
     entry = cache.get(key)
+    if entry is not None and REFUSAL in entry:
+        raise CompilerRefused(f"{entry[REFUSAL]} (kept in the compile cache)")
     if entry is not None:
         hlo_text = unpack_text(entry["hlo_gz_b64"])
         return (
@@ -278,9 +288,14 @@ def _main_compile(
             },
         )
     start = time.perf_counter()
-    compiled, hlo_text = compile_with_optimized_hlo(lowered)
+    try:
+        compiled, hlo_text = compile_with_optimized_hlo(lowered)
+    except Exception as error:
+        message = f"{type(error).__name__}: {error}"
+        if out_of_memory_fields(message) or compiler_refusal_fields(message):
+            cache.put(key, {REFUSAL: message[:MAX_REFUSAL_CHARS]}, about)
+        raise
     seconds = time.perf_counter() - start
-    about = {"variant": variant.name, "preset": preset.name, "what": MAIN_COMPILE, **compiler}
     cache.put(key, main_compile_entry(compiled, hlo_text, seconds), about)
     return compiled, hlo_text, driver, program, {"compile_s": seconds, "compile_from_cache": False}
 
@@ -299,7 +314,7 @@ def compile_record(
     record; an xmap record in a ranking takes its shard_map twin's, bench.analysis.extrapolate)."""
     from bench.hardware.table import accelerator_for_topology, peak_bases
     from bench.measure.peaks import peak_basis_fields
-    from bench.measure.prepare import analyse, xla_to_hardware_flops_ratio
+    from bench.measure.prepare import analyse, mesh_ids, xla_to_hardware_flops_ratio
     from bench.records.context import base_record, environment
 
     record = base_record(variant, preset, mesh, Scope.MODEL, repeat=0, kind=RecordKind.TPU_AOT)
@@ -313,8 +328,7 @@ def compile_record(
         )
         record.update(compile_fields)
         record.update(analyse(compiled, driver, program, hlo_text))
-        mesh_ids = np.arange(driver.mesh.devices.size).reshape(driver.mesh.devices.shape)
-        record.update(overlap_fields(parse_collectives(hlo_text, mesh_ids, ("dp", "mp"))))
+        record.update(overlap_fields(parse_collectives(hlo_text, mesh_ids(driver), ("dp", "mp"))))
         if extrapolate:
             record.update(extrapolated_costs(preset, variant, mesh, devices, compiler, cache))
         else:
