@@ -199,16 +199,18 @@ def _tpu_aot_both(
     then: list[str] | None = None,
     xmap_args: tuple[str, ...] = (),
 ) -> None:
-    """Compile for the TPU topology in both TPU environments at once: two compiles at a time on two cores. ``then``:
-    one more `tpu-aot` command line for the current-JAX environment, run after its variants; ``xmap_args``: flags
-    for the jax 0.4.30 one only."""
+    """Compile for the TPU topology two at a time on two cores: the jax 0.4.30 environment's variants in one process,
+    current JAX's in two (each half of them; the xmap process has fewer, so its core then takes the other half).
+    ``then``: one more `tpu-aot` command line for the current-JAX environment, run after its variants;
+    ``xmap_args``: flags for the jax 0.4.30 one only. Records go to the same run directory (appends are locked)."""
     jobs = []
     for env in ("tpu", "tpu-xmap"):
         names = [n for n in variants if (environment_for(n) == "xmap") == (env == "tpu-xmap")]
-        flags = [f"--variant={n}" for n in names] + (list(xmap_args) if env == "tpu-xmap" else [])
         python = env_python(session, env)
-        if names:
-            jobs.append((env, [[python, "-m", "bench", "tpu-aot", *flags, *args]]))
+        halves = [names[::2], names[1::2]] if env == "tpu" else [names]
+        for half, part in enumerate(p for p in halves if p):
+            flags = [f"--variant={n}" for n in part] + (list(xmap_args) if env == "tpu-xmap" else [])
+            jobs.append((f"{env}#{half}", [[python, "-m", "bench", "tpu-aot", *flags, *args]]))
         if then and env == "tpu":
             jobs[-1][1].append([python, "-m", "bench", "tpu-aot", *then])
     session.log("compiling for the TPU in both environments at once: " + ", ".join(env for env, _ in jobs))
