@@ -156,9 +156,10 @@ def section_kernels(a: Analysis) -> list[str]:
     pairs = kernel_pairs(kernel_summary, a.summary, noise)
     lines += [
         f"Measured on {_where(run)}, in {run.run_dir}: the sweep's kernel part ran each kernel on GPT-J's "
-        f"configuration ({GPTJ_VARIANT}) and on the sweep's fastest reference variant, in each JAX environment that "
-        "has the variant, with a reference run of the same variant and environment measured among the kernel's "
-        "runs. The ratio is the kernel's tokens/s over that reference's; it is beyond the noise when it differs "
+        f"configuration ({GPTJ_VARIANT}) and on the sweep's fastest reference variant, each in one JAX environment "
+        "(current JAX first, which has every kernel), with a reference run of the same variant and environment "
+        "measured among the kernel's runs. The ratio is the kernel's tokens/s over that reference's; it is beyond "
+        "the noise when it differs "
         f"from 1 by more than the noise ({noise.text()}; the sweep's, as in section 3, is {a.noise.short()}). "
         "Peak memory is per device, as the "
         "compiler estimates it. The last column is that reference over the sweep's own record of the variant: how "
