@@ -98,7 +98,7 @@ def test_out_dir_problems_names_each_limit(tmp_path):
 
 # --- the dry run, end to end -----------------------------------------------------------------------------------
 
-DRY_RUN_BUDGET_S = 100  # enough for the probe and the first run here; the rest is skipped, as the budget says
+DRY_RUN_BUDGET_S = 60  # enough for the probe and the first run here; the rest is skipped, as the budget says
 
 
 @pytest.fixture(scope="module")
