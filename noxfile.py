@@ -10,6 +10,7 @@ requirements file changes, so `nox -R` and repeated sessions reuse them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import subprocess
@@ -38,18 +39,57 @@ ENVS = {
 VARIANT_NAMES = [v.name for v in all_variants()]  # the model's own list: no second, hand-kept one
 
 
+def _env_state(name: str) -> tuple[Path, Path, str]:
+    """(venv, its python, the digest of its requirements file) of a pinned environment."""
+    venv = ROOT / ".nox" / f"_env_{name}"
+    return venv, venv / "bin" / "python", hashlib.sha256((ROOT / ENVS[name]).read_bytes()).hexdigest()
+
+
+def _env_is_built(name: str) -> bool:
+    venv, python, digest = _env_state(name)
+    stamp = venv / "requirements.sha256"
+    return python.exists() and stamp.exists() and stamp.read_text() == digest
+
+
+# Environments being built in the background (name -> thread): see prebuild_env.
+_BUILDING: dict[str, threading.Thread] = {}
+
+
+def prebuild_env(session: nox.Session, name: str) -> None:
+    """Start building an environment that a later session of this same nox run needs, in a thread, while this
+    session's own work goes on: pip mostly downloads and unpacks, so the build overlaps the tests at little cost
+    (`nox -s tests tests_xmap` builds jax 0.4.30's environment while the current-JAX tests run; CI time). Its
+    output goes to .nox/_env_NAME.build.log; env_python waits for it, and builds again in the open if it failed."""
+    if _env_is_built(name) or name in _BUILDING:
+        return
+    venv, python, digest = _env_state(name)
+    log = ROOT / ".nox" / f"_env_{name}.build.log"
+
+    def build() -> None:
+        shutil.rmtree(venv, ignore_errors=True)
+        with log.open("w") as out:
+            steps = [[sys.executable, "-m", "venv", str(venv)]]
+            steps.append([str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / ENVS[name])])
+            run = functools.partial(subprocess.run, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            if all(run(step).returncode == 0 for step in steps):
+                (venv / "requirements.sha256").write_text(digest)
+
+    log.parent.mkdir(exist_ok=True)
+    session.log(f"building the {name} environment in the background for a later session (log: {log})")
+    _BUILDING[name] = threading.Thread(target=build, daemon=True)
+    _BUILDING[name].start()
+
+
 def env_python(session: nox.Session, name: str) -> str:
     """The python of a pinned environment, built (or rebuilt when its requirements changed) on first use."""
-    requirements = ROOT / ENVS[name]
-    venv = ROOT / ".nox" / f"_env_{name}"
-    python = venv / "bin" / "python"
-    stamp = venv / "requirements.sha256"
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
-    if not python.exists() or not stamp.exists() or stamp.read_text() != digest:
+    if name in _BUILDING:
+        _BUILDING.pop(name).join()
+    venv, python, digest = _env_state(name)
+    if not _env_is_built(name):
         shutil.rmtree(venv, ignore_errors=True)
         session.run(sys.executable, "-m", "venv", str(venv), external=True)
-        session.run(str(python), "-m", "pip", "install", "-q", "-r", str(requirements), external=True)
-        stamp.write_text(digest)
+        session.run(str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / ENVS[name]), external=True)
+        (venv / "requirements.sha256").write_text(digest)
     return str(python)
 
 
@@ -62,17 +102,21 @@ def environment_for(variant_name: str) -> str:
 PYTEST = ["-m", "pytest", "-q", "--benchmark-disable", "-n", "2", "--dist", "loadfile"]
 
 
-# In the test sessions the pytest-benchmark cases run once each, as tests, for GPT-J's residual and head size under
-# every strategy and remat; `nox -s benchmarks` times all 24. Every variant's loss and gradients are checked against
-# the single-device reference by tests/test_equivalence.py, so the other cases would add compile time, not coverage.
-BENCHMARK_CASES_IN_TESTS = "not test_train_step or parallel-h256"
+# In the test sessions the pytest-benchmark cases run once each, as tests, for GPT-J's configuration under each
+# strategy (parallel-h256-*-full); `nox -s benchmarks` times all 24. Every variant's loss and gradients are checked
+# against the single-device reference by tests/test_equivalence.py, so the other cases would add compile time, not
+# coverage. The function's name is unique to it: -k matches substrings, and a shorter one once took another test.
+BENCHMARK_CASES_IN_TESTS = "not test_benchmark_train_step or (parallel-h256 and full)"
 
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """Run the tests on current JAX (simulated 8-device CPU mesh)."""
     select = ["-k", BENCHMARK_CASES_IN_TESTS, "-m", "not tpu_aot"]
-    session.run(env_python(session, "current"), *PYTEST, *select, *session.posargs, external=True)
+    python = env_python(session, "current")
+    if "tests_xmap" in sys.argv[1:]:  # the same `nox -s tests tests_xmap` runs it next
+        prebuild_env(session, "xmap")
+    session.run(python, *PYTEST, *select, *session.posargs, external=True)
 
 
 # Tests that jax 0.4.30 cannot change the outcome of, run on current JAX only (CI time): pure code that imports no
@@ -101,14 +145,26 @@ CURRENT_JAX_ONLY = [
 PER_VARIANT_CHECKS_IN_XMAP = (
     "not (test_strategy_matches_single_device or test_hlo_allreduces_of_shard_map) or xmap or parallel-h256"
 )
+# The named remat policies (tests/test_remat_policies.py) are not swept on CPU, so jax 0.4.30 runs them only under
+# xmap, each against the single device's `none` there; on one device and under pjit and shard_map they run on current
+# JAX (CI time).
+REMAT_POLICY_CHECKS_IN_XMAP = (
+    "not (test_policy_equals_none_on_one_device or test_policy_under_a_strategy_equals_none_on_one_device"
+    " or test_each_policy_is_applied) or xmap"
+)
+
+
+# The non-xmap benchmarks already ran in `tests`; here only the xmap ones.
+XMAP_SELECTION = (
+    f"({BENCHMARK_CASES_IN_TESTS}) and (not test_benchmark_train_step or xmap)"
+    f" and ({PER_VARIANT_CHECKS_IN_XMAP}) and ({REMAT_POLICY_CHECKS_IN_XMAP})"
+)
 
 
 @nox.session(python=False)
 def tests_xmap(session: nox.Session) -> None:
     """Run the tests on jax 0.4.30, where xmap exists and its tests must run, not skip."""
-    # The non-xmap benchmarks already ran in `tests`; here only the xmap ones.
-    select = f"({BENCHMARK_CASES_IN_TESTS}) and (not test_train_step or xmap) and ({PER_VARIANT_CHECKS_IN_XMAP})"
-    deselect = ["-k", select, "-m", "not tpu_aot"]
+    deselect = ["-k", XMAP_SELECTION, "-m", "not tpu_aot"]
     deselect += [f"--ignore={path}" for path in CURRENT_JAX_ONLY]
     env = {"GPTJ_BENCH_REQUIRE_XMAP": "1"}
     session.run(env_python(session, "xmap"), *PYTEST, *deselect, *session.posargs, env=env, external=True)

@@ -32,7 +32,7 @@ def reference_loss(preset_name: str, variant: Variant, steps: int) -> float:
 
 
 @pytest.mark.parametrize("variant", all_variants(), ids=lambda v: v.name)
-def test_train_step(benchmark, request, preset, variant):
+def test_benchmark_train_step(benchmark, request, preset, variant):
     if variant.strategy is Strategy.XMAP:
         skip_without_xmap()
     require_devices(preset.mesh.devices)
