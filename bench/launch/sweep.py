@@ -18,7 +18,7 @@ exist), once whatever ``--repeats``. Per variant the runs are the kernels with o
 middle (k1, reference, k2), so each kernel is paired with a reference measured next to it, not with the sweep's
 record of the variant from up to twenty minutes earlier. FULL makes 5 runs; a reference on each side of every
 kernel would make them 7, and the fastest variant in both environments more, past the time the kernel part may
-add to the main job (a cpu-preset run takes about 20 s on the 2-core machine it was sized on). The kernel part is
+add to the main job (a cpu-preset run took about 20 s at batch 8 on the 2-core machine it was sized on). The kernel part is
 a run directory of its own, RUN_DIR/kernels/ (KERNEL_DIR), sharing the sweep's start peaks: its reference reruns
 are not repeats of the 24-variant sweep, so the sweep's noise, effects and ranking stay its own. Which kernels an
 environment refuses is asked once per environment (one process, no compile); each refusal is recorded (kind
