@@ -27,6 +27,9 @@ import jax.numpy as jnp
 from jax import lax
 
 MASK_VALUE = float(jnp.finfo(jnp.float32).min)  # as the reference: a masked score's weight is exactly 0
+# Named scopes of the two halves of attention, as bench.analysis.components reads them from the HLO's op names:
+# the scores with their mask, softmax and gradients, and the weights-times-values product with its gradients.
+SCORES, VALUES = "attn_scores", "attn_values"
 
 
 def pad_to_blocks(x: jnp.ndarray, multiple: int) -> jnp.ndarray:
@@ -43,10 +46,11 @@ def _block(x: jnp.ndarray, index: jnp.ndarray, size: int) -> jnp.ndarray:
 def _scores(q_blk: jnp.ndarray, k_blk: jnp.ndarray, i: jnp.ndarray, j: jnp.ndarray) -> jnp.ndarray:
     """Scaled, causally masked scores of query block i against key block j: [B, H, Q, S] float32."""
     block_q, block_k, d_head = q_blk.shape[2], k_blk.shape[2], q_blk.shape[-1]
-    s = jnp.einsum("bhqk,bhsk->bhqs", q_blk, k_blk, preferred_element_type=jnp.float32) / math.sqrt(d_head)
-    q_pos = i * block_q + jnp.arange(block_q)
-    k_pos = j * block_k + jnp.arange(block_k)
-    return jnp.where(q_pos[:, None] >= k_pos[None, :], s, MASK_VALUE)
+    with jax.named_scope(SCORES):
+        s = jnp.einsum("bhqk,bhsk->bhqs", q_blk, k_blk, preferred_element_type=jnp.float32) / math.sqrt(d_head)
+        q_pos = i * block_q + jnp.arange(block_q)
+        k_pos = j * block_k + jnp.arange(block_k)
+        return jnp.where(q_pos[:, None] >= k_pos[None, :], s, MASK_VALUE)
 
 
 def _key_blocks_seen(i: jnp.ndarray, block_q: int, block_k: int) -> jnp.ndarray:
@@ -72,12 +76,14 @@ def blockwise_forward(
         def key_block(j, carry):
             acc, row_max, row_sum = carry
             s = _scores(q_blk, _block(k, j, block_k), i, j)
-            new_max = jnp.maximum(row_max, s.max(axis=-1))
-            correction = jnp.exp(row_max - new_max)
-            p = jnp.exp(s - new_max[..., None])
-            v_blk = _block(v, j, block_k)
-            pv = jnp.einsum("bhqs,bhsk->bhqk", p.astype(v.dtype), v_blk, preferred_element_type=jnp.float32)
-            return acc * correction[..., None] + pv, new_max, row_sum * correction + p.sum(axis=-1)
+            with jax.named_scope(SCORES):  # the online softmax
+                new_max = jnp.maximum(row_max, s.max(axis=-1))
+                correction = jnp.exp(row_max - new_max)
+                p = jnp.exp(s - new_max[..., None])
+            with jax.named_scope(VALUES):
+                v_blk = _block(v, j, block_k)
+                pv = jnp.einsum("bhqs,bhsk->bhqk", p.astype(v.dtype), v_blk, preferred_element_type=jnp.float32)
+                return acc * correction[..., None] + pv, new_max, row_sum * correction + p.sum(axis=-1)
 
         init = (
             jnp.zeros((batch, heads, block_q, d_head), jnp.float32),
@@ -109,7 +115,8 @@ def blockwise_backward(
     seq, d_head = q.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(d_head)
     # D_i = rowsum(dO_i * O_i) = sum_j P_ij dP_ij, the softmax backward's subtrahend
-    delta = jnp.einsum("bhtk,bhtk->bht", d_out, out, preferred_element_type=jnp.float32)
+    with jax.named_scope(SCORES):
+        delta = jnp.einsum("bhtk,bhtk->bht", d_out, out, preferred_element_type=jnp.float32)
 
     def key_block(dq, j):
         k_blk, v_blk = _block(k, j, block_k), _block(v, j, block_k)
@@ -117,13 +124,16 @@ def blockwise_backward(
         def query_block(i, carry):
             dk, dv, dq = carry
             q_blk, do_blk = _block(q, i, block_q), _block(d_out, i, block_q)
-            p = jnp.exp(_scores(q_blk, k_blk, i, j) - _block(lse, i, block_q)[..., None])  # [B, H, Q, S]
-            dp = jnp.einsum("bhqk,bhsk->bhqs", do_blk, v_blk, preferred_element_type=jnp.float32)
-            ds = p * (dp - _block(delta, i, block_q)[..., None]) * scale
-            dq_blk = _block(dq, i, block_q) + jnp.einsum("bhqs,bhsk->bhqk", ds, k_blk.astype(jnp.float32))
-            dq = lax.dynamic_update_slice_in_dim(dq, dq_blk, i * block_q, axis=2)
-            dv = dv + jnp.einsum("bhqs,bhqk->bhsk", p, do_blk.astype(jnp.float32))
-            dk = dk + jnp.einsum("bhqs,bhqk->bhsk", ds, q_blk.astype(jnp.float32))
+            with jax.named_scope(SCORES):
+                p = jnp.exp(_scores(q_blk, k_blk, i, j) - _block(lse, i, block_q)[..., None])  # [B, H, Q, S]
+            with jax.named_scope(VALUES):  # the backward of the weights-times-values product
+                dp = jnp.einsum("bhqk,bhsk->bhqs", do_blk, v_blk, preferred_element_type=jnp.float32)
+                dv = dv + jnp.einsum("bhqs,bhqk->bhsk", p, do_blk.astype(jnp.float32))
+            with jax.named_scope(SCORES):  # the softmax's backward and the scores' q, k gradients
+                ds = p * (dp - _block(delta, i, block_q)[..., None]) * scale
+                dq_blk = _block(dq, i, block_q) + jnp.einsum("bhqs,bhsk->bhqk", ds, k_blk.astype(jnp.float32))
+                dq = lax.dynamic_update_slice_in_dim(dq, dq_blk, i * block_q, axis=2)
+                dk = dk + jnp.einsum("bhqs,bhqk->bhsk", ds, q_blk.astype(jnp.float32))
             return dk, dv, dq
 
         zeros = jnp.zeros(k_blk.shape, jnp.float32)

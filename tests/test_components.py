@@ -24,6 +24,7 @@ from bench.tpu_aot.env import (
     topology_devices,
     tpu_compile_env,
 )
+from kernels.attention import dot_product_attention_has_implementation
 from model import compat
 from model.config import Scope, Variant, get_preset
 from model.strategies import make_driver
@@ -304,6 +305,28 @@ def test_op_bytes_of_a_tiny_step_are_close_to_xlas(variant_name):
     # with jax 0.10.2 and 32-36% higher with jaxlib 0.4.30's oneDNN calls (the cause not looked into).
     ours = sum(op.bytes * op.multiplier for op in ops)
     assert costs["bytes accessed"] <= ours <= (1.4 if onednn else 1.1) * costs["bytes accessed"]
+
+
+# The kernels' attention dots, per layer, in units of one causal block product set: blockwise (no remat) computes
+# the scores and p x v forward, and in its backward recomputes the scores, then dP = dO V^T and dV = P^T dO (the
+# values' backward) and dQ = dS K, dK = dS^T Q (the scores'); so scores 4, values 3. The xla kernel is the reference's
+# two einsums and their autodiff transposes: 2 each.
+KERNEL_DOTS = {"blockwise": (4, 3), "xla": (2, 2)}
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNEL_DOTS))
+def test_a_kernels_attention_splits_into_scores_and_values(kernel):
+    """Every attention dot of a non-reference kernel lands in attn_scores or attn_values, in the counts above."""
+    require_devices(PRESET.mesh.devices)
+    if kernel == "xla" and not dot_product_attention_has_implementation():
+        pytest.skip("jax.nn.dot_product_attention has no implementation= here")  # jax 0.4.30: the xla kernel refused
+    ops, _, _ = tiny_compile(f"parallel-h256-shard_map-none+{kernel}")
+    scores, values = KERNEL_DOTS[kernel]
+    flops = _flops_by_label(ops)
+    assert flops["attn_scores"] > 0
+    assert flops["attn_values"] * scores == flops["attn_scores"] * values, flops
+    matmuls = [op for op in ops if op.flops and op.component in (Component.ATTN_SCORES, Component.ATTN_VALUES)]
+    assert all(not op.inferred for op in matmuls) or kernel == "blockwise"  # CPU drops some dots' metadata
 
 
 # --- a TPU compile (nox -s tests_tpu_aot) -------------------------------------------------------

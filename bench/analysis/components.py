@@ -84,6 +84,9 @@ SCOPES: Mapping[str, Component] = {
     "qkv_proj": Component.QKV_PROJ,
     "out_proj": Component.OUT_PROJ,
     "attn_core": Component.ATTN_SCORES,  # all of causal_attention except its second einsum (below)
+    # kernels/flash.py's own scopes inside attn_core (blockwise, and pallas's backward): the innermost one decides
+    "attn_scores": Component.ATTN_SCORES,
+    "attn_values": Component.ATTN_VALUES,
     "ff_in": Component.FF_IN,
     "ff_out": Component.FF_OUT,
     "layer_norm": Component.ELEMENTWISE,
@@ -96,8 +99,10 @@ SCOPES: Mapping[str, Component] = {
     "loss": Component.EMBED_LM_HEAD_LOSS,
     "optimizer": Component.OPTIMIZER,
 }
-# kernels/attention.py's attention-times-values einsum: JAX names the scope of an einsum's ops by its subscripts.
-ATTN_VALUES_EINSUM = "bhts,bshk->bthk"
+# The attention-times-values einsums of kernels whose code has no scope of ours: JAX names the scope of an einsum's
+# ops by its subscripts, and their autodiff transposes keep the name. kernels/attention.py's reference, and
+# jax.nn.dot_product_attention(implementation="xla") (jax/_src/nn/functions.py, _dot_product_attention_core).
+ATTN_VALUES_EINSUMS = frozenset({"bhts,bshk->bthk", "BNTS,BSNH->BTNH"})
 
 UNATTRIBUTED = Component.UNATTRIBUTED.value
 # Ops that move no data and do no arithmetic of their own (their callees, if any, are attributed themselves).
@@ -184,7 +189,7 @@ def scope_names(name: str) -> list[str]:
 def component_of(name: str | None) -> Component | None:
     """The component an op_name's innermost known scope names, or None."""
     for scope in reversed(scope_names(name or "")):
-        if scope == ATTN_VALUES_EINSUM:
+        if scope in ATTN_VALUES_EINSUMS:
             return Component.ATTN_VALUES
         if scope in SCOPES:
             return SCOPES[scope]

@@ -13,16 +13,16 @@ say how far the peak drifted over the sweep.
 After the reference variants, the kernel part compares each attention kernel of the plan against ``reference`` on
 two variants: GPT-J's configuration (parallel-h256-xmap-full, in the xmap environment) and the sweep's fastest
 reference variant (the highest median tokens/s of any variant in any environment, from the sweep's own records),
-each in one environment: the first that has it, current JAX before jax 0.4.30 (where the xla kernel does not
-exist), once whatever ``--repeats``. Per variant the runs are the kernels with one fresh reference run in their
-middle (k1, reference, k2), so each kernel is paired with a reference measured next to it, not with the sweep's
-record of the variant from up to twenty minutes earlier. FULL makes 5 runs; a reference on each side of every
-kernel would make them 7, and the fastest variant in both environments more, past the time the kernel part may
-add to the main job (a cpu-preset run took about 20 s at batch 8 on the 2-core machine it was sized on). The kernel part is
-a run directory of its own, RUN_DIR/kernels/ (KERNEL_DIR), sharing the sweep's start peaks: its reference reruns
-are not repeats of the 24-variant sweep, so the sweep's noise, effects and ranking stay its own. Which kernels an
-environment refuses is asked once per environment (one process, no compile); each refusal is recorded (kind
-``refused``, failed, with the message ``bench run`` would refuse it with), not run.
+each in one environment: the first that has it, current JAX before jax 0.4.30 (where the xla kernel does not exist),
+once whatever ``--repeats``. Per variant the runs are the kernels with one fresh reference run in their middle (k1,
+reference, k2), so each kernel is paired with a reference measured next to it, not with the sweep's record of the
+variant from up to twenty minutes earlier. FULL makes 5 runs; a reference on each side of every kernel would make
+them 7, and the fastest variant in both environments more, past the time the kernel part may add to the main job (a
+cpu-preset run took about 20 s at batch 8 on the 2-core machine it was sized on). The kernel part is a run directory
+of its own, RUN_DIR/kernels/ (KERNEL_DIR), sharing the sweep's start peaks: its reference reruns are not repeats of
+the 24-variant sweep, so the sweep's noise, effects and ranking stay its own. Which kernels an environment refuses
+is asked once per environment (one process, no compile); each refusal is recorded (kind ``refused``, failed, with
+the message ``bench run`` would refuse it with), not run.
 """
 
 from __future__ import annotations
