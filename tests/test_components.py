@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -307,26 +308,14 @@ def test_op_bytes_of_a_tiny_step_are_close_to_xlas(variant_name):
     assert costs["bytes accessed"] <= ours <= (1.4 if onednn else 1.1) * costs["bytes accessed"]
 
 
-# The kernels' attention dots, per layer, in units of one causal block product set: blockwise (no remat) computes
-# the scores and p x v forward, and in its backward recomputes the scores, then dP = dO V^T and dV = P^T dO (the
-# values' backward) and dQ = dS K, dK = dS^T Q (the scores'); so scores 4, values 3. The xla kernel is the reference's
-# two einsums and their autodiff transposes: 2 each.
-KERNEL_DOTS = {"blockwise": (4, 3), "xla": (2, 2)}
-
-
-@pytest.mark.parametrize("kernel", sorted(KERNEL_DOTS))
-def test_a_kernels_attention_splits_into_scores_and_values(kernel):
-    """Every attention dot of a non-reference kernel lands in attn_scores or attn_values, in the counts above."""
+def test_the_xla_kernels_values_einsum_and_its_transposes_are_attn_values():
+    """jax.nn.dot_product_attention(implementation="xla"): the reference's two einsums under JAX's names, so the
+    scores and the values take equal FLOPs (forward and two backward dots each), as the reference's do."""
     require_devices(PRESET.mesh.devices)
-    if kernel == "xla" and not dot_product_attention_has_implementation():
+    if not dot_product_attention_has_implementation():
         pytest.skip("jax.nn.dot_product_attention has no implementation= here")  # jax 0.4.30: the xla kernel refused
-    ops, _, _ = tiny_compile(f"parallel-h256-shard_map-none+{kernel}")
-    scores, values = KERNEL_DOTS[kernel]
-    flops = _flops_by_label(ops)
-    assert flops["attn_scores"] > 0
-    assert flops["attn_values"] * scores == flops["attn_scores"] * values, flops
-    matmuls = [op for op in ops if op.flops and op.component in (Component.ATTN_SCORES, Component.ATTN_VALUES)]
-    assert all(not op.inferred for op in matmuls) or kernel == "blockwise"  # CPU drops some dots' metadata
+    flops = _flops_by_label(tiny_compile("parallel-h256-shard_map-none+xla")[0])
+    assert flops["attn_values"] == flops["attn_scores"] > 0, flops
 
 
 # --- a TPU compile (nox -s tests_tpu_aot) -------------------------------------------------------
@@ -336,16 +325,50 @@ TPU_TOPOLOGY = "v3:2x2"  # 8 TPU v3 cores, as tests/test_tpu_aot.py
 
 @pytest.mark.tpu_aot
 @pytest.mark.skipif(not libtpu_available(), reason="needs libtpu: run `nox -s tests_tpu_aot`")
-def test_a_tiny_tpu_compile_is_attributed_and_sums_near_the_compilers_estimate():
+def tiny_tpu_compile(variant_name: str) -> tuple[list[comp.OpCost], Any]:
+    """The attributed ops of a tiny compile for TPU_TOPOLOGY, and the compiled executable."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in tpu_compile_env(TPU_TOPOLOGY, jax_legacy=installed_jax_is_legacy()).items():
             patch.setenv(name, value)
         devices = topology_devices(TPU_TOPOLOGY)
-        variant = Variant.parse("parallel-h256-pjit-full")
+        variant = Variant.parse(variant_name)
         program = build_program_for_devices(PRESET, variant, PRESET.mesh, Scope.MODEL, len(devices))
         driver = make_driver(variant.strategy, program, PRESET.mesh, devices)
         compiled, hlo_text = compile_with_optimized_hlo(driver.train_step().lower(*driver.abstract_args()))
-    ops = comp.attribute(hlo_text, MESH)
+    return comp.attribute(hlo_text, MESH), compiled
+
+
+@pytest.mark.tpu_aot
+@pytest.mark.skipif(not libtpu_available(), reason="needs libtpu: run `nox -s tests_tpu_aot`")
+def test_blockwise_attention_compiled_for_tpu_splits_into_scores_and_values():
+    """kernels/flash.py's scopes, read from a TPU compile of the kernel's gradient (XLA's CPU pipeline drops the
+    block dots' metadata; a whole tiny model has one block, whose recomputed scores XLA merges with the forward's).
+    Per block pair: the forward's scores and p x v; the backward's recomputed scores, dP = dO V^T and dV = P^T dO
+    (the values' backward), dQ = dS K and dK = dS^T Q (the scores'): 4 to 3."""
+    import jax
+    from jax.sharding import SingleDeviceSharding
+
+    from kernels import flash
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in tpu_compile_env(TPU_TOPOLOGY, jax_legacy=installed_jax_is_legacy()).items():
+            patch.setenv(name, value)
+        device = topology_devices(TPU_TOPOLOGY)[0]
+        x = jax.ShapeDtypeStruct((1, 32, 2, 128), jnp.float32, sharding=SingleDeviceSharding(device))  # [B, T, H, K]
+
+        def loss(q, k, v):
+            return flash.blockwise_attention(q, k, v, block_q=8, block_k=8).sum()
+
+        _, hlo_text = compile_with_optimized_hlo(jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, x, x))
+    flops = _flops_by_label(comp.attribute(hlo_text, None))
+    assert flops.get("attn_scores", 0) > 0
+    assert 3 * flops["attn_scores"] == 4 * flops.get("attn_values", 0), flops
+
+
+@pytest.mark.tpu_aot
+@pytest.mark.skipif(not libtpu_available(), reason="needs libtpu: run `nox -s tests_tpu_aot`")
+def test_a_tiny_tpu_compile_is_attributed_and_sums_near_the_compilers_estimate():
+    ops, compiled = tiny_tpu_compile("parallel-h256-pjit-full")
     v3 = accelerator_for_topology(TPU_TOPOLOGY)
     peak = v3.peak_bf16_flops_per_chip / v3.devices_per_chip
     parts = comp.breakdown(ops, peak, v3.hbm_bandwidth_bytes_per_s / v3.devices_per_chip)
