@@ -19,6 +19,7 @@ from bench.hardware.table import GiB, PeakBasis
 from bench.report.analyse import Analysis
 from bench.report.format import figure, fmt, fmt_ratio, markdown_table, number
 from bench.report.load import latest_ok, row_key
+from bench.report.sections.kernels_tpu import NOT_COMPARABLE_MARK, loops_priced_once
 from bench.report.stats import axis_values
 
 FITS = {True: "yes", False: "NO", None: "n/a"}
@@ -235,7 +236,7 @@ def projection_table(a: Analysis) -> pd.DataFrame:
         ici = dict(p.ici_s_by_axis)
         rows.append(
             {
-                "variant": p.variant,
+                "variant": p.variant + (NOT_COMPARABLE_MARK if loops_priced_once(p.variant) else ""),
                 "jax": p.jax,
                 "peak basis": p.basis.value,
                 "accumulation": str(p.grad_accum),
