@@ -3,7 +3,9 @@ real ``tiny`` compiles (8 simulated CPU devices, mesh dp=2 x mp=4)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -323,14 +325,18 @@ def test_the_xla_kernels_values_einsum_and_its_transposes_are_attn_values():
 TPU_TOPOLOGY = "v3:2x2"  # 8 TPU v3 cores, as tests/test_tpu_aot.py
 
 
-@pytest.mark.tpu_aot
-@pytest.mark.skipif(not libtpu_available(), reason="needs libtpu: run `nox -s tests_tpu_aot`")
-def tiny_tpu_compile(variant_name: str) -> tuple[list[comp.OpCost], Any]:
-    """The attributed ops of a tiny compile for TPU_TOPOLOGY, and the compiled executable."""
+@contextlib.contextmanager
+def tpu_devices() -> Iterator[list[Any]]:
+    """TPU_TOPOLOGY's compile-only devices, with libtpu's compile-only environment set while the block runs."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in tpu_compile_env(TPU_TOPOLOGY, jax_legacy=installed_jax_is_legacy()).items():
             patch.setenv(name, value)
-        devices = topology_devices(TPU_TOPOLOGY)
+        yield topology_devices(TPU_TOPOLOGY)
+
+
+def tiny_tpu_compile(variant_name: str) -> tuple[list[comp.OpCost], Any]:
+    """The attributed ops of a tiny compile for TPU_TOPOLOGY, and the compiled executable."""
+    with tpu_devices() as devices:
         variant = Variant.parse(variant_name)
         program = build_program_for_devices(PRESET, variant, PRESET.mesh, Scope.MODEL, len(devices))
         driver = make_driver(variant.strategy, program, PRESET.mesh, devices)
@@ -345,16 +351,12 @@ def test_blockwise_attention_compiled_for_tpu_splits_into_scores_and_values():
     block dots' metadata; a whole tiny model has one block, whose recomputed scores XLA merges with the forward's).
     Per block pair: the forward's scores and p x v; the backward's recomputed scores, dP = dO V^T and dV = P^T dO
     (the values' backward), dQ = dS K and dK = dS^T Q (the scores'): 4 to 3."""
-    import jax
     from jax.sharding import SingleDeviceSharding
 
     from kernels import flash
 
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in tpu_compile_env(TPU_TOPOLOGY, jax_legacy=installed_jax_is_legacy()).items():
-            patch.setenv(name, value)
-        device = topology_devices(TPU_TOPOLOGY)[0]
-        x = jax.ShapeDtypeStruct((1, 32, 2, 128), jnp.float32, sharding=SingleDeviceSharding(device))  # [B, T, H, K]
+    with tpu_devices() as devices:
+        x = jax.ShapeDtypeStruct((1, 32, 2, 128), jnp.float32, sharding=SingleDeviceSharding(devices[0]))  # [B,T,H,K]
 
         def loss(q, k, v):
             return flash.blockwise_attention(q, k, v, block_q=8, block_k=8).sum()
