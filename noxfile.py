@@ -10,7 +10,6 @@ requirements file changes, so `nox -R` and repeated sessions reuse them.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import shutil
@@ -18,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nox
@@ -52,6 +52,18 @@ def _env_is_built(name: str) -> bool:
     return python.exists() and stamp.exists() and stamp.read_text() == digest
 
 
+def _build_env(name: str, run: Callable[[list[str]], bool]) -> None:
+    """Build an environment from scratch, each command through ``run`` (True: it succeeded); stamped when all did."""
+    venv, python, digest = _env_state(name)
+    shutil.rmtree(venv, ignore_errors=True)
+    steps = [
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / ENVS[name])],
+    ]
+    if all(run(step) for step in steps):
+        (venv / "requirements.sha256").write_text(digest)
+
+
 # Environments being built in the background (name -> thread): see prebuild_env.
 _BUILDING: dict[str, threading.Thread] = {}
 
@@ -63,17 +75,13 @@ def prebuild_env(session: nox.Session, name: str) -> None:
     output goes to .nox/_env_NAME.build.log; env_python waits for it, and builds again in the open if it failed."""
     if _env_is_built(name) or name in _BUILDING:
         return
-    venv, python, digest = _env_state(name)
     log = ROOT / ".nox" / f"_env_{name}.build.log"
 
     def build() -> None:
-        shutil.rmtree(venv, ignore_errors=True)
         with log.open("w") as out:
-            steps = [[sys.executable, "-m", "venv", str(venv)]]
-            steps.append([str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / ENVS[name])])
-            run = functools.partial(subprocess.run, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-            if all(run(step).returncode == 0 for step in steps):
-                (venv / "requirements.sha256").write_text(digest)
+            _build_env(
+                name, lambda step: subprocess.run(step, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT).returncode == 0
+            )
 
     log.parent.mkdir(exist_ok=True)
     session.log(f"building the {name} environment in the background for a later session (log: {log})")
@@ -85,13 +93,9 @@ def env_python(session: nox.Session, name: str) -> str:
     """The python of a pinned environment, built (or rebuilt when its requirements changed) on first use."""
     if name in _BUILDING:
         _BUILDING.pop(name).join()
-    venv, python, digest = _env_state(name)
     if not _env_is_built(name):
-        shutil.rmtree(venv, ignore_errors=True)
-        session.run(sys.executable, "-m", "venv", str(venv), external=True)
-        session.run(str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / ENVS[name]), external=True)
-        (venv / "requirements.sha256").write_text(digest)
-    return str(python)
+        _build_env(name, lambda step: session.run(*step, external=True) is not False)
+    return str(_env_state(name)[1])
 
 
 def environment_for(variant_name: str) -> str:
