@@ -51,7 +51,11 @@ def _band(p: projection.Projection) -> str:
 
 def loops_priced_once(variant: str) -> bool:
     """Whether the variant's kernel loops over blocks, which the compiler's estimate prices once per loop."""
-    return AttentionKernel.parse(kernel_of(variant)) in BLOCK_LOOP_KERNELS
+    return _kernel_loops(kernel_of(variant))
+
+
+def _kernel_loops(kernel: str) -> bool:
+    return AttentionKernel.parse(kernel) in BLOCK_LOOP_KERNELS
 
 
 NOT_COMPARABLE = "not comparable: block loops priced once"
@@ -157,7 +161,7 @@ def section_kernels_tpu(a: Analysis) -> list[str]:
             "attn_values: blockwise by the scopes kernels/flash.py names, xla by its attention-times-values einsum "
             "(bench/analysis/components.py).",
         ]
-        looping = sorted({name for name in table["kernel"] if AttentionKernel.parse(name) in BLOCK_LOOP_KERNELS})
+        looping = sorted({name for name in table["kernel"] if _kernel_loops(name)})
         if looping:
             lines.append(
                 f"- {', '.join(looping)}: NOT COMPARABLE with the reference here. Their attention runs in loops "
