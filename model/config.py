@@ -1,9 +1,11 @@
 """The variant space and the presets: closed choices are enums, one variant is one frozen dataclass.
 
 A variant's canonical name is ``{residual}-{head}-{strategy}-{remat}``; ``parallel-h256-xmap-full`` is the
-configuration GPT-J-6B was trained with (Mesh Transformer JAX, 2021). A variant on another attention kernel than the
-reference (``kernels.choice.AttentionKernel``) adds it after a ``+``: ``parallel-h256-pjit-full+blockwise``. The
-reference kernel has no suffix, so the names of the 24 benchmarked variants are the reference's.
+configuration GPT-J-6B was trained with (Mesh Transformer JAX, 2021). Two choices that are not sweep axes extend the
+name, each after a ``+``, in this order: a parameter layout other than Megatron's (``Layout``: ``+fsdp``), then an
+attention kernel other than the reference (``kernels.choice.AttentionKernel``): ``parallel-h256-pjit-full+blockwise``,
+``parallel-h256-pjit-full+fsdp``, ``parallel-h256-pjit-full+fsdp+blockwise``. The defaults have no suffix, so the
+names of the 24 benchmarked variants are the Megatron layout's on the reference kernel.
 """
 
 from __future__ import annotations
@@ -61,6 +63,17 @@ class Remat(_Choice):
     ATTN = "attn"  # save_only_these_names(ATTENTION_OUTPUT): only the attention core's output saved, rest rerun
 
 
+class Layout(_Choice):
+    """Where parameters (and their optimizer state) live on the (dp, mp) mesh: ``model.sharding.PARAM_RULES``."""
+
+    MEGATRON = "megatron"  # replicated over dp, split over mp by Megatron's rules (GPT-J's)
+    FSDP = "fsdp"  # also split over dp on their embed dim, gathered per layer (fully sharded data parallelism)
+
+
+# The strategies that run the FSDP layout: a second rules table under pjit, explicit gathers under shard_map.
+FSDP_STRATEGIES = (Strategy.PJIT, Strategy.SHARD_MAP)
+
+
 # The remat values of the 24 benchmarked variants; the named policies are chosen by name (--variant), not swept.
 SWEPT_REMATS = (Remat.NONE, Remat.FULL)
 
@@ -73,7 +86,7 @@ AXES: dict[str, type[_Choice]] = {
 }
 
 
-KERNEL_SEPARATOR = "+"  # between a variant's four axes and its attention kernel, where that is not the reference
+KERNEL_SEPARATOR = "+"  # before each of a variant's non-default layout and attention kernel
 
 
 @dataclass(frozen=True)
@@ -84,13 +97,22 @@ class Variant:
     remat: Remat
     # Not a sweep axis: kernels are compared against the reference on chosen variants, never multiplied by all 24.
     attention_kernel: AttentionKernel = AttentionKernel.reference
+    # Not a sweep axis either: the FSDP layout is a point of the TPU design-space search (bench.tpu_aot.search).
+    layout: Layout = Layout.MEGATRON
 
     @property
     def name(self) -> str:
-        axes = f"{self.residual.value}-{self.head.value}-{self.strategy.value}-{self.remat.value}"
-        if self.attention_kernel is AttentionKernel.reference:
-            return axes
-        return f"{axes}{KERNEL_SEPARATOR}{self.attention_kernel.value}"
+        name = f"{self.residual.value}-{self.head.value}-{self.strategy.value}-{self.remat.value}"
+        if self.layout is not Layout.MEGATRON:
+            name += f"{KERNEL_SEPARATOR}{self.layout.value}"
+        if self.attention_kernel is not AttentionKernel.reference:
+            name += f"{KERNEL_SEPARATOR}{self.attention_kernel.value}"
+        return name
+
+    @property
+    def reference_kernel_name(self) -> str:
+        """The name of this variant on the reference kernel: the run a kernel's is paired with."""
+        return self.replace(attention_kernel=AttentionKernel.reference).name
 
     @classmethod
     def parse(cls, name: str) -> Variant:
@@ -99,28 +121,36 @@ class Variant:
         parts = axes.split("-")
         if len(parts) != len(AXES):
             raise ConfigError(
-                f"variant {name!r} is not of the form residual-head-strategy-remat[+kernel], "
-                f"e.g. parallel-h256-xmap-full or parallel-h256-pjit-full+blockwise; "
+                f"variant {name!r} is not of the form residual-head-strategy-remat[+layout][+kernel], "
+                f"e.g. parallel-h256-xmap-full, parallel-h256-pjit-full+blockwise or parallel-h256-pjit-full+fsdp; "
                 f"run `python -m bench list` for the benchmarked names"
             )
         values = [enum_cls.parse(part, axis) for (axis, enum_cls), part in zip(AXES.items(), parts)]
+        layout = Layout.MEGATRON
+        layout_values = {m.value for m in Layout if m is not Layout.MEGATRON}
+        if separator and suffix.partition(KERNEL_SEPARATOR)[0] in layout_values:
+            text, separator, suffix = suffix.partition(KERNEL_SEPARATOR)
+            layout = Layout(text)
         kernel = _parse_kernel_suffix(suffix, name) if separator else AttentionKernel.reference
-        return cls(*values, attention_kernel=kernel)
+        return cls(*values, attention_kernel=kernel, layout=layout)
 
     def replace(self, **changes: Any) -> Variant:
         return dataclasses.replace(self, **changes)
 
 
 def _parse_kernel_suffix(text: str, name: str) -> AttentionKernel:
-    """The kernel after the ``+`` of variant ``name``; the reference is the name without one (one spelling each)."""
-    if text == AttentionKernel.reference.value:
-        raise ConfigError(
-            f"variant {name!r}: the reference kernel takes no suffix; write {name.partition(KERNEL_SEPARATOR)[0]!r}"
-        )
+    """The kernel after the last ``+`` of variant ``name``; the reference is the name without one (one spelling
+    each, as the Megatron layout is)."""
+    if text in (AttentionKernel.reference.value, Layout.MEGATRON.value):
+        default = name.rpartition(KERNEL_SEPARATOR)[0]
+        raise ConfigError(f"variant {name!r}: {text!r} is the default and takes no suffix; write {default!r}")
     try:
         return AttentionKernel.parse(text)
     except ValueError as error:
-        raise ConfigError(f"variant {name!r}: {error} (reference: no suffix)") from None
+        layouts = ", ".join(m.value for m in Layout if m is not Layout.MEGATRON)
+        raise ConfigError(
+            f"variant {name!r}: {error} (reference: no suffix); a layout suffix ({layouts}) comes before the kernel's"
+        ) from None
 
 
 def all_variants() -> list[Variant]:
@@ -410,6 +440,23 @@ def check_kernel_runs(kernel: AttentionKernel, platform: str) -> None:
         raise ConfigError(refusal)
 
 
+def check_layout(variant: Variant, model: ModelConfig, mesh: Mesh) -> None:
+    """The FSDP layout runs under pjit and shard_map, and splits every parameter's embed dim (d_model) over dp."""
+    if variant.layout is Layout.MEGATRON:
+        return
+    if variant.strategy not in FSDP_STRATEGIES:
+        valid = ", ".join(s.value for s in FSDP_STRATEGIES)
+        raise ConfigError(
+            f"variant {variant.name!r}: the {variant.layout.value} layout runs under {valid}, not "
+            f"{variant.strategy.value} (e.g. {variant.replace(strategy=Strategy.PJIT).name})"
+        )
+    if model.d_model % mesh.dp:
+        raise ConfigError(
+            f"variant {variant.name!r}: FSDP splits every parameter's embed dim over dp, and d_model {model.d_model} "
+            f"is not divisible by dp={mesh.dp}; use a dp that divides {model.d_model}, or the Megatron layout"
+        )
+
+
 def validate_run(
     preset: Preset,
     variant: Variant,
@@ -442,6 +489,7 @@ def validate_run(
             raise ConfigError(f"{name} {size} is not divisible by mp={mesh.mp}")
     if preset.batch % mesh.dp:
         raise ConfigError(f"global batch {preset.batch} is not divisible by dp={mesh.dp}")
+    check_layout(variant, model, mesh)
     if mesh.devices > device_count:
         raise ConfigError(
             f"mesh {mesh} needs {mesh.devices} devices but {device_count} are present; on CPU simulate them with "

@@ -33,10 +33,10 @@ class _Module(hk.Module):
         self.cfg, self.tp = cfg, tp
 
     def param(self, leaf: str, global_shape: tuple[int, ...], init: hk.initializers.Initializer) -> jnp.ndarray:
-        """A parameter in the compute dtype, of its local shape under the tensor-parallel view."""
+        """A parameter in the compute dtype, of its local shape under the tensor-parallel view, gathered over dp."""
         shape = self.tp.local_shape(PARAM_AXES[leaf], global_shape)
         value = hk.get_parameter(leaf, shape, jnp.dtype(self.cfg.param_dtype.value), init)
-        return value.astype(_dtype(self.cfg))
+        return self.tp.gather(value.astype(_dtype(self.cfg)), PARAM_AXES[leaf])  # FSDP: gathered for this layer
 
 
 def _normal(fan_in: int) -> hk.initializers.Initializer:

@@ -4,6 +4,12 @@ Layers name what a dimension means (``heads``, ``ff``, ``vocab``); ``MESH_RULES`
 (Megatron-LM, Shoeybi et al. 2019: q/k/v and FF-in column-parallel by whole heads, output projection and FF-out
 row-parallel; embedding and LM head vocab-parallel). ``PARAM_AXES`` names the dimensions of every parameter.
 Everything else (partition specs, local shapes, xmap axes, weight-decay masks) is derived from these two tables.
+
+Parameters follow ``PARAM_RULES`` of the variant's layout (``model.config.Layout``): Megatron's are ``MESH_RULES``;
+FSDP's also split every ``embed`` dim over dp. A layer reads each parameter through ``TensorParallel.gather``, which
+is the identity for Megatron's layout and, for FSDP's, gathers the dp-split dims where the layer uses them: an
+all-gather over dp in the local view (its transpose, the gradient's reduce-scatter, comes from JAX), a sharding
+constraint to Megatron's layout in the global view (the compiler inserts both).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
+
+from model.config import Layout
 
 DP, MP = "dp", "mp"
 MESH_AXES = (DP, MP)
@@ -29,6 +37,14 @@ MESH_RULES: dict[str, str | None] = {
     "ff": MP,
     "vocab": MP,
     "layers": None,  # the leading dim of parameters stacked by hk.layer_stack
+}
+
+# Where parameters live, per layout. FSDP: every parameter (and so its optimizer state) also split over dp on its
+# embed dim, the one dim every matrix has (ZeRO stage 3, Rajbhandari et al. 2020, arXiv:1910.02054; PyTorch FSDP,
+# Zhao et al. 2023, arXiv:2304.11277). Combined with mp > 1, a matrix is split over both axes.
+PARAM_RULES: dict[Layout, dict[str, str | None]] = {
+    Layout.MEGATRON: MESH_RULES,
+    Layout.FSDP: {**MESH_RULES, "embed": DP},
 }
 
 # Parameter leaf name -> logical names of its dims (without the leading "layers" dim of stacked block params).
@@ -58,17 +74,18 @@ def param_axes(leaf_name: str, ndim: int) -> tuple[str, ...]:
     return axes
 
 
-def spec_for(axes: tuple[str, ...]) -> PartitionSpec:
-    return PartitionSpec(*(MESH_RULES[a] for a in axes))
+def spec_for(axes: tuple[str, ...], rules: dict[str, str | None] = MESH_RULES) -> PartitionSpec:
+    return PartitionSpec(*(rules[a] for a in axes))
 
 
 def _leaf_name(path: tuple[Any, ...]) -> str:
     return path[-1].key
 
 
-def param_specs(params: Any) -> Any:
+def param_specs(params: Any, layout: Layout = Layout.MEGATRON) -> Any:
     """A PartitionSpec per parameter leaf, from the tables (works on arrays or ShapeDtypeStructs)."""
-    return jax.tree_util.tree_map_with_path(lambda p, x: spec_for(param_axes(_leaf_name(p), x.ndim)), params)
+    rules = PARAM_RULES[layout]
+    return jax.tree_util.tree_map_with_path(lambda p, x: spec_for(param_axes(_leaf_name(p), x.ndim), rules), params)
 
 
 def decay_mask(params: Any) -> Any:
@@ -121,16 +138,32 @@ class TensorParallel:
     """How the block sees tensor parallelism.
 
     Local view (shard_map, xmap): ``axis`` names the mesh axis for explicit collectives and parameters hold
-    1/``size`` of every ``mp`` dimension. Global view (single, pjit): ``axis`` is None, parameters are whole,
-    collectives are the identity, and under pjit ``mesh`` turns ``constrain`` into sharding constraints.
+    1/``size`` of every ``mp`` dimension (and, in the FSDP layout, 1/``dp_size`` of every dim it splits over dp).
+    Global view (single, pjit): ``axis`` is None, parameters are whole, collectives are the identity, and under
+    pjit ``mesh`` turns ``constrain`` into sharding constraints.
     """
 
     axis: str | None = None
     size: int = 1
     mesh: jax.sharding.Mesh | None = None
+    layout: Layout = Layout.MEGATRON
+    dp_size: int = 1  # local view: the dp axis's size, by which the FSDP layout splits parameters
 
     def local_shape(self, axes: tuple[str, ...], global_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(n // self.size if MESH_RULES[a] == MP else n for a, n in zip(axes, global_shape))
+        """A parameter's shape as this view holds it."""
+        rules, split = PARAM_RULES[self.layout], {MP: self.size, DP: self.dp_size}
+        return tuple(n // split.get(rules[a], 1) for a, n in zip(axes, global_shape))
+
+    def gather(self, x: jnp.ndarray, axes: tuple[str, ...]) -> jnp.ndarray:
+        """A parameter as a layer reads it: with FSDP's dp-split dims gathered (see the module docstring)."""
+        if self.layout is Layout.MEGATRON:
+            return x
+        if self.axis is None:
+            return self.constrain(x, axes)
+        for dim, a in enumerate(axes):
+            if PARAM_RULES[self.layout][a] == DP:
+                x = jax.lax.all_gather(x, DP, axis=dim, tiled=True)
+        return x
 
     def enter(self, x: jnp.ndarray) -> jnp.ndarray:
         return f_psum(x, self.axis) if self.axis else x

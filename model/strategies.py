@@ -7,7 +7,9 @@
 - ``xmap``: the same local-view step under ``xmap`` with named axes (jax 0.4.30 only, via model.compat).
 
 Every step takes a batch with a leading micro-batch axis ([A, B, ...], ``model.program.accumulate``) and reduces
-gradients over dp once per step, after the micro-batch loop.
+gradients over dp once per step, after the micro-batch loop. The FSDP layout (``model.config.Layout``; pjit and
+shard_map) reduces them where they are made instead: each micro-step's gathered parameters transpose to a
+reduce-scatter over dp, layer by layer, into the dp-split gradient sums, as FSDP does.
 
 All drivers share one interface: ``place_params``, ``place_batch``, ``init_opt_state``, ``grad_step``
 (loss and gradients, for equality tests) and ``train_step`` (forward, backward, AdamW update), plus
@@ -27,7 +29,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from model import compat
-from model.config import Mesh, Strategy
+from model.config import FSDP_STRATEGIES, Layout, Mesh, Strategy
 from model.program import Batch, GradFn, Params, Program, accumulate
 from model.sharding import DP, MESH_AXES, MESH_RULES, MP, TensorParallel, param_axes, param_specs, spec_for
 
@@ -44,11 +46,13 @@ def make_mesh(mesh: Mesh, devices: list[Any] | None = None) -> jax.sharding.Mesh
 
 
 class Driver:
-    def __init__(self, program: Program, mesh: Mesh, devices: list[Any] | None = None):
-        self.program, self.mesh_shape = program, mesh
+    def __init__(
+        self, program: Program, mesh: Mesh, devices: list[Any] | None = None, layout: Layout = Layout.MEGATRON
+    ):
+        self.program, self.mesh_shape, self.layout = program, mesh, layout
         self.mesh = make_mesh(mesh, devices)
         self.optimizer = program.optimizer()
-        self.param_specs = param_specs(program.param_shapes())
+        self.param_specs = param_specs(program.param_shapes(), layout)
         # The leading micro-batch axis is never sharded: every device sees all A micro-batches of its rows.
         self.batch_specs = {k: PartitionSpec(None, *spec_for(axes)) for k, axes in program.batch_axes.items()}
 
@@ -112,13 +116,29 @@ class Driver:
 class GlobalViewDriver(Driver):
     """single and pjit: the program sees whole arrays; under pjit the compiler partitions them."""
 
-    def __init__(self, program: Program, mesh: Mesh, devices: list[Any] | None = None, constrain: bool = True):
-        super().__init__(program, mesh, devices)
-        self.tp = TensorParallel(mesh=self.mesh if constrain else None)
+    def __init__(
+        self,
+        program: Program,
+        mesh: Mesh,
+        devices: list[Any] | None = None,
+        constrain: bool = True,
+        layout: Layout = Layout.MEGATRON,
+    ):
+        super().__init__(program, mesh, devices, layout)
+        self.tp = TensorParallel(mesh=self.mesh if constrain else None, layout=layout)
 
     def accumulated_grad(self) -> GradFn:
         """Mean loss and gradients of a step's batch [A, B, ...]."""
         program = self.program
+        if self.layout is Layout.FSDP and self.tp.mesh is not None:
+            # The running sums stay in the parameters' dp-split layout: each micro-step's gradients are
+            # reduce-scattered into them (never a whole gradient per replica, as the Megatron path below keeps).
+            grad_fn = jax.value_and_grad(program.loss_fn(self.tp))
+            sums = self._named(self.param_specs)
+            constrain = lambda t: (t[0], jax.lax.with_sharding_constraint(t[1], sums))  # noqa: E731
+            return lambda params, batch: accumulate(
+                grad_fn, params, batch, program.unroll_accum, constrain, program.grad_accum_dtype
+            )
         if self.tp.mesh is None or program.grad_accum == 1:
             grad_fn = jax.value_and_grad(program.loss_fn(self.tp))
             return lambda params, batch: accumulate(
@@ -191,21 +211,40 @@ def _per_replica(specs: Any) -> Any:
     )
 
 
-def local_grad(program: Program, tp: TensorParallel) -> Callable[[Params, Batch], tuple[jnp.ndarray, Params]]:
-    """Loss and gradients of one (dp, mp) shard over its micro-batches, averaged over data-parallel replicas."""
+def local_grad(
+    program: Program, tp: TensorParallel, specs: Any = None
+) -> Callable[[Params, Batch], tuple[jnp.ndarray, Params]]:
+    """Loss and gradients of one (dp, mp) shard over its micro-batches, averaged over data-parallel replicas.
+    ``specs``: the parameters' PartitionSpecs; a leaf split over dp (the FSDP layout) already holds its gradient
+    summed over replicas (the reduce-scatter that transposes its gather), so it is divided by dp, not all-reduced."""
     grad_fn = jax.value_and_grad(program.loss_fn(tp))
+    split = [DP in spec for spec in jax.tree_util.tree_leaves(specs, is_leaf=_is_spec)] if specs else []
+
+    def dp_mean(grads: Params) -> Params:
+        if not any(split):
+            return jax.lax.pmean(grads, DP)
+        leaves, tree = jax.tree_util.tree_flatten(grads)
+        replicated = jax.lax.pmean([g for g, s in zip(leaves, split) if not s], DP)
+        means = iter(replicated)
+        return tree.unflatten([g / tp.dp_size if s else next(means) for g, s in zip(leaves, split)])
 
     def step(params: Params, batch: Batch) -> tuple[jnp.ndarray, Params]:  # batch: [A, B/dp, ...]
         loss, grads = accumulate(grad_fn, params, batch, program.unroll_accum, sum_dtype=program.grad_accum_dtype)
         # Once per step, after the micro-batch loop. Every replica's gradient is of its own mean loss; the global
         # mean's gradient is their average.
-        return jax.lax.pmean(loss, DP), jax.lax.pmean(grads, DP)
+        return jax.lax.pmean(loss, DP), dp_mean(grads)
 
     return step
 
 
-def local_train(program: Program, tp: TensorParallel, optimizer: optax.GradientTransformation) -> TrainStep:
-    grad_step = local_grad(program, tp)
+def _is_spec(x: Any) -> bool:
+    return isinstance(x, PartitionSpec)
+
+
+def local_train(
+    program: Program, tp: TensorParallel, optimizer: optax.GradientTransformation, specs: Any = None
+) -> TrainStep:
+    grad_step = local_grad(program, tp, specs)
 
     def step(params: Params, opt_state: Any, batch: Batch) -> tuple[Params, Any, jnp.ndarray]:
         loss, grads = grad_step(params, batch)
@@ -216,16 +255,18 @@ def local_train(program: Program, tp: TensorParallel, optimizer: optax.GradientT
 
 
 class ShardMapDriver(Driver):
-    def __init__(self, program: Program, mesh: Mesh, devices: list[Any] | None = None):
-        super().__init__(program, mesh, devices)
-        self.tp = TensorParallel(axis=MP, size=mesh.mp)
+    def __init__(
+        self, program: Program, mesh: Mesh, devices: list[Any] | None = None, layout: Layout = Layout.MEGATRON
+    ):
+        super().__init__(program, mesh, devices, layout)
+        self.tp = TensorParallel(axis=MP, size=mesh.mp, layout=layout, dp_size=mesh.dp)
 
     def _shard_map(self, fn: Callable, in_specs: Any, out_specs: Any) -> Callable:
         return compat.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs)
 
     def grad_step(self) -> Callable[[Params, Batch], tuple[jnp.ndarray, Params]]:
         fn = self._shard_map(
-            local_grad(self.program, self.tp),
+            local_grad(self.program, self.tp, self.param_specs),
             in_specs=(self.param_specs, self.batch_specs),
             out_specs=(PartitionSpec(), self.param_specs),
         )
@@ -234,7 +275,7 @@ class ShardMapDriver(Driver):
     def train_step(self) -> TrainStep:
         state = (self.param_specs, self.opt_specs())
         fn = self._shard_map(
-            local_train(self.program, self.tp, self.optimizer),
+            local_train(self.program, self.tp, self.optimizer, self.param_specs),
             in_specs=(*state, self.batch_specs),
             out_specs=(*state, PartitionSpec()),
         )
@@ -373,11 +414,20 @@ class XmapDriver(Driver):
         return self._xmap(fn, (*state_axes, self._axes(self.batch_specs, DP)), (*state_axes, {}), donate_argnums=(0, 1))
 
 
-def make_driver(strategy: Strategy, program: Program, mesh: Mesh, devices: list[Any] | None = None) -> Driver:
+def make_driver(
+    strategy: Strategy,
+    program: Program,
+    mesh: Mesh,
+    devices: list[Any] | None = None,
+    layout: Layout = Layout.MEGATRON,
+) -> Driver:
+    """``layout``: where parameters live (model.sharding.PARAM_RULES); FSDP under pjit and shard_map only."""
+    if layout is not Layout.MEGATRON and strategy not in FSDP_STRATEGIES:
+        raise ValueError(f"the {layout.value} layout runs under {', '.join(s.value for s in FSDP_STRATEGIES)} only")
     if strategy is Strategy.SINGLE:
         return GlobalViewDriver(program, Mesh(1, 1), devices, constrain=False)
     if strategy is Strategy.PJIT:
-        return GlobalViewDriver(program, mesh, devices)
+        return GlobalViewDriver(program, mesh, devices, layout=layout)
     if strategy is Strategy.SHARD_MAP:
-        return ShardMapDriver(program, mesh, devices)
+        return ShardMapDriver(program, mesh, devices, layout)
     return XmapDriver(program, mesh, devices)

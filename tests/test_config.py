@@ -63,7 +63,7 @@ def test_gptj_training_variant_parses_to_its_axes():
         ("parallel-h256-pjit-full+", "unknown attention kernel ''"),
         ("parallel-h256-pjit-full+xla+cudnn", "unknown attention kernel 'xla+cudnn'"),
         ("parallel-h256-pjit-full+reference", "takes no suffix; write 'parallel-h256-pjit-full'"),
-        ("parallel-h256-pjit+xla", "residual-head-strategy-remat[+kernel]"),
+        ("parallel-h256-pjit+xla", "residual-head-strategy-remat[+layout][+kernel]"),
     ],
 )
 def test_bad_variant_name_lists_valid_values_of_the_wrong_axis(name, fragment):

@@ -79,7 +79,7 @@ def compiled_peak_bytes(sizing: plan.Sizing, batch: int) -> int:
     preset = plan.preset_for(sizing, batch)
     variant = Variant.parse(plan.SIZING_VARIANT)
     program = build_program(preset, variant, preset.mesh, Scope.MODEL)
-    driver = make_driver(variant.strategy, program, preset.mesh)
+    driver = make_driver(variant.strategy, program, preset.mesh, layout=variant.layout)
     compiled = driver.train_step().lower(*driver.abstract_args()).compile()
     return memory_fields(compiled)["mem_peak_estimate_bytes"]
 

@@ -73,7 +73,7 @@ def _lower(driver: Driver, program: Program) -> tuple[Any, tuple[Any, Any], Any]
 
 def prepare(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope = Scope.MODEL) -> Prepared:
     program = build_program(preset, variant, mesh, scope)
-    driver = make_driver(variant.strategy, program, mesh)
+    driver = make_driver(variant.strategy, program, mesh, layout=variant.layout)
     lowered, state, batch = _lower(driver, program)
     start = time.perf_counter()
     compiled = lowered.compile()
@@ -227,7 +227,7 @@ def xla_flops_fields(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope)
         preset, model=dataclasses.replace(preset.model, unroll_layers=True), unroll_accum=True
     )
     program = build_program(unrolled, variant, mesh, scope)
-    driver = make_driver(variant.strategy, program, mesh)
+    driver = make_driver(variant.strategy, program, mesh, layout=variant.layout)
     lowered = driver.train_step().lower(*driver.abstract_args())
     return xla_flops_of(lowered.compile(), lowered, mesh)
 

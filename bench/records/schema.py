@@ -24,6 +24,7 @@ from typing import Any
 
 from bench.analysis.hlo import CollectiveKind
 from kernels.choice import AttentionKernel
+from model.config import Layout
 
 SCHEMA_VERSION = 2
 
@@ -68,6 +69,7 @@ class Head:
     strategy: str
     remat: str
     attention_kernel: str  # kernels.choice.AttentionKernel: the name's +kernel suffix, "reference" where it has none
+    layout: str  # model.config.Layout: the name's +fsdp suffix, "megatron" where it has none
     preset: str
     scope: str
     mesh_dp: int
@@ -387,6 +389,7 @@ _CHOICES = {
     "kind": {k.value for k in RecordKind},
     "status": {s.value for s in Status},
     "attention_kernel": {k.value for k in AttentionKernel},
+    "layout": {m.value for m in Layout},
 }
 
 
@@ -415,7 +418,7 @@ def validate(record: Mapping[str, Any]) -> list[str]:
 
 
 def variant_fields(variant: Any) -> dict[str, Any]:
-    """The variant's name, its four axes and its attention kernel, as every record spells them."""
+    """The variant's name, its four axes, its attention kernel and its layout, as every record spells them."""
     return {
         "variant": variant.name,
         "residual": variant.residual.value,
@@ -423,6 +426,7 @@ def variant_fields(variant: Any) -> dict[str, Any]:
         "strategy": variant.strategy.value,
         "remat": variant.remat.value,
         "attention_kernel": variant.attention_kernel.value,
+        "layout": variant.layout.value,
     }
 
 
@@ -444,6 +448,7 @@ def upgrade(record: Mapping[str, Any]) -> dict[str, Any]:
     new.setdefault("grad_accum", 1)
     new.setdefault("grad_accum_dtype", "float32")  # the only sum there was before the field
     new.setdefault("attention_kernel", AttentionKernel.reference.value)
+    new.setdefault("layout", Layout.MEGATRON.value)  # the only layout before the field
     if new.get("schema_version") != 1:
         return new
     new["schema_version"] = SCHEMA_VERSION

@@ -87,7 +87,7 @@ def _lower(preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any]) -> 
     from model.strategies import make_driver
 
     program = build_program_for_devices(preset, variant, mesh, Scope.MODEL, len(devices))
-    driver = make_driver(variant.strategy, program, mesh, devices)
+    driver = make_driver(variant.strategy, program, mesh, devices, layout=variant.layout)
     return driver.train_step().lower(*driver.abstract_args()), driver, program
 
 

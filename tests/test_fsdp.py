@@ -1,0 +1,118 @@
+"""The FSDP layout (model.config.Layout.FSDP) computes the single-device loss and gradients under pjit and shard_map,
+alone (mp=1) and combined with Megatron tensor parallelism, with and without gradient accumulation (f32, tiny)."""
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+import pytest
+from conftest import require_devices
+from jax.sharding import PartitionSpec
+
+from model.config import ConfigError, Layout, Mesh, Strategy, Variant, get_preset, model_for, validate_run
+from model.program import Program
+from model.sharding import DP, MP
+from model.strategies import make_driver
+
+PRESET = get_preset("tiny")
+LOSS_RTOL, GRAD_RTOL = 1e-5, 1e-4  # the equality bounds of tests/test_equivalence.py
+MESHES = {"fsdp+mp": Mesh(dp=2, mp=4), "fsdp-alone": Mesh(dp=8, mp=1)}
+FSDP_STRATEGIES = [Strategy.PJIT, Strategy.SHARD_MAP]
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
+
+
+def _as_float(x) -> float:
+    return float(np.asarray(x).reshape(-1)[0])
+
+
+@functools.cache
+def grads_of(name: str, mesh: Mesh, grad_accum: int = 1) -> tuple[float, dict]:
+    variant = Variant.parse(name)
+    preset = dataclasses.replace(PRESET, grad_accum=grad_accum, batch=PRESET.batch * (2 // grad_accum))
+    program = Program.from_preset(preset, model_for(preset, variant))
+    driver = make_driver(variant.strategy, program, mesh, layout=variant.layout)
+    batch = program.example_batch(seed=0)
+    if variant.strategy is Strategy.SINGLE and grad_accum == 1:  # the doubled batch as one micro-batch
+        batch = {k: v.reshape(1, -1, *v.shape[2:]) for k, v in batch.items()}
+    loss, grads = driver.grad_step()(driver.place_params(program.init_params(seed=0)), driver.place_batch(batch))
+    return _as_float(loss), driver.to_global(grads)
+
+
+def assert_equal_to_single(name: str, mesh: Mesh, grad_accum: int) -> None:
+    variant = Variant.parse(name)
+    single = variant.replace(strategy=Strategy.SINGLE, layout=Layout.MEGATRON).name
+    loss, grads = grads_of(name, mesh, grad_accum)
+    ref_loss, ref_grads = grads_of(single, Mesh(1, 1))  # one step on the same 2 x 4 sequences
+    assert abs(loss - ref_loss) / abs(ref_loss) <= LOSS_RTOL
+    errors = jax.tree_util.tree_map(relative_error, grads, ref_grads)
+    worst = max(jax.tree_util.tree_leaves(errors))
+    print(f"{name} {mesh} accumulation {grad_accum}: worst gradient relative error {worst:.2e}")
+    assert worst <= GRAD_RTOL, errors
+
+
+@pytest.mark.parametrize("mesh_id", MESHES)
+@pytest.mark.parametrize("strategy", FSDP_STRATEGIES, ids=lambda s: s.value)
+@pytest.mark.parametrize("axes", ["parallel-h256-{}-full", "serial-h128-{}-none"])
+def test_fsdp_matches_single_device(axes, strategy, mesh_id):
+    require_devices(8)
+    assert_equal_to_single(axes.format(strategy.value) + "+fsdp", MESHES[mesh_id], grad_accum=1)
+
+
+@pytest.mark.parametrize("strategy", FSDP_STRATEGIES, ids=lambda s: s.value)
+def test_fsdp_accumulation_equals_one_step_on_the_doubled_batch(strategy):
+    """GPT-J's configuration with 2 micro-batches: each micro-step reduce-scatters into the dp-split sums."""
+    require_devices(8)
+    assert_equal_to_single(f"parallel-h256-{strategy.value}-full+fsdp", MESHES["fsdp+mp"], grad_accum=2)
+
+
+@pytest.mark.parametrize("strategy", FSDP_STRATEGIES, ids=lambda s: s.value)
+def test_fsdp_shards_parameters_and_optimizer_state_over_dp(strategy):
+    require_devices(8)
+    mesh = MESHES["fsdp+mp"]
+    variant = Variant.parse(f"parallel-h256-{strategy.value}-full+fsdp")
+    program = Program.from_preset(PRESET, model_for(PRESET, variant))
+    driver = make_driver(strategy, program, mesh, layout=Layout.FSDP)
+    params = driver.place_params(program.init_params(seed=0))
+    w_in = params["layers/block/ff"]["w_in"]  # [L, D, F]: D over dp, F over mp
+    assert w_in.sharding.spec == PartitionSpec(None, DP, MP)
+    assert w_in.addressable_shards[0].data.shape == (2, 1024 // mesh.dp, 1024 // mesh.mp)
+    opt_state = driver.init_opt_state(params)
+    leaves = jax.tree_util.tree_leaves_with_path(opt_state)
+    moments = [x for path, x in leaves if "ff" in jax.tree_util.keystr(path) and path[-1].key == "w_in"]
+    assert len(moments) == 2 and all(m.sharding.spec == w_in.sharding.spec for m in moments)  # Adam's mu, nu
+    # two AdamW steps trace the single-device losses
+    step, placed, losses = driver.train_step(), driver.place_batch(program.example_batch(seed=0)), []
+    for _ in range(2):
+        params, opt_state, loss = step(params, opt_state, placed)
+        losses.append(_as_float(loss))
+    single = make_driver(Strategy.SINGLE, program, Mesh(1, 1))
+    ref_params = single.place_params(program.init_params(seed=0))
+    ref_state, ref_batch, ref_losses = (
+        single.init_opt_state(ref_params),
+        single.place_batch(program.example_batch(seed=0)),
+        [],
+    )
+    ref_step = single.train_step()
+    for _ in range(2):
+        ref_params, ref_state, loss = ref_step(ref_params, ref_state, ref_batch)
+        ref_losses.append(_as_float(loss))
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    assert losses[1] < losses[0]
+
+
+@pytest.mark.parametrize(
+    "name, mesh, fragment",
+    [
+        ("parallel-h256-xmap-full+fsdp", Mesh(2, 4), "runs under pjit, shard_map, not xmap"),
+        ("parallel-h256-single-full+fsdp", Mesh(1, 1), "runs under pjit, shard_map, not single"),
+        ("parallel-h256-pjit-full+fsdp", Mesh(3, 1), "d_model 1024 is not divisible by dp=3"),
+    ],
+)
+def test_fsdp_refuses_what_it_cannot_run_before_compiling(name, mesh, fragment):
+    preset = dataclasses.replace(PRESET, batch=12)
+    with pytest.raises(ConfigError, match=fragment):
+        validate_run(preset, Variant.parse(name), mesh, device_count=8)
