@@ -180,10 +180,19 @@ ACCUMULATION_CHECKS_IN_XMAP = (
     " or test_hlo_of_accumulating_shard_map_equals_the_analytic_count or test_accumulating_pjit_reduces_gradients"
     " or test_a_bf16_sum_halves_the_dp_reduction_and_the_model_knows)"
 )
+# FSDP (tests/test_fsdp.py) runs under pjit and shard_map, never xmap, and the search compiles it with current JAX: in
+# jax 0.4.30 its shard_map form (that version's own shard_map and all-gather transposes) is checked against the
+# single device and its HLO against the analytic model without accumulation; pjit's FSDP, its accumulation and its
+# train step run on current JAX (CI time).
+FSDP_CHECKS_IN_XMAP = (
+    "not test_fsdp_ or test_fsdp_communication_of_gptj_6b_by_hand or test_fsdp_refuses"
+    " or (test_fsdp_matches_single_device and shard_map) or (test_fsdp_hlo_collectives and accum1)"
+)
 # The non-xmap benchmarks already ran in `tests`; here only the xmap ones.
 XMAP_SELECTION = (
     f"({BENCHMARK_CASES_IN_TESTS}) and (not test_benchmark_train_step or xmap)"
     f" and ({PER_VARIANT_CHECKS_IN_XMAP}) and ({REMAT_POLICY_CHECKS_IN_XMAP}) and {ACCUMULATION_CHECKS_IN_XMAP}"
+    f" and ({FSDP_CHECKS_IN_XMAP})"
 )
 # A frozen process is caught by bench/launch/session.py's own watchdog, the same code in both environments; jax
 # 0.4.30's own fault path (its gloo aborts process 0 when a peer dies) is the killed case, which runs in both.

@@ -69,7 +69,8 @@ def test_the_test_sessions_leave_out_only_what_they_say():
 
     assert "test_benchmark_train_step" not in _unparametrised_tests()  # parametrised: chosen by its ids
     assert _deselected(noxfile.BENCHMARK_CASES_IN_TESTS) == set()
-    # on current JAX only: a remat-policy check, and pjit's and shard_map's accumulation (noxfile says why)
+    # on current JAX only: a remat-policy check, and pjit's and shard_map's accumulation (noxfile says why; FSDP's
+    # accumulation and train step are parametrised, chosen by their ids)
     assert _deselected(noxfile.XMAP_SELECTION) == {
         "test_each_policy_is_applied",
         "test_accumulated_train_steps_update_once_per_step",

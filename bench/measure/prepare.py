@@ -18,11 +18,12 @@ import jax
 import numpy as np
 
 from bench.analysis import comm, flops, hlo
-from bench.analysis.expected import ExpectedComm, expected_comm
+from bench.analysis.expected import ExpectedComm, FsdpParams, expected_comm
 from bench.records.schema import comm_key
 from model import compat
-from model.config import Mesh, Preset, Remat, Variant, validate_run
+from model.config import Layout, Mesh, Preset, Remat, Variant, validate_run
 from model.program import Program, Scope, count_params
+from model.sharding import DP, param_axes
 from model.strategies import Driver, make_driver
 
 
@@ -95,14 +96,37 @@ def local_grad_bytes(driver: Driver, program: Program, dtype: Any = None) -> int
     summed = np.dtype(program.grad_accum_dtype.value) if program.grad_accum > 1 else None
     summed = np.dtype(dtype) if dtype is not None else summed
     total = 0
-    for shape, spec in zip(
-        jax.tree_util.tree_leaves(program.param_shapes()),
-        jax.tree_util.tree_leaves(driver.param_specs, is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec)),
-    ):
+    for _, shape, spec in _param_leaves(driver, program):
+        if DP in spec:  # FSDP: reduce-scattered where it is made, not in the dp all-reduce
+            continue
         elements = int(np.prod(shape.shape))
         shards = int(np.prod([driver.mesh.shape[a] for a in spec if a is not None]))
         total += elements // shards * (summed or shape.dtype).itemsize
     return total
+
+
+def _param_leaves(driver: Driver, program: Program) -> list[tuple[str, Any, Any]]:
+    """(leaf name, global shape, PartitionSpec) of every parameter."""
+    specs = driver.param_specs
+    with_paths = jax.tree_util.tree_leaves_with_path(program.param_shapes())
+    flat_specs = jax.tree_util.tree_leaves(specs, is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec))
+    return [(path[-1].key, shape, spec) for (path, shape), spec in zip(with_paths, flat_specs)]
+
+
+def fsdp_params(driver: Driver, program: Program) -> FsdpParams | None:
+    """The FSDP layout's dp-split parameters as the analytic model counts them (None in Megatron's layout)."""
+    if driver.layout is Layout.MEGATRON:
+        return None
+    itemsize = np.dtype(program.cfg.compute_dtype.value).itemsize
+    counts = {True: [0, 0], False: [0, 0]}  # stacked block parameter? -> [gathers, bytes]
+    for leaf, shape, spec in _param_leaves(driver, program):
+        if DP not in spec:
+            continue
+        stacked = param_axes(leaf, len(shape.shape))[0] == "layers"
+        mp_shards = int(np.prod([driver.mesh.shape[a] for a in spec if a not in (None, DP)]))
+        counts[stacked][0] += shape.shape[0] if stacked else 1
+        counts[stacked][1] += int(np.prod(shape.shape)) // mp_shards * itemsize
+    return FsdpParams(*counts[True], *counts[False])
 
 
 def mesh_ids(driver: Driver) -> np.ndarray:
@@ -131,6 +155,7 @@ def analyse(compiled: Any, driver: Driver, program: Program, hlo_text: str | Non
         local_grad_bytes(driver, program),
         program.grad_accum,
         local_grad_bytes(driver, program, program.cfg.compute_dtype.value),
+        fsdp_params(driver, program),
     )
     fields.update(expected.as_record_fields())
     fields.update(comm_verdict(fields, expected, program.cfg.compute_dtype.value))
@@ -185,12 +210,42 @@ def comm_verdict(
         differences.append(
             f"dp all-reduce payload {found_dp} bytes, below the {expected.dp_grad_allreduce_bytes} gradient bytes"
         )
+    if expected.dp_scatter_count:
+        _fsdp_verdict(fields, expected, differences, notes)
     if combined:
         notes.append(f"XLA combined mp all-reduces into tuple all-reduces: {combined} fewer ops than arrays reduced")
     notes += [
         f"XLA carries {wide} in a wider float than the compute dtype" for wide in fields["comm_wider_than_compute"]
     ]
     return {"comm_matches_model": not differences, "comm_differences": differences, "comm_notes": notes}
+
+
+def _fsdp_verdict(fields: dict[str, Any], expected: ExpectedComm, differences: list[str], notes: list[str]) -> None:
+    """FSDP's dp collectives against the model: every gradient reduce-scattered once per micro-step; the gathers
+    between the fewest and the most a compiler may make (bench.analysis.expected)."""
+    scatter, gather = hlo.CollectiveKind.REDUCE_SCATTER, hlo.CollectiveKind.ALL_GATHER
+    found = {m: int(fields.get(comm_key("dp", scatter, m), 0)) for m in ("tensors", "bytes")}
+    if (found["tensors"], found["bytes"]) != (expected.dp_scatter_count, expected.dp_scatter_bytes):
+        differences.append(
+            f"dp reduce-scatter {found['tensors']} arrays, {found['bytes']} bytes in the HLO; "
+            f"{expected.dp_scatter_count} arrays, {expected.dp_scatter_bytes} bytes expected"
+        )
+    gathers = int(fields.get(comm_key("dp", gather, "tensors"), 0))
+    low, high = expected.dp_gather_count_min, expected.dp_gather_count_max
+    if not low <= gathers <= high:
+        differences.append(f"dp all-gather {gathers} arrays in the HLO, {low} to {high} expected")
+    elif gathers == expected.dp_gather_count:
+        found_bytes = int(fields.get(comm_key("dp", gather, "bytes"), 0))
+        if found_bytes != expected.dp_gather_bytes:
+            differences.append(
+                f"dp all-gather payload {found_bytes} bytes in the HLO, {expected.dp_gather_bytes} expected"
+            )
+    else:
+        notes.append(
+            f"XLA gathers over dp {gathers} times, the model once per micro-step and parameter "
+            f"({expected.dp_gather_count}): between the fewest (gathers hoisted out of the micro-batch loop, {low}) "
+            f"and the most (the recomputed forward gathering again, {high})"
+        )
 
 
 def memory_fields(compiled: Any) -> dict[str, Any]:

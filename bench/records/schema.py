@@ -218,6 +218,12 @@ class ExpectedCommunication:
     expected_dp_grad_allreduce_bytes: int
     expected_mp_narrowed_max_bytes: int  # what carrying the loss's max in the compute dtype saves
     expected_dp_grad_allreduce_bytes_in_compute_dtype: int  # the gradient shards in the compute dtype
+    expected_dp_gather_count: int  # FSDP: all-gathers over dp the model makes per step (0 in Megatron's layout)
+    expected_dp_gather_bytes: int
+    expected_dp_gather_count_min: int  # the fewest a compiler may make: gathers hoisted out of the micro-batch loop
+    expected_dp_gather_count_max: int  # the most: the recomputed forward gathering the block's parameters again
+    expected_dp_scatter_count: int  # FSDP: reduce-scatters of gradients over dp per step
+    expected_dp_scatter_bytes: int
 
 
 @dataclass(frozen=True)
