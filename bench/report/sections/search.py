@@ -286,7 +286,9 @@ def section_search(a: Analysis) -> list[str]:
         lines += xmap_lines(group) + failed_lines(group)
         lines.append("")
     signs = effect_signs(points_by_topology)
-    if len(signs.columns) > 1:
+    if not signs.empty:  # the choices with a pair somewhere
+        signs = signs[(signs.iloc[:, 1:] != "no pair").any(axis=1)]
+    if len(signs.columns) > 1 and not signs.empty:
         lines += [
             "PROJECTION: the sign of each design effect per TPU generation (median ratio of projected full-overlap "
             "tokens/s over pairs that differ only in that choice; + : a is projected faster):",
