@@ -37,6 +37,7 @@ XMAP = Strategy.XMAP
 REPO = Path(__file__).resolve().parents[1]
 GIB = 2**30
 GPTJ_MESH = Mesh(32, 8)
+BENCH = [sys.executable, "-m", "bench"]
 
 
 def _point(remat: Remat = Remat.FULL, m: int = 1, mesh: Mesh = GPTJ_MESH, layout: Layout = Layout.MEGATRON):
@@ -220,6 +221,11 @@ def test_tpu_search_lists_its_plan_without_libtpu_or_a_compile():
         text=True,
     )
     assert bad.returncode == 2 and "valid remat values" in bad.stderr
+    one = "parallel-h256-shard_map-none dp=32,mp=8 m=2"
+    chosen = subprocess.run([*BENCH, "tpu-search", "--list", "--point", one], cwd=REPO, capture_output=True, text=True)
+    assert chosen.returncode == 0 and chosen.stdout.strip() == f"v3:8x16 gptj-6b {one}: batch 64 x accumulation 8"
+    missing = subprocess.run([*BENCH, "tpu-search", "--list", "--point", "x"], cwd=REPO, capture_output=True, text=True)
+    assert missing.returncode == 2 and "not in the grid" in missing.stderr
 
 
 @pytest.mark.tpu_aot

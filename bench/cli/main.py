@@ -280,6 +280,11 @@ def _search_points(args: argparse.Namespace) -> list[Any]:
     points = build_points(dataclasses.replace(grid, **changes))
     if args.quick and not changes:
         points = [p for p in points if is_quick_point(p)]
+    if args.point:
+        unknown = sorted(set(args.point) - {p.key for p in points})
+        if unknown:
+            raise ConfigError(f"--point {', '.join(map(repr, unknown))}: not in the grid; `--list` prints its points")
+        points = [p for p in points if p.key in args.point]
     legacy = installed_jax_is_legacy()
     points = [p for p in points if (p.variant.strategy is Strategy.XMAP) == legacy]
     index, sep, count = args.shard.partition("/")
@@ -448,6 +453,12 @@ def _add_tpu_search(sub: Any) -> None:
         "--meshes", help="the grid's meshes, e.g. 64x4,32x8 (default: mp 4, 8 and 16 over every device)"
     )
     search.add_argument("--remats", help="the grid's remat policies, e.g. none,full (default none,full,dots,attn)")
+    search.add_argument(
+        "--point",
+        action="append",
+        help="only this point of the grid, by its --list name (repeatable), e.g. "
+        "'parallel-h256-shard_map-full dp=32,mp=8 m=1'",
+    )
     search.add_argument("--shard", default="0/1", help="K/N: worker K of N takes every Nth group of points")
     add_run_flags(search, only=("out",))
     search.add_argument(

@@ -440,7 +440,10 @@ def run_search(
         else:
             record = compile_record(p.resolved_preset(), p.variant, p.mesh, p.topology, devices, cache, extrapolate)
             record.update(search_fields(p))
-            _print({**record, "variant": p.key}, time.perf_counter() - start)
+            if record.get("fits_hbm") is False and record["status"] != Status.OK.value:  # a finding, not a failure
+                print(f"{p.key}: does not fit: {record['error'][:200]}", file=sys.stderr)
+            else:
+                _print({**record, "variant": p.key}, time.perf_counter() - start)
         append_record(out, record)
         failures += record["status"] != Status.OK.value and not is_finding(record)
     return failures
