@@ -292,19 +292,25 @@ def compile_order(points: Iterable[SearchPoint]) -> list[SearchPoint]:
     return [p for members in groups.values() for p in sorted(members, key=key)]
 
 
+def compiles_of(p: SearchPoint) -> int:
+    """Compiles a point costs when nothing is cached or pruned: the whole step, then 4 unrolled compiles where it
+    accumulates gradients and 2 where it does not (bench.tpu_aot.compile.extrapolation_grid)."""
+    return 1 + (4 if p.grad_accum > 1 else 2)
+
+
 def shard(points: Sequence[SearchPoint], index: int, count: int) -> list[SearchPoint]:
     """Worker ``index`` of ``count``'s points, in compile order: whole groups (a refusal prunes only in its own
-    group), the largest first to the worker with the fewest points so far (the first such worker on a tie)."""
+    group), the costliest first (``compiles_of``) to the worker with the least so far (the first on a tie)."""
     if not 0 <= index < count:
         raise ConfigError(f"--shard {index}/{count}: expected K/N with 0 <= K < N")
     ordered = compile_order(points)
-    sizes: dict[tuple, int] = {}
+    costs: dict[tuple, int] = {}
     for p in ordered:
-        sizes[p.group] = sizes.get(p.group, 0) + 1
+        costs[p.group] = costs.get(p.group, 0) + compiles_of(p)
     loads, owner = [0] * count, {}
-    for group in sorted(sizes, key=lambda g: -sizes[g]):  # stable: first-seen order among equal sizes
+    for group in sorted(costs, key=lambda g: -costs[g]):  # stable: first-seen order among equal costs
         worker = loads.index(min(loads))
-        owner[group], loads[worker] = worker, loads[worker] + sizes[group]
+        owner[group], loads[worker] = worker, loads[worker] + costs[group]
     return [p for p in ordered if owner[p.group] == index]
 
 
