@@ -395,6 +395,61 @@ def tpu_kernels(session: nox.Session) -> None:
         session.run(python, *command, external=True, success_codes=[0, 1])
 
 
+def _side_by_side(jobs: list[list[list[str]]]) -> list[int]:
+    """Run each job's commands in turn, the jobs side by side (one thread each); every command's exit status."""
+    codes: list[list[int]] = [[] for _ in jobs]
+
+    def run_in_turn(index: int) -> None:
+        codes[index] = [subprocess.run(command, cwd=ROOT).returncode for command in jobs[index]]
+
+    threads = [threading.Thread(target=run_in_turn, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [code for returned in codes for code in returned]
+
+
+# The design-space search's newer-TPU slices (`-- --topology T`): comparable chip counts to the v3-256's 128 chips.
+# Meshes scale to the device count (bench/tpu_aot/search.py grid_meshes): v4 and v5p are megacore (128 devices).
+TPU_SEARCH_TOPOLOGIES = ("v3:8x16", "v4:4x4x8", "v5e:16x16", "v5p:4x4x8")
+TPU_SEARCH_FLAGS = ("--quick", "--no-prune", "--no-extrapolate")  # passed to each worker; --topology repeatable
+
+
+@nox.session(python=False, default=False)
+def tpu_search(session: nox.Session) -> None:
+    """The design-space search at 6B on a v3-256 (bench/tpu_aot/search.py): meshes x remat x micro-batch x layout at
+    GPT-J's 512 sequences per update, compiled two at a time with pruning, then the report (-- --quick: tiny on
+    v3:2x2; --topology T, repeatable, e.g. v4:4x4x8 v5e:16x16 v5p:4x4x8; --out DIR; --no-prune)."""
+    args = list(session.posargs)
+    out = _option(args, "--out") or _new_run_dir("tpu-search-")
+    cache = _option(args, "--compile-cache") or TPU_CACHE
+    topologies = _options(args, "--topology") or ([] if "--quick" in args else [TPU_SEARCH_TOPOLOGIES[0]])
+    flags = [a for a in args if a in TPU_SEARCH_FLAGS]
+    valued = ("--out", "--topology", "--compile-cache")
+    unknown = [a for a in args if a.startswith("--") and a.split("=")[0] not in (*TPU_SEARCH_FLAGS, *valued)]
+    if unknown:
+        session.error(f"unknown flag(s) {', '.join(unknown)}; tpu_search takes {', '.join(TPU_SEARCH_FLAGS + valued)}")
+    current, legacy = env_python(session, "tpu"), env_python(session, "tpu-xmap")
+    start = time.monotonic()
+    for topology in topologies or [None]:
+        where = [f"--topology={topology}"] if topology else []
+        common = ["-m", "bench", "tpu-search", *flags, *where, f"--out={out}", f"--compile-cache={cache}"]
+        # two current-JAX workers (whole groups each); GPT-J's xmap point after the second, in jax 0.4.30, whole step
+        # only (another libtpu: the ranking keeps its shard_map twin's estimate)
+        codes = _side_by_side(
+            [
+                [[current, *common, "--shard=0/2"]],
+                [[current, *common, "--shard=1/2"], [legacy, *common, "--no-extrapolate"]],
+            ]
+        )
+        if any(code not in (0, 1) for code in codes):  # 1: a point failed, and is recorded
+            session.error(f"tpu-search stopped on {topology or 'the quick grid'} (see its output above)")
+        session.log(f"search on {topology or 'the quick grid'}: {time.monotonic() - start:.0f} s so far")
+    session.run(env_python(session, "current"), "-m", "bench", "report", out, external=True)
+    session.log(f"tpu_search: {time.monotonic() - start:.0f} s; report: {out}/REPORT.md")
+
+
 @nox.session(python=False)
 def tests_tpu_aot(session: nox.Session) -> None:
     """The tests that compile for small TPU topologies with libtpu (both JAX versions; not in default CI)."""

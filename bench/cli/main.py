@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -254,6 +255,77 @@ def cmd_tpu_aot(args: argparse.Namespace) -> int:
         return 1 if failed else 0
 
 
+def _search_points(args: argparse.Namespace) -> list[Any]:
+    """The search's points for this process's JAX (xmap in the jax 0.4.30 environment, the rest elsewhere) and
+    ``--shard``, after every check that needs no compile."""
+    from bench.tpu_aot.env import installed_jax_is_legacy, parse_topology
+    from bench.tpu_aot.search import (
+        build_points,
+        default_grid,
+        is_quick_point,
+        parse_meshes,
+        parse_remats,
+        quick_grid,
+        shard,
+    )
+
+    topology = args.topology or ("v3:2x2" if args.quick else "v3:8x16")
+    devices = parse_topology(topology).devices
+    grid = quick_grid(topology) if args.quick else default_grid(topology)
+    changes: dict[str, Any] = {}
+    if args.meshes:
+        changes["meshes"] = tuple(parse_meshes(args.meshes, devices, topology))
+    if args.remats:
+        changes["remats"] = tuple(parse_remats(args.remats))
+    points = build_points(dataclasses.replace(grid, **changes))
+    if args.quick and not changes:
+        points = [p for p in points if is_quick_point(p)]
+    if args.point:
+        unknown = sorted(set(args.point) - {p.key for p in points})
+        if unknown:
+            raise ConfigError(f"--point {', '.join(map(repr, unknown))}: not in the grid; `--list` prints its points")
+        points = [p for p in points if p.key in args.point]
+    legacy = installed_jax_is_legacy()
+    points = [p for p in points if (p.variant.strategy is Strategy.XMAP) == legacy]
+    index, sep, count = args.shard.partition("/")
+    if not sep or not index.isdigit() or not count.isdigit() or int(count) < 1:
+        raise ConfigError(f"--shard {args.shard!r}: expected K/N, e.g. 0/2 (worker K of N, counting from 0)")
+    return shard(points, int(index), int(count))
+
+
+def cmd_tpu_search(args: argparse.Namespace) -> int:
+    from bench.tpu_aot.env import apply_tpu_compile_env, libtpu_available
+    from bench.tpu_aot.search import describe
+
+    points = _search_points(args)
+    if args.list:
+        print(describe(points) or "no points for this environment and shard")
+        return 0
+    if not points:
+        print("tpu-search: no points for this environment and shard", file=sys.stderr)
+        return 0
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_writable(out)
+    if not libtpu_available():
+        raise ConfigError(
+            f"libtpu (the TPU compiler) is not installed in this environment ({sys.executable}); "
+            f"`nox -s tpu_search` compiles in the environments that have it (requirements/tpu.txt, tpu-xmap.txt)"
+        )
+    apply_tpu_compile_env(points[0].topology)
+    from bench.records.context import new_run_dir
+    from bench.records.store import cache_root
+    from bench.tpu_aot.cache import cache_from_flag
+    from bench.tpu_aot.search import run_search
+
+    out = out or new_run_dir()
+    cache = cache_from_flag(args.compile_cache, cache_root() / "tpu-aot")
+    print(f"run directory: {out}; compile cache: {cache.directory or 'off'}; {len(points)} points", file=sys.stderr)
+    with _interruptible(out):
+        failed = run_search(points, out, cache, not args.no_extrapolate, not args.no_prune)
+        return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -264,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_calibrate(sub)
     _add_tpu_aot(sub)
+    _add_tpu_search(sub)
     _add_report(sub)
     return parser
 
@@ -364,6 +437,37 @@ def _add_tpu_aot(sub: Any) -> None:
     )
     aot.set_defaults(preset="gptj-6b")
     aot.set_defaults(func=cmd_tpu_aot)
+
+
+def _add_tpu_search(sub: Any) -> None:
+    search = sub.add_parser(
+        "tpu-search",
+        help="the design-space search: compile a grid of meshes, remat policies, micro-batches and layouts for a TPU "
+        "topology at a fixed global batch, pruning points that cannot fit",
+        description="Example: python -m bench tpu-search --topology v3:8x16 --out reports/runs/search --shard 0/2 "
+        "(bench/tpu_aot/search.py; `nox -s tpu_search` runs two workers and the report)",
+    )
+    search.add_argument("--topology", help="TPU topology (default v3:8x16; v3:2x2 with --quick)")
+    search.add_argument("--quick", action="store_true", help="a handful of points: the tiny preset on v3:2x2")
+    search.add_argument(
+        "--meshes", help="the grid's meshes, e.g. 64x4,32x8 (default: mp 4, 8 and 16 over every device)"
+    )
+    search.add_argument("--remats", help="the grid's remat policies, e.g. none,full (default none,full,dots,attn)")
+    search.add_argument(
+        "--point",
+        action="append",
+        help="only this point of the grid, by its --list name (repeatable), e.g. "
+        "'parallel-h256-shard_map-full dp=32,mp=8 m=1'",
+    )
+    search.add_argument("--shard", default="0/1", help="K/N: worker K of N takes every Nth group of points")
+    add_run_flags(search, only=("out",))
+    search.add_argument(
+        "--compile-cache", metavar="DIR", help="as tpu-aot's (default $GPTJ_BENCH_CACHE/tpu-aot; 'none': off)"
+    )
+    search.add_argument("--no-extrapolate", action="store_true", help="whole-step compiles only: fit, no projection")
+    search.add_argument("--no-prune", action="store_true", help="compile every point, even one a refusal dominates")
+    search.add_argument("--list", action="store_true", help="print the points in compile order and exit")
+    search.set_defaults(func=cmd_tpu_search)
 
 
 def _add_report(sub: Any) -> None:

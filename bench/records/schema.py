@@ -261,6 +261,21 @@ class TpuFit:
 
 
 @dataclass(frozen=True)
+class Search:
+    """A point of the design-space search (bench.tpu_aot.search, ``nox -s tpu_search``), on a tpu-aot record."""
+
+    search_point: str  # "variant dp=32,mp=8 m=1": unique within a topology and preset
+    search_micro_batch: int  # sequences per replica per micro-step (batch = dp x this)
+    search_anchor: bool  # GPT-J's own choice (parallel-h256, dp=32 x mp=8 on the v3-256, full remat, m=1, megatron)
+    # A pruned point: not compiled, because a refused sibling needs no more memory than it (the search's dominance
+    # rules); fits_hbm is false, status failed, and these cite the sibling and the compiler's figures for it.
+    pruned_by: str  # the sibling's search_point
+    pruned_rule: str  # why the point needs at least the sibling's memory
+    pruned_by_required_bytes: float | None  # per device, what the compiler said the sibling needs
+    pruned_by_available_bytes: float | None  # per device, what it said is available
+
+
+@dataclass(frozen=True)
 class MultiProcess:
     failed_processes: list  # process ids
     process_errors: dict  # process id (a string: JSON keys are) -> how it failed
@@ -292,6 +307,7 @@ SECTIONS: tuple[type, ...] = (
     ExpectedCommunication,
     Profile,
     TpuFit,
+    Search,
     MultiProcess,
 )
 REQUIRED_FIELDS = ("schema_version", "kind", "variant", "preset", "scope", "status", "timestamp_utc")

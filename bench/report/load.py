@@ -33,6 +33,8 @@ class RunRecords:
     skipped: tuple[str, ...]  # one sentence per line or record left out
     config: Mapping[str, Any] | None  # what the measured records share (CONFIG_FIELDS)
     aot_from: tuple[Path, ...] = ()  # the directory of each aot record
+    # tpu-aot records of the design-space search (``search_point`` set): its own section, never section 4's ranking
+    search: tuple[dict[str, Any], ...] = ()
 
 
 def row_key(record: Mapping[str, Any]) -> tuple[str, str]:
@@ -127,10 +129,13 @@ def load_run(run_dir: Path, aot_dirs: Sequence[Path] = ()) -> RunRecords:
             skipped.append(f"{directory}: {others} record(s) without backend tpu-aot left out (--aot reads compiles)")
     measured, config_skipped, config = _one_configuration([r for r in records if not _is_aot(r)])
     skipped += config_skipped
-    if not measured and not aot:
+    search = [r for r in aot if r.get("search_point")]
+    aot_from = [d for d, r in zip(aot_from, aot) if not r.get("search_point")]
+    aot = [r for r in aot if not r.get("search_point")]
+    if not measured and not aot and not search:
         reasons = "; ".join(skipped) or "the file is empty"
         raise ReportError(
             f"no usable records in {run_dir / RESULTS} ({reasons}). A run directory holds one JSON record per line "
             f"with schema_version, variant and status; make one with `python -m bench run --out {run_dir}`"
         )
-    return RunRecords(run_dir, tuple(measured), tuple(aot), tuple(skipped), config, tuple(aot_from))
+    return RunRecords(run_dir, tuple(measured), tuple(aot), tuple(skipped), config, tuple(aot_from), tuple(search))

@@ -31,6 +31,7 @@ from bench.report.sections.kernels import section_kernels
 from bench.report.sections.kernels_tpu import section_kernels_tpu
 from bench.report.sections.profiles import section_profiles
 from bench.report.sections.projection import projection_frame
+from bench.report.sections.search import section_search
 from bench.report.stats import compare_runs
 
 REPORT = "REPORT.md"
@@ -50,6 +51,7 @@ SECTIONS = (
     section_kernels,
     section_baseline,
     section_kernels_tpu,
+    section_search,
     section_comm,
     section_profiles,
     section_environment,
@@ -74,7 +76,9 @@ def render(a: Analysis) -> str:
         "",
         f"From {run.run_dir / RESULTS}: {len(run.measured)} measured records ({ok} ok, {len(run.measured) - ok} "
         f"failed) of {config_text(run.config, 'no measured configuration')}; "
-        f"{len(run.aot)} TPU ahead-of-time compile records (projection inputs, section 4).",
+        f"{len(run.aot)} TPU ahead-of-time compile records (projection inputs, section 4)"
+        + (f"; {len(run.search)} records of the design-space search" if run.search else "")
+        + ".",
         "",
     ]
     lines += regression_banner(a)
