@@ -26,9 +26,12 @@ class AttentionKernel(enum.Enum):
 
 
 # Kernels whose attention runs in loops over blocks (lax.scan and lax.fori_loop in kernels/flash.py, whose backward
-# pallas uses too). XLA's cost analysis prices a loop body once whatever its trip count, and the causal loops' trip
-# counts depend on the block index, so no compile states them: a compile-only estimate of such a kernel counts about
-# one block pair of attention per loop. Measured on gptj-6b (v3:8x16, accumulation 16): blockwise's XLA FLOPs are
-# 0.396e16 per step below the reference's, which is the reference's whole attention (0.394e16 by hand: 4 x 2 x 2 x
-# T^2 x d_model per layer and sequence, 28 layers, 512 sequences). The TPU projection does not rank these kernels.
+# pallas uses too; pallas's forward loops inside its Mosaic kernel). XLA's cost analysis prices a loop body once
+# whatever its trip count, and the causal loops' trip counts depend on the block index, so no compile of the loops
+# states them: measured on gptj-6b (v3:8x16, accumulation 16) with the loops kept, blockwise's XLA FLOPs were
+# 0.396e16 per step below the reference's, the reference's whole attention (0.394e16 by hand: 4 x 2 x 2 x T^2 x
+# d_model per layer and sequence, 28 layers, 512 sequences). So the compiles whose cost analysis is read write these
+# loops out (model.config.ModelConfig.unroll_attention_blocks; pallas's forward states its cost instead), and their
+# record says so (xla_cost_points_attention_blocks_unrolled); the TPU projection ranks these kernels against the
+# reference only from such records (bench/report/sections/kernels_tpu.py).
 BLOCK_LOOP_KERNELS = frozenset({AttentionKernel.blockwise, AttentionKernel.pallas})
