@@ -92,11 +92,13 @@ def attention(
     block_q: int = DEFAULT_BLOCK_Q,
     block_k: int = DEFAULT_BLOCK_K,
     interpret: bool = False,
+    unroll_blocks: bool = False,
 ) -> jnp.ndarray:
     """Causal attention by ``kernel``. q, k, v: [B, T, H, K] -> [B, T, H, K].
 
-    Blocks apply to ``blockwise`` and ``pallas`` (clipped to the sequence; T need not be a multiple of them);
-    ``interpret`` to ``pallas`` only. Check the kernel with ``check_kernel_supported`` before tracing.
+    Blocks apply to ``blockwise`` and ``pallas`` (clipped to the sequence; T need not be a multiple of them), and so
+    does ``unroll_blocks``: the same computation with its block loops written out, for XLA's cost analysis
+    (kernels.flash); ``interpret`` to ``pallas`` only. Check the kernel with ``check_kernel_supported`` before tracing.
     """
     match kernel:
         case AttentionKernel.reference:
@@ -106,7 +108,9 @@ def attention(
         case AttentionKernel.cudnn:
             return cudnn_attention(q, k, v)
         case AttentionKernel.blockwise:
-            return flash.blockwise_attention(q, k, v, block_q=block_q, block_k=block_k)
+            return flash.blockwise_attention(q, k, v, block_q=block_q, block_k=block_k, unroll=unroll_blocks)
         case AttentionKernel.pallas:
-            return flash_pallas.pallas_attention(q, k, v, block_q=block_q, block_k=block_k, interpret=interpret)
+            return flash_pallas.pallas_attention(
+                q, k, v, block_q=block_q, block_k=block_k, interpret=interpret, unroll=unroll_blocks
+            )
     raise AssertionError(kernel)

@@ -9,6 +9,11 @@ The backward is FlashAttention-2's (Dao 2023, arXiv:2307.08691, Algorithm 2): it
 from q, k and the saved logsumexp: one pass over key blocks (``lax.scan``), each walking the query blocks that
 see it (again skipping those entirely above the diagonal).
 
+With ``unroll`` the same loops run in Python instead (block indices are then Python ints, each query block visiting
+exactly its causal key blocks): the program holds every block pair once, which XLA's cost analysis needs, since it
+prices a loop body once whatever its trip count. It is the same computation, block for block and in the same order,
+for the compiles whose cost analysis is read (bench.tpu_aot.compile.unrolled); every other program keeps the loops.
+
 T is padded to a multiple of both blocks. Causality masks the padding for free: padded keys sit after every
 real query, and padded queries get a zero cotangent, so they add nothing to any gradient.
 
@@ -58,6 +63,28 @@ def _key_blocks_seen(i: jnp.ndarray, block_q: int, block_k: int) -> jnp.ndarray:
     return ((i + 1) * block_q + block_k - 1) // block_k
 
 
+def _fori_loop(lower, upper, body: Callable, init, unroll: bool):
+    """``lax.fori_loop``, or with ``unroll`` (Python int bounds) the same iterations written out in Python."""
+    if not unroll:
+        return lax.fori_loop(lower, upper, body, init)
+    carry = init
+    for index in range(lower, upper):
+        carry = body(index, carry)
+    return carry
+
+
+def _scan_blocks(body: Callable, init, length: int, unroll: bool):
+    """``lax.scan`` of ``body`` over block indices 0..length-1, or with ``unroll`` the same in Python, the outputs
+    stacked as a scan stacks them."""
+    if not unroll:
+        return lax.scan(body, init, jnp.arange(length))
+    carry, outputs = init, []
+    for index in range(length):
+        carry, output = body(carry, index)
+        outputs.append(output)
+    return carry, jax.tree.map(lambda *blocks: jnp.stack(blocks), *outputs)
+
+
 def _unblock(blocks: jnp.ndarray, dtype) -> jnp.ndarray:
     """Blocks stacked by a scan, [n, B, H, blk, ...] -> [B, H, n * blk, ...]."""
     n, batch, heads, size, *rest = blocks.shape
@@ -65,9 +92,10 @@ def _unblock(blocks: jnp.ndarray, dtype) -> jnp.ndarray:
 
 
 def blockwise_forward(
-    q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, block_q: int, block_k: int
+    q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, block_q: int, block_k: int, unroll: bool = False
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Padded q, k, v [B, H, Tp, K] -> (out [B, H, Tp, K], logsumexp [B, H, Tp] float32)."""
+    """Padded q, k, v [B, H, Tp, K] -> (out [B, H, Tp, K], logsumexp [B, H, Tp] float32); ``unroll``: the block
+    loops in Python (module docstring)."""
     batch, heads, seq, d_head = q.shape
 
     def query_block(_, i):
@@ -90,10 +118,10 @@ def blockwise_forward(
             jnp.full((batch, heads, block_q), -jnp.inf, jnp.float32),  # key block 0 is seen by every row
             jnp.zeros((batch, heads, block_q), jnp.float32),
         )
-        acc, row_max, row_sum = lax.fori_loop(0, _key_blocks_seen(i, block_q, block_k), key_block, init)
+        acc, row_max, row_sum = _fori_loop(0, _key_blocks_seen(i, block_q, block_k), key_block, init, unroll)
         return None, (acc / row_sum[..., None], row_max + jnp.log(row_sum))
 
-    _, (out, lse) = lax.scan(query_block, None, jnp.arange(seq // block_q))  # [nQ, B, H, Q, K], [nQ, B, H, Q]
+    _, (out, lse) = _scan_blocks(query_block, None, seq // block_q, unroll)  # [nQ, B, H, Q, K], [nQ, B, H, Q]
     return _unblock(out, q.dtype), _unblock(lse, jnp.float32)
 
 
@@ -106,8 +134,10 @@ def blockwise_backward(
     d_out: jnp.ndarray,
     block_q: int,
     block_k: int,
+    unroll: bool = False,
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    """Gradients of padded q, k, v [B, H, Tp, K] from the output, its logsumexp and the output's cotangent.
+    """Gradients of padded q, k, v [B, H, Tp, K] from the output, its logsumexp and the output's cotangent;
+    ``unroll``: the block loops in Python (module docstring).
 
     One pass over key blocks: each accumulates its own dk and dv over the query blocks that see it, and adds its
     share of dq into a [B, H, Tp, K] float32 carry (FlashAttention-2's Algorithm 2, dq kept in memory, not atomics).
@@ -131,38 +161,57 @@ def blockwise_backward(
                 dv = dv + jnp.einsum("bhqs,bhqk->bhsk", p, do_blk.astype(jnp.float32))
             with jax.named_scope(SCORES):  # the softmax's backward and the scores' q, k gradients
                 ds = p * (dp - _block(delta, i, block_q)[..., None]) * scale
-                dq_blk = _block(dq, i, block_q) + jnp.einsum("bhqs,bhsk->bhqk", ds, k_blk.astype(jnp.float32))
-                dq = lax.dynamic_update_slice_in_dim(dq, dq_blk, i * block_q, axis=2)
+                dq_blk = _dq_block(dq, i, block_q) + jnp.einsum("bhqs,bhsk->bhqk", ds, k_blk.astype(jnp.float32))
+                dq = _with_dq_block(dq, i, dq_blk, block_q)
                 dk = dk + jnp.einsum("bhqs,bhqk->bhsk", ds, q_blk.astype(jnp.float32))
             return dk, dv, dq
 
         zeros = jnp.zeros(k_blk.shape, jnp.float32)
         first = (j * block_k) // block_q  # query blocks before it lie entirely above the diagonal
-        dk, dv, dq = lax.fori_loop(first, seq // block_q, query_block, (zeros, zeros, dq))
+        dk, dv, dq = _fori_loop(first, seq // block_q, query_block, (zeros, zeros, dq), unroll)
         return dq, (dk, dv)
 
-    dq, (dk, dv) = lax.scan(key_block, jnp.zeros(q.shape, jnp.float32), jnp.arange(seq // block_k))
+    if unroll:  # a block apiece, as a loop updates its carry in place (an update of the whole carry costs it whole)
+        dq = tuple(jnp.zeros((*q.shape[:2], block_q, d_head), jnp.float32) for _ in range(seq // block_q))
+    else:
+        dq = jnp.zeros(q.shape, jnp.float32)
+    dq, (dk, dv) = _scan_blocks(key_block, dq, seq // block_k, unroll)
+    dq = jnp.concatenate(dq, axis=2) if unroll else dq
     return dq.astype(q.dtype), _unblock(dk, k.dtype), _unblock(dv, v.dtype)
 
 
-Forward = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray, int, int], tuple[jnp.ndarray, jnp.ndarray]]
+def _dq_block(dq: jnp.ndarray | tuple[jnp.ndarray, ...], i, block_q: int) -> jnp.ndarray:
+    """Query block i's running dq: a block of the [B, H, Tp, K] carry, or with unrolled loops its own [B, H, Q, K]."""
+    return dq[i] if isinstance(dq, tuple) else _block(dq, i, block_q)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _with_dq_block(dq: jnp.ndarray | tuple[jnp.ndarray, ...], i, block: jnp.ndarray, block_q: int):
+    """dq with query block i's running sum replaced by ``block``."""
+    if isinstance(dq, tuple):
+        return (*dq[:i], block, *dq[i + 1 :])
+    return lax.dynamic_update_slice_in_dim(dq, block, i * block_q, axis=2)
+
+
+# (q, k, v, block_q, block_k, unroll) -> (out, logsumexp), as blockwise_forward
+Forward = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray, int, int, bool], tuple[jnp.ndarray, jnp.ndarray]]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
 def flash_attention(
-    q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, block_q: int, block_k: int, forward: Forward
+    q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, block_q: int, block_k: int, forward: Forward, unroll: bool
 ) -> jnp.ndarray:
-    """Padded q, k, v [B, H, Tp, K] -> [B, H, Tp, K] by ``forward``, with the blockwise backward."""
-    return forward(q, k, v, block_q, block_k)[0]
+    """Padded q, k, v [B, H, Tp, K] -> [B, H, Tp, K] by ``forward``, with the blockwise backward; ``unroll``: the
+    block loops in Python (module docstring)."""
+    return forward(q, k, v, block_q, block_k, unroll)[0]
 
 
-def _flash_fwd(q, k, v, block_q, block_k, forward):
-    out, lse = forward(q, k, v, block_q, block_k)
+def _flash_fwd(q, k, v, block_q, block_k, forward, unroll):
+    out, lse = forward(q, k, v, block_q, block_k, unroll)
     return out, (q, k, v, out, lse)
 
 
-def _flash_bwd(block_q, block_k, forward, residuals, d_out):
-    return blockwise_backward(*residuals, d_out, block_q, block_k)
+def _flash_bwd(block_q, block_k, forward, unroll, residuals, d_out):
+    return blockwise_backward(*residuals, d_out, block_q, block_k, unroll)
 
 
 flash_attention.defvjp(_flash_fwd, _flash_bwd)
@@ -173,9 +222,12 @@ def by_head(x: jnp.ndarray) -> jnp.ndarray:
     return x.transpose(0, 2, 1, 3)
 
 
-def blockwise_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, *, block_q: int, block_k: int) -> jnp.ndarray:
-    """q, k, v: [B, T, H, K] -> [B, T, H, K]; blocks are clipped to T, and T padded to a multiple of both."""
+def blockwise_attention(
+    q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, *, block_q: int, block_k: int, unroll: bool = False
+) -> jnp.ndarray:
+    """q, k, v: [B, T, H, K] -> [B, T, H, K]; blocks are clipped to T, and T padded to a multiple of both;
+    ``unroll``: the block loops in Python (module docstring)."""
     seq = q.shape[1]
     block_q, block_k = min(block_q, seq), min(block_k, seq)
     q, k, v = (pad_to_blocks(by_head(x), math.lcm(block_q, block_k)) for x in (q, k, v))
-    return by_head(flash_attention(q, k, v, block_q, block_k, blockwise_forward)[:, :, :seq])
+    return by_head(flash_attention(q, k, v, block_q, block_k, blockwise_forward, unroll)[:, :, :seq])

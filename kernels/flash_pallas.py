@@ -54,11 +54,38 @@ def _forward_kernel(q_ref, k_ref, v_ref, o_ref, lse_ref, *, block_k: int):
     lse_ref[...] = (row_max + jnp.log(row_sum))[:, None]
 
 
-def pallas_forward(
-    q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, block_q: int, block_k: int, *, interpret: bool
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Padded q, k, v [B, H, Tp, K] -> (out [B, H, Tp, K], logsumexp [B, H, Tp] float32), as ``flash``'s."""
+def block_pairs(seq: int, block_q: int, block_k: int) -> int:
+    """(query block, key block) pairs the causal loops visit over a padded sequence of ``seq``: each query block i
+    its key blocks at or below the diagonal."""
+    return sum(((i + 1) * block_q + block_k - 1) // block_k for i in range(seq // block_q))
+
+
+def forward_cost(q: jnp.ndarray, block_q: int, block_k: int):
+    """The kernel's work, for the TPU compiler's cost analysis (which cannot see inside a Mosaic call): per block
+    pair two [Q, K] x [K, S] products and Q x S exponentials, and every input and output read or written once (a
+    head's k and v stay resident over its query blocks). None where this Pallas has no CostEstimate (jax 0.4.30,
+    where the kernel runs interpreted only)."""
+    if not hasattr(pl, "CostEstimate"):
+        return None
     batch, heads, seq, d_head = q.shape
+    pairs = block_pairs(seq, block_q, block_k) * batch * heads
+    io_bytes = 4 * q.size * q.dtype.itemsize + batch * heads * seq * 4  # q, k, v, out; the f32 logsumexp
+    return pl.CostEstimate(
+        flops=pairs * 4 * block_q * block_k * d_head,
+        transcendentals=pairs * (block_q * block_k + block_q),
+        bytes_accessed=io_bytes,
+    )
+
+
+def pallas_forward(
+    q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, block_q: int, block_k: int, unroll: bool, *, interpret: bool
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Padded q, k, v [B, H, Tp, K] -> (out [B, H, Tp, K], logsumexp [B, H, Tp] float32), as ``flash``'s.
+
+    ``unroll`` (the compiles whose cost analysis is read, kernels.flash): the kernel's loop is Mosaic's, which XLA
+    never sees, so instead the call states its work (``forward_cost``); its program is otherwise the same."""
+    batch, heads, seq, d_head = q.shape
+    cost = {"cost_estimate": forward_cost(q, block_q, block_k)} if unroll and not interpret else {}
 
     def flat(x):  # [B, H, Tp, K] -> [B*H, Tp, K]
         return x.reshape(batch * heads, seq, d_head)
@@ -79,6 +106,7 @@ def pallas_forward(
         out_specs=[query_spec, pl.BlockSpec(block_shape=(None, block_q, 1), index_map=lambda bh, i: (bh, i, 0))],
         interpret=interpret,
         name="gptj_flash_forward",
+        **cost,
     )(flat(q), flat(k), flat(v))
     return out.reshape(q.shape), lse.reshape(batch, heads, seq)
 
@@ -88,12 +116,20 @@ _compiled_forward = functools.partial(pallas_forward, interpret=False)
 
 
 def pallas_attention(
-    q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, *, block_q: int, block_k: int, interpret: bool = False
+    q: jnp.ndarray,
+    k: jnp.ndarray,
+    v: jnp.ndarray,
+    *,
+    block_q: int,
+    block_k: int,
+    interpret: bool = False,
+    unroll: bool = False,
 ) -> jnp.ndarray:
     """q, k, v: [B, T, H, K] -> [B, T, H, K]. Blocks are clipped to T rounded up to a power of two (Triton's
-    block shapes must be powers of two); T is padded to a multiple of both."""
+    block shapes must be powers of two); T is padded to a multiple of both. ``unroll``: the backward's block loops
+    in Python and the forward's cost stated (``pallas_forward``), for cost analysis."""
     seq = q.shape[1]
     block_q, block_k = (min(b, pl.next_power_of_2(seq)) for b in (block_q, block_k))
     q, k, v = (flash.pad_to_blocks(flash.by_head(x), math.lcm(block_q, block_k)) for x in (q, k, v))
     forward = _interpreted_forward if interpret else _compiled_forward
-    return flash.by_head(flash.flash_attention(q, k, v, block_q, block_k, forward)[:, :, :seq])
+    return flash.by_head(flash.flash_attention(q, k, v, block_q, block_k, forward, unroll)[:, :, :seq])

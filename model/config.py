@@ -193,6 +193,10 @@ class ModelConfig:
     # Layers are stacked and scanned (one compiled block). Unrolled, XLA sees every layer: its cost analysis,
     # which counts a loop body once, then counts them all (GPT-J itself looped over layers in Python).
     unroll_layers: bool = False
+    # The blockwise and pallas kernels loop over query and key blocks, with causal trip counts that depend on the
+    # block index; unrolled, XLA's cost analysis sees every block pair (kernels.flash). Set only for the compiles
+    # whose cost analysis is read (bench.tpu_aot.compile.unrolled); the reference kernel ignores it.
+    unroll_attention_blocks: bool = False
 
     @property
     def n_heads(self) -> int:

@@ -71,7 +71,8 @@ class Attention(_Module):
         with jax.named_scope("rotary"):
             q, k = apply_rotary(q, cfg.rotary_dim), apply_rotary(k, cfg.rotary_dim)
         with jax.named_scope("attn_core"):
-            out = _tag_attention_output(cfg, attention(q, k, v, cfg.attention_kernel))  # [B, T, H, K]
+            out = attention(q, k, v, cfg.attention_kernel, unroll_blocks=cfg.unroll_attention_blocks)
+            out = _tag_attention_output(cfg, out)  # [B, T, H, K]
         out = out.reshape(*out.shape[:2], -1)  # [B, T, H*K]
         w_o = self.param("w_o", (hk_dim, cfg.d_model), _normal(hk_dim))
         with jax.named_scope("out_proj"):

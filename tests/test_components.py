@@ -126,6 +126,54 @@ def test_an_attention_dot_without_metadata_is_placed_by_its_neighbours():
     assert {op.name for op in comp.unattributed(ops.values())} == {"scores", "orphan", "next", "lt"}
 
 
+def test_a_fusion_reading_an_operand_only_through_slices_counts_the_slices_bytes():
+    # the block loops of kernels/flash.py written out: XLA fuses each block's slice of the whole k into the block's
+    # dot, directly or as a nested slice fusion; its cost analysis counts the block read, not the whole array
+    module = """HloModule blocks
+
+%slice_bitcast (p0: f32[512,128]) -> f32[128,128] {
+  %p0 = f32[512,128]{1,0} parameter(0)
+  ROOT %s = f32[128,128]{1,0} slice(%p0), slice={[128:256], [0:128]}
+}
+
+%block_dot (p0: f32[128,128], p1: f32[512,128], p2: f32[512,128], p3: s32[]) -> f32[128,128] {
+  %p0 = f32[128,128]{1,0} parameter(0)
+  %p1 = f32[512,128]{1,0} parameter(1)
+  %k = f32[128,128]{1,0} fusion(%p1), kind=kLoop, calls=%slice_bitcast
+  %p3 = s32[] parameter(3)
+  %zero = s32[] constant(0)
+  %p2 = f32[512,128]{1,0} parameter(2)
+  %v = f32[128,128]{1,0} dynamic-slice(%p2, %p3, %zero), dynamic_slice_sizes={128,128}
+  %qk = f32[128,128]{1,0} dot(%p0, %k), lhs_contracting_dims={1}, rhs_contracting_dims={1}
+  ROOT %pv = f32[128,128]{1,0} dot(%qk, %v), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%whole_read (p0: f32[512,128]) -> f32[128,128] {
+  %p0 = f32[512,128]{1,0} parameter(0)
+  %s = f32[128,128]{1,0} slice(%p0), slice={[0:128], [0:128]}
+  %n = f32[512,128]{1,0} negate(%p0)
+  %t = f32[128,128]{1,0} slice(%n), slice={[0:128], [0:128]}
+  ROOT %a = f32[128,128]{1,0} add(%s, %t)
+}
+
+ENTRY %main (q: f32[128,128], k: f32[512,128], v: f32[512,128], j: s32[]) -> (f32[128,128], f32[128,128]) {
+  %q = f32[128,128]{1,0} parameter(0)
+  %k = f32[512,128]{1,0} parameter(1)
+  %v = f32[512,128]{1,0} parameter(2)
+  %j = s32[] parameter(3)
+  %pair = f32[128,128]{1,0} fusion(%q, %k, %v, %j), kind=kOutput, calls=%block_dot
+  %both = f32[128,128]{1,0} fusion(%k), kind=kLoop, calls=%whole_read
+  ROOT %out = (f32[128,128]{1,0}, f32[128,128]{1,0}) tuple(%pair, %both)
+}
+"""
+    ops = {op.name: op for op in comp.attribute(module)}
+    block = 128 * 128 * 4
+    # q and the result whole, k's block through the nested slice fusion, v's block through the dynamic slice, j
+    assert ops["pair"].bytes == block + block + block + block + 4
+    # read whole by the negate as well as sliced: the whole array
+    assert ops["both"].bytes == 512 * 128 * 4 + block
+
+
 def test_convolution_flops_hand_count():
     module = """HloModule conv
 
@@ -303,11 +351,12 @@ def test_dot_flops_of_a_tiny_step_match_hand_counts(variant_name):
 def test_op_bytes_of_a_tiny_step_are_close_to_xlas(variant_name):
     require_devices(PRESET.mesh.devices)
     ops, costs, onednn = tiny_compile(variant_name)
-    # Operand + result bytes of each op as printed, against XLA's own "bytes accessed", which prices some
-    # operands by the part an op reads (HloCostAnalysis): measured here, this module's is 2-5% higher on tiny
-    # with jax 0.10.2 and 32-36% higher with jaxlib 0.4.30's oneDNN calls (the cause not looked into).
+    # Operand + result bytes of each op as printed (a fusion's operand read only through slices: the slices'),
+    # against XLA's own "bytes accessed" (HloCostAnalysis): measured here with jax 0.10.2, parallel-h256-shard_map-
+    # full, 152 bytes under XLA's 290,948,064 (2-5% over before fused slices counted their part); 32-36% higher with
+    # jaxlib 0.4.30's oneDNN calls (the cause not looked into).
     ours = sum(op.bytes * op.multiplier for op in ops)
-    assert costs["bytes accessed"] <= ours <= (1.4 if onednn else 1.1) * costs["bytes accessed"]
+    assert 0.99 * costs["bytes accessed"] <= ours <= (1.4 if onednn else 1.01) * costs["bytes accessed"]
 
 
 def test_the_xla_kernels_values_einsum_and_its_transposes_are_attn_values():

@@ -9,12 +9,15 @@ are tests/test_kernels_attention.py's.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import numpy as np
 import pytest
+from conftest import require_devices
 
+from bench.tpu_aot.compile import _lower
 from kernels.attention import AttentionKernel, dot_product_attention_has_implementation
 from model import compat
 from model.config import ConfigError, Head, Mesh, Variant, apply_overrides, get_preset, validate_run
@@ -86,3 +89,18 @@ def test_xla_variant_matches_the_reference_variant_where_this_jax_has_it(head):
     # jax 0.4.30 has no dot_product_attention(implementation=...): the variant is refused before anything is built
     with pytest.raises(ConfigError, match=r"needs jax\.nn\.dot_product_attention\(implementation=\.\.\.\)"):
         program_of(v)
+
+
+@pytest.mark.parametrize("name", ["parallel-h256-shard_map-full", "serial-h128-pjit-none"])
+def test_unrolling_attention_blocks_leaves_a_reference_program_byte_identical(name):
+    """The cost-analysis compiles set unroll_attention_blocks (bench.tpu_aot.compile.unrolled); the reference kernel
+    ignores it, so its programs, and the compile cache's keys (bench.tpu_aot.cache), stay what they were. The tiny
+    preset on 8 simulated devices, mesh dp=2 x mp=4, as the TPU compiles lower it."""
+    require_devices(8)
+    tiny, mesh = get_preset("tiny"), Mesh(2, 4)
+    unrolled = dataclasses.replace(tiny, model=dataclasses.replace(tiny.model, unroll_attention_blocks=True))
+    texts = [
+        compat.lowered_text(_lower(p, Variant.parse(name), mesh, jax.devices()[:8])[0], debug_info=True)
+        for p in (tiny, unrolled)
+    ]
+    assert texts[0] == texts[1]

@@ -43,11 +43,13 @@ def qkv(seq: int, d_head: int, dtype=jnp.float32, batch: int = 2, heads: int = 2
 
 
 @functools.cache
-def out_and_grads(kernel: AttentionKernel, block_q: int = BLOCK, block_k: int = BLOCK):
+def out_and_grads(kernel: AttentionKernel, block_q: int = BLOCK, block_k: int = BLOCK, unroll_blocks: bool = False):
     """jit of (q, k, v, cotangent) -> (out, grad of sum(out * cotangent) in q, k, v)."""
 
     def run(q, k, v, cotangent):
-        f = functools.partial(attention, kernel=kernel, block_q=block_q, block_k=block_k, interpret=True)
+        f = functools.partial(
+            attention, kernel=kernel, block_q=block_q, block_k=block_k, interpret=True, unroll_blocks=unroll_blocks
+        )
         out, vjp = jax.vjp(f, q, k, v)
         return out, vjp(cotangent.astype(out.dtype))
 
@@ -80,6 +82,34 @@ def test_unequal_blocks_match_reference(kernel, block_q, block_k):
     assert relative_error(out, want_out) <= 1e-5
     for name, got, want in zip("qkv", grads, want_grads):
         assert relative_error(got, want) <= 1e-4, f"d{name}"
+
+
+@pytest.mark.parametrize(
+    ("kernel", "block_q", "block_k"),
+    [(AttentionKernel.blockwise, 16, 16), (AttentionKernel.blockwise, 16, 8), (AttentionKernel.pallas, 8, 16)],
+    ids=["blockwise-q16-k16", "blockwise-q16-k8", "pallas-q8-k16"],
+)
+def test_unrolled_block_loops_compute_what_the_loops_do(kernel, block_q, block_k):
+    # the cost-analysis compiles (bench.tpu_aot.compile.unrolled) write the block loops out in Python; T=40 leaves a
+    # partial block, and unequal blocks move the diagonal within a block
+    q, k, v, cotangent = qkv(40, 128)
+    out, grads = out_and_grads(kernel, block_q, block_k)(q, k, v, cotangent)
+    got_out, got_grads = out_and_grads(kernel, block_q, block_k, unroll_blocks=True)(q, k, v, cotangent)
+    assert relative_error(got_out, out) <= 1e-5
+    for name, got, want in zip("qkv", got_grads, grads):
+        assert relative_error(got, want) <= 1e-4, f"d{name}"
+
+
+def test_unrolled_blockwise_has_no_loops_and_every_block_pair():
+    # what XLA's cost analysis needs: no while loop left, and one score product per causal (query, key) block pair,
+    # in the forward and again in the backward (T=40 in blocks of 16: query blocks see 1, 2 and 3 key blocks)
+    q, k, v, cotangent = qkv(40, 128)
+    text = out_and_grads(AttentionKernel.blockwise, unroll_blocks=True).lower(q, k, v, cotangent).as_text()
+    looped = out_and_grads(AttentionKernel.blockwise).lower(q, k, v, cotangent).as_text()
+    assert "stablehlo.while" in looped and "stablehlo.while" not in text
+    pairs = 1 + 2 + 3
+    # forward: q.k^T and p.v per pair; backward: q.k^T again, dO.v^T, p^T.dO, dS.k and dS^T.q; once, rowsum(dO * O)
+    assert text.count("stablehlo.dot_general") == pairs * (2 + 5) + 1
 
 
 @pytest.mark.parametrize("kernel", [AttentionKernel.reference, *CPU_KERNELS], ids=lambda k: k.value)

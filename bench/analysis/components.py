@@ -21,7 +21,8 @@ Each op is priced at max(FLOPs / peak, bytes / HBM bandwidth): the per-op roofli
 ``optimal_seconds`` sums (issue 10 of this repository, checked there against libtpu's cost analysis). FLOPs are
 those of dots and convolutions (2 x output elements x contracted size, from the HLO shapes and dimension
 numbers); elementwise arithmetic runs on the vector units and is priced by its bytes. Bytes are operand plus
-result bytes of the op as printed, so an in-place update (dynamic-update-slice) counts its whole buffer. A
+result bytes of the op as printed, so an in-place update (dynamic-update-slice) counts its whole buffer; but a
+fusion's operand that the fusion reads only through slices counts the slices' bytes, as XLA's cost analysis does. A
 collective is priced here as HBM traffic only, as the compiler's model does; its wire time is a separate
 estimate. Every figure this module gives is an estimate from the HLO, not a measurement, except
 ``breakdown_from_profile``'s, which sums measured op self times.
@@ -48,6 +49,7 @@ from bench.analysis.hlo import (
     called_computations,
     computation_multipliers,
     op_name,
+    operand_name,
     operand_shapes,
     parse_collectives,
     parse_module,
@@ -292,8 +294,45 @@ def _fused_names(module: HloModule, computation: HloComputation) -> Iterable[str
             yield from _fused_names(module, module.computations[callee])
 
 
-def _op_bytes(instruction: HloInstruction, computation: HloComputation) -> int:
-    return shape_bytes(instruction.shape) + sum(shape_bytes(s) for s in operand_shapes(instruction, computation))
+def _op_bytes(module: HloModule, instruction: HloInstruction, computation: HloComputation) -> int:
+    """Result bytes plus operand bytes; a fusion's operand read only through slices counts the slices'
+    (``_parameter_read_fraction``)."""
+    shapes = operand_shapes(instruction, computation)
+    if instruction.opcode != "fusion":
+        return shape_bytes(instruction.shape) + sum(shape_bytes(s) for s in shapes)
+    fused = module.computations[called_computations(instruction, "calls")[0]]
+    reads = (shape_bytes(s) * min(1.0, _parameter_read_fraction(module, fused, i)) for i, s in enumerate(shapes))
+    return shape_bytes(instruction.shape) + round(sum(reads))
+
+
+_SLICES = frozenset({"slice", "dynamic-slice"})
+
+
+def _parameter_read_fraction(module: HloModule, fused: HloComputation, index: int) -> float:
+    """The fraction of its parameter ``index`` a fused computation reads: the elements of the slices that read it,
+    directly or in a fusion nested in it, over the parameter's, as XLA's cost analysis counts a fused parameter that
+    only slices read (HloCostAnalysis::FusionParameterReadBytes; XLA fuses a block's slice of a whole array into the
+    op using it, as in the block loops of kernels/flash.py written out). Read by anything else: infinity (the
+    caller takes the whole operand)."""
+    param = next(
+        (i for i in fused.instructions.values() if i.opcode == "parameter" and i.operands == (str(index),)), None
+    )
+    if param is None or param.shape.lstrip().startswith("("):  # a tuple parameter: taken whole
+        return math.inf
+    elements = math.prod(array_dims(param.shape))
+    total = 0.0
+    for user in fused.instructions.values():
+        positions = [k for k, operand in enumerate(user.operands) if operand_name(operand) == param.name]
+        if not positions:
+            continue
+        if user.opcode in _SLICES and positions == [0] and elements:  # (a zero-size parameter reads nothing)
+            total += math.prod(array_dims(user.shape)) / elements  # a slice may convert too: count elements
+        elif user.opcode == "fusion":
+            inner = module.computations[called_computations(user, "calls")[0]]
+            total += sum(_parameter_read_fraction(module, inner, k) for k in positions)
+        else:
+            return math.inf
+    return total
 
 
 # --- attribution --------------------------------------------------------------------------------
@@ -430,7 +469,7 @@ def _cost(
         component=component or Component.UNATTRIBUTED,
         mesh_axis=axis,
         flops=flops,
-        bytes=_op_bytes(instruction, computation),
+        bytes=_op_bytes(module, instruction, computation),
         multiplier=multiplier,
     )
 

@@ -411,6 +411,11 @@ def _operand_name(operand: str) -> str:
     return operand.split()[-1].lstrip("%")
 
 
+def operand_name(operand: str) -> str:
+    """The instruction an operand's text names: "%x" or "f32[4]{0} %x" -> "x" (a literal stays itself)."""
+    return _operand_name(operand)
+
+
 def _called(value: str) -> list[str]:
     return re.findall(r"%?([\w.\-]+)", value)
 

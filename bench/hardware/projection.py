@@ -199,6 +199,9 @@ class Projection:
     # seconds per component label of the compiler's work (record component_seconds_per_step, priced per op as the
     # compiler's estimate is; collectives there as HBM traffic, their wire time being ici_s_by_axis)
     components_s: tuple[tuple[str, float], ...] = ()
+    # the compiles the estimate comes from wrote the attention kernel's block loops out (record
+    # xla_cost_points_attention_blocks_unrolled); False for records written before, and without an estimate
+    attention_blocks_unrolled: bool = False
 
     @property
     def ici_bandwidth_s(self) -> float:
@@ -327,6 +330,7 @@ def project(record: Mapping[str, Any], basis: PeakBasis = PeakBasis.SPEC) -> Pro
         ici_latency_s_by_axis=_latencies(record),
         ici_overlappable_s_by_axis=_overlappable_times(record, accelerator),
         components_s=tuple(sorted((record.get("component_seconds_per_step") or {}).items())),
+        attention_blocks_unrolled=record.get("xla_cost_points_attention_blocks_unrolled") is True,
     )
 
 

@@ -154,6 +154,10 @@ class CompilerEstimate:
     xla_cost_points: list
     # how many of those compiles' figures were reused from the compile cache (bench.tpu_aot.cache) instead of compiled
     xla_cost_points_from_cache: int
+    # those compiles wrote the attention kernel's block loops out too (model.config.ModelConfig
+    # .unroll_attention_blocks), so their cost analysis priced every block pair of blockwise and pallas; absent from
+    # records written before, whose estimates of those kernels priced each block loop once
+    xla_cost_points_attention_blocks_unrolled: bool
     # the whole-step compile's outputs were reused from that cache; compile_s is then the original compile's time
     compile_from_cache: bool
     # Why the step takes its time: seconds per step per device by component label (bench.analysis.components:

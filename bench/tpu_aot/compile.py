@@ -113,9 +113,11 @@ def microsteps_of(preset: Preset) -> int:
 
 def unrolled(preset: Preset, layers: int, microsteps: int) -> Preset:
     """The preset with `layers` unrolled layers and, where it accumulates gradients, `microsteps` unrolled
-    micro-batches: XLA's cost analysis then sees every op once per execution. The micro-batch stays the preset's
+    micro-batches, and the attention kernel's block loops unrolled (ModelConfig.unroll_attention_blocks): XLA's cost
+    analysis then sees every op once per execution. The micro-batch stays the preset's
     (grad_accum counts micro-batches of that size), so the points differ only in L and A."""
-    changes: dict[str, Any] = {"model": dataclasses.replace(preset.model, n_layers=layers, unroll_layers=True)}
+    model = dataclasses.replace(preset.model, n_layers=layers, unroll_layers=True, unroll_attention_blocks=True)
+    changes: dict[str, Any] = {"model": model}
     if microsteps_of(preset) > 1:
         changes.update({"grad_accum": microsteps, UNROLL_ACCUM_FIELD: True})
     return dataclasses.replace(preset, **changes)
@@ -219,6 +221,7 @@ def extrapolated_costs(
         points[layers, microsteps] = {**{name: entry[name] for name in COST_FIELDS}, "components": components}
     fields = whole_step_costs(points, preset.model.n_layers, microsteps_of(preset), mesh.devices)
     fields["xla_cost_points_from_cache"] = reused
+    fields["xla_cost_points_attention_blocks_unrolled"] = True  # unrolled() sets it for every point
     return fields
 
 

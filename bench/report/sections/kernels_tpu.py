@@ -49,9 +49,10 @@ def _band(p: projection.Projection) -> str:
     return f"{fmt(p.tokens_per_s_serial)} to {fmt(p.tokens_per_s_overlap)}"
 
 
-def loops_priced_once(variant: str) -> bool:
-    """Whether the variant's kernel loops over blocks, which the compiler's estimate prices once per loop."""
-    return _kernel_loops(kernel_of(variant))
+def loops_priced_once(p: projection.Projection) -> bool:
+    """Whether the projection's kernel loops over blocks and its estimate priced each loop once: a compile whose
+    cost-analysis compiles kept the loops (a record from before they were written out, kernels.choice)."""
+    return _kernel_loops(kernel_of(p.variant)) and not p.attention_blocks_unrolled
 
 
 def _kernel_loops(kernel: str) -> bool:
@@ -80,12 +81,12 @@ def _flops_cell(flops: Mapping[tuple, float], p: projection.Projection | None) -
 
 def kernel_table(projections: Sequence[projection.Projection], aot: Sequence[Mapping[str, Any]] = ()) -> pd.DataFrame:
     """One row per kernel compile: both projected bounds, and each over the reference twin's same bound (not for a
-    kernel whose block loops the estimate prices once: kernels.choice.BLOCK_LOOP_KERNELS), and the compiler's FLOPs
-    of both (from the compile records ``aot``)."""
+    kernel whose block loops the estimate priced once: ``loops_priced_once``), and the compiler's FLOPs of both (from
+    the compile records ``aot``)."""
     flops = _xla_flops(aot)
     rows = []
     for p, ref in kernel_pairs(projections):
-        once = loops_priced_once(p.variant)
+        once = loops_priced_once(p)
         rows.append(
             {
                 "kernel": kernel_of(p.variant),
@@ -102,9 +103,16 @@ def kernel_table(projections: Sequence[projection.Projection], aot: Sequence[Map
                 "compiler's FLOPs per step (reference)": f"{_flops_cell(flops, p)} ({_flops_cell(flops, ref)})",
                 "peak HBM per device GiB (reference)": f"{fmt(number(p.mem_peak_bytes_per_device) / GiB)} "
                 f"({fmt(number(ref.mem_peak_bytes_per_device) / GiB) if ref else 'n/a'})",
+                "block loops": _block_loops(p),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _block_loops(p: projection.Projection) -> str:
+    if not _kernel_loops(kernel_of(p.variant)):
+        return "none"
+    return "priced once" if loops_priced_once(p) else "every block pair priced"
 
 
 def _ratio(p: projection.Projection, ref: projection.Projection | None, *, serial: bool) -> float:
@@ -161,20 +169,32 @@ def section_kernels_tpu(a: Analysis) -> list[str]:
             "attn_values: blockwise by the scopes kernels/flash.py names, xla by its attention-times-values einsum "
             "(bench/analysis/components.py).",
         ]
-        looping = sorted({name for name in table["kernel"] if _kernel_loops(name)})
-        if looping:
+        once = sorted(set(table["kernel"][table["block loops"] == "priced once"]))
+        priced = sorted(set(table["kernel"][table["block loops"] == "every block pair priced"]))
+        if priced:
             lines.append(
-                f"- {', '.join(looping)}: NOT COMPARABLE with the reference here. Their attention runs in loops "
-                "over query and key blocks whose trip counts depend on the block index, and the compiler's estimate "
-                "prices a loop body once, so it counts about one block pair of attention per loop: the compiler's "
-                "FLOPs column shows the attention missing (kernels.choice.BLOCK_LOOP_KERNELS gives the measured gap). "
-                "Their projected tokens/s are shown, not ranked; the CPU kernel part (section 3a) measures them."
+                f"- {', '.join(priced)}: ranked against the reference, a PROJECTION. Their attention runs in loops "
+                "over query and key blocks whose trip counts depend on the block index, which the compiler's "
+                "estimate would price once per loop; the compiles it is extrapolated from write those loops out, "
+                "each query block with exactly its causal key blocks (model.config.ModelConfig"
+                ".unroll_attention_blocks, the same computation), so every block pair is priced. The whole-step "
+                "compile (memory, collectives) keeps the loops."
+            )
+        if once:
+            lines.append(
+                f"- {', '.join(once)}: NOT COMPARABLE with the reference here. These compiles kept the block loops, "
+                "whose trip counts depend on the block index, and the compiler's estimate prices a loop body once, "
+                "so it counts about one block pair of attention per loop: the compiler's FLOPs column shows the "
+                "attention missing (kernels.choice.BLOCK_LOOP_KERNELS gives the measured gap). Their projected "
+                "tokens/s are shown, not ranked; a compile of this code writes the loops out."
             )
         if (table["kernel"] == "pallas").any():
             lines.append(
-                "- pallas: its forward is a Mosaic custom call, for which the kernel gives the TPU compiler no cost "
-                "estimate; its FLOPs and bytes are what the compiler's cost analysis makes of the call, not checked "
-                "here against a count of the kernel's work."
+                "- pallas: its forward is a Mosaic custom call, whose inside the compiler's cost analysis does not "
+                "see. Where its block loops are priced, the call states its work to the compiler "
+                "(kernels.flash_pallas.forward_cost: the causal block pairs' matmul FLOPs and exponentials, every "
+                "input and output moved once), so its forward is priced from that count, not from the compiled "
+                "kernel; its backward is blockwise's, priced op by op."
             )
         lines.append("")
     if not refused.empty:

@@ -236,7 +236,7 @@ def projection_table(a: Analysis) -> pd.DataFrame:
         ici = dict(p.ici_s_by_axis)
         rows.append(
             {
-                "variant": p.variant + (NOT_COMPARABLE_MARK if loops_priced_once(p.variant) else ""),
+                "variant": p.variant + (NOT_COMPARABLE_MARK if loops_priced_once(p) else ""),
                 "jax": p.jax,
                 "peak basis": p.basis.value,
                 "accumulation": str(p.grad_accum),
