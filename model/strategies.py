@@ -57,9 +57,7 @@ class Driver:
         self.batch_specs = {k: PartitionSpec(None, *spec_for(axes)) for k, axes in program.batch_axes.items()}
 
     def _named(self, specs: Any) -> Any:
-        return jax.tree_util.tree_map(
-            lambda s: NamedSharding(self.mesh, s), specs, is_leaf=lambda s: isinstance(s, PartitionSpec)
-        )
+        return jax.tree_util.tree_map(lambda s: NamedSharding(self.mesh, s), specs, is_leaf=_is_spec)
 
     def opt_specs(self) -> Any:
         """A PartitionSpec per optimizer-state leaf: a parameter's moments follow the parameter."""
@@ -70,7 +68,7 @@ class Driver:
             state_shapes,
             self.param_specs,
             transform_non_params=lambda _: PartitionSpec(),
-            is_leaf=lambda s: isinstance(s, PartitionSpec),
+            is_leaf=_is_spec,
         )
 
     def place_params(self, params: Params) -> Params:
@@ -130,21 +128,18 @@ class GlobalViewDriver(Driver):
     def accumulated_grad(self) -> GradFn:
         """Mean loss and gradients of a step's batch [A, B, ...]."""
         program = self.program
+        if self.layout is Layout.MEGATRON and self.tp.mesh is not None and program.grad_accum > 1:
+            return self._per_replica_accumulated_grad()
+        grad_fn = jax.value_and_grad(program.loss_fn(self.tp))
+        constrain = lambda t: t  # noqa: E731
         if self.layout is Layout.FSDP and self.tp.mesh is not None:
             # The running sums stay in the parameters' dp-split layout: each micro-step's gradients are
-            # reduce-scattered into them (never a whole gradient per replica, as the Megatron path below keeps).
-            grad_fn = jax.value_and_grad(program.loss_fn(self.tp))
+            # reduce-scattered into them (never a whole gradient per replica, as the Megatron path keeps).
             sums = self._named(self.param_specs)
             constrain = lambda t: (t[0], jax.lax.with_sharding_constraint(t[1], sums))  # noqa: E731
-            return lambda params, batch: accumulate(
-                grad_fn, params, batch, program.unroll_accum, constrain, program.grad_accum_dtype
-            )
-        if self.tp.mesh is None or program.grad_accum == 1:
-            grad_fn = jax.value_and_grad(program.loss_fn(self.tp))
-            return lambda params, batch: accumulate(
-                grad_fn, params, batch, program.unroll_accum, sum_dtype=program.grad_accum_dtype
-            )
-        return self._per_replica_accumulated_grad()
+        return lambda params, batch: accumulate(
+            grad_fn, params, batch, program.unroll_accum, constrain, program.grad_accum_dtype
+        )
 
     def _per_replica_accumulated_grad(self) -> GradFn:
         """pjit with accumulation. In the global view the gradient of replicated parameters from dp-sharded rows
@@ -206,9 +201,7 @@ class _ReplicaView(TensorParallel):
 
 
 def _per_replica(specs: Any) -> Any:
-    return jax.tree_util.tree_map(
-        lambda s: PartitionSpec(DP, *s), specs, is_leaf=lambda s: isinstance(s, PartitionSpec)
-    )
+    return jax.tree_util.tree_map(lambda s: PartitionSpec(DP, *s), specs, is_leaf=_is_spec)
 
 
 def local_grad(
