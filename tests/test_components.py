@@ -174,6 +174,50 @@ ENTRY %main (q: f32[128,128], k: f32[512,128], v: f32[512,128], j: s32[]) -> (f3
     assert ops["both"].bytes == 512 * 128 * 4 + block
 
 
+def test_a_scanned_layer_stack_moves_its_slices_and_updates_not_its_stacked_buffers():
+    # a scanned layer's body: its weight read out of the [28, ...] stack by dynamic-slice, its weight gradient
+    # written into the stacked gradient buffer in place (a fusion whose root is a bitcast of the update), its
+    # activation saved the same way outside a fusion; the stack itself allocated (no bytes move). XLA's cost analysis
+    # counts the slice and the update (HloCostAnalysis::HandleDynamicSlice, HandleDynamicUpdateSlice,
+    # FusionProcessOutputBytesAccessed, FusionParameterReadBytes), so a layer is not priced as all 28.
+    module = """HloModule stack
+
+%grad_into_stack (p0: f32[28,64,32], p1: f32[16,64], p2: f32[16,32], p3: s32[]) -> f32[28,64,32] {
+  %p0 = f32[28,64,32]{2,1,0} parameter(0)
+  %p1 = f32[16,64]{1,0} parameter(1)
+  %p2 = f32[16,32]{1,0} parameter(2)
+  %g = f32[64,32]{1,0} dot(%p1, %p2), lhs_contracting_dims={0}, rhs_contracting_dims={0}
+  %g1 = f32[1,64,32]{2,1,0} bitcast(%g)
+  %p3 = s32[] parameter(3)
+  %zero = s32[] constant(0)
+  %dus = f32[28,64,32]{2,1,0} dynamic-update-slice(%p0, %g1, %p3, %zero, %zero)
+  ROOT %out = f32[28,64,32]{2,1,0} bitcast(%dus)
+}
+
+ENTRY %main (w: f32[28,64,32], x: f32[16,64], dy: f32[16,32], i: s32[], h: f32[1,16,64]) -> (...) {
+  %w = f32[28,64,32]{2,1,0} parameter(0)
+  %x = f32[16,64]{1,0} parameter(1)
+  %dy = f32[16,32]{1,0} parameter(2)
+  %i = s32[] parameter(3)
+  %h = f32[1,16,64]{2,1,0} parameter(4)
+  %zero = s32[] constant(0)
+  %layer_w = f32[1,64,32]{2,1,0} dynamic-slice(%w, %i, %zero, %zero), dynamic_slice_sizes={1,64,32}
+  %grads = f32[28,64,32]{2,1,0} custom-call(), custom_call_target="AllocateBuffer"
+  %dw = f32[28,64,32]{2,1,0} fusion(%grads, %x, %dy, %i), kind=kOutput, calls=%grad_into_stack
+  %saved = f32[28,16,64]{2,1,0} custom-call(), custom_call_target="AllocateBuffer"
+  %keep = f32[28,16,64]{2,1,0} dynamic-update-slice(%saved, %h, %i, %zero, %zero)
+  ROOT %out = (f32[1,64,32]{2,1,0}, f32[28,64,32]{2,1,0}, f32[28,16,64]{2,1,0}) tuple(%layer_w, %dw, %keep)
+}
+"""
+    ops = {op.name: op for op in comp.attribute(module)}
+    layer, index = 64 * 32 * 4, 3 * 4
+    assert ops["layer_w"].bytes == 2 * layer + index  # the slice read and written, not the stack
+    # x and dy read whole, the update written, the stacked buffer (aliased) not read, the index
+    assert ops["dw"].bytes == 16 * 64 * 4 + 16 * 32 * 4 + layer + 4
+    assert ops["keep"].bytes == 2 * 16 * 64 * 4 + index
+    assert "grads" not in ops and "saved" not in ops  # allocations move nothing
+
+
 def test_convolution_flops_hand_count():
     module = """HloModule conv
 

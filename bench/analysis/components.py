@@ -4,8 +4,8 @@
 in every computation that executes: ENTRY, loop bodies and conditions, branches, called and async-wrapped
 computations, each counted as many times as one run of ENTRY executes it (trip counts as ``bench.analysis.hlo``
 finds them). Fused and reducer computations are not ops of their own: their work belongs to the fusion or
-reduction that calls them. Free ops (parameters, tuples, bitcasts, constants, loop control, async done halves)
-get no entry.
+reduction that calls them. Free ops (parameters, tuples, bitcasts, constants, loop control, async done halves,
+buffer allocations) get no entry.
 
 The component comes from the name scopes that ``model/gptj.py`` and ``model/program.py`` open (``SCOPES``) and
 that JAX writes into each instruction's ``metadata={op_name=...}`` (e.g.
@@ -21,8 +21,9 @@ Each op is priced at max(FLOPs / peak, bytes / HBM bandwidth): the per-op roofli
 ``optimal_seconds`` sums (issue 10 of this repository, checked there against libtpu's cost analysis). FLOPs are
 those of dots and convolutions (2 x output elements x contracted size, from the HLO shapes and dimension
 numbers); elementwise arithmetic runs on the vector units and is priced by its bytes. Bytes are operand plus
-result bytes of the op as printed, so an in-place update (dynamic-update-slice) counts its whole buffer; but a
-fusion's operand that the fusion reads only through slices counts the slices' bytes, as XLA's cost analysis does. A
+result bytes of the op as printed, but counted as XLA's cost analysis counts them where an op touches part of an
+array: a (dynamic-)slice, or a fusion's operand read only through slices, counts the slices' bytes, and an in-place
+dynamic-update-slice (alone or as a fusion's output) its update's, not its whole buffer's. A
 collective is priced here as HBM traffic only, as the compiler's model does; its wire time is a separate
 estimate. Every figure this module gives is an estimate from the HLO, not a measurement, except
 ``breakdown_from_profile``'s, which sums measured op self times.
@@ -118,6 +119,9 @@ _FREE_OPCODES = frozenset(
 # Attributes naming computations that run as computations of their own (not fused, not a reducer).
 _EXECUTED_CALLS = {"while": ("body", "condition"), "conditional": ("branch_computations", "true_computation",
                    "false_computation"), "call": ("to_apply",), "async-start": ("calls",)}  # fmt: skip
+# Custom calls that only reserve memory: libtpu's scanned layer stacks allocate their stacked buffers this way, and no
+# byte moves until an op writes into them.
+_ALLOCATIONS = ("AllocateBuffer",)
 _MATMUL_OPCODES = ("dot", "convolution")
 _ONEDNN_MATMUL = "__onednn$matmul"
 _VIEW_OPCODES = ("bitcast", "get-tuple-element")  # look through these to the ops an op really reads or feeds
@@ -295,38 +299,79 @@ def _fused_names(module: HloModule, computation: HloComputation) -> Iterable[str
 
 
 def _op_bytes(module: HloModule, instruction: HloInstruction, computation: HloComputation) -> int:
-    """Result bytes plus operand bytes; a fusion's operand read only through slices counts the slices'
-    (``_parameter_read_fraction``)."""
+    """Result bytes plus operand bytes, as XLA's HloCostAnalysis counts them: a dynamic-slice moves its slice, and an
+    in-place dynamic-update-slice its update (the buffer it updates is its result, never copied); a fusion's operand
+    read only through slices counts the slices' bytes (``_read_fraction``), and a fusion output that updates a buffer
+    in place counts the update's (``_output_bytes``). A scanned layer stack reads its weights by dynamic-slice and
+    writes each layer's activations and weight gradients into stacked buffers by dynamic-update-slice: counting
+    whole buffers there would price every layer as reading and writing all of them."""
     shapes = operand_shapes(instruction, computation)
+    if instruction.opcode == "dynamic-update-slice":  # operand 0 aliases the result
+        return 2 * shape_bytes(shapes[1]) + sum(shape_bytes(s) for s in shapes[2:])
+    if instruction.opcode == "dynamic-slice":
+        return 2 * shape_bytes(instruction.shape) + sum(shape_bytes(s) for s in shapes[1:])
     if instruction.opcode != "fusion":
         return shape_bytes(instruction.shape) + sum(shape_bytes(s) for s in shapes)
     fused = module.computations[called_computations(instruction, "calls")[0]]
     reads = (shape_bytes(s) * min(1.0, _parameter_read_fraction(module, fused, i)) for i, s in enumerate(shapes))
-    return shape_bytes(instruction.shape) + round(sum(reads))
+    return _output_bytes(fused) + round(sum(reads))
 
 
 _SLICES = frozenset({"slice", "dynamic-slice"})
+_IN_PLACE = "dynamic-update-slice"
+
+
+def _producer(computation: HloComputation, name: str) -> HloInstruction:
+    """The instruction ``name`` is, looking through bitcasts (free: the same bytes, another shape)."""
+    instruction = computation.instructions[name]
+    while instruction.opcode == "bitcast" and operand_name(instruction.operands[0]) in computation.instructions:
+        instruction = computation.instructions[operand_name(instruction.operands[0])]
+    return instruction
+
+
+def _output_bytes(fused: HloComputation) -> int:
+    """Bytes a fusion writes: each output's, but an output that is an in-place dynamic-update-slice (through
+    bitcasts) writes only its update (HloCostAnalysis::FusionProcessOutputBytesAccessed)."""
+    root = fused.instructions[fused.root]
+    outputs = [operand_name(o) for o in root.operands] if root.opcode == "tuple" else [root.name]
+    total = 0
+    for name in outputs:
+        output = _producer(fused, name)
+        if output.opcode == _IN_PLACE:
+            total += shape_bytes(operand_shapes(output, fused)[1])
+        else:
+            total += shape_bytes(fused.instructions[name].shape)
+    return total
 
 
 def _parameter_read_fraction(module: HloModule, fused: HloComputation, index: int) -> float:
-    """The fraction of its parameter ``index`` a fused computation reads: the elements of the slices that read it,
-    directly or in a fusion nested in it, over the parameter's, as XLA's cost analysis counts a fused parameter that
-    only slices read (HloCostAnalysis::FusionParameterReadBytes; XLA fuses a block's slice of a whole array into the
-    op using it, as in the block loops of kernels/flash.py written out). Read by anything else: infinity (the
-    caller takes the whole operand)."""
+    """The fraction of its parameter ``index`` a fused computation reads (``_read_fraction``); a tuple parameter,
+    or none: infinity (the caller takes the whole operand)."""
     param = next(
         (i for i in fused.instructions.values() if i.opcode == "parameter" and i.operands == (str(index),)), None
     )
     if param is None or param.shape.lstrip().startswith("("):  # a tuple parameter: taken whole
         return math.inf
-    elements = math.prod(array_dims(param.shape))
+    return _read_fraction(module, fused, param.name, math.prod(array_dims(param.shape)))
+
+
+def _read_fraction(module: HloModule, fused: HloComputation, name: str, elements: int) -> float:
+    """The fraction of value ``name`` (``elements`` elements) that its users in a fused computation read, as XLA's
+    cost analysis counts it (HloCostAnalysis::FusionParameterReadBytes): the elements of the slices that read it,
+    directly, through bitcasts or in a fusion nested in it (XLA fuses a block's slice of a whole array into the op
+    using it, as in the block loops of kernels/flash.py written out); nothing for the buffer a dynamic-update-slice
+    updates in place (its operand 0, aliased to the output). Read by anything else: infinity (the whole value)."""
     total = 0.0
     for user in fused.instructions.values():
-        positions = [k for k, operand in enumerate(user.operands) if operand_name(operand) == param.name]
+        positions = [k for k, operand in enumerate(user.operands) if operand_name(operand) == name]
         if not positions:
             continue
         if user.opcode in _SLICES and positions == [0] and elements:  # (a zero-size parameter reads nothing)
             total += math.prod(array_dims(user.shape)) / elements  # a slice may convert too: count elements
+        elif user.opcode == _IN_PLACE and positions == [0]:
+            continue
+        elif user.opcode == "bitcast":
+            total += _read_fraction(module, fused, user.name, elements)
         elif user.opcode == "fusion":
             inner = module.computations[called_computations(user, "calls")[0]]
             total += sum(_parameter_read_fraction(module, inner, k) for k in positions)
@@ -387,10 +432,17 @@ def attribute(
         ops = {
             instruction.name: _cost(module, computation, instruction, multipliers[name][0], collectives)
             for instruction in computation.instructions.values()
-            if not (instruction.opcode in _FREE_OPCODES or instruction.opcode.endswith("-done"))
+            if not _is_free(instruction)
         }
         costs.extend(_with_neighbours(computation, ops))
     return costs
+
+
+def _is_free(instruction: HloInstruction) -> bool:
+    """An op that moves no data and does no arithmetic of its own: no entry in the breakdown."""
+    if instruction.opcode == "custom-call":
+        return instruction.attributes.get("custom_call_target", "").strip('"') in _ALLOCATIONS
+    return instruction.opcode in _FREE_OPCODES or instruction.opcode.endswith("-done")
 
 
 def _with_neighbours(computation: HloComputation, ops: Mapping[str, OpCost]) -> list[OpCost]:
