@@ -107,6 +107,19 @@ def test_without_the_estimate_the_roofline_prices_the_work():
         assert projection.bases_for_record(record) == (PeakBasis.SPEC, PeakBasis.GPTJ)
 
 
+def test_the_whole_step_hlo_roofline_prices_the_work_where_asked_or_alone():
+    record = RECORD | {"hlo_roofline_seconds_per_step": 0.4}
+    assert projection.project(record).model is ProjectionModel.XLA_OPTIMAL  # the compiler's estimate comes first
+    p = projection.project(record, model=ProjectionModel.HLO_ROOFLINE)
+    assert p.model is ProjectionModel.HLO_ROOFLINE and p.work_s == (0.4,) and p.hlo_roofline_s == 0.4
+    assert p.overlap_step_s == pytest.approx(0.4) and p.serial_step_s == pytest.approx(0.45)  # + 50 ms of ICI
+    alone = {k: v for k, v in record.items() if k != "xla_optimal_seconds_per_step"}
+    assert projection.project(alone).model is ProjectionModel.HLO_ROOFLINE
+    assert projection.bases_for_record(alone) == (PeakBasis.SPEC,)  # priced at the topology row's own peak
+    with pytest.raises(projection.ProjectionError, match="hlo_roofline_seconds_per_step"):
+        projection.project(RECORD, model=ProjectionModel.HLO_ROOFLINE)
+
+
 def _projections(*records):
     return [projection.project(r) for r in records]
 

@@ -9,7 +9,12 @@ Two models of the work a device does per step (``ProjectionModel``; each Project
   ``optimal_seconds``, extrapolated to every layer and micro-batch by bench/tpu_aot). It prices each op at the
   larger of its FLOPs over the MXU peak and its bytes over HBM bandwidth, and a collective only as HBM traffic, so
   ICI time is added here.
-- ROOFLINE, where the record has no such estimate: compute = hardware FLOPs per step / (devices x peak FLOP/s per
+- HLO_ROOFLINE: ``hlo_roofline_seconds_per_step``, the same per-op roofline (bench.analysis.components, which sums
+  to the compiler's estimate within 2-5% on unrolled compiles) over the whole-step compile's own program, every loop
+  body times its trip count. One compile instead of five, and it prices the scanned program that would run,
+  including what a scan adds (slicing each layer's weights out of the stack, saving its activations into stacked
+  buffers), which the unrolled compiles behind XLA_OPTIMAL do not have. The design-space search ranks by it.
+- ROOFLINE, where the record has neither: compute = hardware FLOPs per step / (devices x peak FLOP/s per
   device) and HBM = bytes accessed per device / HBM bandwidth per device (Austin et al., "How to Scale Your Model",
   jax-ml/scaling-book, roofline.md).
 
@@ -72,9 +77,11 @@ SCALING_BOOK = "Austin et al., How to Scale Your Model (jax-ml/scaling-book)"
 
 
 class ProjectionModel(enum.Enum):
-    """What prices a device's work in a step: the TPU compiler's own estimate, or the FLOP/HBM roofline."""
+    """What prices a device's work in a step: the TPU compiler's own estimate, the same per-op roofline over the
+    whole-step program, or the FLOP/HBM roofline of the whole step."""
 
     XLA_OPTIMAL = "compiler estimate + ICI"
+    HLO_ROOFLINE = "whole-step HLO roofline + ICI"
     ROOFLINE = "roofline + ICI"
 
 
@@ -192,11 +199,12 @@ class Projection:
     model: ProjectionModel = ProjectionModel.ROOFLINE
     xla_optimal_s: float | None = None  # the compiler's estimate of the step (XLA_OPTIMAL model)
     xla_optimal_source: str | None = None  # how the record obtained it (e.g. a shard_map stand-in for xmap)
+    hlo_roofline_s: float | None = None  # the whole-step program's per-op roofline (HLO_ROOFLINE model)
     grad_accum: int = 1  # micro-batches per update; tokens_per_step counts all of them
     ici_latency_s_by_axis: tuple[tuple[str, float], ...] = ()
     # per axis where the record splits its wire bytes: bandwidth time of the overlappable collectives
     ici_overlappable_s_by_axis: tuple[tuple[str, float], ...] = ()
-    # seconds per component label of the compiler's work (record component_seconds_per_step, priced per op as the
+    # seconds per component label of the model's work (record COMPONENT_FIELDS[model], priced per op as the
     # compiler's estimate is; collectives there as HBM traffic, their wire time being ici_s_by_axis)
     components_s: tuple[tuple[str, float], ...] = ()
     # the compiles the estimate comes from wrote the attention kernel's block loops out (record
@@ -232,6 +240,9 @@ class Projection:
         if self.model is ProjectionModel.XLA_OPTIMAL:
             assert self.xla_optimal_s is not None
             return (self.xla_optimal_s,)
+        if self.model is ProjectionModel.HLO_ROOFLINE:
+            assert self.hlo_roofline_s is not None
+            return (self.hlo_roofline_s,)
         return tuple(t for t in (self.compute_s, self.hbm_s) if t is not None)
 
     @property
@@ -290,15 +301,43 @@ def bases_for(accelerator: Accelerator) -> tuple[PeakBasis, ...]:
 
 
 def bases_for_record(record: Mapping[str, Any]) -> tuple[PeakBasis, ...]:
-    """The compiler's estimate carries its own peak: one projection (spec basis) where a record has it, every basis
-    of the accelerator where the roofline prices the work."""
-    if _xla_optimal_s(record) is not None:
+    """The compiler's estimate and the whole-step HLO roofline carry their own peak: one projection (spec basis)
+    where a record has either, every basis of the accelerator where the roofline prices the work."""
+    if _xla_optimal_s(record) is not None or _hlo_roofline_s(record) is not None:
         return (PeakBasis.SPEC,)
     return bases_for(accelerator_of(record))
 
 
-def project(record: Mapping[str, Any], basis: PeakBasis = PeakBasis.SPEC) -> Projection:
-    """Project one tpu-aot record; raises ProjectionError naming what is missing."""
+# The field each model of a device's work reads from a record (ROOFLINE needs none of its own).
+MODEL_FIELDS: Mapping[ProjectionModel, str] = {
+    ProjectionModel.XLA_OPTIMAL: "xla_optimal_seconds_per_step",
+    ProjectionModel.HLO_ROOFLINE: "hlo_roofline_seconds_per_step",
+}
+
+
+# The breakdown of each model's work by component label, where the record has one.
+COMPONENT_FIELDS: Mapping[ProjectionModel, str] = {
+    ProjectionModel.XLA_OPTIMAL: "component_seconds_per_step",
+    ProjectionModel.HLO_ROOFLINE: "hlo_roofline_component_seconds_per_step",
+}
+
+
+def model_of(record: Mapping[str, Any], model: ProjectionModel | None = None) -> ProjectionModel:
+    """``model`` where the record has its field (else ProjectionError); by default the first of the compiler's
+    estimate and the whole-step HLO roofline that the record has, else the roofline."""
+    has = lambda m: m is ProjectionModel.ROOFLINE or bool(record.get(MODEL_FIELDS[m]))  # noqa: E731
+    if model is None:
+        return next((m for m in MODEL_FIELDS if has(m)), ProjectionModel.ROOFLINE)
+    if not has(model):
+        raise ProjectionError(f"{_name(record)}: the {model.value} model needs {MODEL_FIELDS[model]}, which it lacks")
+    return model
+
+
+def project(
+    record: Mapping[str, Any], basis: PeakBasis = PeakBasis.SPEC, model: ProjectionModel | None = None
+) -> Projection:
+    """Project one tpu-aot record (``model``: see model_of); raises ProjectionError naming what is missing."""
+    model = model_of(record, model)
     accelerator = accelerator_of(record)
     devices = _devices(record, accelerator)
     flops, counted = _flops_per_step(record)
@@ -323,13 +362,14 @@ def project(record: Mapping[str, Any], basis: PeakBasis = PeakBasis.SPEC) -> Pro
         hbm_s=_hbm_time(record, accelerator, devices),
         mem_peak_bytes_per_device=record.get("mem_peak_estimate_bytes"),
         hbm_capacity_bytes_per_device=accelerator.hbm_bytes_per_device,
-        model=ProjectionModel.ROOFLINE if optimal is None else ProjectionModel.XLA_OPTIMAL,
+        model=model,
         xla_optimal_s=optimal,
         xla_optimal_source=record.get("xla_optimal_seconds_source") if optimal is not None else None,
+        hlo_roofline_s=_hlo_roofline_s(record),
         grad_accum=int(record.get("grad_accum") or 1),
         ici_latency_s_by_axis=_latencies(record),
         ici_overlappable_s_by_axis=_overlappable_times(record, accelerator),
-        components_s=tuple(sorted((record.get("component_seconds_per_step") or {}).items())),
+        components_s=tuple(sorted((record.get(COMPONENT_FIELDS.get(model, "")) or {}).items())),
         attention_blocks_unrolled=record.get("xla_cost_points_attention_blocks_unrolled") is True,
     )
 
@@ -340,6 +380,11 @@ def _name(record: Mapping[str, Any]) -> str:
 
 def _xla_optimal_s(record: Mapping[str, Any]) -> float | None:
     value = record.get("xla_optimal_seconds_per_step")
+    return float(value) if value else None
+
+
+def _hlo_roofline_s(record: Mapping[str, Any]) -> float | None:
+    value = record.get("hlo_roofline_seconds_per_step")
     return float(value) if value else None
 
 

@@ -166,6 +166,11 @@ class CompilerEstimate:
     component_seconds_per_step: dict | None
     component_seconds_source: str | None
     component_sum_over_optimal: float | None  # the components' sum over xla_optimal_seconds_per_step
+    # The whole-step compile's own program priced op by op (bench.analysis.components over its optimized HLO, each
+    # loop body times its trip count, at the topology's roofline): the work of the scanned program that would run,
+    # from one compile and no unrolled ones; what the design-space search ranks by (a projection)
+    hlo_roofline_seconds_per_step: float | None
+    hlo_roofline_component_seconds_per_step: dict | None  # that sum by component label, as component_seconds_per_step
 
 
 @dataclass(frozen=True)

@@ -238,7 +238,7 @@ def overlap_fields(collectives: Iterable[Collective]) -> dict[str, float]:
 
 NOT_EXTRAPOLATED = {
     "xla_optimal_seconds_per_step": None,
-    "xla_optimal_seconds_source": "not extrapolated (tpu-aot --no-extrapolate): the whole-step compile only",
+    "xla_optimal_seconds_source": "not extrapolated (no unrolled compiles): the whole-step compile only",
 }
 
 
@@ -332,12 +332,14 @@ def compile_record(
         record.update(compile_fields)
         record.update(analyse(compiled, driver, program, hlo_text))
         record.update(overlap_fields(parse_collectives(hlo_text, mesh_ids(driver), ("dp", "mp"))))
+        accelerator = accelerator_for_topology(topology)
+        whole = component_seconds(hlo_text, driver, accelerator)
+        record.update(hlo_roofline_seconds_per_step=sum(whole.values()), hlo_roofline_component_seconds_per_step=whole)
         if extrapolate:
             record.update(extrapolated_costs(preset, variant, mesh, devices, compiler, cache))
         else:
             record.update(NOT_EXTRAPOLATED)
         record["xla_to_hardware_flops_ratio"] = xla_to_hardware_flops_ratio(record)
-        accelerator = accelerator_for_topology(topology)
         hbm = accelerator.hbm_bytes_per_device
         record["hbm_bytes_per_device"] = hbm
         peak = record.get("mem_peak_estimate_bytes")

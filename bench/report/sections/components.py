@@ -39,11 +39,12 @@ ORDER = (
 
 def step_components(p: projection.Projection) -> dict[str, float] | None:
     """Seconds per column for one projection (None where its record has no breakdown): the compiler-priced work
-    reconciled against the compiler's estimate, then ICI bandwidth time per axis and ICI latency."""
-    if not p.components_s or p.xla_optimal_s is None:
+    reconciled against the model's whole (the compiler's estimate, or the whole-step HLO roofline they sum to), then
+    ICI bandwidth time per axis and ICI latency."""
+    if not p.components_s or p.model is projection.ProjectionModel.ROOFLINE:
         return None
     recorded = {Component.UNATTRIBUTED.value: 0.0, **dict(p.components_s)}
-    work = reconcile(Breakdown(Basis.ROOFLINE, recorded), p.xla_optimal_s).breakdown.seconds
+    work = reconcile(Breakdown(Basis.ROOFLINE, recorded), p.work_s[0]).breakdown.seconds
     parts = {label: s for label, s in work.items()}
     parts.update({f"{ICI} {axis}": s for axis, s in p.ici_s_by_axis})
     if p.ici_latency_s:
