@@ -413,14 +413,16 @@ def _side_by_side(jobs: list[list[list[str]]]) -> list[int]:
 # The design-space search's newer-TPU slices (`-- --topology T`): comparable chip counts to the v3-256's 128 chips.
 # Meshes scale to the device count (bench/tpu_aot/search.py grid_meshes): v4 and v5p are megacore (128 devices).
 TPU_SEARCH_TOPOLOGIES = ("v3:8x16", "v4:4x4x8", "v5e:16x16", "v5p:4x4x8")
-TPU_SEARCH_FLAGS = ("--quick", "--no-prune", "--no-extrapolate")  # passed to each worker; --topology repeatable
+TPU_SEARCH_FLAGS = ("--quick", "--no-prune", "--extrapolate", "--reduced")  # to each worker; --topology repeatable
 
 
 @nox.session(python=False, default=False)
 def tpu_search(session: nox.Session) -> None:
     """The design-space search at 6B on a v3-256 (bench/tpu_aot/search.py): meshes x remat x micro-batch x layout at
-    GPT-J's 512 sequences per update, compiled two at a time with pruning, then the report (-- --quick: tiny on
-    v3:2x2; --topology T, repeatable, e.g. v4:4x4x8 v5e:16x16 v5p:4x4x8; --out DIR; --no-prune)."""
+    GPT-J's 512 sequences per update, one whole-step compile a point, two at a time, with pruning, then the report
+    (-- --quick: tiny on v3:2x2; --topology T, repeatable, e.g. v4:4x4x8 v5e:16x16 v5p:4x4x8; --out DIR; --no-prune;
+    --extrapolate: the compiler's own estimate too, four more compiles a point; --reduced: GPT-J's mp=8 mesh
+    alone, the newer TPUs' grid)."""
     args = list(session.posargs)
     out = _option(args, "--out") or _new_run_dir("tpu-search-")
     cache = _option(args, "--compile-cache") or TPU_CACHE
@@ -435,12 +437,12 @@ def tpu_search(session: nox.Session) -> None:
     for topology in topologies or [None]:
         where = [f"--topology={topology}"] if topology else []
         common = ["-m", "bench", "tpu-search", *flags, *where, f"--out={out}", f"--compile-cache={cache}"]
-        # two current-JAX workers (whole groups each); GPT-J's xmap point after the second, in jax 0.4.30, whole step
-        # only (another libtpu: the ranking keeps its shard_map twin's estimate)
+        # two current-JAX workers (whole groups each); GPT-J's xmap point after the second, in jax 0.4.30 (another
+        # libtpu: shown beside the ranking, whose GPT-J point is its shard_map twin), never extrapolated
         codes = _side_by_side(
             [
                 [[current, *common, "--shard=0/2"]],
-                [[current, *common, "--shard=1/2"], [legacy, *common, "--no-extrapolate"]],
+                [[current, *common, "--shard=1/2"], [legacy, *[a for a in common if a != "--extrapolate"]]],
             ]
         )
         if any(code not in (0, 1) for code in codes):  # 1: a point failed, and is recorded

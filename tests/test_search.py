@@ -29,6 +29,7 @@ from bench.tpu_aot.search import (
     pruner,
     quick_grid,
     refusals_in,
+    search_fields,
     shard,
 )
 from model import compat
@@ -181,15 +182,18 @@ def test_resume_keys_a_point_by_its_mesh_and_micro_batch_not_only_its_variant():
     assert not finished([{**done, "status": "failed", "fits_hbm": None}], _point(), "0.10.2")  # a crash reruns
 
 
-def test_shards_split_whole_groups_and_cover_every_point_once():
+@pytest.mark.parametrize("extrapolate", [False, True], ids=["whole-step", "extrapolate"])
+def test_shards_split_whole_groups_and_cover_every_point_once(extrapolate):
     points = build_points(default_grid())
-    halves = [shard(points, i, 2) for i in range(2)]
+    halves = [shard(points, i, 2, extrapolate) for i in range(2)]
     assert sorted(p.key for h in halves for p in h) == sorted(p.key for p in points)
     assert not {p.group for p in halves[0]} & {p.group for p in halves[1]}
-    loads = [sum(compiles_of(p) for p in h) for h in halves]
+    loads = [sum(compiles_of(p, extrapolate) for p in h) for h in halves]
     assert abs(loads[0] - loads[1]) <= max(
-        sum(compiles_of(p) for p in points if p.group == g) for g in {p.group for p in points}
+        sum(compiles_of(p, extrapolate) for p in points if p.group == g) for g in {p.group for p in points}
     )
+    # one compile a point, five where it accumulates and is extrapolated (GPT-J's: 16 micro-steps)
+    assert compiles_of(points[0], extrapolate) == (5 if extrapolate and points[0].grad_accum > 1 else 1)
     with pytest.raises(ConfigError, match="expected K/N"):
         shard(points, 2, 2)
 
@@ -211,6 +215,43 @@ def test_the_report_section_ranks_places_gptj_and_lists_refused_and_pruned(tmp_p
     text = "\n".join(section_search(analysis))
     assert "1 refused by the compiler" in text and "18.5" in text and "PROJECTION" in text
     assert effect_signs({}).columns.tolist() == ["design choice (a over b), PROJECTION"]  # no topology: no sign
+
+
+def _fitting_record(p: SearchPoint, roofline_s: float, estimate_s: float | None) -> dict:
+    """A hand-made compiled point: its whole-step roofline split into two components, no ICI; the compiler's own
+    estimate where --extrapolate would have added it."""
+    return {
+        **search_fields(p), "topology": p.topology, "preset": p.preset, "jax": "0.10.2", "status": "ok",
+        "fits_hbm": True, "kind": "tpu-aot", "variant": p.variant.name, "devices": 256, "mesh_dp": p.mesh.dp,
+        "mesh_mp": p.mesh.mp, "grad_accum": p.grad_accum, "tokens_per_step": 512 * 2048,
+        "hardware_flops_per_step": 1e16, "remat": p.variant.remat.value, "layout": p.variant.layout.value,
+        "residual": "parallel", "d_head": 256, "strategy": "shard_map",
+        **{f"comm_{axis}_wire_bytes": 0.0 for axis in ("mp", "dp", "dpmp")},
+        "hlo_roofline_seconds_per_step": roofline_s,
+        "hlo_roofline_component_seconds_per_step": {"ff_in": roofline_s * 0.75, "elementwise": roofline_s * 0.25},
+        "xla_optimal_seconds_per_step": estimate_s,
+    }  # fmt: skip
+
+
+def test_the_search_ranks_by_the_whole_step_roofline_and_cross_checks_the_compilers_estimate():
+    from bench.report.sections.search import best_against_anchor, cross_check, fitting
+
+    gptj, dots, attn = dataclasses.replace(_point(), anchor=True), _point(Remat.DOTS), _point(Remat.ATTN)
+    # dots is faster by the roofline (3 s against 4 s), slower by the compiler's estimate; attn has no estimate
+    records = [_fitting_record(gptj, 4.0, 3.0), _fitting_record(dots, 3.0, 3.3), _fitting_record(attn, 3.5, None)]
+    points, problems = fitting(records)
+    assert problems == [] and [p.key for p in points] == [dots.key, attn.key, gptj.key]
+    assert all(p.projection.model.name == "HLO_ROOFLINE" for p in points)
+    assert points[0].projection.tokens_per_s_overlap == pytest.approx(512 * 2048 / 3.0)
+    said = "\n".join(best_against_anchor(points))
+    assert "ranks 3 of 3" in said and "1.333x GPT-J's choice" in said
+    assert "ff_in 750 ms" in said  # 0.75 x (4 - 3) s, from the whole-step breakdown
+    table, lines = cross_check(points)
+    assert table["point"].tolist() == [dots.key, gptj.key]  # the two with both models, in the roofline's order
+    assert table["work: roofline over estimate"].tolist() == ["0.909", "1.333"]
+    assert "0 of 2 points hold the same rank" in lines[0] and "0.909-1.333x" in lines[0]
+    old = {k: v for k, v in records[0].items() if not k.startswith("hlo_roofline")}
+    assert "hlo_roofline_seconds_per_step" in fitting([old])[1][0]  # written before: said, not ranked
 
 
 def test_tpu_search_lists_its_plan_without_libtpu_or_a_compile():
@@ -240,6 +281,22 @@ def test_tpu_search_lists_its_plan_without_libtpu_or_a_compile():
     assert missing.returncode == 2 and "not in the grid" in missing.stderr
 
 
+def test_the_reduced_grid_is_gptjs_tensor_parallel_degree_alone():
+    listed = subprocess.run(
+        [*BENCH, "tpu-search", "--list", "--reduced", "--topology", "v5p:4x4x8"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert listed.returncode == 0, listed.stderr
+    meshes = {line.split()[3] for line in listed.stdout.splitlines()}
+    # 128 megacore devices: dp=16 x mp=8, and FSDP alone over all of them; jax 0.4.30 lists only the xmap anchor
+    assert meshes == ({"dp=16,mp=8"} if compat.has_xmap() else {"dp=16,mp=8", "dp=128,mp=1"})
+    both = subprocess.run([*BENCH, "tpu-search", "--list", "--reduced", "--meshes", "32x8"], cwd=REPO,
+                          capture_output=True, text=True)  # fmt: skip
+    assert both.returncode == 2 and "not both" in both.stderr
+
+
 @pytest.mark.tpu_aot
 def test_the_quick_search_compiles_projects_resumes_and_reports(tmp_path):
     """`--quick` end to end for v3:2x2 in this environment: its points compile and fit, a rerun compiles nothing, and
@@ -251,7 +308,7 @@ def test_the_quick_search_compiles_projects_resumes_and_reports(tmp_path):
         pytest.skip("needs libtpu: run `nox -s tests_tpu_aot`")
     legacy = installed_jax_is_legacy()
     command = [sys.executable, "-m", "bench", "tpu-search", "--quick", "--out", str(tmp_path), "--compile-cache",
-               str(tmp_path / "cache")] + (["--no-extrapolate"] if legacy else [])  # fmt: skip
+               str(tmp_path / "cache")]  # fmt: skip
     first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert first.returncode == 0, first.stderr
     records = load_records(tmp_path).records

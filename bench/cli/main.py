@@ -260,8 +260,10 @@ def _search_points(args: argparse.Namespace) -> list[Any]:
     ``--shard``, after every check that needs no compile."""
     from bench.tpu_aot.env import installed_jax_is_legacy, parse_topology
     from bench.tpu_aot.search import (
+        ANCHOR_MP,
         build_points,
         default_grid,
+        grid_meshes,
         is_quick_point,
         parse_meshes,
         parse_remats,
@@ -273,8 +275,12 @@ def _search_points(args: argparse.Namespace) -> list[Any]:
     devices = parse_topology(topology).devices
     grid = quick_grid(topology) if args.quick else default_grid(topology)
     changes: dict[str, Any] = {}
+    if args.meshes and args.reduced:
+        raise ConfigError("--reduced is the GPT-J tensor-parallel mesh alone; give --meshes or --reduced, not both")
     if args.meshes:
         changes["meshes"] = tuple(parse_meshes(args.meshes, devices, topology))
+    if args.reduced:
+        changes["meshes"] = tuple(grid_meshes(devices, (ANCHOR_MP,)))
     if args.remats:
         changes["remats"] = tuple(parse_remats(args.remats))
     points = build_points(dataclasses.replace(grid, **changes))
@@ -290,7 +296,7 @@ def _search_points(args: argparse.Namespace) -> list[Any]:
     index, sep, count = args.shard.partition("/")
     if not sep or not index.isdigit() or not count.isdigit() or int(count) < 1:
         raise ConfigError(f"--shard {args.shard!r}: expected K/N, e.g. 0/2 (worker K of N, counting from 0)")
-    return shard(points, int(index), int(count))
+    return shard(points, int(index), int(count), args.extrapolate)
 
 
 def cmd_tpu_search(args: argparse.Namespace) -> int:
@@ -322,7 +328,7 @@ def cmd_tpu_search(args: argparse.Namespace) -> int:
     cache = cache_from_flag(args.compile_cache, cache_root() / "tpu-aot")
     print(f"run directory: {out}; compile cache: {cache.directory or 'off'}; {len(points)} points", file=sys.stderr)
     with _interruptible(out):
-        failed = run_search(points, out, cache, not args.no_extrapolate, not args.no_prune)
+        failed = run_search(points, out, cache, args.extrapolate, not args.no_prune)
         return 1 if failed else 0
 
 
@@ -454,6 +460,12 @@ def _add_tpu_search(sub: Any) -> None:
     )
     search.add_argument("--remats", help="the grid's remat policies, e.g. none,full (default none,full,dots,attn)")
     search.add_argument(
+        "--reduced",
+        action="store_true",
+        help="the grid on GPT-J's tensor-parallel degree alone (mp=8 over the slice's devices): every remat, "
+        "micro-batch and layout there, FSDP alone and the sign checks (the newer TPUs' grid)",
+    )
+    search.add_argument(
         "--point",
         action="append",
         help="only this point of the grid, by its --list name (repeatable), e.g. "
@@ -464,7 +476,12 @@ def _add_tpu_search(sub: Any) -> None:
     search.add_argument(
         "--compile-cache", metavar="DIR", help="as tpu-aot's (default $GPTJ_BENCH_CACHE/tpu-aot; 'none': off)"
     )
-    search.add_argument("--no-extrapolate", action="store_true", help="whole-step compiles only: fit, no projection")
+    search.add_argument(
+        "--extrapolate",
+        action="store_true",
+        help="also the four unrolled compiles of the compiler's own estimate per point (five compiles instead of "
+        "one), a cross-check of the whole-step HLO roofline the search ranks by",
+    )
     search.add_argument("--no-prune", action="store_true", help="compile every point, even one a refusal dominates")
     search.add_argument("--list", action="store_true", help="print the points in compile order and exit")
     search.set_defaults(func=cmd_tpu_search)

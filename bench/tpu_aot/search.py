@@ -3,7 +3,11 @@ micro-batch and parameter layout GPT-J should have chosen on its own pod, and on
 
 Planning is pure (no JAX at module level): the grid is data, one frozen ``SearchPoint`` per compile, every input is
 checked before the first compile, and pruning is a function of the records already written. ``run_search`` then
-compiles each point through bench.tpu_aot.compile (whole step for the fit, unrolled compiles for the projection).
+compiles each point's whole step through bench.tpu_aot.compile: the compiler's fit and memory, the collectives, and
+the projection's work as the per-op roofline of that program with every loop body times its trip count
+(``hlo_roofline_seconds_per_step``, bench/hardware/projection.py's HLO_ROOFLINE). One compile a point: the four
+unrolled compiles of the compiler's own estimate (``--extrapolate``) would make it five, and the default grid would
+no longer fit its hour on two cores; they stay as a cross-check, which the report sets beside the ranking.
 
 The global batch per update is kept fixed (GPT-J's 512 sequences of 2048 tokens): a point's per-replica micro-batch
 m sets ``batch = dp x m`` sequences per micro-step and ``grad_accum = global batch / (dp x m)`` micro-steps.
@@ -292,13 +296,13 @@ def compile_order(points: Iterable[SearchPoint]) -> list[SearchPoint]:
     return [p for members in groups.values() for p in sorted(members, key=key)]
 
 
-def compiles_of(p: SearchPoint) -> int:
-    """Compiles a point costs when nothing is cached or pruned: the whole step, then 4 unrolled compiles where it
-    accumulates gradients and 2 where it does not (bench.tpu_aot.compile.extrapolation_grid)."""
-    return 1 + (4 if p.grad_accum > 1 else 2)
+def compiles_of(p: SearchPoint, extrapolate: bool = False) -> int:
+    """Compiles a point costs when nothing is cached or pruned: the whole step, and with ``extrapolate`` 4 unrolled
+    compiles more where it accumulates gradients and 2 where it does not (bench.tpu_aot.compile.extrapolation_grid)."""
+    return 1 + (4 if p.grad_accum > 1 else 2) * extrapolate
 
 
-def shard(points: Sequence[SearchPoint], index: int, count: int) -> list[SearchPoint]:
+def shard(points: Sequence[SearchPoint], index: int, count: int, extrapolate: bool = False) -> list[SearchPoint]:
     """Worker ``index`` of ``count``'s points, in compile order: whole groups (a refusal prunes only in its own
     group), the costliest first (``compiles_of``) to the worker with the least so far (the first on a tie)."""
     if not 0 <= index < count:
@@ -306,7 +310,7 @@ def shard(points: Sequence[SearchPoint], index: int, count: int) -> list[SearchP
     ordered = compile_order(points)
     costs: dict[tuple, int] = {}
     for p in ordered:
-        costs[p.group] = costs.get(p.group, 0) + compiles_of(p)
+        costs[p.group] = costs.get(p.group, 0) + compiles_of(p, extrapolate)
     loads, owner = [0] * count, {}
     for group in sorted(costs, key=lambda g: -costs[g]):  # stable: first-seen order among equal costs
         worker = loads.index(min(loads))
@@ -413,7 +417,7 @@ def pruned_record(p: SearchPoint, refusal: Refusal, rule: str) -> dict[str, Any]
 
 
 def run_search(
-    points: Sequence[SearchPoint], out: Path, cache: Any = None, extrapolate: bool = True, prune: bool = True
+    points: Sequence[SearchPoint], out: Path, cache: Any = None, extrapolate: bool = False, prune: bool = True
 ) -> int:
     """Compile ``points`` in compile order (one topology), pruning as refusals come; skip points ``out`` already
     holds a final record of (``is_final``: reruns resume). Returns the number of failures that are not findings."""
