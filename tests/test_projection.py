@@ -118,6 +118,10 @@ def test_the_whole_step_hlo_roofline_prices_the_work_where_asked_or_alone():
     assert projection.bases_for_record(alone) == (PeakBasis.SPEC,)  # priced at the topology row's own peak
     with pytest.raises(projection.ProjectionError, match="hlo_roofline_seconds_per_step"):
         projection.project(RECORD, model=ProjectionModel.HLO_ROOFLINE)
+    # a block-looping kernel's whole step keeps its loops (priced once): only the unrolled estimate prices them all
+    unrolled = record | {"xla_cost_points_attention_blocks_unrolled": True}
+    assert projection.project(unrolled).attention_blocks_unrolled
+    assert not projection.project(unrolled, model=ProjectionModel.HLO_ROOFLINE).attention_blocks_unrolled
 
 
 def _projections(*records):

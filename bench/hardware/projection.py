@@ -208,7 +208,8 @@ class Projection:
     # compiler's estimate is; collectives there as HBM traffic, their wire time being ici_s_by_axis)
     components_s: tuple[tuple[str, float], ...] = ()
     # the compiles the estimate comes from wrote the attention kernel's block loops out (record
-    # xla_cost_points_attention_blocks_unrolled); False for records written before, and without an estimate
+    # xla_cost_points_attention_blocks_unrolled); False for records written before, without an estimate, and under
+    # HLO_ROOFLINE (the whole-step program keeps the loops)
     attention_blocks_unrolled: bool = False
 
     @property
@@ -370,7 +371,9 @@ def project(
         ici_latency_s_by_axis=_latencies(record),
         ici_overlappable_s_by_axis=_overlappable_times(record, accelerator),
         components_s=tuple(sorted((record.get(COMPONENT_FIELDS.get(model, "")) or {}).items())),
-        attention_blocks_unrolled=record.get("xla_cost_points_attention_blocks_unrolled") is True,
+        # the whole-step program keeps the block loops, whose trip counts depend on the block index: priced once
+        attention_blocks_unrolled=model is ProjectionModel.XLA_OPTIMAL
+        and record.get("xla_cost_points_attention_blocks_unrolled") is True,
     )
 
 
