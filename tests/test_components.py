@@ -202,16 +202,18 @@ ENTRY %main (w: f32[28,64,32], x: f32[16,64], dy: f32[16,32], i: s32[], h: f32[1
   %h = f32[1,16,64]{2,1,0} parameter(4)
   %zero = s32[] constant(0)
   %layer_w = f32[1,64,32]{2,1,0} dynamic-slice(%w, %i, %zero, %zero), dynamic_slice_sizes={1,64,32}
+  %first = f32[1,64,32]{2,1,0} slice(%w), slice={[0:1], [0:64], [0:32]}
   %grads = f32[28,64,32]{2,1,0} custom-call(), custom_call_target="AllocateBuffer"
   %dw = f32[28,64,32]{2,1,0} fusion(%grads, %x, %dy, %i), kind=kOutput, calls=%grad_into_stack
   %saved = f32[28,16,64]{2,1,0} custom-call(), custom_call_target="AllocateBuffer"
   %keep = f32[28,16,64]{2,1,0} dynamic-update-slice(%saved, %h, %i, %zero, %zero)
-  ROOT %out = (f32[1,64,32]{2,1,0}, f32[28,64,32]{2,1,0}, f32[28,16,64]{2,1,0}) tuple(%layer_w, %dw, %keep)
+  ROOT %out = (f32[1,64,32], f32[28,64,32], f32[28,16,64], f32[1,64,32]) tuple(%layer_w, %dw, %keep, %first)
 }
 """
     ops = {op.name: op for op in comp.attribute(module)}
     layer, index = 64 * 32 * 4, 3 * 4
     assert ops["layer_w"].bytes == 2 * layer + index  # the slice read and written, not the stack
+    assert ops["first"].bytes == 2 * layer  # a static slice too
     # x and dy read whole, the update written, the stacked buffer (aliased) not read, the index
     assert ops["dw"].bytes == 16 * 64 * 4 + 16 * 32 * 4 + layer + 4
     assert ops["keep"].bytes == 2 * 16 * 64 * 4 + index

@@ -299,7 +299,7 @@ def _fused_names(module: HloModule, computation: HloComputation) -> Iterable[str
 
 
 def _op_bytes(module: HloModule, instruction: HloInstruction, computation: HloComputation) -> int:
-    """Result bytes plus operand bytes, as XLA's HloCostAnalysis counts them: a dynamic-slice moves its slice, and an
+    """Result bytes plus operand bytes, as XLA's HloCostAnalysis counts them: a (dynamic-)slice moves its slice, and an
     in-place dynamic-update-slice its update (the buffer it updates is its result, never copied); a fusion's operand
     read only through slices counts the slices' bytes (``_read_fraction``), and a fusion output that updates a buffer
     in place counts the update's (``_output_bytes``). A scanned layer stack reads its weights by dynamic-slice and
@@ -308,7 +308,7 @@ def _op_bytes(module: HloModule, instruction: HloInstruction, computation: HloCo
     shapes = operand_shapes(instruction, computation)
     if instruction.opcode == "dynamic-update-slice":  # operand 0 aliases the result
         return 2 * shape_bytes(shapes[1]) + sum(shape_bytes(s) for s in shapes[2:])
-    if instruction.opcode == "dynamic-slice":
+    if instruction.opcode in _SLICES:  # HloCostAnalysis::HandleSlice, HandleDynamicSlice
         return 2 * shape_bytes(instruction.shape) + sum(shape_bytes(s) for s in shapes[1:])
     if instruction.opcode != "fusion":
         return shape_bytes(instruction.shape) + sum(shape_bytes(s) for s in shapes)
