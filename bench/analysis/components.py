@@ -298,23 +298,26 @@ def _fused_names(module: HloModule, computation: HloComputation) -> Iterable[str
             yield from _fused_names(module, module.computations[callee])
 
 
-def _op_bytes(module: HloModule, instruction: HloInstruction, computation: HloComputation) -> int:
+def _op_bytes(module: HloModule, instruction: HloInstruction, computation: HloComputation, in_place: bool) -> int:
     """Result bytes plus operand bytes, as XLA's HloCostAnalysis counts them: a (dynamic-)slice moves its slice, and an
     in-place dynamic-update-slice its update (the buffer it updates is its result, never copied); a fusion's operand
     read only through slices counts the slices' bytes (``_read_fraction``), and a fusion output that updates a buffer
     in place counts the update's (``_output_bytes``). A scanned layer stack reads its weights by dynamic-slice and
     writes each layer's activations and weight gradients into stacked buffers by dynamic-update-slice: counting
-    whole buffers there would price every layer as reading and writing all of them."""
+    whole buffers there would price every layer as reading and writing all of them. ``in_place`` False counts an
+    in-place update's whole buffer (``attribute``)."""
     shapes = operand_shapes(instruction, computation)
-    if instruction.opcode == "dynamic-update-slice":  # operand 0 aliases the result
+    if instruction.opcode == _IN_PLACE and in_place:  # operand 0 aliases the result
         return 2 * shape_bytes(shapes[1]) + sum(shape_bytes(s) for s in shapes[2:])
     if instruction.opcode in _SLICES:  # HloCostAnalysis::HandleSlice, HandleDynamicSlice
         return 2 * shape_bytes(instruction.shape) + sum(shape_bytes(s) for s in shapes[1:])
     if instruction.opcode != "fusion":
         return shape_bytes(instruction.shape) + sum(shape_bytes(s) for s in shapes)
     fused = module.computations[called_computations(instruction, "calls")[0]]
-    reads = (shape_bytes(s) * min(1.0, _parameter_read_fraction(module, fused, i)) for i, s in enumerate(shapes))
-    return _output_bytes(fused) + round(sum(reads))
+    reads = (
+        shape_bytes(s) * min(1.0, _parameter_read_fraction(module, fused, i, in_place)) for i, s in enumerate(shapes)
+    )
+    return _output_bytes(fused, in_place) + round(sum(reads))
 
 
 _SLICES = frozenset({"slice", "dynamic-slice"})
@@ -329,7 +332,7 @@ def _producer(computation: HloComputation, name: str) -> HloInstruction:
     return instruction
 
 
-def _output_bytes(fused: HloComputation) -> int:
+def _output_bytes(fused: HloComputation, in_place: bool) -> int:
     """Bytes a fusion writes: each output's, but an output that is an in-place dynamic-update-slice (through
     bitcasts) writes only its update (HloCostAnalysis::FusionProcessOutputBytesAccessed)."""
     root = fused.instructions[fused.root]
@@ -337,14 +340,14 @@ def _output_bytes(fused: HloComputation) -> int:
     total = 0
     for name in outputs:
         output = _producer(fused, name)
-        if output.opcode == _IN_PLACE:
+        if output.opcode == _IN_PLACE and in_place:
             total += shape_bytes(operand_shapes(output, fused)[1])
         else:
             total += shape_bytes(fused.instructions[name].shape)
     return total
 
 
-def _parameter_read_fraction(module: HloModule, fused: HloComputation, index: int) -> float:
+def _parameter_read_fraction(module: HloModule, fused: HloComputation, index: int, in_place: bool) -> float:
     """The fraction of its parameter ``index`` a fused computation reads (``_read_fraction``); a tuple parameter,
     or none: infinity (the caller takes the whole operand)."""
     param = next(
@@ -352,15 +355,19 @@ def _parameter_read_fraction(module: HloModule, fused: HloComputation, index: in
     )
     if param is None or param.shape.lstrip().startswith("("):  # a tuple parameter: taken whole
         return math.inf
-    return _read_fraction(module, fused, param.name, math.prod(array_dims(param.shape)))
+    return _read_fraction(module, fused, param.name, math.prod(array_dims(param.shape)), in_place)
 
 
-def _read_fraction(module: HloModule, fused: HloComputation, name: str, elements: int) -> float:
+def _read_fraction(module: HloModule, fused: HloComputation, name: str, elements: int, in_place: bool) -> float:
     """The fraction of value ``name`` (``elements`` elements) that its users in a fused computation read, as XLA's
     cost analysis counts it (HloCostAnalysis::FusionParameterReadBytes): the elements of the slices that read it,
     directly, through bitcasts or in a fusion nested in it (XLA fuses a block's slice of a whole array into the op
     using it, as in the block loops of kernels/flash.py written out); nothing for the buffer a dynamic-update-slice
-    updates in place (its operand 0, aliased to the output). Read by anything else: infinity (the whole value)."""
+    updates in place (its operand 0, aliased to the output). Read by anything else, or an output of the computation
+    itself (its root, or an element of a root tuple): infinity (the whole value)."""
+    root = fused.instructions[fused.root]
+    if name == root.name or (root.opcode == "tuple" and name in {operand_name(o) for o in root.operands}):
+        return math.inf
     total = 0.0
     for user in fused.instructions.values():
         positions = [k for k, operand in enumerate(user.operands) if operand_name(operand) == name]
@@ -368,13 +375,13 @@ def _read_fraction(module: HloModule, fused: HloComputation, name: str, elements
             continue
         if user.opcode in _SLICES and positions == [0] and elements:  # (a zero-size parameter reads nothing)
             total += math.prod(array_dims(user.shape)) / elements  # a slice may convert too: count elements
-        elif user.opcode == _IN_PLACE and positions == [0]:
+        elif user.opcode == _IN_PLACE and positions == [0] and in_place:
             continue
         elif user.opcode == "bitcast":
-            total += _read_fraction(module, fused, user.name, elements)
+            total += _read_fraction(module, fused, user.name, elements, in_place)
         elif user.opcode == "fusion":
             inner = module.computations[called_computations(user, "calls")[0]]
-            total += sum(_parameter_read_fraction(module, inner, k) for k in positions)
+            total += sum(_parameter_read_fraction(module, inner, k, in_place) for k in positions)
         else:
             return math.inf
     return total
@@ -416,11 +423,16 @@ def _fusion_cost(module: HloModule, instruction: HloInstruction) -> tuple[Compon
 
 
 def attribute(
-    hlo_text: str, mesh_ids: np.ndarray | None = None, axis_names: Sequence[str] = ("dp", "mp")
+    hlo_text: str,
+    mesh_ids: np.ndarray | None = None,
+    axis_names: Sequence[str] = ("dp", "mp"),
+    in_place_updates: bool = True,
 ) -> list[OpCost]:
     """One OpCost per op that runs in optimized HLO text (see the module docstring), in file order.
 
-    mesh_ids and axis_names label collectives by mesh axis as in ``parse_collectives``.
+    mesh_ids and axis_names label collectives by mesh axis as in ``parse_collectives``. ``in_place_updates`` False
+    prices an in-place dynamic-update-slice as reading and writing its whole buffer, as libtpu 0.0.1's cost analysis
+    (jax 0.4.30) does: only to set the map against that compiler's own estimate.
     """
     module = parse_module(hlo_text)
     multipliers = computation_multipliers(module)
@@ -430,7 +442,9 @@ def attribute(
     for name in (n for n in module.computations if n in executed):
         computation = module.computations[name]
         ops = {
-            instruction.name: _cost(module, computation, instruction, multipliers[name][0], collectives)
+            instruction.name: _cost(
+                module, computation, instruction, multipliers[name][0], collectives, in_place_updates
+            )
             for instruction in computation.instructions.values()
             if not _is_free(instruction)
         }
@@ -502,6 +516,7 @@ def _cost(
     instruction: HloInstruction,
     multiplier: int,
     collectives: Mapping[tuple[str, str], Collective],
+    in_place: bool,
 ) -> OpCost:
     flops, source, axis = 0, op_name(instruction), None
     collective = collectives.get((computation.name, instruction.name))
@@ -521,7 +536,7 @@ def _cost(
         component=component or Component.UNATTRIBUTED,
         mesh_axis=axis,
         flops=flops,
-        bytes=_op_bytes(module, instruction, computation),
+        bytes=_op_bytes(module, instruction, computation, in_place),
         multiplier=multiplier,
     )
 
