@@ -304,7 +304,7 @@ def bases_for(accelerator: Accelerator) -> tuple[PeakBasis, ...]:
 def bases_for_record(record: Mapping[str, Any]) -> tuple[PeakBasis, ...]:
     """The compiler's estimate and the whole-step HLO roofline carry their own peak: one projection (spec basis)
     where a record has either, every basis of the accelerator where the roofline prices the work."""
-    if _xla_optimal_s(record) is not None or _hlo_roofline_s(record) is not None:
+    if any(_model_s(record, model) is not None for model in MODEL_FIELDS):
         return (PeakBasis.SPEC,)
     return bases_for(accelerator_of(record))
 
@@ -326,7 +326,7 @@ COMPONENT_FIELDS: Mapping[ProjectionModel, str] = {
 def model_of(record: Mapping[str, Any], model: ProjectionModel | None = None) -> ProjectionModel:
     """``model`` where the record has its field (else ProjectionError); by default the first of the compiler's
     estimate and the whole-step HLO roofline that the record has, else the roofline."""
-    has = lambda m: m is ProjectionModel.ROOFLINE or bool(record.get(MODEL_FIELDS[m]))  # noqa: E731
+    has = lambda m: m is ProjectionModel.ROOFLINE or _model_s(record, m) is not None  # noqa: E731
     if model is None:
         return next((m for m in MODEL_FIELDS if has(m)), ProjectionModel.ROOFLINE)
     if not has(model):
@@ -345,7 +345,7 @@ def project(
     tokens = record.get("tokens_per_step") or _product(record, "batch", "seq") * int(record.get("grad_accum") or 1)
     peak = hardware.peak_flops_per_device(accelerator.device_kind_patterns[0], basis)
     assert peak is not None  # a row's own device kind always resolves to that row
-    optimal = _xla_optimal_s(record)
+    optimal = _model_s(record, ProjectionModel.XLA_OPTIMAL)
     return Projection(
         variant=str(record.get("variant")),
         jax=str(record.get("jax") or "unknown"),
@@ -366,7 +366,7 @@ def project(
         model=model,
         xla_optimal_s=optimal,
         xla_optimal_source=record.get("xla_optimal_seconds_source") if optimal is not None else None,
-        hlo_roofline_s=_hlo_roofline_s(record),
+        hlo_roofline_s=_model_s(record, ProjectionModel.HLO_ROOFLINE),
         grad_accum=int(record.get("grad_accum") or 1),
         ici_latency_s_by_axis=_latencies(record),
         ici_overlappable_s_by_axis=_overlappable_times(record, accelerator),
@@ -381,13 +381,9 @@ def _name(record: Mapping[str, Any]) -> str:
     return f"tpu-aot record {record.get('variant')!r}"
 
 
-def _xla_optimal_s(record: Mapping[str, Any]) -> float | None:
-    value = record.get("xla_optimal_seconds_per_step")
-    return float(value) if value else None
-
-
-def _hlo_roofline_s(record: Mapping[str, Any]) -> float | None:
-    value = record.get("hlo_roofline_seconds_per_step")
+def _model_s(record: Mapping[str, Any], model: ProjectionModel) -> float | None:
+    """The record's seconds per step under ``model`` (MODEL_FIELDS), None where absent or zero."""
+    value = record.get(MODEL_FIELDS[model])
     return float(value) if value else None
 
 
