@@ -43,6 +43,13 @@ def _normal(fan_in: int) -> hk.initializers.Initializer:
     return hk.initializers.TruncatedNormal(stddev=1.0 / np.sqrt(fan_in))
 
 
+def project(cfg: ModelConfig, x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+    """``x @ w`` for x [B, T, N] and w [N, M]; with ``cfg.flat_tokens``, over the tokens as one [B*T, N] matrix."""
+    if not cfg.flat_tokens:
+        return x @ w
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+
+
 class LayerNorm(_Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         d = self.cfg.d_model
@@ -65,7 +72,7 @@ class Attention(_Module):
         init = _normal(cfg.d_model)
         weights = [self.param(w, (cfg.d_model, hk_dim), init) for w in ("w_q", "w_k", "w_v")]
         with jax.named_scope("qkv_proj"):
-            qkv = [x @ w for w in weights]  # 3 x [B, T, H*K]
+            qkv = [project(cfg, x, w) for w in weights]  # 3 x [B, T, H*K]
         q, k, v = (t.reshape(*t.shape[:2], -1, cfg.d_head) for t in qkv)  # [B, T, H, K]
         q, k, v = (self.tp.constrain(t, ("batch", "seq", "heads", "head_dim")) for t in (q, k, v))
         with jax.named_scope("rotary"):
@@ -76,7 +83,7 @@ class Attention(_Module):
         out = out.reshape(*out.shape[:2], -1)  # [B, T, H*K]
         w_o = self.param("w_o", (hk_dim, cfg.d_model), _normal(hk_dim))
         with jax.named_scope("out_proj"):
-            return out @ w_o  # [B, T, D], partial over shards
+            return project(cfg, out, w_o)  # [B, T, D], partial over shards
 
 
 class FeedForward(_Module):
@@ -87,14 +94,14 @@ class FeedForward(_Module):
         cfg = self.cfg
         w_in = self.param("w_in", (cfg.d_model, cfg.d_ff), _normal(cfg.d_model))
         with jax.named_scope("ff_in"):
-            h = x @ w_in
+            h = project(cfg, x, w_in)
         with jax.named_scope("gelu"):
             h = h + self.param("b_in", (cfg.d_ff,), hk.initializers.Constant(0.0))  # [B, T, F]
             h = self.tp.constrain(h, ("batch", "seq", "ff"))
             h = jax.nn.gelu(h, approximate=True)
         w_out = self.param("w_out", (cfg.d_ff, cfg.d_model), _normal(cfg.d_ff))
         with jax.named_scope("ff_out"):
-            return h @ w_out  # [B, T, D], partial
+            return project(cfg, h, w_out)  # [B, T, D], partial
 
     def out_bias(self) -> jnp.ndarray:
         return self.param("b_out", (self.cfg.d_model,), hk.initializers.Constant(0.0))
