@@ -61,7 +61,18 @@ def tiny_run(tmp_path_factory):
 
 
 def fake_measure(
-    variant, preset, mesh, scope, steps, warmup, repeat=0, overhead=False, progress=None, trace_dir=None, peak=None
+    variant,
+    preset,
+    mesh,
+    scope,
+    steps,
+    warmup,
+    repeat=0,
+    overhead=False,
+    progress=None,
+    trace_dir=None,
+    peak=None,
+    gemm_floor=False,
 ):
     return {**base_record(variant, preset, mesh, scope, repeat), **peak, "status": "ok"}
 

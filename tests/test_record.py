@@ -97,7 +97,18 @@ def test_step_stats_by_hand():
 
 def fake_measure(fail: set[str]):
     def measure(
-        variant, preset, mesh, scope, steps, warmup, repeat=0, overhead=False, progress=None, trace_dir=None, peak=None
+        variant,
+        preset,
+        mesh,
+        scope,
+        steps,
+        warmup,
+        repeat=0,
+        overhead=False,
+        progress=None,
+        trace_dir=None,
+        peak=None,
+        gemm_floor=False,
     ):
         out = base_record(variant, preset, mesh, scope, repeat)
         if variant.name in fail:

@@ -131,6 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.overhead,
             args.profile,
             args.peak_cache,
+            args.gemm_floor,
         )
     return 0 if all(r["status"] == "ok" for r in records) else 1
 

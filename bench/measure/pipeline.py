@@ -112,10 +112,12 @@ def measure(
     progress: Any = None,
     trace_dir: Path | None = None,
     peak: dict[str, Any] | None = None,
+    gemm_floor: bool = False,
 ) -> dict[str, Any]:
     """One complete record; failures are caught and recorded, never raised.
 
     ``peak``: the run's Peaks fields (``run_variants`` finds them once per run); None: calibrate now, first.
+    ``gemm_floor``: also time every dot of the step alone, after the timed steps (bench.measure.gemm_floor).
     """
     record = base_record(variant, preset, mesh, scope, repeat)
     record["warmup_steps"] = warmup
@@ -142,6 +144,8 @@ def measure(
             record.update(overhead_fields(prepared, steps))
         if trace_dir is not None:
             record.update(profile_fields(prepared, trace_dir / variant.name))
+        if gemm_floor:
+            record.update(floor_fields(prepared, record))
         record["status"] = Status.OK.value
     except Exception as error:  # recorded, and the sweep goes on
         record["error"] = f"{type(error).__name__}: {error}"
@@ -188,6 +192,23 @@ def profile_fields(prepared: Any, log_dir: Path) -> dict[str, Any]:
     return fields
 
 
+def floor_fields(prepared: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """The step's GEMM floor, and the two shares its HFU splits into: the floor's rate over the devices' peak,
+    and the floor over the measured step."""
+    import jax
+
+    from bench.measure.gemm_floor import gemm_floor_fields
+
+    devices = prepared.mesh.devices
+    fields = gemm_floor_fields(prepared.compiled.as_text(), devices, jax.default_backend())
+    rate, peak = fields["gemm_floor_flops_per_s"], record.get("peak_flops_per_device")
+    # CPU: the floor ran every simulated device's dots on the shared cores, so its rate is the machine's
+    sharing = devices if jax.default_backend() == "cpu" else 1
+    fields["gemm_floor_frac_of_peak"] = rate / (peak * sharing) if rate and peak else None
+    fields["gemm_floor_frac_of_step"] = fields["gemm_floor_s_per_step"] / record["step_s_median"]
+    return fields
+
+
 def run_variants(
     variants: list[Variant],
     preset: Preset,
@@ -201,8 +222,10 @@ def run_variants(
     overhead: bool = False,
     profile: bool = False,
     peak_cache: bool = False,
+    gemm_floor: bool = False,
 ) -> list[dict[str, Any]]:
-    """``peak_cache``: take the CPU peak from the cross-run cache instead of the run directory's (or a new one)."""
+    """``peak_cache``: take the CPU peak from the cross-run cache instead of the run directory's (or a new one);
+    ``gemm_floor``: each record also times its step's dots alone (``measure``)."""
     import jax
 
     done = finished_keys(out) if resume else set()
@@ -222,7 +245,17 @@ def run_variants(
         else:
             with distributed.own_trace_dir(trace_dir) as this_process_trace_dir:
                 record = _measure_with_progress(
-                    variant, preset, mesh, scope, steps, warmup, repeat, overhead, this_process_trace_dir, peak
+                    variant,
+                    preset,
+                    mesh,
+                    scope,
+                    steps,
+                    warmup,
+                    repeat,
+                    overhead,
+                    this_process_trace_dir,
+                    peak,
+                    gemm_floor,
                 )
         record = distributed.agree(record)  # ok only if ok on every process; carries process_count
         if distributed.is_writer():  # process 0 writes for all
@@ -242,13 +275,24 @@ def _run_peak(out: Path, preset: Preset, mesh: Mesh, peak_cache: bool) -> dict[s
 
 
 def _measure_with_progress(
-    variant, preset, mesh, scope, steps, warmup, repeat, overhead, trace_dir, peak
+    variant, preset, mesh, scope, steps, warmup, repeat, overhead, trace_dir, peak, gemm_floor
 ) -> dict[str, Any]:
     from rich.progress import Progress
 
     if not distributed.is_writer():  # one progress display, process 0's; the watchdog still hears every step
         return measure(
-            variant, preset, mesh, scope, steps, warmup, repeat, overhead, distributed.step_done, trace_dir, peak=peak
+            variant,
+            preset,
+            mesh,
+            scope,
+            steps,
+            warmup,
+            repeat,
+            overhead,
+            distributed.step_done,
+            trace_dir,
+            peak,
+            gemm_floor,
         )
     with Progress(transient=True) as progress:
         task = progress.add_task(f"{variant.name}: compiling and analysing", total=warmup + steps)
@@ -257,7 +301,9 @@ def _measure_with_progress(
             progress.update(task, advance=1, description=f"{variant.name}: warm-up and timed steps")
             distributed.step_done()
 
-        return measure(variant, preset, mesh, scope, steps, warmup, repeat, overhead, advance, trace_dir, peak=peak)
+        return measure(
+            variant, preset, mesh, scope, steps, warmup, repeat, overhead, advance, trace_dir, peak, gemm_floor
+        )
 
 
 MP_ALLREDUCE_BYTES = comm_key("mp", CollectiveKind.ALL_REDUCE, "bytes")

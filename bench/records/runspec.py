@@ -59,6 +59,8 @@ RUN_FLAGS: tuple[RunFlag, ...] = (
             type=None, default=False),
     RunFlag("--profile", "profile", "capture an XProf trace of a few more steps into RUN_DIR/traces/ and add its "
             "summary to the record", type=None, default=False),
+    RunFlag("--gemm-floor", "gemm_floor", "also time every dot of the compiled step alone, at its own shapes: the "
+            "step's GEMM floor, by block component (bench/measure/gemm_floor.py)", type=None, default=False),
     RunFlag("--distributed", "distributed", "initialise jax.distributed before the run", type=None, default=False,
             group="distributed"),
     RunFlag("--coordinator", "coordinator", "HOST:PORT of process 0's coordination service", group="distributed"),

@@ -257,6 +257,23 @@ class Profile:
 
 
 @dataclass(frozen=True)
+class GemmFloor:
+    """Every dot of the compiled step timed alone at its own shapes (``--gemm-floor``, bench.measure.gemm_floor):
+    the time no fusion of the rest can beat. CPU: every simulated device's dots in turn on the shared cores."""
+
+    gemm_floor_s_per_step: float
+    gemm_floor_flops_per_s: float | None
+    gemm_floor_component_ms_per_step: dict  # by bench.analysis.components' labels
+    gemm_floor_dots: int  # dot executions per step
+    gemm_floor_distinct_dots: int  # timed once each
+    gemm_floor_untimed_matmuls: int  # convolutions and matmul custom calls: not dots, not in the floor
+    gemm_floor_untimed_flops_per_step: int
+    gemm_floor_repeats: int
+    gemm_floor_frac_of_peak: float | None  # the floor's FLOP/s over the devices' peak: how fast the GEMMs run
+    gemm_floor_frac_of_step: float  # floor over the measured median step: the share of the step GEMMs must take
+
+
+@dataclass(frozen=True)
 class TpuFit:
     fits_hbm: bool | None
     hbm_bytes_per_device: float | None
@@ -315,6 +332,7 @@ SECTIONS: tuple[type, ...] = (
     Communication,
     ExpectedCommunication,
     Profile,
+    GemmFloor,
     TpuFit,
     Search,
     MultiProcess,
