@@ -335,6 +335,27 @@ def profile(session: nox.Session) -> None:
     session.log(f"open the trace: tensorboard --logdir {log_dir} --host localhost (run directory printed above)")
 
 
+# Issue 12's single-device block: GPT-J's choice without remat at d_model 1024, d_ff 4096, batch 8 x 512 tokens.
+CPU_BLOCK = ["--variant", "parallel-h256-pjit-none", "--preset", "cpu", "--scope", "block", "--mesh", "dp=1,mp=1"]
+CPU_BLOCK += [f"--set={field}" for field in ("context=2048", "seq=512", "batch=8", "d_model=1024", "d_ff=4096")]
+CPU_BLOCK_REPEATS = 3
+
+
+@nox.session(python=False)
+def cpu_block(session: nox.Session) -> None:
+    """The single-device CPU block with [B, T, D] projections (DIR/batched) and with flat tokens (DIR/flat), in
+    turn, three times each, every run with its GEMM floor and a profile; then DIR/flat's report against DIR/batched:
+    -- [--out DIR]."""
+    out = _option(session.posargs, "--out") or _new_run_dir("cpu-block-")
+    python = env_python(session, "current")
+    for repeat in range(CPU_BLOCK_REPEATS):  # in turn, so that a drift of the machine falls on both alike
+        for layout, flat in (("batched", "false"), ("flat", "true")):
+            where = [f"--out={out}/{layout}", f"--repeat={repeat}", f"--set=flat_tokens={flat}"]
+            flags = ["--steps=10", "--warmup=2", "--gemm-floor", "--profile"]
+            session.run(python, "-m", "bench", "run", *CPU_BLOCK, *where, *flags, external=True)
+    session.run(python, "-m", "bench", "report", f"{out}/flat", "--compare", f"{out}/batched", external=True)
+
+
 @nox.session(python=False)
 def benchmarks(session: nox.Session) -> None:
     """pytest-benchmark timings of every current-JAX variant (-- --benchmark-json out.json, --benchmark-compare)."""

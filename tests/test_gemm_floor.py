@@ -11,6 +11,7 @@ from conftest import require_devices
 from bench.analysis.gemms import program_gemms
 from bench.measure.gemm_floor import gemm_floor_fields
 from bench.measure.pipeline import measure
+from bench.report.sections.profiles import _floors
 from model.config import Mesh, Scope, Variant, apply_overrides, get_preset
 
 
@@ -75,3 +76,21 @@ def test_a_measured_record_carries_the_floor_of_its_block_by_component():
     # fwd + bwd: q, k, v, out, ff in and out forward, two each backward, and the four attention dots
     assert record["gemm_floor_dots"] == 6 * 3 + 2 * 3
     assert 0 < record["gemm_floor_frac_of_step"] and 0 < record["gemm_floor_frac_of_peak"]
+
+
+def test_the_report_splits_hfu_into_the_floors_two_shares():
+    record = {
+        "variant": "parallel-h256-pjit-none",
+        "jax": "0.10.2",
+        "status": "ok",
+        "step_s_median": 1.0,
+        "hfu": 0.6,
+        "gemm_floor_s_per_step": 0.8,
+        "gemm_floor_frac_of_peak": 0.75,
+        "gemm_floor_frac_of_step": 0.8,
+        "gemm_floor_component_ms_per_step": {"ff_out": 300.0, "qkv_proj": 200.0},
+        "gemm_floor_untimed_matmuls": 0,
+    }
+    text = "\n".join(_floors([record]))
+    assert "| 0.10.2 " in text and "MEASURED" in text and "| 60%" in text and "| 75%" in text and "| 80%" in text
+    assert text.index("qkv_proj ms") < text.index("ff_out ms")  # in the order the block runs

@@ -1,5 +1,5 @@
 """Section 6: each profiled variant's top ops, its collective share, its measured time by block component and the
-command that opens its trace.
+command that opens its trace; and, for a record run with ``--gemm-floor``, its GEMM floor by component beside it.
 
 The component table is a MEASUREMENT of this machine: the profiler's op self times under the labels
 bench.analysis.components gives the profiled program's optimized HLO (bench.measure.profile.component_fields), the
@@ -24,10 +24,47 @@ def section_profiles(a: Analysis) -> list[str]:
     lines = ["## 6. Profiles", ""]
     profiled = latest_ok(a.run.measured, having="profile_collective_share")
     if not profiled:
-        return lines + ["No variant in this run has a captured trace (records carry no profile_* fields).", ""]
+        lines += ["No variant in this run has a captured trace (records carry no profile_* fields).", ""]
     for r in profiled:
         lines += _profile(r)
+    floors = [r for r in a.run.measured if r["status"] == "ok" and r.get("gemm_floor_s_per_step")]
+    if floors:
+        lines += _floors(floors)
     return lines
+
+
+def _floors(records: list[Mapping[str, Any]]) -> list[str]:
+    """Every --gemm-floor record, repeats included (the floor is timed anew in each): HFU split into the floor's
+    share of the peak and the step's share of the floor, and the floor by block component."""
+    rows = []
+    for r in records:
+        row = {
+            "variant": r["variant"],
+            "jax": row_key(r)[1],
+            "repeat": r.get("repeat", 0),
+            "step ms": fmt(number(r.get("step_s_median")) * 1e3),
+            "GEMM floor ms": fmt(number(r.get("gemm_floor_s_per_step")) * 1e3),
+            "HFU": pct(r.get("hfu")),
+            "floor FLOP/s of peak": pct(r.get("gemm_floor_frac_of_peak")),
+            "floor of step": pct(r.get("gemm_floor_frac_of_step")),
+        }
+        parts = r.get("gemm_floor_component_ms_per_step") or {}
+        for label in sorted(parts, key=lambda label: (ORDER.index(label) if label in ORDER else len(ORDER), label)):
+            row[f"{label} ms"] = fmt(parts[label])
+        rows.append(row)
+    untimed = sum(int(r.get("gemm_floor_untimed_matmuls") or 0) for r in records)
+    return [
+        "### GEMM floor (MEASURED: each dot of the compiled step timed alone, `--gemm-floor`)",
+        "",
+        "HFU is about floor FLOP/s of peak x floor of step (exactly, where the dots carry all the hardware FLOPs): "
+        "the first is how fast this machine's GEMMs run at the step's own shapes (no fusion of the rest can beat "
+        "it), the second what everything around them costs. Component columns: the floor's ms per step by block "
+        "component."
+        + (f" {untimed} matmuls that are not dots (convolutions) were left out of the floors." if untimed else ""),
+        "",
+        markdown_table(pd.DataFrame(rows)),
+        "",
+    ]
 
 
 def _profile(r: Mapping[str, Any]) -> list[str]:
