@@ -345,14 +345,20 @@ CPU_BLOCK_REPEATS = 3
 def cpu_block(session: nox.Session) -> None:
     """The single-device CPU block with [B, T, D] projections (DIR/batched) and with flat tokens (DIR/flat), in
     turn, three times each, every run with its GEMM floor and a profile; then DIR/flat's report against DIR/batched:
-    -- [--out DIR]."""
+    -- [--out DIR]. One CPU peak, measured before the first run, is every record's (and again after the last)."""
     out = _option(session.posargs, "--out") or _new_run_dir("cpu-block-")
     python = env_python(session, "current")
+    calibrate = [python, "-m", "bench", "calibrate", "--mesh=dp=1,mp=1", f"--out={out}/batched"]
+    session.run(*calibrate, external=True)
+    Path(out, "flat").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(out, "batched", "peaks.jsonl"), Path(out, "flat", "peaks.jsonl"))
     for repeat in range(CPU_BLOCK_REPEATS):  # in turn, so that a drift of the machine falls on both alike
         for layout, flat in (("batched", "false"), ("flat", "true")):
             where = [f"--out={out}/{layout}", f"--repeat={repeat}", f"--set=flat_tokens={flat}"]
             flags = ["--steps=10", "--warmup=2", "--gemm-floor", "--profile"]
             session.run(python, "-m", "bench", "run", *CPU_BLOCK, *where, *flags, external=True)
+    session.run(*calibrate, "--when=end", external=True)
+    shutil.copyfile(Path(out, "batched", "peaks.jsonl"), Path(out, "flat", "peaks.jsonl"))
     session.run(python, "-m", "bench", "report", f"{out}/flat", "--compare", f"{out}/batched", external=True)
 
 

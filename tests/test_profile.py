@@ -112,6 +112,23 @@ def test_self_times_ignore_input_order_and_back_to_back_events():
     assert profile.self_times_us([(4.0, 2.0), (0.0, 4.0)]) == [2.0, 4.0]
 
 
+def test_covered_share_hand_count():
+    # two steps of 10 us; ops: [0, 4) and [2, 6) overlap (union 6), [12, 15), and [25, 30) outside every step
+    steps = [(0.0, 10.0), (10.0, 10.0)]
+    ops = [(2.0, 4.0), (0.0, 4.0), (12.0, 3.0), (25.0, 5.0)]
+    assert profile.covered_share(ops, steps) == pytest.approx((6 + 3) / 20)
+    # an op spanning the boundary of two steps counts in both
+    assert profile.covered_share([(8.0, 4.0)], steps) == pytest.approx(4 / 20)
+    assert profile.covered_share([], steps) is None and profile.covered_share(ops, []) is None
+
+
+def test_a_real_trace_has_its_op_coverage_between_zero_and_one(psum_trace):
+    if jax.__version__.startswith("0.4."):
+        pytest.skip("jax 0.4.30's CPU runtime writes no per-op events (the summary test checks that refusal)")
+    coverage = capture.trace_coverage(psum_trace)
+    assert coverage is not None and 0 < coverage <= 1
+
+
 def test_op_shares_hand_count():
     assert profile.op_shares([(30.0, True), (60.0, False), (10.0, True)]) == (100.0, 40.0, 0.4, 0.6)
     assert profile.op_shares([]) == (0.0, 0.0, 0.0, 0.0)

@@ -177,8 +177,16 @@ PROFILE_TOP_OPS = 10
 
 def profile_fields(prepared: Any, log_dir: Path) -> dict[str, Any]:
     """An XProf trace of a few more steps, summarised by the profiler plugin's own converters."""
+    from bench.analysis.profile import ProfileTool
     from bench.measure.prepare import mesh_ids
-    from bench.measure.profile import capture_trace, component_fields, summarise_ops, tensorboard_command, trace_op_rows
+    from bench.measure.profile import (
+        capture_trace,
+        component_fields,
+        summarise_ops,
+        tensorboard_command,
+        trace_coverage,
+        trace_op_rows,
+    )
 
     trace = capture_trace(prepared.step, (), PROFILE_STEPS, log_dir)
     fields: dict[str, Any] = {"profile_command": tensorboard_command(log_dir), "profile_trace_path": str(trace)}
@@ -187,6 +195,8 @@ def profile_fields(prepared: Any, log_dir: Path) -> dict[str, Any]:
         fields.update(summarise_ops(rows, PROFILE_TOP_OPS, tool, trace).as_record_fields())
         text, ids = prepared.compiled.as_text(), mesh_ids(prepared.driver)
         fields.update(component_fields(rows, text, ids, PROFILE_STEPS, prepared.mesh.devices, tool))
+        if tool is ProfileTool.TRACE_VIEWER:  # hlo_stats (GPU, TPU) has per-op totals, not a timeline
+            fields["profile_op_coverage"] = trace_coverage(trace)
     except Exception as error:  # the trace is kept; only its summary is missing
         fields["profile_error"] = f"{type(error).__name__}: {error}"
     return fields

@@ -36,6 +36,7 @@ from bench.analysis.profile import (
     ProfileTool,
     TraceSummary,
     UnknownToolFormatError,
+    covered_share,
     hlo_op_events,
     ops_from_hlo_stats,
     ops_from_trace_events,
@@ -177,6 +178,20 @@ def summarise_trace(xplane_path: Path, top_n: int = 10) -> TraceSummary:
         raise ValueError(f"top_n must be >= 1, got {top_n!r}")
     rows, tool = trace_op_rows(xplane_path)
     return summarise_ops(rows, top_n, tool, Path(xplane_path))
+
+
+def trace_coverage(xplane_path: Path) -> float | None:
+    """The share of the traced steps' wall time that op events cover (``covered_share``); None where the trace has
+    no step annotations or no op events (jax 0.4.30's CPU runtime without the thunk runtime)."""
+    trace = json.loads(_tool_data(load_converter(), Path(xplane_path), "trace_viewer", {}))
+    ops = [(float(e["ts"]), float(e["dur"])) for e in hlo_op_events(trace)]
+    step = re.compile(rf"^{STEP_NAME} \d+$")
+    steps = [
+        (float(e["ts"]), float(e["dur"]))
+        for e in trace.get("traceEvents", [])
+        if e.get("ph") == "X" and step.match(str(e.get("name", "")))
+    ]
+    return covered_share(ops, steps)
 
 
 # The module name on optimized HLO text's first line: "HloModule jit_train_step, entry_computation_layout=...".

@@ -80,6 +80,12 @@ class Head:
     grad_accum: int  # micro-batches per optimizer step (gradient accumulation): tokens per step = batch x seq x this
     grad_accum_dtype: str  # the dtype micro-batch gradients are summed in (float32; GPT-J's bfloat16 on gptj-6b)
     dtype: str  # compute dtype
+    # The model's sizes and layout as run (a --set changes them without changing the preset's name).
+    n_layers: int
+    d_model: int
+    d_ff: int
+    vocab: int
+    flat_tokens: bool  # model.config.ModelConfig.flat_tokens: projections over one [B*T, D] matrix of tokens
     repeat: int
     jax: str | None  # the JAX version that ran it (None: the placeholder's environment could not say)
 
@@ -254,6 +260,10 @@ class Profile:
     profile_component_matched_share: float  # of the step program's op time, ops found in its optimized HLO
     profile_other_programs_ms_per_step: float  # op time of other programs in the trace (argument copies, ...)
     profile_steps: int
+    # The share of the profiled steps' wall time that op events cover (bench.analysis.profile.covered_share;
+    # trace_viewer path only): below 1, work ran outside any op's event (XLA CPU's Eigen dots), so per-op and
+    # per-component times understate it.
+    profile_op_coverage: float | None
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,20 @@ def _components(r: Mapping[str, Any]) -> list[str]:
         f"{r.get('profile_steps', '?')} profiled steps; {pct(r.get('profile_component_matched_share'))} of the step "
         f"program's op time matched an op of its optimized HLO, the rest is 'unattributed'; other programs in the "
         f"trace: {fmt(other)} ms per step per device). On simulated CPU devices a collective's time is mostly waiting "
-        "for the slowest device.",
+        "for the slowest device." + _coverage(r),
         "",
     ]
     return lines + [markdown_table(frame), ""]
+
+
+def _coverage(r: Mapping[str, Any]) -> str:
+    coverage = r.get("profile_op_coverage")
+    if coverage is None:
+        return ""
+    text = f" Op events cover {pct(coverage)} of the profiled steps' wall time"
+    if coverage < 0.95:
+        text += (
+            ": the rest ran outside any op's event (on XLA CPU, dots handed to Eigen's thread pool), so these "
+            "times understate the GEMMs; `--gemm-floor` times them alone"
+        )
+    return text + "."
