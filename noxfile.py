@@ -344,8 +344,9 @@ CPU_BLOCK_REPEATS = 3
 @nox.session(python=False)
 def cpu_block(session: nox.Session) -> None:
     """The single-device CPU block with [B, T, D] projections (DIR/batched) and with flat tokens (DIR/flat), in
-    turn, three times each, every run with its GEMM floor and a profile; then DIR/flat's report against DIR/batched:
-    -- [--out DIR]. One CPU peak, measured before the first run, is every record's (and again after the last)."""
+    turn, three times each, every run with its GEMM floor and a profile; then their reports, DIR/flat's against
+    DIR/batched: -- [--out DIR]. One CPU peak, measured before the first run, is every record's (and again after
+    the last)."""
     out = _option(session.posargs, "--out") or _new_run_dir("cpu-block-")
     python = env_python(session, "current")
     calibrate = [python, "-m", "bench", "calibrate", "--mesh=dp=1,mp=1", f"--out={out}/batched"]
@@ -359,6 +360,7 @@ def cpu_block(session: nox.Session) -> None:
             session.run(python, "-m", "bench", "run", *CPU_BLOCK, *where, *flags, external=True)
     session.run(*calibrate, "--when=end", external=True)
     shutil.copyfile(Path(out, "batched", "peaks.jsonl"), Path(out, "flat", "peaks.jsonl"))
+    session.run(python, "-m", "bench", "report", f"{out}/batched", external=True)
     session.run(python, "-m", "bench", "report", f"{out}/flat", "--compare", f"{out}/batched", external=True)
 
 
