@@ -199,10 +199,11 @@ class ModelConfig:
     unroll_attention_blocks: bool = False
     # The projections multiply one [B*T, D] matrix of tokens instead of a [B, T, D] array (model.gptj.project): the
     # same products, and the same program on any mesh (seq is never split). XLA CPU then runs the weight-gradient
-    # GEMMs on their fast path: with [B, T, D], each transposed one operand first and ran at 195-270 GFLOP/s where
-    # the flat form ran at 365-383 (each dot of the issue-12 block timed alone, jax 0.10.2, 2 cores, 2026-12-07);
-    # the block's step fell 11-14%. On for the CPU presets; off for the TPU and GPU configurations, whose compiles
-    # (and the committed TPU compile cache) predate it and where it is unmeasured.
+    # GEMMs on their fast path: with [B, T, D], each transposed one operand first and ran at 195-331 GFLOP/s where
+    # the flat form ran at 349-369 (each dot of the issue-12 block timed alone, jax 0.10.2, 2 cores, 2026-12-07);
+    # the block ran 1.152x faster (reports/cpu-block, `nox -s cpu_block`). On for the CPU presets; off for the TPU
+    # and GPU configurations, whose compiles (and the committed TPU compile cache) predate it and where it is
+    # unmeasured.
     flat_tokens: bool = False
 
     @property

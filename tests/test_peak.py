@@ -60,20 +60,7 @@ def tiny_run(tmp_path_factory):
     return SimpleNamespace(out=out, records=records, before=before, after=_stat(USER_CACHE))
 
 
-def fake_measure(
-    variant,
-    preset,
-    mesh,
-    scope,
-    steps,
-    warmup,
-    repeat=0,
-    overhead=False,
-    progress=None,
-    trace_dir=None,
-    peak=None,
-    gemm_floor=False,
-):
+def fake_measure(variant, preset, mesh, scope, steps, warmup, repeat=0, overhead=False, peak=None, **_options):
     return {**base_record(variant, preset, mesh, scope, repeat), **peak, "status": "ok"}
 
 

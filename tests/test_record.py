@@ -96,20 +96,7 @@ def test_step_stats_by_hand():
 
 
 def fake_measure(fail: set[str]):
-    def measure(
-        variant,
-        preset,
-        mesh,
-        scope,
-        steps,
-        warmup,
-        repeat=0,
-        overhead=False,
-        progress=None,
-        trace_dir=None,
-        peak=None,
-        gemm_floor=False,
-    ):
+    def measure(variant, preset, mesh, scope, steps, warmup, repeat=0, overhead=False, peak=None, **_options):
         out = base_record(variant, preset, mesh, scope, repeat)
         if variant.name in fail:
             out["error"] = "RuntimeError: forced"

@@ -52,7 +52,7 @@ class Gemm:
 @dataclasses.dataclass(frozen=True)
 class ProgramGemms:
     gemms: list[Gemm]
-    untimed_matmuls: int  # convolutions and matmul custom calls, per step: not dots, so not timed
+    untimed_matmuls: int  # convolutions (and oneDNN calls that broadcast an operand), per step: not timed
     untimed_flops: int  # their FLOPs per step
 
 

@@ -4,8 +4,8 @@ and dimension numbers, one after another on this process's first device (``bench
 Where the calibrated peak (bench.measure.calibrate) is the best a square GEMM reaches here, the floor is what the
 step's own GEMMs reach: their sum is the time no fusion or scheduling of the rest can beat, so a step's HFU splits
 into the floor's share of the peak (how fast XLA's GEMMs run at these shapes) and the step's share of the floor
-(what everything around them costs). Issue 12 found the block's weight-gradient GEMMs at 195-270 GFLOP/s alone
-against a 500 GFLOP/s calibration: a cost of the dots' form that no elementwise fusion could recover.
+(what everything around them costs). Issue 12 found the block's weight-gradient GEMMs at 195-331 GFLOP/s alone
+against 445-500 GFLOP/s calibrations: a cost of the dots' form that no elementwise fusion could recover.
 
 What is timed: ``lax.dot_general`` on operands of ones in the default (row-major) layout, jitted alone, the best of
 ``repeats`` runs after one warm-up (best, as the calibration: noise only adds time). XLA's CPU pipeline gives dot
@@ -13,8 +13,9 @@ operands the default layout and writes any transpose as a copy of its own, so th
 dot; on other platforms the compiler may choose other layouts inside the program. Identical dots are timed once.
 
 Devices: simulated CPU devices share the host's cores, so the floor of a CPU step is every device's dots in turn
-(dots per device x devices); on an accelerator each device runs its own, and the floor is one device's. A matmul
-that is not a dot (a convolution, jaxlib 0.4.30's oneDNN custom call) is counted as untimed, with its FLOPs.
+(dots per device x devices); on an accelerator each device runs its own, and the floor is one device's. jaxlib
+0.4.30's oneDNN matmul custom calls are timed as the dots they compute (bench.analysis.gemms); a convolution is
+counted as untimed, with its FLOPs.
 """
 
 from __future__ import annotations

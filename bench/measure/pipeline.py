@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -254,19 +255,11 @@ def run_variants(
             record = {**base_record(variant, preset, mesh, scope, repeat), **environment(), **peak}
         else:
             with distributed.own_trace_dir(trace_dir) as this_process_trace_dir:
-                record = _measure_with_progress(
-                    variant,
-                    preset,
-                    mesh,
-                    scope,
-                    steps,
-                    warmup,
-                    repeat,
-                    overhead,
-                    this_process_trace_dir,
-                    peak,
-                    gemm_floor,
-                )
+                run = functools.partial(
+                    measure, variant, preset, mesh, scope, steps, warmup, repeat, overhead,
+                    trace_dir=this_process_trace_dir, peak=peak, gemm_floor=gemm_floor,
+                )  # fmt: skip
+                record = _measure_with_progress(variant.name, warmup + steps, run)
         record = distributed.agree(record)  # ok only if ok on every process; carries process_count
         if distributed.is_writer():  # process 0 writes for all
             append_record(out, record)
@@ -284,36 +277,20 @@ def _run_peak(out: Path, preset: Preset, mesh: Mesh, peak_cache: bool) -> dict[s
         return {"error": f"{type(error).__name__}: {error}"}
 
 
-def _measure_with_progress(
-    variant, preset, mesh, scope, steps, warmup, repeat, overhead, trace_dir, peak, gemm_floor
-) -> dict[str, Any]:
+def _measure_with_progress(name: str, steps: int, run: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """``run(progress=...)`` (``measure`` with all else bound), with a progress display of its ``steps``."""
     from rich.progress import Progress
 
     if not distributed.is_writer():  # one progress display, process 0's; the watchdog still hears every step
-        return measure(
-            variant,
-            preset,
-            mesh,
-            scope,
-            steps,
-            warmup,
-            repeat,
-            overhead,
-            distributed.step_done,
-            trace_dir,
-            peak,
-            gemm_floor,
-        )
+        return run(progress=distributed.step_done)
     with Progress(transient=True) as progress:
-        task = progress.add_task(f"{variant.name}: compiling and analysing", total=warmup + steps)
+        task = progress.add_task(f"{name}: compiling and analysing", total=steps)
 
         def advance() -> None:
-            progress.update(task, advance=1, description=f"{variant.name}: warm-up and timed steps")
+            progress.update(task, advance=1, description=f"{name}: warm-up and timed steps")
             distributed.step_done()
 
-        return measure(
-            variant, preset, mesh, scope, steps, warmup, repeat, overhead, advance, trace_dir, peak, gemm_floor
-        )
+        return run(progress=advance)
 
 
 MP_ALLREDUCE_BYTES = comm_key("mp", CollectiveKind.ALL_REDUCE, "bytes")

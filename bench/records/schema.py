@@ -276,7 +276,7 @@ class GemmFloor:
     gemm_floor_component_ms_per_step: dict  # by bench.analysis.components' labels
     gemm_floor_dots: int  # dot executions per step
     gemm_floor_distinct_dots: int  # timed once each
-    gemm_floor_untimed_matmuls: int  # convolutions and matmul custom calls: not dots, not in the floor
+    gemm_floor_untimed_matmuls: int  # convolutions (and oneDNN calls that broadcast an operand): not in the floor
     gemm_floor_untimed_flops_per_step: int
     gemm_floor_repeats: int
     gemm_floor_frac_of_peak: float | None  # the floor's FLOP/s over the devices' peak: how fast the GEMMs run
