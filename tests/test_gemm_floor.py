@@ -50,7 +50,7 @@ def test_the_floor_times_each_distinct_dot_once_and_sums_them_per_step():
     a, b, c = jnp.ones((64, 64)), jnp.ones((64, 64)), jnp.ones((64, 32))
     text = _compiled_text(program, a, b, c)
     gemms = program_gemms(text).gemms
-    fields = gemm_floor_fields(text, devices=1, platform="cpu", repeats=2)
+    fields = gemm_floor_fields(text, devices=1, platform="cpu", peak_flops_per_device=1e12, repeats=2)
     assert fields["gemm_floor_dots"] == len(gemms) >= 2
     assert fields["gemm_floor_distinct_dots"] == len({g.signature for g in gemms})
     assert fields["gemm_floor_s_per_step"] > 0
@@ -60,8 +60,10 @@ def test_the_floor_times_each_distinct_dot_once_and_sums_them_per_step():
     flops = sum(g.flops * g.executions for g in gemms)
     assert fields["gemm_floor_flops_per_s"] == pytest.approx(flops / fields["gemm_floor_s_per_step"])
     # simulated CPU devices share the cores: eight devices' dots take their turns
-    eight = gemm_floor_fields(text, devices=8, platform="cpu", repeats=2)
+    assert fields["gemm_floor_frac_of_peak"] == pytest.approx(fields["gemm_floor_flops_per_s"] / 1e12)
+    eight = gemm_floor_fields(text, devices=8, platform="cpu", peak_flops_per_device=1e12 / 8, repeats=2)
     assert eight["gemm_floor_dots"] == 8 * fields["gemm_floor_dots"]
+    assert eight["gemm_floor_frac_of_peak"] == pytest.approx(eight["gemm_floor_flops_per_s"] / 1e12)
 
 
 def test_a_measured_record_carries_the_floor_of_its_block_by_component():

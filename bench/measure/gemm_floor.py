@@ -65,8 +65,16 @@ def time_gemm(gemm: Gemm, device: Any, repeats: int = DEFAULT_REPEATS) -> float:
     return best
 
 
-def gemm_floor_fields(hlo_text: str, devices: int, platform: str, repeats: int = DEFAULT_REPEATS) -> dict[str, Any]:
-    """The record's ``gemm_floor_*`` fields for one compiled step (its per-device optimized HLO)."""
+def gemm_floor_fields(
+    hlo_text: str,
+    devices: int,
+    platform: str,
+    peak_flops_per_device: float | None = None,
+    repeats: int = DEFAULT_REPEATS,
+) -> dict[str, Any]:
+    """The record's ``gemm_floor_*`` fields for one compiled step (its per-device optimized HLO) run on ``devices``
+    of this process; with the devices' peak, also the floor's FLOP/s over it (over all of them on CPU, whose
+    simulated devices share the cores)."""
     import jax
 
     found = program_gemms(hlo_text)
@@ -82,9 +90,11 @@ def gemm_floor_fields(hlo_text: str, devices: int, platform: str, repeats: int =
         by_component[gemm.component] += step_s * 1e3
         total_s += step_s
         total_flops += gemm.flops * gemm.executions * sharing
+    rate = total_flops / total_s if total_s else None
     return {
         "gemm_floor_s_per_step": total_s,
-        "gemm_floor_flops_per_s": total_flops / total_s if total_s else None,
+        "gemm_floor_flops_per_s": rate,
+        "gemm_floor_frac_of_peak": rate / (peak_flops_per_device * sharing) if rate and peak_flops_per_device else None,
         "gemm_floor_component_ms_per_step": dict(sorted(by_component.items())),
         "gemm_floor_dots": sum(g.executions for g in found.gemms) * sharing,
         "gemm_floor_distinct_dots": len(seconds),

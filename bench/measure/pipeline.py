@@ -210,12 +210,9 @@ def floor_fields(prepared: Any, record: dict[str, Any]) -> dict[str, Any]:
 
     from bench.measure.gemm_floor import gemm_floor_fields
 
-    devices = prepared.mesh.devices
-    fields = gemm_floor_fields(prepared.compiled.as_text(), devices, jax.default_backend())
-    rate, peak = fields["gemm_floor_flops_per_s"], record.get("peak_flops_per_device")
-    # CPU: the floor ran every simulated device's dots on the shared cores, so its rate is the machine's
-    sharing = devices if jax.default_backend() == "cpu" else 1
-    fields["gemm_floor_frac_of_peak"] = rate / (peak * sharing) if rate and peak else None
+    local_devices = prepared.mesh.devices // jax.process_count()  # the devices whose dots this process runs
+    text, peak = prepared.compiled.as_text(), record.get("peak_flops_per_device")
+    fields = gemm_floor_fields(text, local_devices, jax.default_backend(), peak)
     fields["gemm_floor_frac_of_step"] = fields["gemm_floor_s_per_step"] / record["step_s_median"]
     return fields
 
