@@ -29,7 +29,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,19 @@ def _cpu_devices(devices: Sequence[Any] | None) -> list[Any]:
     return devices
 
 
+def best_time(run: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """The best seconds of ``repeats`` calls of ``run`` (each waited for), after one untimed call that compiles and
+    warms up; and the last call's output. Best, not median: see the module docstring."""
+    run().block_until_ready()
+    best, output = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        output = run()
+        output.block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return best, output
+
+
 def _time_gemm(dtype_name: str, devices: list[Any], n: int, repeats: int) -> float:
     """Best seconds for one [devices, n, n] @ [devices, n, n] batch, one n x n matmul per device."""
     import jax
@@ -135,19 +148,13 @@ def _time_gemm(dtype_name: str, devices: list[Any], n: int, repeats: int) -> flo
     sharding = NamedSharding(Mesh(np.array(devices), ("d",)), PartitionSpec("d"))
     ones = jax.device_put(jnp.ones((len(devices), n, n), dtype_name), sharding)
     matmul = jax.jit(jnp.matmul, in_shardings=(sharding, sharding), out_shardings=sharding)
-    matmul(ones, ones).block_until_ready()  # compile and warm up outside the timing
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product = matmul(ones, ones)
-        product.block_until_ready()
-        seconds.append(time.perf_counter() - start)
+    best, product = best_time(lambda: matmul(ones, ones), repeats)
     # ones @ ones is n everywhere (rounded to dtype, e.g. bf16 holds 300 as 300 +- 4): a wrong product means the
     # timing measured something else.
     expected = np.asarray(jnp.asarray(n, dtype_name), dtype=np.float32)
     if not np.all(np.asarray(product, dtype=np.float32) == expected):
         raise RuntimeError(f"GEMM calibration produced a wrong product for n={n}, dtype {dtype_name}")
-    return min(seconds)
+    return best
 
 
 def _measure(dtype_name: str, devices: list[Any], sizes: Sequence[int], repeats: int) -> tuple[float, str]:

@@ -8,9 +8,10 @@ into the floor's share of the peak (how fast XLA's GEMMs run at these shapes) an
 against 445-500 GFLOP/s calibrations: a cost of the dots' form that no elementwise fusion could recover.
 
 What is timed: ``lax.dot_general`` on operands of ones in the default (row-major) layout, jitted alone, the best of
-``repeats`` runs after one warm-up (best, as the calibration: noise only adds time). XLA's CPU pipeline gives dot
-operands the default layout and writes any transpose as a copy of its own, so there a dot alone is the program's
-dot; on other platforms the compiler may choose other layouts inside the program. Identical dots are timed once.
+``repeats`` runs after one warm-up (``bench.measure.calibrate.best_time``, as the calibration: noise only adds
+time). XLA's CPU pipeline gives dot operands the default layout and writes any transpose as a copy of its own, so
+there a dot alone is the program's dot; on other platforms the compiler may choose other layouts inside the
+program. Identical dots are timed once.
 
 Devices: simulated CPU devices share the host's cores, so the floor of a CPU step is every device's dots in turn
 (dots per device x devices); on an accelerator each device runs its own, and the floor is one device's. jaxlib
@@ -20,13 +21,13 @@ counted as untimed, with its FLOPs.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 
 from bench.analysis.gemms import Gemm, program_gemms
+from bench.measure.calibrate import best_time
 
 DEFAULT_REPEATS = 5
 _DTYPES = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "s32": np.int32, "s8": np.int8}
@@ -56,13 +57,7 @@ def time_gemm(gemm: Gemm, device: Any, repeats: int = DEFAULT_REPEATS) -> float:
     lhs = jax.device_put(jnp.ones(gemm.lhs, _jax_dtype(gemm.lhs_dtype)), device)
     rhs = jax.device_put(jnp.ones(gemm.rhs, _jax_dtype(gemm.rhs_dtype)), device)
     run = jax.jit(dot)
-    run(lhs, rhs).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(lhs, rhs).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_time(lambda: run(lhs, rhs), repeats)[0]
 
 
 def gemm_floor_fields(
