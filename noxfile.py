@@ -194,7 +194,7 @@ XMAP_SELECTION = (
     f" and ({PER_VARIANT_CHECKS_IN_XMAP}) and ({REMAT_POLICY_CHECKS_IN_XMAP}) and {ACCUMULATION_CHECKS_IN_XMAP}"
     f" and ({FSDP_CHECKS_IN_XMAP})"
 )
-# A frozen process is caught by bench/launch/session.py's own watchdog, the same code in both environments; jax
+# A frozen process is caught by bench/measure/session.py's own watchdog, the same code in both environments; jax
 # 0.4.30's own fault path (its gloo aborts process 0 when a peer dies) is the killed case, which runs in both.
 XMAP_DESELECTED = ["tests/test_distributed.py::test_a_dead_or_frozen_process_fails_the_run_within_the_timeout[frozen]"]
 

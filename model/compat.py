@@ -52,7 +52,7 @@ def jax_needs_pjrt_compatibility(jax_version: str) -> bool:
 
 
 def jaxlib_cpu_collectives_deadlock(jaxlib_version: str) -> bool:
-    """Whether this jaxlib's gloo CPU collectives can deadlock (bench.launch.session.check_cpu_collectives says how).
+    """Whether this jaxlib's gloo CPU collectives can deadlock (bench.measure.session.check_cpu_collectives says how).
 
     Measured in jaxlib 0.4.30 and not in 0.10.2; the releases in between are untested and taken as fixed.
     """
@@ -60,6 +60,20 @@ def jaxlib_cpu_collectives_deadlock(jaxlib_version: str) -> bool:
 
 
 # --- API differences ------------------------------------------------------------------------------------------------
+
+
+def compiler_errors() -> tuple[type[Exception], ...]:
+    """What XLA raises when it fails or refuses a program (compile errors, RESOURCE_EXHAUSTED, an unsupported op):
+    jaxlib's XlaRuntimeError (jax.errors.JaxRuntimeError in current JAX; xla_client names it in both); and
+    Pallas's re-raise of a Mosaic compile error with the kernel's Python frames, in JAXes that have one (jax 0.4.30
+    lets XLA's own error through)."""
+    from jaxlib import xla_client
+
+    try:
+        from jax._src.pallas.mosaic.error_handling import MosaicError
+    except ImportError:
+        return (xla_client.XlaRuntimeError,)
+    return (xla_client.XlaRuntimeError, MosaicError)
 
 
 def has_xmap() -> bool:

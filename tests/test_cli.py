@@ -245,8 +245,10 @@ def test_an_out_that_cannot_be_written_fails_before_measuring(command, under, a_
     assert "run directory:" not in result.stderr  # printed just before the first compile
 
 
-def interrupt(args: list[str], after: str) -> tuple[subprocess.CompletedProcess, float]:
-    """Run ``python -m bench ARGS``, send SIGINT once a stderr line contains ``after``; the result and seconds."""
+def interrupt(
+    args: list[str], after: str, sig: signal.Signals = signal.SIGINT
+) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``python -m bench ARGS``, send ``sig`` once a stderr line contains ``after``; the result and seconds."""
     child = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=REPO, stderr=subprocess.PIPE, text=True)
     start = time.monotonic()
     seen = []
@@ -254,7 +256,7 @@ def interrupt(args: list[str], after: str) -> tuple[subprocess.CompletedProcess,
         seen.append(line)
         if after in line:
             time.sleep(0.5)  # inside the compile, or the child process
-            child.send_signal(signal.SIGINT)
+            child.send_signal(sig)
             break
     seen.append(child.stderr.read())
     child.wait(timeout=60)
@@ -269,10 +271,30 @@ def interrupt(args: list[str], after: str) -> tuple[subprocess.CompletedProcess,
     ],
     ids=["run", "sweep"],
 )
-def test_ctrl_c_says_where_the_records_are_and_how_to_finish(command, after, tmp_path):
-    result, seconds = interrupt([*command, "--out", str(tmp_path)], after)
-    assert_one_line_error(result, f"intact in {tmp_path}; rerun with --resume --out {tmp_path} to finish", code=130)
+@pytest.mark.parametrize(
+    "sig, code, how", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")]
+)
+def test_ctrl_c_and_sigterm_say_where_the_records_are_and_how_to_finish(command, after, sig, code, how, tmp_path):
+    result, seconds = interrupt([*command, "--out", str(tmp_path)], after, sig)
+    assert_one_line_error(result, f"intact in {tmp_path}; rerun with --resume --out {tmp_path} to finish", code=code)
+    assert f"error: {how};" in result.stderr
     assert seconds < 60
+
+
+def test_sigterm_mid_run_keeps_the_records_written_before_it(tmp_path):
+    """Terminated after the first variant's record: that record stays whole, and resuming runs only the rest."""
+    from bench.records.store import load_records
+
+    second = "serial-h256-pjit-none"
+    command = ["run", "--variant", PJIT_NONE, "--variant", second, "--preset", "tiny", "--mesh", "dp=1,mp=1"]
+    command += ["--steps", "1", "--warmup", "0", "--out", str(tmp_path)]
+    result, _ = interrupt(command, " tokens/s", signal.SIGTERM)  # the first record's line, printed once written
+    assert result.returncode == 143, result.stderr[-2000:]
+    loaded = load_records(tmp_path)
+    assert not loaded.skipped and [r["variant"] for r in loaded.records] == [PJIT_NONE]
+    resumed = bench(*command, "--resume", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [r["variant"] for r in load_records(tmp_path).records] == [PJIT_NONE, second]
 
 
 def test_nox_is_ignored_as_a_directory_or_a_symlink():

@@ -18,8 +18,8 @@ from conftest import require_devices
 from bench.analysis import components as comp
 from bench.analysis.components import Basis, Component
 from bench.analysis.profile import OpRow
+from bench.compile.step import build_program, build_program_for_devices
 from bench.hardware.table import accelerator_for_topology
-from bench.measure.prepare import build_program, build_program_for_devices
 from bench.tpu_aot.env import (
     compile_with_optimized_hlo,
     installed_jax_is_legacy,

@@ -18,10 +18,11 @@ import jaxlib
 import pytest
 from conftest import require_devices
 
+from bench.cli.spec import parse_run
 from bench.launch import local
-from bench.launch import session as distributed
 from bench.launch.local import LocalCluster, ProcessExit, exit_status, process_env
-from bench.launch.session import (
+from bench.measure import session as distributed
+from bench.measure.session import (
     EXIT_PEER_FAILURE,
     Coordinates,
     PeerView,
@@ -159,7 +160,7 @@ def test_a_dead_or_frozen_process_fails_the_run_within_the_timeout(fault, tmp_pa
     assert waited_s < FAULT_TIMEOUT_S + 15, (waited_s, outputs(cluster))
     # As `bench distributed` does after every launch: where process 0 itself crashed (jaxlib 0.4.30 aborts on a
     # gloo error), the variant it left unrecorded is recorded as failed.
-    local.record_unrecorded(local.plan_run(args), 0, exits)
+    local.record_unrecorded(local.plan_run(args, parse_run), 0, exits)
     records = load_records(out).records
     assert [r["status"] for r in records] == ["failed"], outputs(cluster)
     assert 1 in records[0]["failed_processes"] and "process 1" in records[0]["error"], records[0]

@@ -9,7 +9,8 @@ from conftest import require_devices
 
 from bench.analysis.expected import ExpectedComm, expected_comm
 from bench.analysis.hlo import CollectiveKind
-from bench.measure.prepare import analyse, build_program, comm_verdict
+from bench.analysis.verdict import comm_verdict
+from bench.compile.step import analyse, build_program
 from bench.records.schema import comm_key
 from model import compat
 from model.config import SWEPT_REMATS, Dtype, Mesh, Remat, Residual, Scope, Variant, get_preset, model_for

@@ -189,7 +189,7 @@ def test_compiled_flops_is_per_device_or_refuses_uncounted_matmuls():
 def test_static_flops_count_the_tokens_of_every_micro_batch():
     import dataclasses
 
-    from bench.measure.prepare import static_flop_fields
+    from bench.compile.step import static_flop_fields
     from model.config import Variant, get_preset, model_for
     from model.program import Program
 

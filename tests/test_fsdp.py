@@ -12,7 +12,7 @@ from jax.sharding import PartitionSpec
 
 from bench.analysis.expected import ExpectedComm, FsdpParams, expected_comm
 from bench.analysis.hlo import CollectiveKind
-from bench.measure.prepare import analyse, build_program
+from bench.compile.step import analyse, build_program
 from bench.records.schema import comm_key
 from model.config import ConfigError, Layout, Mesh, Scope, Strategy, Variant, get_preset, model_for, validate_run
 from model.program import Program
@@ -172,7 +172,7 @@ def test_fsdp_hlo_collectives_of_shard_map_equal_the_analytic_model(mesh_id, gra
 def test_the_verdict_accepts_gradients_all_reduced_instead_of_reduce_scattered_as_a_note():
     """libtpu (v3, tiny, shard_map) reduces the small FSDP gradients (LayerNorm, biases) by all-reduce: the same sum,
     which the dp all-reduce then carries. Any other shortfall of reduce-scatters is a difference."""
-    from bench.measure.prepare import comm_verdict
+    from bench.analysis.verdict import comm_verdict
 
     expected = ExpectedComm(0, 0, 0, 0, 2304, dp_scatter_count=22, dp_scatter_bytes=13139968, dp_gather_count=22)
     expected = dataclasses.replace(expected, dp_gather_bytes=13139968, dp_gather_count_min=22, dp_gather_count_max=40)

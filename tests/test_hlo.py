@@ -14,7 +14,7 @@ import pytest
 from conftest import require_devices
 
 from bench.analysis import comm
-from bench.analysis.collectives import AXIS_LABELS, KIND_LABELS, OpForm, axis_key, collective_opcode, mesh_axis_values
+from bench.records.collectives import AXIS_LABELS, KIND_LABELS, OpForm, axis_key, collective_opcode, mesh_axis_values
 from bench.analysis.hlo import (
     Collective,
     CollectiveKind,

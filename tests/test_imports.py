@@ -77,9 +77,55 @@ def test_imports_form_a_dag():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_only_main_and_the_launcher_import_the_cli():
-    importers = {m for m, deps in graph().items() for d in deps if d.startswith("bench.cli") and m != d}
-    assert importers - {"bench.cli.main"} <= {"bench.__main__", "bench.launch.local"}
+def package_of(module: str) -> str:
+    """The package a module belongs to in the layering: bench's subpackages one by one, model and kernels whole."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "bench" and len(parts) > 1 else parts[0]
+
+
+def package_graph(modules_graph: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
+    """Which package imports which: an edge wherever one of its modules imports a module of the other."""
+    edges: dict[str, set[str]] = {}
+    for module, deps in (graph() if modules_graph is None else modules_graph).items():
+        edges.setdefault(package_of(module), set()).update(package_of(d) for d in deps)
+    return {package: deps - {package} for package, deps in edges.items()}
+
+
+def importers_of(package: str) -> set[str]:
+    return {m for m, deps in graph().items() for d in deps if package_of(d) == package != package_of(m)}
+
+
+def test_packages_form_a_dag():
+    """Modules may avoid a cycle while their packages close one (a module of A imports B, one of B imports A)."""
+    cycle = find_cycle(package_graph())
+    assert cycle is None, "package import cycle: " + " -> ".join(cycle)
+
+
+def test_package_graph_sees_a_cycle_that_modules_do_not_close():
+    modules_graph = {"bench.a.x": {"bench.b.y"}, "bench.b.y": set(), "bench.b.z": {"bench.a.w"}, "bench.a.w": set()}
+    assert find_cycle(modules_graph) is None
+    assert find_cycle(package_graph(modules_graph)) == ["bench.a", "bench.b", "bench.a"]
+
+
+def test_only_main_imports_the_cli():
+    """The launcher reads a ``run`` command line through the parser the CLI hands it (bench.launch.local)."""
+    assert importers_of("bench.cli") <= {"bench.__main__"}
+
+
+def test_measurement_imports_no_launcher():
+    """A measuring process (bench.measure, its jax.distributed session included) is launched; it never launches."""
+    assert not {m for m in importers_of("bench.launch") if package_of(m) == "bench.measure"}
+
+
+def test_records_import_nothing_else_of_bench():
+    """The record contract sits below everything that writes or reads records; it may name the model's variants."""
+    assert package_graph()["bench.records"] <= {"model", "kernels"}
+
+
+def test_the_shared_compile_step_imports_no_producer_or_reader():
+    """bench.compile is what measure, tpu_aot and gpu share: it never reaches into any of them, nor the report."""
+    callers = ("bench.measure", "bench.tpu_aot", "bench.gpu", "bench.launch", "bench.cli", "bench.report")
+    assert not {d for d in package_graph()["bench.compile"] if d.startswith(callers)}
 
 
 @pytest.mark.parametrize("layer", ["bench.analysis", "bench.hardware", "bench.records", "bench.report"])

@@ -5,7 +5,8 @@ import jax
 import pytest
 from conftest import require_devices
 
-from bench.measure.prepare import mesh_ids, prepare
+from bench.compile.step import mesh_ids
+from bench.measure.prepare import prepare
 from bench.measure.profile import NoOpEventsError, capture_trace, component_fields, summarise_trace, trace_op_rows
 from model.config import Variant, get_preset
 

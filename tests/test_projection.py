@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.analysis.collectives import CollectiveKind
+from bench.records.collectives import CollectiveKind
 from bench.hardware import baseline, projection
 from bench.hardware.projection import ProjectionModel
 from bench.hardware.table import PeakBasis

@@ -13,7 +13,7 @@ from conftest import require_devices
 
 from bench.analysis.hlo import CollectiveKind
 from bench.launch.local import ProcessExit, RunPlan, record_unrecorded
-from bench.launch.session import Diagnosis, Session
+from bench.measure.session import Diagnosis, Session
 from bench.launch.sweep import QUICK, Job, run_job
 from bench.measure.pipeline import measure
 from bench.records.context import failed_record

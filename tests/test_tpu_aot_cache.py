@@ -65,10 +65,10 @@ def test_none_turns_the_cache_off(tmp_path):
 
 def test_a_whole_step_compile_is_kept_as_its_raw_outputs():
     """The HLO goes in gzip'd and comes back byte for byte; the memory analysis comes back in the shape
-    bench.measure.prepare.memory_fields reads."""
+    bench.compile.step.memory_fields reads."""
     from types import SimpleNamespace
 
-    from bench.measure.prepare import memory_fields
+    from bench.compile.step import memory_fields
 
     hlo = "HloModule jit_step\n" + "ENTRY %main { ... }\n" * 1000
     stats = dict(zip(aot_cache.MEMORY_STATS, (10, 20, 5, 7, 1)))

@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from bench.analysis.collectives import collective_opcode
+from bench.records.collectives import collective_opcode
 from bench.analysis.hlo import (
     Collective,
     HloComputation,

@@ -14,7 +14,7 @@ vocab-parallel embedding leaves its region once forward and the LM head enters o
 vocab-parallel loss reduces three [B, T] f32 values (max, sum of exponentials, target logit). On dp: every gradient
 leaf's local shard is averaged once per step (f32 master parameters), plus the scalar loss.
 
-Two narrowings a compiler may make without changing a result, which the verdict (bench.measure.prepare.comm_verdict)
+Two narrowings a compiler may make without changing a result, which the verdict (bench.analysis.verdict.comm_verdict)
 accepts as notes, each with its bytes here: the loss's max is a max of logits widened from the compute dtype, so it
 is one of them and exact in that dtype (libtpu 0.0.42.1 carries it in bf16: ``mp_narrowed_max_bytes`` is what that
 saves); and without accumulation the gradients of the f32 master parameters are the compute dtype's matmul outputs
@@ -80,7 +80,7 @@ def recomputed_allreduces_per_layer(residual: Residual, remat: Remat) -> int:
 
 @dataclass(frozen=True)
 class FsdpParams:
-    """The dp-split parameters of the FSDP layout, from the sharding table (bench.measure.prepare): how many gathers
+    """The dp-split parameters of the FSDP layout, from the sharding table (bench.compile.step): how many gathers
     one forward makes (a stacked block parameter counts once per layer) and their gathered bytes (mp-local, in the
     compute dtype), for the block parameters and the rest."""
 
@@ -117,7 +117,7 @@ def expected_comm(
     fsdp: FsdpParams | None = None,
 ) -> ExpectedComm:
     """``batch``: global sequences per micro-step; ``grad_accum``: micro-steps per step; ``local_grad_bytes``:
-    bytes of one device's gradient shards as its one dp all-reduce carries them (bench.measure.prepare), and
+    bytes of one device's gradient shards as its one dp all-reduce carries them (bench.compile.step), and
     ``local_grad_bytes_in_compute_dtype`` the same shards in the compute dtype (None: as local_grad_bytes); under
     FSDP only the shards it leaves whole. ``fsdp``: the FSDP layout's dp-split parameters (None: Megatron's)."""
     if grad_accum < 1:

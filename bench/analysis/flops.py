@@ -185,3 +185,9 @@ def scale_loop_flops(total_flops: float, body_flops: float, trip_count: int) -> 
             f"total_flops {total_flops:.4g} < body_flops {body_flops:.4g}: the total must already include the body once"
         )
     return total_flops + body_flops * (trip_count - 1)
+
+
+def xla_to_hardware_flops_ratio(fields: dict[str, Any]) -> float | None:
+    """XLA's FLOP count over the analytic hardware FLOPs, both per step; None where XLA gave no count."""
+    xla = fields.get("xla_flops_per_step")
+    return xla / fields["hardware_flops_per_step"] if xla else None

@@ -21,7 +21,7 @@ counts once, in the wrapped computation. For each op the parser records:
   (one replica) these are the partition ids, which are positions in the flattened ``Mesh``.
 - ``mesh_axis``: the mesh axes along which group members differ, joined with "+" in mesh order
   ("mp", "dp", "dp+mp"). It is "none" when no group spans an axis and None when no mesh was given; the labels
-  and their record-key forms are in ``bench.analysis.collectives``.
+  and their record-key forms are in ``bench.records.collectives``.
 - ``overlapped``: whether compute is scheduled between an async op's start and its done, so that the transfer can
   hide behind it. Optimized HLO of a scheduled module (``is_scheduled=true``) lists each computation's instructions
   in execution order, so "between" is "between in the text" (XLA's HloSchedule is printed as the sequence order).
@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from bench.analysis.collectives import NO_MESH_AXIS, CollectiveKind, OpForm, collective_opcode
+from bench.records.collectives import NO_MESH_AXIS, CollectiveKind, OpForm, collective_opcode
 
 
 class GroupMode(enum.Enum):

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.analysis.collectives import PROFILER_COLLECTIVE_STEMS, PROFILER_POINT_TO_POINT_TOKENS
+from bench.records.collectives import PROFILER_COLLECTIVE_STEMS, PROFILER_POINT_TO_POINT_TOKENS
 
 VIEWER_INSTALL_HINT = "pip install tensorboard==2.21.0  (serves the plugin; xprof's own server cannot bind localhost)"
 # xprof's op tables carry idle time as an op of this type (seen in framework_op_stats); it is not op time.

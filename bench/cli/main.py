@@ -8,9 +8,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
+import signal
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,12 +21,14 @@ from typing import Any, NoReturn
 from bench.cli.spec import (
     check_counts,
     check_writable,
+    parse_run,
     resolve_preset,
     resolve_run,
     resolve_variants,
 )
+from bench.compile.failure import EXIT_SUITE_FAULT
 from bench.launch import local
-from bench.launch import session as distributed
+from bench.measure import session as distributed
 from bench.measure.devices import request_cpu_devices
 from bench.records.runspec import add_run_flags
 from bench.records.store import RecordNotSaved
@@ -39,19 +44,45 @@ from model.config import (
 )
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+EXIT_TERMINATED = 143  # 128 + SIGTERM: what batch schedulers and containers send before they kill
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so that both stop a run the same way."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 class Interrupted(Exception):
-    """Ctrl-C during a measurement; the message says where the records are and how to finish."""
+    """Ctrl-C or SIGTERM during a measurement; the message says where the records are and how to finish."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+class SuiteFault(Exception):
+    """An exception that is no variant's failure (bench.compile.failure) stopped a run: a bug in the suite."""
 
 
 @contextlib.contextmanager
 def _interruptible(out: Path, resumable: bool = True) -> Iterator[None]:
+    finish = f"; rerun with --resume --out {out} to finish" if resumable else ""
     try:
         yield
-    except KeyboardInterrupt:
-        finish = f"; rerun with --resume --out {out} to finish" if resumable else ""
-        raise Interrupted(f"interrupted; the records written so far are intact in {out}{finish}") from None
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        how, status = ("terminated (SIGTERM)", EXIT_TERMINATED) if terminated else ("interrupted", EXIT_INTERRUPTED)
+        raise Interrupted(f"{how}; the records written so far are intact in {out}{finish}", status) from None
+    except (ConfigError, TopologyError, RecordNotSaved):
+        raise
+    except Exception as error:
+        raise SuiteFault(
+            f"the run stopped on a bug in the suite, not a variant's failure (traceback above); the records written "
+            f"so far are intact in {out}{finish} once it is fixed"
+        ) from error
 
 
 def _add_preset_args(parser: argparse.ArgumentParser) -> None:
@@ -382,7 +413,7 @@ def _add_distributed(sub: Any) -> None:
         "run --variant parallel-h256-pjit-none --preset tiny --mesh dp=2,mp=4",
     )
     local.add_launcher_arguments(launch)
-    launch.set_defaults(func=local.cmd_distributed)
+    launch.set_defaults(func=functools.partial(local.cmd_distributed, parse_run=parse_run))
 
 
 def _add_sweep(sub: Any) -> None:
@@ -501,23 +532,30 @@ def _add_report(sub: Any) -> None:
     report.set_defaults(func=cmd_report)
 
 
-def _exit_interrupted(message: str) -> NoReturn:
+def _exit_interrupted(message: str, status: int = EXIT_INTERRUPTED) -> NoReturn:
     """Exit at once: XLA's compiler threads, interrupted mid-compile, crash its teardown at a normal exit
     (a segmentation fault after the message, measured on jax 0.10.2). Records are written whole or not at all."""
     print(f"error: {message}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(EXIT_INTERRUPTED)
+    os._exit(status)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return args.func(args)
     except Interrupted as stop:
-        _exit_interrupted(str(stop))
-    except KeyboardInterrupt:  # outside a measurement (before its run directory exists, or in a report)
+        _exit_interrupted(str(stop), stop.exit_status)
+    except Terminated:  # outside a measurement (before its run directory exists, or in a report)
+        _exit_interrupted("terminated (SIGTERM)", EXIT_TERMINATED)
+    except KeyboardInterrupt:
         _exit_interrupted("interrupted")
+    except SuiteFault as fault:
+        traceback.print_exception(fault.__cause__)
+        print(f"error: {fault}", file=sys.stderr)
+        return EXIT_SUITE_FAULT
     except (ConfigError, TopologyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,8 +1,8 @@
 """A command line resolved into what will run: preset, overrides, mesh, variants, scope and step counts, every
 input checked, before JAX is imported (so before anything compiles).
 
-``bench run`` (``main``) and the local launcher (``launch.local``) both resolve a run here; this module imports
-nothing from ``bench.launch``.
+``bench run`` (``main``) and the local launcher (``launch.local``, handed ``parse_run`` by ``main``) both resolve a
+run here; this module imports nothing from ``bench.launch``.
 """
 
 from __future__ import annotations
@@ -119,3 +119,9 @@ def resolve_run(args: argparse.Namespace) -> RunSpec:
     if out is not None and args.process_id in (None, 0):  # only process 0 writes
         check_writable(out)
     return RunSpec(preset, variants, mesh, scope, args.steps, args.warmup, out, left_out)
+
+
+def parse_run(argv: Sequence[str]) -> tuple[RunSpec, argparse.Namespace]:
+    """A ``bench run`` command line (the flags after "run"), resolved and checked, and its parsed flags."""
+    args = run_parser().parse_args(list(argv))
+    return resolve_run(args), args

@@ -71,8 +71,8 @@ def time_matmul(n: int) -> dict[str, Any]:
 
 
 def compiled_peak_bytes(sizing: plan.Sizing, batch: int) -> int:
-    """The compiled step's peak memory (bench.measure.prepare.memory_fields) at ``batch``: compiled, not run."""
-    from bench.measure.prepare import build_program, memory_fields
+    """The compiled step's peak memory (bench.compile.step.memory_fields) at ``batch``: compiled, not run."""
+    from bench.compile.step import build_program, memory_fields
     from model.config import Scope, Variant
     from model.strategies import make_driver
 

@@ -56,7 +56,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.analysis.collectives import CollectiveKind
+from bench.records.collectives import CollectiveKind
 from bench.hardware import table as hardware
 from bench.hardware.baseline import Published
 from bench.hardware.table import Accelerator, PeakBasis

@@ -256,3 +256,16 @@ def accelerator_for_topology(topology: str) -> Accelerator:
 def topology_chips(topology: str) -> int:
     """Chips in a TPU topology name: ``v3:8x16`` has 128 chips (256 JAX devices, 2 per v3 chip)."""
     return parse_topology(topology).chips
+
+
+def peak_basis_fields(device_kind: str, bases: tuple[PeakBasis, ...]) -> dict[str, float | str | None]:
+    """``peak_flops_per_device`` and ``peak_source`` on the spec basis, with a ``_gptj_basis`` twin where defined."""
+    names = {
+        PeakBasis.SPEC: ("peak_flops_per_device", "peak_source"),
+        PeakBasis.GPTJ: ("peak_flops_per_device_gptj_basis", "peak_source_gptj_basis"),
+    }
+    fields: dict[str, float | str | None] = {}
+    for basis in bases:
+        peak_name, source_name = names[basis]
+        fields[peak_name], fields[source_name] = peak_flops_per_device(device_kind, basis)
+    return fields

@@ -13,12 +13,12 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.launch.session import (
+from bench.measure.session import (
     DEFAULT_TIME_LIMIT_S,
     EXIT_LAUNCHER_TIME_LIMIT,
     check_mesh,
@@ -214,19 +214,20 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="-- run --variant ... (the bench command)")
 
 
-def cmd_distributed(args: argparse.Namespace) -> int:
-    """``python -m bench distributed --processes P --devices-per-process N -- run ...``"""
+def cmd_distributed(args: argparse.Namespace, parse_run: ParseRun) -> int:
+    """``python -m bench distributed --processes P --devices-per-process N -- run ...``; ``parse_run``: how
+    ``bench run`` reads its command line (the CLI's, passed in: nothing below the CLI imports it)."""
     bench_args = args.bench_args[1:] if args.bench_args[:1] == ["--"] else list(args.bench_args)
     if args.time_limit <= 0:
         raise ConfigError(f"--time-limit must be positive, got {args.time_limit}")
-    plan = plan_run(bench_args)
+    plan = plan_run(bench_args, parse_run)
     local_device_request(plan.mesh, args.processes)
     check_mesh(plan.mesh, dict.fromkeys(range(args.processes), args.devices_per_process))
     if plan.out is None:
         from bench.records.context import new_run_dir
 
         bench_args += flag_argv(out=str(new_run_dir()))
-        plan = plan_run(bench_args)
+        plan = plan_run(bench_args, parse_run)
     if args.port is not None:
         check_port_free(args.port)
     before = len(_records(plan.out))
@@ -252,13 +253,14 @@ class RunPlan:
     timeout_s: float
 
 
-def plan_run(bench_args: Sequence[str]) -> RunPlan:
-    from bench.cli.spec import resolve_run, run_parser
+# A ``bench run`` command line (after "run") -> its resolved, checked spec and its parsed flags.
+ParseRun = Callable[[Sequence[str]], tuple[Any, argparse.Namespace]]
 
+
+def plan_run(bench_args: Sequence[str], parse_run: ParseRun) -> RunPlan:
     if list(bench_args[:1]) != ["run"]:
         raise ConfigError("expected a run command, e.g. -- run --variant parallel-h256-pjit-none --preset tiny")
-    args = run_parser().parse_args(bench_args[1:])
-    spec = resolve_run(args)
+    spec, args = parse_run(bench_args[1:])
     check_variants(spec.variants)
     return RunPlan(
         list(spec.variants), spec.preset, spec.mesh, spec.scope, args.repeat, spec.out, args.distributed_timeout

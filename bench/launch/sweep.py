@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.compile.failure import EXIT_SUITE_FAULT
 from bench.hardware.projection import GPTJ_VARIANT
 from bench.records.context import failed_record
 from bench.records.peakfile import append_peak, read_peaks
@@ -181,6 +182,8 @@ def run_job(
         sys.stderr.write(result.stderr)
         if result.returncode == 0:
             return  # recorded, or skipped by --resume
+        if result.returncode == EXIT_SUITE_FAULT:  # not the variant's failure: the sweep stops with it
+            raise RuntimeError(f"{job.variant.name} ({job.env}) stopped on a bug in the suite; its traceback is above")
         error = f"process exited with code {result.returncode}: {result.stderr.strip()[-500:]}"
     if len(load_records(out).records) == before:
         append_record(out, _failed_record(job, plan, python, error, extra))

@@ -77,7 +77,7 @@ def peak_fields(dtype: str, devices: int) -> dict[str, Any]:
     """Peak FLOP/s per device on an accelerator: the hardware table, else none."""
     import jax
 
-    from bench.hardware.table import accelerator_for_device_kind, peak_bases
+    from bench.hardware.table import accelerator_for_device_kind, peak_basis_fields, peak_bases
 
     device = jax.devices()[0]
     accelerator = accelerator_for_device_kind(device.device_kind)
@@ -87,18 +87,3 @@ def peak_fields(dtype: str, devices: int) -> dict[str, Any]:
         )
         return {"peak_flops_per_device": None, "peak_source": None}
     return peak_basis_fields(device.device_kind, peak_bases(accelerator))
-
-
-def peak_basis_fields(device_kind: str, bases: tuple[Any, ...]) -> dict[str, Any]:
-    """``peak_flops_per_device`` and ``peak_source`` on the spec basis, with a ``_gptj_basis`` twin where defined."""
-    from bench.hardware.table import PeakBasis, peak_flops_per_device
-
-    names = {
-        PeakBasis.SPEC: ("peak_flops_per_device", "peak_source"),
-        PeakBasis.GPTJ: ("peak_flops_per_device_gptj_basis", "peak_source_gptj_basis"),
-    }
-    fields: dict[str, Any] = {}
-    for basis in bases:
-        peak_name, source_name = names[basis]
-        fields[peak_name], fields[source_name] = peak_flops_per_device(device_kind, basis)
-    return fields

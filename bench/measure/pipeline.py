@@ -1,11 +1,13 @@
 """``python -m bench run``: measure variants and append one record each to ``RUN_DIR/results.jsonl``.
 
-bench.measure.prepare builds, compiles and analyses a variant; this module times it, adds the peak FLOP/s and the
-rates that follow from the step time, and builds the record (fields in bench.records.schema). The CPU peak is found
-once, before the first variant's first timed step (bench.measure.peaks); a refused peak fails every record.
+bench.measure.prepare builds, compiles and analyses a variant (bench.compile.step); this module times it, adds the
+peak FLOP/s and the rates that follow from the step time, and builds the record (fields in bench.records.schema).
+The CPU peak is found once, before the first variant's first timed step (bench.measure.peaks); a refused peak fails
+every record.
 
-A variant that fails (bad configuration, compile error, out of memory) is recorded with ``status: failed`` and
-its error, and the next one still runs. ``--resume`` skips variants already recorded ``ok`` in the run directory.
+A variant that fails (a compile error, out of memory, a platform's refusal: bench.compile.failure) is recorded
+with ``status: failed`` and its error, and the next one still runs; any other exception is a bug in the suite and
+stops the run. ``--resume`` skips variants already recorded ``ok`` in the run directory.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.hlo import CollectiveKind
-from bench.launch import session as distributed
+from bench.compile.failure import variant_failures
+from bench.measure import session as distributed
 from bench.measure.peaks import run_peak_fields
 from bench.records.context import base_record, environment, failed_record
 from bench.records.schema import Status, comm_key
@@ -115,7 +118,8 @@ def measure(
     peak: dict[str, Any] | None = None,
     gemm_floor: bool = False,
 ) -> dict[str, Any]:
-    """One complete record; failures are caught and recorded, never raised.
+    """One complete record; a variant's failures (bench.compile.failure) are caught and recorded, anything else
+    (a bug in the suite) is raised.
 
     ``peak``: the run's Peaks fields (``run_variants`` finds them once per run); None: calibrate now, first.
     ``gemm_floor``: also time every dot of the step alone, after the timed steps (bench.measure.gemm_floor).
@@ -148,7 +152,7 @@ def measure(
         if gemm_floor:
             record.update(floor_fields(prepared, record))
         record["status"] = Status.OK.value
-    except Exception as error:  # recorded, and the sweep goes on
+    except variant_failures() as error:  # recorded, and the sweep goes on; a bug in the suite stops the run
         record["error"] = f"{type(error).__name__}: {error}"
         record["traceback"] = traceback.format_exc(limit=8)
     return record
@@ -179,7 +183,7 @@ PROFILE_TOP_OPS = 10
 def profile_fields(prepared: Any, log_dir: Path) -> dict[str, Any]:
     """An XProf trace of a few more steps, summarised by the profiler plugin's own converters."""
     from bench.analysis.profile import ProfileTool
-    from bench.measure.prepare import mesh_ids
+    from bench.compile.step import mesh_ids
     from bench.measure.profile import (
         capture_trace,
         component_fields,

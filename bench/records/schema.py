@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bench.analysis.hlo import CollectiveKind
+from bench.records.collectives import CollectiveKind
 from kernels.choice import AttentionKernel
 from model.config import Layout
 

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.analysis.collectives import CollectiveKind
+from bench.records.collectives import CollectiveKind
 from bench.records.schema import comm_key
 from bench.report.format import MiB
 

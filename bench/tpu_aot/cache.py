@@ -46,11 +46,11 @@ KEY_VERSION = 1
 POINT_KEY_VERSION = 2
 ROOT = Path(__file__).resolve().parents[2]
 # The code between optimized HLO and the breakdown memoised from it.
-ANALYSIS_SOURCES = ("bench/analysis/collectives.py", "bench/analysis/components.py", "bench/analysis/hlo.py")
+ANALYSIS_SOURCES = ("bench/analysis/components.py", "bench/analysis/hlo.py", "bench/records/collectives.py")
 # An op-name location of lowered StableHLO: loc("jit(step)/.../dot_general"(#loc12)).
 _OP_NAME = re.compile(r'loc\("((?:jit|pjit|xmap|shard_map)\([^"]*)"')
 DISABLED = "none"
-# The memory analysis a cached main compile keeps (jax.stages.Compiled.memory_analysis(), as bench.measure.prepare
+# The memory analysis a cached main compile keeps (jax.stages.Compiled.memory_analysis(), as bench.compile.step
 # reads it).
 MEMORY_STATS = (
     "argument_size_in_bytes",

@@ -23,6 +23,7 @@ from bench.analysis.comm import collective_wire_bytes
 from bench.analysis.components import Basis, attribute, breakdown
 from bench.analysis.extrapolate import affine_source, bilinear_source, whole_step, whole_step_by_label
 from bench.analysis.hlo import Collective, CollectiveKind, parse_collectives
+from bench.compile.failure import CompilerRefused, variant_failures
 from bench.records.schema import COMM_AXES, RecordKind, Status, comm_key, comm_overlap_key
 from bench.records.store import append_record, finished_keys
 from bench.tpu_aot.cache import (
@@ -83,7 +84,7 @@ def check_mesh(mesh: Mesh, device_count: int, topology: str) -> None:
 
 
 def _lower(preset: Preset, variant: Variant, mesh: Mesh, devices: list[Any]) -> tuple[Any, Any, Any]:
-    from bench.measure.prepare import build_program_for_devices
+    from bench.compile.step import build_program_for_devices
     from model.strategies import make_driver
 
     program = build_program_for_devices(preset, variant, mesh, Scope.MODEL, len(devices))
@@ -181,8 +182,8 @@ def component_seconds(hlo_text: str, driver: Any, accelerator: Any) -> dict[str,
     """Seconds per component label of one compile: each op of the optimized HLO at max(FLOPs / peak, bytes / HBM
     bandwidth) with the accelerator row's bf16 peak and HBM bandwidth per device, the per-op roofline that the TPU
     compiler's optimal_seconds sums (bench.analysis.components)."""
+    from bench.compile.step import mesh_ids
     from bench.hardware.projection import hbm_bandwidth_per_device
-    from bench.measure.prepare import mesh_ids
 
     hbm = hbm_bandwidth_per_device(accelerator.hbm_bandwidth_bytes_per_s, accelerator.devices_per_chip)
     return dict(breakdown(attribute(hlo_text, mesh_ids(driver)), accelerator.peak_bf16_flops_per_device, hbm).seconds)
@@ -242,10 +243,6 @@ NOT_EXTRAPOLATED = {
 }
 
 
-class CompilerRefused(RuntimeError):
-    """A refusal the compiler gave this program before, raised again from the compile cache in its words."""
-
-
 # A kept refusal: the compiler's message, cut to this many characters (Mosaic appends an MLIR dump).
 REFUSAL, MAX_REFUSAL_CHARS = "refusal", 4000
 # What the key of an entry says it holds (raw compiler output; a point's breakdown is memoised beside it).
@@ -293,7 +290,7 @@ def _main_compile(
     start = time.perf_counter()
     try:
         compiled, hlo_text = compile_with_optimized_hlo(lowered)
-    except Exception as error:
+    except variant_failures() as error:
         message = f"{type(error).__name__}: {error}"
         if out_of_memory_fields(message) or compiler_refusal_fields(message):
             cache.put(key, {REFUSAL: message[:MAX_REFUSAL_CHARS]}, about)
@@ -315,9 +312,9 @@ def compile_record(
     """One tpu-aot record. ``extrapolate`` False: the whole-step compile only (memory, collectives, fit), without
     the four unrolled compiles of the compiler's estimate and the breakdown (NOT_EXTRAPOLATED says so in the
     record; an xmap record in a ranking takes its shard_map twin's, bench.analysis.extrapolate)."""
-    from bench.hardware.table import accelerator_for_topology, peak_bases
-    from bench.measure.peaks import peak_basis_fields
-    from bench.measure.prepare import analyse, mesh_ids, xla_to_hardware_flops_ratio
+    from bench.analysis.flops import xla_to_hardware_flops_ratio
+    from bench.compile.step import analyse, mesh_ids
+    from bench.hardware.table import accelerator_for_topology, peak_basis_fields, peak_bases
     from bench.records.context import base_record, environment
 
     record = base_record(variant, preset, mesh, Scope.MODEL, repeat=0, kind=RecordKind.TPU_AOT)
@@ -349,7 +346,7 @@ def compile_record(
         # the topology's row, as the projection reads it (bench.hardware.projection.project)
         record.update(peak_basis_fields(accelerator.device_kind_patterns[0], peak_bases(accelerator)))
         record["status"] = Status.OK.value
-    except Exception as error:  # recorded, and the next variant still compiles
+    except variant_failures() as error:  # recorded, and the next variant still compiles; a bug stops the run
         record["error"] = f"{type(error).__name__}: {error}"
         record.update(out_of_memory_fields(str(error)))
         record.update(compiler_refusal_fields(str(error)))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.analysis.collectives import AXIS_LABELS, CollectiveKind
+from bench.records.collectives import AXIS_LABELS, CollectiveKind
 from bench.records.schema import comm_key
 from bench.report.analyse import Analysis
 from bench.report.format import figure, fmt, markdown_table, number

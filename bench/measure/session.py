@@ -104,7 +104,7 @@ def check_port_free(port: int) -> None:
                 raise
             raise ConfigError(
                 f"coordinator port {port} is already in use on this host (another run, or another service); "
-                f"pick a free port in --coordinator, e.g. `python -c 'from bench.launch.session import free_port; "
+                f"pick a free port in --coordinator, e.g. `python -c 'from bench.measure.session import free_port; "
                 f"print(free_port())'`"
             ) from None
 
