@@ -46,13 +46,73 @@ def test_an_entry_round_trips_and_is_counted(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["k.json"]  # no temporary file left behind
 
 
-def test_a_broken_or_foreign_entry_is_a_miss(tmp_path):
+def test_a_broken_or_foreign_entry_is_a_miss_named_in_one_line(tmp_path, capsys):
     cache = CompileCache(tmp_path)
     (tmp_path / "half.json").write_text('{"key": "half", "value": {"flo')
-    (tmp_path / "other.json").write_text(json.dumps({"key": "not-other", "value": {}}))
-    (tmp_path / "list.json").write_text(json.dumps({"key": "list", "value": [1]}))
-    assert cache.get("half") is None and cache.get("other") is None and cache.get("list") is None
+    foreign = {"key": "not-other", "about": {}, "value": {}}
+    (tmp_path / "other.json").write_text(json.dumps({**foreign, "checksum": aot_cache.entry_checksum(foreign)}))
+    listed = {"key": "list", "about": {}, "value": [1]}
+    (tmp_path / "list.json").write_text(json.dumps({**listed, "checksum": aot_cache.entry_checksum(listed)}))
+    (tmp_path / "legacy.json").write_text(json.dumps({"key": "legacy", "about": {}, "value": {"flops": 1.0}}))
+    assert cache.get("absent") is None and capsys.readouterr().err == ""  # a miss, not a broken entry
+    for name, why in [
+        ("half", "is not JSON"),
+        ("other", "holds another key's entry"),
+        ("list", "holds another key's entry, or no value"),
+        ("legacy", "does not match its checksum"),
+    ]:
+        assert cache.get(name) is None
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and f"entry {tmp_path / name}.json {why}" in lines[0]
     assert cache.hits == 0
+
+
+def test_every_committed_entry_carries_its_checksum():
+    """The committed cache (reports/tpu-aot-cache) is verified like any other: no entry is taken on trust."""
+    committed = sorted((aot_cache.ROOT / "reports" / "tpu-aot-cache").glob("*.json"))
+    assert committed
+    for path in committed:
+        entry = json.loads(path.read_text())
+        assert entry["checksum"] == aot_cache.entry_checksum(entry) and entry["key"] == path.stem, path
+
+
+def test_a_truncated_or_altered_entry_is_named_compiled_again_and_rewritten(tmp_path, monkeypatch, capsys):
+    import types
+
+    from bench.tpu_aot import compile as aot_compile
+    from bench.tpu_aot import env as aot_env
+
+    stats = dict(zip(aot_cache.MEMORY_STATS, (10, 20, 5, 7, 1)))
+    compiles = []
+
+    def compile_it(lowered):
+        compiles.append(lowered)
+        return types.SimpleNamespace(memory_analysis=lambda: types.SimpleNamespace(**stats)), "HloModule jit_step"
+
+    monkeypatch.setattr(aot_env, "compile_with_optimized_hlo", compile_it)
+    monkeypatch.setattr(aot_compile, "_lower", lambda *args: ("lowered", None, None))
+    monkeypatch.setattr(aot_compile, "_key", lambda *args, **kwargs: "k")
+    cache, named = CompileCache(tmp_path), types.SimpleNamespace(name="v")
+    path = tmp_path / "k.json"
+
+    def main_compile():
+        return aot_compile._main_compile(named, named, None, [], COMPILER, cache)[-1]["compile_from_cache"]
+
+    assert main_compile() is False and main_compile() is True and len(compiles) == 1
+    good = path.read_text()
+    altered = json.loads(good)
+    altered["value"]["memory"]["temp_size_in_bytes"] = 1  # parseable, and wrong
+    for broken, why in [(good[: len(good) // 2], "is not JSON"), (json.dumps(altered), "does not match its checksum")]:
+        path.write_text(broken)
+        capsys.readouterr()
+        assert main_compile() is False  # compiled again
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and f"compile cache: entry {path} {why}" in lines[0]
+        rewritten = json.loads(path.read_text())  # as the new compile made it
+        assert rewritten["checksum"] == aot_cache.entry_checksum(rewritten)
+        assert rewritten["value"]["memory"] == json.loads(good)["value"]["memory"] == stats
+        assert main_compile() is True and capsys.readouterr().err == ""
+    assert len(compiles) == 3
 
 
 def test_none_turns_the_cache_off(tmp_path):
@@ -110,19 +170,22 @@ def test_a_refusal_is_kept_and_raised_again_in_the_compilers_words(tmp_path, mon
     from bench.tpu_aot import compile as aot_compile
     from bench.tpu_aot import env as aot_env
 
+    from model import compat
+
     mosaic = "INTERNAL: Mosaic failed to compile TPU kernel: E2001: CompileTimeMosaicUnsupportedRhsType: vector<8xbf16>"
     calls = []
+    xla_error = compat.compiler_errors()[0]  # what XLA raises, in this JAX's spelling
 
     def refuse(lowered):
         calls.append(lowered)
-        raise RuntimeError(mosaic if len(calls) == 1 else "a transient failure")
+        raise xla_error(mosaic if len(calls) == 1 else "a transient failure")
 
     monkeypatch.setattr(aot_env, "compile_with_optimized_hlo", refuse)
     monkeypatch.setattr(aot_compile, "_lower", lambda *args: ("lowered", None, None))
     monkeypatch.setattr(aot_compile, "_key", lambda *args, **kwargs: "k")
     cache, variant = CompileCache(tmp_path), types.SimpleNamespace(name="v")
     preset = types.SimpleNamespace(name="p")
-    with pytest.raises(RuntimeError, match="Mosaic failed"):
+    with pytest.raises(xla_error, match="Mosaic failed"):
         aot_compile._main_compile(preset, variant, None, [], COMPILER, cache)
     with pytest.raises(aot_compile.CompilerRefused, match="Mosaic failed to compile TPU kernel: E2001.*compile cache"):
         aot_compile._main_compile(preset, variant, None, [], COMPILER, cache)
@@ -130,6 +193,6 @@ def test_a_refusal_is_kept_and_raised_again_in_the_compilers_words(tmp_path, mon
     assert aot_compile.compiler_refusal_fields(str(aot_compile.CompilerRefused(mosaic)))["refused_by_compiler"]
     (tmp_path / "k.json").unlink()
     calls.append("again")
-    with pytest.raises(RuntimeError, match="transient"):
+    with pytest.raises(xla_error, match="transient"):
         aot_compile._main_compile(preset, variant, None, [], COMPILER, cache)
     assert not (tmp_path / "k.json").exists()  # not a refusal: not kept

@@ -21,8 +21,10 @@ needs no recompile:
 
 Nothing is timed, so a reused entry gives the figures a fresh compile would; each record says what was reused
 (``xla_cost_points_from_cache``, ``compile_from_cache``, and then ``compile_s`` is the original compile's time).
-Entries are written atomically; a corrupt one is ignored and recompiled. ``--compile-cache none`` turns the cache
-off. A change to how a key or an entry is made bumps the version of its kind (``KEY_VERSION``,
+Entries are written atomically, and each carries the SHA-256 of its contents (``entry_checksum``): an entry that
+does not parse, or whose contents no longer match its checksum (truncated, edited, or written before entries had
+one), is reported in one line naming its file, then compiled again and rewritten. ``--compile-cache none`` turns
+the cache off. A change to how a key or an entry is made bumps the version of its kind (``KEY_VERSION``,
 ``POINT_KEY_VERSION``).
 """
 
@@ -35,6 +37,7 @@ import json
 import lzma
 import os
 import re
+import sys
 import tempfile
 import types
 from collections.abc import Mapping
@@ -141,6 +144,12 @@ def program_key(
     return digest.hexdigest()
 
 
+def entry_checksum(entry: Mapping[str, Any]) -> str:
+    """SHA-256 of an entry's key, description and value, as canonical JSON (its ``checksum`` field left out)."""
+    contents = {name: entry.get(name) for name in ("key", "about", "value")}
+    return hashlib.sha256(json.dumps(contents, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 class CompileCache:
     """One JSON file per key under ``directory``; ``directory`` None: nothing is read or written."""
 
@@ -149,22 +158,38 @@ class CompileCache:
         self.hits = 0
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The entry's value; None when there is none, or when it is broken (said in one line on stderr)."""
         if self.directory is None:
             return None
+        path = self.directory / f"{key}.json"
         try:
-            entry = json.loads((self.directory / f"{key}.json").read_text())
-        except (OSError, ValueError):
+            text = path.read_text()
+        except FileNotFoundError:
             return None
-        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("value"), dict):
-            return None
+        except OSError as error:
+            return self._broken(path, f"cannot be read ({error})")
+        try:
+            entry = json.loads(text)
+        except ValueError as error:
+            return self._broken(path, f"is not JSON ({error}; truncated?)")
+        if not isinstance(entry, dict) or entry.get("checksum") != entry_checksum(entry):
+            return self._broken(path, "does not match its checksum (altered, or written without one)")
+        if entry.get("key") != key or not isinstance(entry.get("value"), dict):
+            return self._broken(path, "holds another key's entry, or no value")
         self.hits += 1
         return entry["value"]
+
+    @staticmethod
+    def _broken(path: Path, why: str) -> None:
+        print(f"compile cache: entry {path} {why}: compiling again, then rewriting it", file=sys.stderr)
+        return None
 
     def put(self, key: str, value: Mapping[str, Any], about: Mapping[str, Any]) -> None:
         if self.directory is None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         entry = {"key": key, "about": dict(about), "value": dict(value)}
+        entry["checksum"] = entry_checksum(entry)
         handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".entry-", suffix=".json")
         try:
             with os.fdopen(handle, "w") as out:
