@@ -119,93 +119,31 @@ def test_env(**more: str) -> dict[str, str]:
     return {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip(), **more}
 
 
-# In the test sessions the pytest-benchmark cases run once each, as tests, for GPT-J's configuration under each
-# strategy (parallel-h256-*-full); `nox -s benchmarks` times all 24. Every variant's loss and gradients are checked
-# against the single-device reference by tests/test_equivalence.py, so the other cases would add compile time, not
-# coverage. The function's name is unique to it: -k matches substrings, and a shorter one once took another test.
-BENCHMARK_CASES_IN_TESTS = "not test_benchmark_train_step or (parallel-h256 and full)"
+# The test sessions select by pytest markers (pyproject.toml), never by test names: tests/conftest.py's TEST_FILES
+# gives each test file its role and markers, and a case's own markers sit beside it in its file. tpu_aot needs libtpu
+# (tests_tpu_aot); benchmark_extra is a pytest-benchmark case beyond GPT-J's configuration (`nox -s benchmarks` times
+# all 24); current_jax_only is what jax 0.4.30 cannot change the outcome of (CI time). A later -m in posargs
+# replaces these (`nox -s tests_xmap -- -m ""` runs every case).
+TESTS_SELECTION = "not tpu_aot and not benchmark_extra"
+XMAP_SELECTION = f"{TESTS_SELECTION} and not current_jax_only"
 
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """Run the tests on current JAX (simulated 8-device CPU mesh)."""
-    select = ["-k", BENCHMARK_CASES_IN_TESTS, "-m", "not tpu_aot"]
+    select = ["-m", TESTS_SELECTION]
     python = env_python(session, "current")
     if "tests_xmap" in sys.argv[1:]:  # the same `nox -s tests tests_xmap` runs it next
         prebuild_env(session, "xmap")
     session.run(python, *PYTEST, *select, *session.posargs, env=test_env(), external=True)
 
 
-# Tests that jax 0.4.30 cannot change the outcome of, run on current JAX only (CI time): pure code that imports no
-# JAX (the report, projections, topologies, extrapolation, the compile cache), the kernels' own equality and memory
-# tests and the component map. The kernels through the model, and their jax 0.4.30 refusals, are in
-# tests/test_kernels.py and tests/test_kernel_variants.py, which run in both.
-CURRENT_JAX_ONLY = [
-    "tests/test_report.py",
-    "tests/test_projection.py",
-    "tests/test_topology.py",
-    "tests/test_extrapolate.py",
-    "tests/test_kernels_attention.py",
-    "tests/test_components.py",
-    "tests/test_report_components.py",
-    "tests/test_tpu_aot_cache.py",
-    "tests/test_report_kernels.py",
-    "tests/test_gpu_script.py",  # the GPU's JAX is current (0.11.2 on the lent H200), never 0.4.30
-]
-
-
-# In jax 0.4.30 the suite runs xmap, and pjit and shard_map only as xmap's baselines in the sweep: there the
-# per-variant strategy checks (loss and gradients against the single device, the HLO's all-reduces against the
-# analytic count) run for every xmap variant and for GPT-J's residual and head size under pjit and shard_map, not
-# for all 16 pjit and shard_map variants again (CI time; `tests` runs all of them on current JAX, and
-# `nox -s tests_xmap -- -k ""` selects every case here too: a later -k replaces this one).
-PER_VARIANT_CHECKS_IN_XMAP = (
-    "not (test_strategy_matches_single_device or test_hlo_allreduces_of_shard_map) or xmap or parallel-h256"
-)
-# The named remat policies (tests/test_remat_policies.py) are not swept on CPU, so jax 0.4.30 runs them only under
-# xmap, each against the single device's `none` there; on one device and under pjit and shard_map they run on current
-# JAX (CI time).
-REMAT_POLICY_CHECKS_IN_XMAP = (
-    "not (test_policy_equals_none_on_one_device or test_policy_under_a_strategy_equals_none_on_one_device"
-    " or test_each_policy_is_applied) or xmap"
-)
-
-
-# Gradient accumulation under pjit and shard_map runs only on current JAX: in jax 0.4.30 they are xmap's baselines
-# in the CPU sweep, at accumulation 1, and its TPU compiles are xmap's alone (noxfile environment_for). So there the
-# accumulation tests are xmap's own (CI time; tests/test_expected_comm.py's LEGACY_PJIT_ACCUMULATION records what
-# 0.4.30's partitioner does with an accumulating pjit step, for `-k ""`).
-ACCUMULATION_CHECKS_IN_XMAP = (
-    "not (test_accumulation_equals_one_step_on_the_doubled_batch or test_accumulated_train_steps_update_once_per_step"
-    " or test_hlo_of_accumulating_shard_map_equals_the_analytic_count or test_accumulating_pjit_reduces_gradients"
-    " or test_a_bf16_sum_halves_the_dp_reduction_and_the_model_knows)"
-)
-# FSDP (tests/test_fsdp.py) runs under pjit and shard_map, never xmap, and the search compiles it with current JAX: in
-# jax 0.4.30 its shard_map form (that version's own shard_map and all-gather transposes) is checked against the
-# single device and its HLO against the analytic model without accumulation; pjit's FSDP, its accumulation and its
-# train step run on current JAX (CI time).
-FSDP_CHECKS_IN_XMAP = (
-    "not test_fsdp_ or test_fsdp_communication_of_gptj_6b_by_hand or test_fsdp_refuses"
-    " or (test_fsdp_matches_single_device and shard_map) or (test_fsdp_hlo_collectives and accum1)"
-)
-# The non-xmap benchmarks already ran in `tests`; here only the xmap ones.
-XMAP_SELECTION = (
-    f"({BENCHMARK_CASES_IN_TESTS}) and (not test_benchmark_train_step or xmap)"
-    f" and ({PER_VARIANT_CHECKS_IN_XMAP}) and ({REMAT_POLICY_CHECKS_IN_XMAP}) and {ACCUMULATION_CHECKS_IN_XMAP}"
-    f" and ({FSDP_CHECKS_IN_XMAP})"
-)
-# A frozen process is caught by bench/measure/session.py's own watchdog, the same code in both environments; jax
-# 0.4.30's own fault path (its gloo aborts process 0 when a peer dies) is the killed case, which runs in both.
-XMAP_DESELECTED = ["tests/test_distributed.py::test_a_dead_or_frozen_process_fails_the_run_within_the_timeout[frozen]"]
-
-
 @nox.session(python=False)
 def tests_xmap(session: nox.Session) -> None:
     """Run the tests on jax 0.4.30, where xmap exists and its tests must run, not skip."""
-    deselect = ["-k", XMAP_SELECTION, "-m", "not tpu_aot"]
-    deselect += [f"--ignore={path}" for path in CURRENT_JAX_ONLY] + [f"--deselect={node}" for node in XMAP_DESELECTED]
     env = test_env(GPTJ_BENCH_REQUIRE_XMAP="1")
-    session.run(env_python(session, "xmap"), *PYTEST, *deselect, *session.posargs, env=env, external=True)
+    select = ["-m", XMAP_SELECTION]
+    session.run(env_python(session, "xmap"), *PYTEST, *select, *session.posargs, env=env, external=True)
 
 
 @nox.session

@@ -5,13 +5,14 @@ In CI (`--benchmark-disable`) each benchmark runs its step once and still checks
 """
 
 import functools
+from typing import Any
 
 import numpy as np
 import pytest
-from conftest import require_devices, skip_without_xmap
+from conftest import current_jax_only_unless, require_devices, skip_without_xmap
 
 from bench.measure.prepare import prepare
-from model.config import Strategy, Variant, all_variants, get_preset
+from model.config import Head, Remat, Residual, Strategy, Variant, all_variants, get_preset
 
 TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}
 
@@ -31,7 +32,18 @@ def reference_loss(preset_name: str, variant: Variant, steps: int) -> float:
     return single.loss
 
 
-@pytest.mark.parametrize("variant", all_variants(), ids=lambda v: v.name)
+def benchmark_case(variant: Variant) -> Any:
+    """One variant's benchmark: the test sessions run it once, as a test, for GPT-J's configuration under each
+    strategy (every variant's loss and gradients are checked against the single device by
+    tests/test_equivalence.py, so the others would add compile time, not coverage); `nox -s benchmarks` times all
+    24. jax 0.4.30 runs xmap's alone (the others ran on current JAX)."""
+    gptj = (variant.residual, variant.head, variant.remat) == (Residual.PARALLEL, Head.H256, Remat.FULL)
+    marks = () if gptj else (pytest.mark.benchmark_extra,)
+    marks += current_jax_only_unless(variant.strategy is Strategy.XMAP)
+    return pytest.param(variant, id=variant.name, marks=marks)
+
+
+@pytest.mark.parametrize("variant", [benchmark_case(v) for v in all_variants()])
 def test_benchmark_train_step(benchmark, request, preset, variant):
     if variant.strategy is Strategy.XMAP:
         skip_without_xmap()

@@ -1,6 +1,5 @@
 """The command line and the noxfile: the variant list has one home, and bad input fails before any compile."""
 
-import ast
 import signal
 import subprocess
 import sys
@@ -37,45 +36,6 @@ def test_noxfile_sessions_cover_exactly_the_models_variants():
     assert ids == NAMES
     assert {noxfile.environment_for(n) for n in NAMES if "-xmap-" in n} == {"xmap"}
     assert {noxfile.environment_for(n) for n in NAMES if "-xmap-" not in n} == {"current"}
-
-
-def _unparametrised_tests() -> dict[str, str]:
-    """Test function name -> its file, for the functions of tests/ that take no parameters (-k sees only their name,
-    their file's and the folder's)."""
-    found = {}
-    for path in sorted((REPO / "tests").glob("test_*.py")):
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
-                marks = [ast.unparse(d) for d in node.decorator_list]
-                if not any("parametrize" in mark for mark in marks):
-                    found[node.name] = path.name
-    return found
-
-
-def _deselected(expression: str) -> set[str]:
-    from _pytest.mark.expression import Expression
-
-    compiled = Expression.compile(expression)
-    names = _unparametrised_tests()
-    match = lambda file, test: lambda sub, **_: any(sub.lower() in n.lower() for n in (test, file, "tests"))  # noqa: E731
-    return {test for test, file in names.items() if not compiled.evaluate(match(file, test))}
-
-
-def test_the_test_sessions_leave_out_only_what_they_say():
-    """-k matches substrings: a selection meant for some benchmark cases must not drop another test by its name."""
-    pytest.importorskip("nox")
-    sys.path.insert(0, str(REPO))
-    import noxfile
-
-    assert "test_benchmark_train_step" not in _unparametrised_tests()  # parametrised: chosen by its ids
-    assert _deselected(noxfile.BENCHMARK_CASES_IN_TESTS) == set()
-    # on current JAX only: a remat-policy check, and pjit's and shard_map's accumulation (noxfile says why; FSDP's
-    # accumulation and train step are parametrised, chosen by their ids)
-    assert _deselected(noxfile.XMAP_SELECTION) == {
-        "test_each_policy_is_applied",
-        "test_accumulated_train_steps_update_once_per_step",
-        "test_a_bf16_sum_halves_the_dp_reduction_and_the_model_knows",
-    }
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,15 @@ def fault_layout() -> tuple[int, str]:
     return (1, "dp=1,mp=2") if LEGACY_GLOO else (4, "dp=2,mp=4")
 
 
-@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
+# A frozen process is caught by bench.measure.session's own watchdog, the same code in both environments; jax
+# 0.4.30's own fault path (its gloo aborts process 0 when a peer dies) is the killed case, which runs in both.
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(signal.SIGKILL, id="killed"),
+        pytest.param(signal.SIGSTOP, id="frozen", marks=pytest.mark.current_jax_only),
+    ],
+)
 def test_a_dead_or_frozen_process_fails_the_run_within_the_timeout(fault, tmp_path):
     devices_per_process, mesh = fault_layout()
     out = tmp_path / "run"

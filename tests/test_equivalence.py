@@ -7,7 +7,7 @@ import itertools
 import jax
 import numpy as np
 import pytest
-from conftest import require_devices, skip_without_xmap
+from conftest import current_jax_only_unless, require_devices, skip_without_xmap
 
 from model.config import SWEPT_REMATS, Head, Mesh, Remat, Residual, Strategy, Variant, get_preset, model_for
 from model.program import Program
@@ -44,9 +44,15 @@ def assert_matches_reference(residual, head, remat, strategy):
 # The swept remat values; the named checkpoint policies have their own equality tests (tests/test_remat_policies.py).
 AXES = list(itertools.product(Residual, Head, SWEPT_REMATS))
 IDS = [f"{r.value}-{h.value}-{m.value}" for r, h, m in AXES]
+# jax 0.4.30 runs pjit and shard_map as xmap's baselines: there they are checked at GPT-J's residual and head size
+# (CI time; current JAX checks every case)
+GPTJ_AXES_ON_LEGACY_JAX = [
+    pytest.param(*axes, id=name, marks=current_jax_only_unless(axes[:2] == (Residual.PARALLEL, Head.H256)))
+    for axes, name in zip(AXES, IDS)
+]
 
 
-@pytest.mark.parametrize("residual, head, remat", AXES, ids=IDS)
+@pytest.mark.parametrize("residual, head, remat", GPTJ_AXES_ON_LEGACY_JAX)
 @pytest.mark.parametrize("strategy", [Strategy.PJIT, Strategy.SHARD_MAP], ids=lambda s: s.value)
 def test_strategy_matches_single_device(strategy, residual, head, remat):
     require_devices(PRESET.mesh.devices)
@@ -155,6 +161,7 @@ def assert_accumulation_matches_doubled_batch(residual, head, remat, strategy):
     assert worst <= GRAD_RTOL, errors
 
 
+@pytest.mark.current_jax_only  # accumulation under pjit and shard_map: xmap's baselines there run at 1
 @pytest.mark.parametrize("residual, head, remat", ACCUM_VARIANTS, ids=ACCUM_IDS)
 @pytest.mark.parametrize("strategy", [Strategy.SINGLE, Strategy.PJIT, Strategy.SHARD_MAP], ids=lambda s: s.value)
 def test_accumulation_equals_one_step_on_the_doubled_batch(strategy, residual, head, remat):
@@ -189,6 +196,7 @@ def test_an_unrolled_micro_batch_loop_computes_the_scanned_one():
     assert max(jax.tree_util.tree_leaves(errors)) <= 1e-5
 
 
+@pytest.mark.current_jax_only  # accumulation under pjit and shard_map: xmap's baselines there run at 1
 def test_accumulated_train_steps_update_once_per_step():
     """Two steps of 2 accumulated micro-batches trace the losses of two single-device steps on the doubled batch
     (an update per micro-batch would not)."""

@@ -5,7 +5,7 @@ import itertools
 import re
 
 import pytest
-from conftest import require_devices
+from conftest import current_jax_only_unless, require_devices
 
 from bench.analysis.expected import ExpectedComm, expected_comm
 from bench.analysis.hlo import CollectiveKind
@@ -46,7 +46,15 @@ AXES = list(itertools.product(Residual, ["h128", "h256"], SWEPT_REMATS))
 AXES += [(r, "h256", m) for r in Residual for m in Remat if m not in SWEPT_REMATS]
 
 
-@pytest.mark.parametrize("residual, head, remat", AXES, ids=[f"{r.value}-{h}-{m.value}" for r, h, m in AXES])
+GPTJ_RESIDUAL_HEAD = (Residual.PARALLEL, "h256")
+# jax 0.4.30 checks shard_map, xmap's baseline there, at GPT-J's residual and head size (CI time)
+GPTJ_AXES_ON_LEGACY_JAX = [
+    pytest.param(r, h, m, id=f"{r.value}-{h}-{m.value}", marks=current_jax_only_unless((r, h) == GPTJ_RESIDUAL_HEAD))
+    for r, h, m in AXES
+]
+
+
+@pytest.mark.parametrize("residual, head, remat", GPTJ_AXES_ON_LEGACY_JAX)
 def test_hlo_allreduces_of_shard_map_equal_the_analytic_count(residual, head, remat):
     require_devices(PRESET.mesh.devices)
     variant = Variant.parse(f"{residual.value}-{head}-shard_map-{remat.value}")
@@ -106,6 +114,7 @@ ACCUM = dataclasses.replace(PRESET, grad_accum=2)
 ACCUM_NAMES = ["parallel-h256-{}-full", "serial-h128-{}-none"]
 
 
+@pytest.mark.current_jax_only  # accumulation under pjit and shard_map: xmap's baselines there run at 1
 @pytest.mark.parametrize("name", ACCUM_NAMES, ids=lambda n: n.format("x"))
 def test_hlo_of_accumulating_shard_map_equals_the_analytic_count(name):
     """2 micro-batches on dp=2 x mp=4: the HLO's loop trip counts give every mp all-reduce twice, the dp one once."""
@@ -134,6 +143,7 @@ def lowered_dp_reduction_dtypes(preset, name: str) -> set[str]:
     return set(_DP_ALL_REDUCE.findall(driver.train_step().lower(*driver.abstract_args()).as_text()))
 
 
+@pytest.mark.current_jax_only  # accumulation under pjit and shard_map: xmap's baselines there run at 1
 def test_a_bf16_sum_halves_the_dp_reduction_and_the_model_knows():
     """GPT-J summed micro-batch gradients in bf16 (the gptj-6b preset does too): the one dp all-reduce then carries
     bf16 gradient shards, half the f32 ones, and the analytic model counts them so. XLA's CPU backend widens a bf16
@@ -160,6 +170,7 @@ LEGACY_PJIT_ACCUMULATION = pytest.mark.xfail(
 )
 
 
+@pytest.mark.current_jax_only  # accumulation under pjit and shard_map: xmap's baselines there run at 1
 @pytest.mark.parametrize("name", ACCUM_NAMES, ids=lambda n: n.format("x"))
 @LEGACY_PJIT_ACCUMULATION
 def test_accumulating_pjit_reduces_gradients_over_dp_once_per_step(name):

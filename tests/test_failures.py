@@ -116,12 +116,12 @@ def test_a_tpu_compile_records_only_a_variants_failure(monkeypatch, error, recor
 
     monkeypatch.setattr(aot_compile, "_main_compile", fail)
     device = types.SimpleNamespace(device_kind="TPU v3")
-    call = lambda: aot_compile.compile_record(PRESET, Variant.parse(FIRST), ONE_DEVICE, "v3:2x2", [device])  # noqa: E731
+    args = (PRESET, Variant.parse(FIRST), ONE_DEVICE, "v3:2x2", [device])
     if not recorded:
         with pytest.raises(type(error)):
-            call()
+            aot_compile.compile_record(*args)
         return
-    record = call()
+    record = aot_compile.compile_record(*args)
     assert record["status"] == Status.FAILED.value and record["error"] == f"CompilerRefused: {error}"
 
 

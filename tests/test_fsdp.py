@@ -7,7 +7,7 @@ import functools
 import jax
 import numpy as np
 import pytest
-from conftest import require_devices
+from conftest import current_jax_only_unless, require_devices
 from jax.sharding import PartitionSpec
 
 from bench.analysis.expected import ExpectedComm, FsdpParams, expected_comm
@@ -67,12 +67,21 @@ EQUALITY_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name, mesh_id", EQUALITY_CASES, ids=[f"{n}-{m}" for n, m in EQUALITY_CASES])
+# jax 0.4.30 checks FSDP's shard_map form (that version's own shard_map and all-gather transposes); pjit's FSDP runs
+# on current JAX, where the search compiles it (CI time)
+@pytest.mark.parametrize(
+    "name, mesh_id",
+    [
+        pytest.param(n, m, id=f"{n}-{m}", marks=current_jax_only_unless(Strategy.SHARD_MAP.value in n))
+        for n, m in EQUALITY_CASES
+    ],
+)
 def test_fsdp_matches_single_device(name, mesh_id):
     require_devices(8)
     assert_equal_to_single(name, MESHES[mesh_id], grad_accum=1)
 
 
+@pytest.mark.current_jax_only  # FSDP's accumulation and train step: current JAX, as the search compiles them
 @pytest.mark.parametrize("strategy", FSDP_STRATEGIES, ids=lambda s: s.value)
 def test_fsdp_accumulation_equals_one_step_on_the_doubled_batch(strategy):
     """GPT-J's configuration with 2 micro-batches: each micro-step reduce-scatters into the dp-split sums."""
@@ -80,6 +89,7 @@ def test_fsdp_accumulation_equals_one_step_on_the_doubled_batch(strategy):
     assert_equal_to_single(f"parallel-h256-{strategy.value}-full+fsdp", MESHES["fsdp+mp"], grad_accum=2)
 
 
+@pytest.mark.current_jax_only  # FSDP's accumulation and train step: current JAX, as the search compiles them
 @pytest.mark.parametrize("strategy", FSDP_STRATEGIES, ids=lambda s: s.value)
 def test_fsdp_shards_parameters_and_optimizer_state_over_dp(strategy):
     require_devices(8)
@@ -144,7 +154,9 @@ def test_fsdp_communication_of_gptj_6b_by_hand():
     assert expected_comm(cfg, Mesh(32, 8), Scope.MODEL, 32, 2048, 100, 16).dp_scatter_count == 0  # Megatron's
 
 
-@pytest.mark.parametrize("grad_accum", [1, 2], ids=lambda a: f"accum{a}")
+@pytest.mark.parametrize(
+    "grad_accum", [pytest.param(a, id=f"accum{a}", marks=current_jax_only_unless(a == 1)) for a in (1, 2)]
+)  # jax 0.4.30: without accumulation (its accumulating FSDP step is current JAX's, as the search compiles it)
 @pytest.mark.parametrize("mesh_id", MESHES)
 def test_fsdp_hlo_collectives_of_shard_map_equal_the_analytic_model(mesh_id, grad_accum):
     """The shard_map form's explicit gathers and their transposes, read off the compiled HLO (8 CPU devices)."""
