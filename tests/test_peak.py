@@ -22,7 +22,7 @@ from bench.records.context import base_record
 from bench.records.peakfile import PEAK_FILE, PeakEntry, append_peak, read_peaks
 from bench.records.schema import validate
 from bench.records.store import load_records
-from bench.report.sections.environment import peak_section, peak_warnings
+from bench.report.sections.environment import peak_section, peak_warnings, per_run_peak_spreads
 from model.config import Mesh, Scope, Variant, get_preset
 
 PRESET = get_preset("tiny")
@@ -78,6 +78,23 @@ def test_a_measured_tiny_run_leaves_the_users_calibration_alone(tiny_run):
     assert record["status"] == "ok", record.get("error")
     assert tiny_run.after == tiny_run.before  # neither created nor modified
     assert (Path(SESSION_CACHE) / calibrate.CACHE_FILE).exists()  # --peak-cache wrote the session's cache
+
+
+def test_the_mfu_is_against_the_peak_measured_in_the_run_just_before_its_timed_steps(tiny_run, monkeypatch):
+    (record,) = tiny_run.records
+    peak = record["peak_run_flops_per_device"]
+    assert peak > 0 and 0 < record["peak_run_s"] and "GEMM calibration" in record["peak_run_source"]
+    assert record["mfu"] == pytest.approx(record["model_flops_per_s"] / (MESH.devices * peak))
+    assert record["hfu"] == pytest.approx(record["hardware_flops_per_s"] / (MESH.devices * peak))
+    # the per-run GEMMs come after the compile and analysis, and right before the first warm-up or timed step
+    order = []
+    real_peak, real_steps = bench_run.per_run_peak_fields, bench_run.time_steps
+    monkeypatch.setattr(bench_run, "per_run_peak_fields", lambda *a: order.append("peak") or real_peak(*a))
+    monkeypatch.setattr(bench_run, "time_steps", lambda *a: order.append("steps") or real_steps(*a))
+    fields = {"peak_flops_per_device": peak, "peak_source": "the tiny run's"}
+    measured = bench_run.measure(VARIANT, PRESET, MESH, Scope.MODEL, 1, 0, peak=fields)
+    assert measured["status"] == "ok", measured.get("error")
+    assert order == ["peak", "steps"]
 
 
 def test_the_paired_harness_overhead_has_a_spread(tiny_run):
@@ -192,7 +209,7 @@ def entry(when: str, gflops: float, jax: str = "0.10.2", load: float = 0.5) -> P
 
 
 def test_a_drift_over_the_sweep_marks_mfu_uncertain(tmp_path):
-    run = SimpleNamespace(run_dir=tmp_path)
+    run = SimpleNamespace(run_dir=tmp_path, measured=())
     append_peak(tmp_path, entry("start", 20.0))
     append_peak(tmp_path, entry("end", 20.8))  # 4%: within the limit
     assert peak_warnings(run) == []
@@ -202,8 +219,22 @@ def test_a_drift_over_the_sweep_marks_mfu_uncertain(tmp_path):
     assert "MFU uncertain" in "\n".join(peak_section(run))
 
 
+def test_a_drift_is_no_doubt_where_every_mfu_is_against_its_own_runs_peak(tmp_path):
+    ok = [{"status": "ok", "jax": "0.10.2", "peak_run_flops_per_device": g * 1e9} for g in (19.0, 21.0)]
+    run = SimpleNamespace(run_dir=tmp_path, measured=(*ok, {"status": "failed", "jax": "0.10.2"}))
+    append_peak(tmp_path, entry("start", 20.0))
+    append_peak(tmp_path, entry("end", 18.0))
+    (warning,) = peak_warnings(run)
+    assert warning.startswith("The CPU peak drifted -10.0% over the sweep") and "does not move it" in warning
+    (spread,) = per_run_peak_spreads(run)
+    assert "jax 0.10.2 19.0 to 21.0 GFLOP/s per device over 2 runs (10.5% spread)" in spread
+    assert spread in "\n".join(peak_section(run))
+    without = SimpleNamespace(run_dir=tmp_path, measured=(*ok, {"status": "ok", "jax": "0.10.2"}))
+    assert peak_warnings(without)[0].startswith("MFU uncertain") and per_run_peak_spreads(without) == []
+
+
 def test_environments_whose_peaks_differ_are_flagged_with_their_loads(tmp_path):
-    run = SimpleNamespace(run_dir=tmp_path)
+    run = SimpleNamespace(run_dir=tmp_path, measured=())
     append_peak(tmp_path, entry("start", 20.0, "0.10.2", load=0.5))
     append_peak(tmp_path, entry("start", 16.0, "0.4.30", load=3.0))
     (warning,) = peak_warnings(run)

@@ -9,7 +9,10 @@ A run records a variant as failed, and goes on to the next, only where the varia
 - the host ran out of memory (``MemoryError``);
 - the platform or this JAX refused it: a configuration this platform cannot run, refused by the suite's own checks
   (``ConfigError``, e.g. an attention kernel the platform lacks), or by JAX (``NotImplementedError``: no lowering);
-- it ran out of time (``TimeoutError``).
+- it ran out of time (``TimeoutError``);
+- its measurement was refused as impossible: a CPU peak above the CPU's theoretical one
+  (``PeakAboveTheoretical``), or a utilisation above 1 (``UtilisationError``): the peak or the step was not what
+  it claims, and no number is recorded.
 
 Anything else (a ``KeyError`` or ``TypeError`` in the suite's code) is a bug, not a result: it is not caught, so
 the run stops with its traceback and a non-zero exit (bench.cli.main), and the records already written stay as
@@ -18,6 +21,8 @@ they are (each is appended whole, bench.records.store).
 
 from __future__ import annotations
 
+from bench.analysis.flops import UtilisationError
+from bench.hardware.cpu import PeakAboveTheoretical
 from model import compat
 from model.config import ConfigError
 
@@ -33,4 +38,5 @@ class CompilerRefused(RuntimeError):
 def variant_failures() -> tuple[type[BaseException], ...]:
     """The exception types a variant can fail with (the module docstring says why each); for ``except``. A
     function, so that JAX is imported only once a run is under way."""
-    return (*compat.compiler_errors(), CompilerRefused, MemoryError, ConfigError, NotImplementedError, TimeoutError)
+    refusals = (ConfigError, NotImplementedError, PeakAboveTheoretical, UtilisationError)
+    return (*compat.compiler_errors(), CompilerRefused, MemoryError, TimeoutError, *refusals)

@@ -28,6 +28,10 @@ FLOPS_PER_FMA = 2  # a multiply and an add
 LANES_BY_FLAG = (("avx512f", 16), ("avx2", 8))  # f32 lanes of the widest FMA vector the flag brings
 
 
+class PeakAboveTheoretical(ValueError):
+    """A CPU peak calibration above the theoretical peak: the timing measured something other than the GEMM."""
+
+
 @dataclass(frozen=True)
 class CpuFacts:
     """What the formula needs; None where it could not be read."""

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.hardware.cpu import read_cpu_facts, theoretical_peak
+from bench.hardware.cpu import PeakAboveTheoretical, read_cpu_facts, theoretical_peak
 from bench.records.context import cpu_model
 from bench.records.store import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: the tests set it through here)
 
@@ -43,10 +43,6 @@ DEFAULT_SIZES = (256, 512, 1024)  # about 2-3 s for all three on 2 cores with 8 
 DEFAULT_REPEATS = 5
 SINGLE_DEVICE_SIZE = 2048  # one device's GEMM on every core: large enough to keep both cores' vector units busy
 METHOD = "max(all devices in parallel, one device on all cores)"  # in the cache key: a new method measures anew
-
-
-class PeakAboveTheoretical(ValueError):
-    """A calibration above the CPU's theoretical peak: the timing measured something other than the GEMM."""
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,41 @@ def run_peak_fields(run_dir: Path | None, dtype: str, devices: int, use_cache: b
     }
 
 
+# The per-run peak's repeats (the start and end entries take DEFAULT_REPEATS, 5): 1.0-1.5 s of GEMMs, their compiles
+# included, on 2 cores with 8 simulated devices (jax 0.10.2, measured 2026-12-07 at load 3.8); the record keeps
+# the seconds it took (peak_run_s)
+RUN_PEAK_REPEATS = 3
+
+
+def per_run_peak_fields(dtype: str, devices: int) -> dict[str, Any]:
+    """CPU: the peak measured in this process now, just before a variant's timed steps, the one its MFU, HFU and
+    GEMM floor share are against, so that they do not move with the machine's drift between the run directory's
+    start entry and this step (those entries stay, as the sweep's drift check). Accelerators: none (the table's)."""
+    import time
+
+    import jax
+
+    if jax.devices()[0].platform != "cpu":
+        return {}
+    from bench.measure.calibrate import measure_cpu_peak
+
+    start = time.perf_counter()
+    peak = measure_cpu_peak(dtype, jax.local_devices(backend="cpu")[:devices], repeats=RUN_PEAK_REPEATS)
+    return {
+        "peak_run_flops_per_device": peak.flops_per_device,
+        "peak_run_source": peak.source,
+        "peak_run_s": time.perf_counter() - start,
+    }
+
+
+def peak_flops_for_rates(record: dict[str, Any]) -> tuple[float | None, str | None]:
+    """The peak per device (and its source) a record's MFU, HFU and GEMM floor share are against: the per-run peak
+    where there is one (CPU), else the run's (the table's on accelerators)."""
+    if record.get("peak_run_flops_per_device") is not None:
+        return record["peak_run_flops_per_device"], record["peak_run_source"]
+    return record.get("peak_flops_per_device"), record.get("peak_source")
+
+
 def peak_fields(dtype: str, devices: int) -> dict[str, Any]:
     """Peak FLOP/s per device on an accelerator: the hardware table, else none."""
     import jax

@@ -2,8 +2,9 @@
 
 bench.measure.prepare builds, compiles and analyses a variant (bench.compile.step); this module times it, adds the
 peak FLOP/s and the rates that follow from the step time, and builds the record (fields in bench.records.schema).
-The CPU peak is found once, before the first variant's first timed step (bench.measure.peaks); a refused peak fails
-every record.
+The run's CPU peak is found once, before the first variant's first timed step (bench.measure.peaks); a refused peak
+fails every record. Each variant's MFU is against a peak measured again in this process just before its own timed
+steps (``peak_run_flops_per_device``); the run directory's start and end peaks are the drift check.
 
 A variant that fails (a compile error, out of memory, a platform's refusal: bench.compile.failure) is recorded
 with ``status: failed`` and its error, and the next one still runs; any other exception is a bug in the suite and
@@ -24,7 +25,7 @@ from typing import Any
 from bench.analysis.hlo import CollectiveKind
 from bench.compile.failure import variant_failures
 from bench.measure import session as distributed
-from bench.measure.peaks import run_peak_fields
+from bench.measure.peaks import peak_flops_for_rates, per_run_peak_fields, run_peak_fields
 from bench.records.context import base_record, environment, failed_record
 from bench.records.schema import Status, comm_key
 from bench.records.store import append_record, finished_keys
@@ -138,6 +139,7 @@ def measure(
         prepared = prepare(preset, variant, mesh, scope)
         record["compile_s"] = prepared.compile_s
         record.update(prepared.analysis)
+        record.update(per_run_peak_fields(preset.model.compute_dtype.value, mesh.devices))  # just before timing
         times = time_steps(prepared.step, warmup, steps, progress)
         record.update(step_stats(times))
         record["loss"] = prepared.loss
@@ -159,7 +161,8 @@ def measure(
 
 
 def rate_fields(record: dict[str, Any], step_s: float, devices: int) -> dict[str, Any]:
-    """FLOP/s from the per-step counts (formulas in bench.analysis.flops) and, against the peak, MFU and HFU."""
+    """FLOP/s from the per-step counts (formulas in bench.analysis.flops) and, against the peak (the per-run one on
+    CPU: bench.measure.peaks.peak_flops_for_rates), MFU and HFU."""
     from bench.analysis.flops import hfu, mfu
 
     xla = record.get("xla_flops_per_step")
@@ -169,7 +172,7 @@ def rate_fields(record: dict[str, Any], step_s: float, devices: int) -> dict[str
         "hardware_flops_per_s": record["hardware_flops_per_step"] / step_s,
         "xla_flops_per_s": xla / step_s if xla is not None else None,
     }
-    peak, source = record["peak_flops_per_device"], record["peak_source"]
+    peak, source = peak_flops_for_rates(record)
     rates["mfu"] = mfu(rates["model_flops_per_s"], devices, peak, peak_source=source)
     rates["mfu_6n"] = mfu(rates["flops_6n_per_s"], devices, peak, peak_source=source)
     rates["hfu"] = hfu(rates["hardware_flops_per_s"], devices, peak, peak_source=source)
@@ -215,7 +218,7 @@ def floor_fields(prepared: Any, record: dict[str, Any]) -> dict[str, Any]:
     from bench.measure.gemm_floor import gemm_floor_fields
 
     local_devices = prepared.mesh.devices // jax.process_count()  # the devices whose dots this process runs
-    text, peak = prepared.compiled.as_text(), record.get("peak_flops_per_device")
+    text, (peak, _) = prepared.compiled.as_text(), peak_flops_for_rates(record)
     fields = gemm_floor_fields(text, local_devices, jax.default_backend(), peak)
     fields["gemm_floor_frac_of_step"] = fields["gemm_floor_s_per_step"] / record["step_s_median"]
     return fields

@@ -193,6 +193,11 @@ class Peaks:
     peak_from_cache: bool  # True: read from the cross-run cache (--peak-cache), not measured for this run
     peak_theoretical_flops_per_device: float | None  # FLOP/s, bench.hardware.cpu; None where lscpu lacks a fact
     peak_theoretical_source: str | None
+    # CPU: the peak MFU, HFU and the GEMM floor's share are against, GEMMs timed in the run's own process just
+    # before its timed steps (bench.measure.peaks.per_run_peak_fields); absent on accelerators (the table's peak)
+    peak_run_flops_per_device: float | None  # FLOP/s
+    peak_run_source: str | None
+    peak_run_s: float | None  # seconds the per-run calibration took, its GEMMs' compiles included
 
 
 @dataclass(frozen=True)

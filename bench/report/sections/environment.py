@@ -11,6 +11,7 @@ import pandas as pd
 
 from bench.records.peakfile import PEAK_FILE, PeakEntry, drift, read_peaks
 from bench.records.runspec import flag_argv, run_argv
+from bench.records.schema import Status
 from bench.report.analyse import Analysis
 from bench.report.format import markdown_table
 from bench.report.load import RunRecords
@@ -63,12 +64,38 @@ def peak_section(run: RunRecords) -> list[str]:
     lines = [f"### CPU peak ({PEAK_FILE})", "", markdown_table(pd.DataFrame(rows)), ""]
     lines += [f"Theoretical peak: {t}." if known else f"{t[0].upper()}{t[1:]}." for t, known in theory.items()]
     lines.append("")
-    return lines + [f"- {w}" for w in peak_warnings(run)] + [""]
+    return lines + [f"- {w}" for w in peak_warnings(run) + per_run_peak_spreads(run)] + [""]
+
+
+def _per_run_peaks(run: RunRecords) -> dict[str, list[float]]:
+    """jax version -> the per-run CPU peaks (FLOP/s per device) of its records, where every ok record has one."""
+    ok = [r for r in run.measured if r.get("status") == Status.OK.value]
+    if not ok or any(r.get("peak_run_flops_per_device") is None for r in ok):
+        return {}
+    peaks: dict[str, list[float]] = {}
+    for r in ok:
+        peaks.setdefault(r["jax"], []).append(r["peak_run_flops_per_device"])
+    return peaks
+
+
+def per_run_peak_spreads(run: RunRecords) -> list[str]:
+    """A sentence per JAX environment: the spread of the peaks its variants' MFU are against."""
+    return [
+        f"MFU is against each variant's own CPU peak, measured just before its timed steps: jax {jax} "
+        f"{min(p) / 1e9:.1f} to {max(p) / 1e9:.1f} GFLOP/s per device over {len(p)} runs "
+        f"({max(p) / min(p) - 1.0:.1%} spread)"
+        if max(p) > min(p)
+        else f"MFU is against each variant's own CPU peak, measured just before its timed steps: jax {jax} "
+        f"{p[0] / 1e9:.1f} GFLOP/s per device in each of {len(p)} runs"
+        for jax, p in sorted(_per_run_peaks(run).items())
+    ]
 
 
 def peak_warnings(run: RunRecords) -> list[str]:
-    """A sentence per drift of the CPU peak above 5%: over the sweep in one environment, or between environments."""
+    """A sentence per drift of the CPU peak above 5%: over the sweep in one environment, or between environments.
+    Where every variant's MFU is against its own per-run peak, a drift is a fact about the machine, not a doubt."""
     entries = read_peaks(run.run_dir)
+    against_own = bool(_per_run_peaks(run))
     warnings = []
     starts: dict[tuple, PeakEntry] = {}
     for e in entries:
@@ -78,9 +105,10 @@ def peak_warnings(run: RunRecords) -> list[str]:
         elif key in starts and abs(d := drift(starts[key], e)) > PEAK_DRIFT_LIMIT:
             s = starts[key]
             warnings.append(
-                f"MFU uncertain: the CPU peak drifted {d:+.1%} over the sweep (jax {e.jax}: "
-                f"{s.flops_per_device / 1e9:.1f} GFLOP/s per device at the start, load {s.load_avg_before:.2f}; "
-                f"{e.flops_per_device / 1e9:.1f} at the end, load {e.load_avg_before:.2f})"
+                f"{'The' if against_own else 'MFU uncertain: the'} CPU peak drifted {d:+.1%} over the sweep "
+                f"(jax {e.jax}: {s.flops_per_device / 1e9:.1f} GFLOP/s per device at the start, load "
+                f"{s.load_avg_before:.2f}; {e.flops_per_device / 1e9:.1f} at the end, load {e.load_avg_before:.2f})"
+                + ("; MFU is against each variant's own peak, so the drift does not move it" if against_own else "")
             )
     by_setting: dict[tuple, list[PeakEntry]] = {}
     for e in starts.values():
@@ -88,7 +116,7 @@ def peak_warnings(run: RunRecords) -> list[str]:
     for group in by_setting.values():
         low, high = min(group, key=_flops), max(group, key=_flops)
         if high.flops_per_device > low.flops_per_device * (1 + PEAK_DRIFT_LIMIT):
-            warnings.append(_between_environments(low, high))
+            warnings.append(_between_environments(low, high, against_own))
     return warnings
 
 
@@ -96,13 +124,15 @@ def _flops(entry: PeakEntry) -> float:
     return entry.flops_per_device
 
 
-def _between_environments(low: PeakEntry, high: PeakEntry) -> str:
+def _between_environments(low: PeakEntry, high: PeakEntry, against_own: bool = False) -> str:
     gap = high.flops_per_device / low.flops_per_device - 1.0
     said = (
         f"The JAX environments' CPU peaks differ by {gap:.1%}: jax {high.jax} {high.flops_per_device / 1e9:.1f} "
         f"GFLOP/s per device (load {high.load_avg_before:.2f}), jax {low.jax} {low.flops_per_device / 1e9:.1f} "
         f"(load {low.load_avg_before:.2f}). "
     )
+    if against_own:
+        return said + "Each variant's MFU is against its own peak, measured just before its timed steps."
     if low.load_avg_before > high.load_avg_before:
         return said + (
             "The lower one was measured under more load, so contention may explain it: MFU across the two "
