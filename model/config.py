@@ -265,7 +265,6 @@ class ModelConfig:
         if not 0 <= self.rotary_dim <= self.d_head or self.rotary_dim % 2:
             raise ConfigError(f"rotary_dim {self.rotary_dim} must be even, at least 0 and at most d_head {self.d_head}")
 
-
     def check_local_attention(self) -> None:
         window, every = self.local_attention_window, self.local_attention_every
         if window < 0 or every < 0:

@@ -87,7 +87,9 @@ def test_each_option_changes_the_loss():
     """Otherwise the equalities above could hold of an option that is ignored."""
     default = Program.from_preset(PRESET, model_for(PRESET, variant(Strategy.SINGLE)))
     driver = make_driver(Strategy.SINGLE, default, Mesh())
-    base, _ = driver.grad_step()(driver.place_params(default.init_params()), driver.place_batch(default.example_batch()))
+    base, _ = driver.grad_step()(
+        driver.place_params(default.init_params()), driver.place_batch(default.example_batch())
+    )
     for option in OPTIONS:
         assert abs(run(option, Strategy.SINGLE)[0] - float(base)) > 1e-4, option
 
@@ -132,8 +134,14 @@ def test_tied_lm_head_is_the_embedding_table_transposed():
     ids = np.arange(12, dtype=np.int32)[None] % cfg.vocab  # [1, T]
     tp = TensorParallel()
     params, logits = _apply(cfg, lambda ids: logits_fn(cfg, tp, ids), ids)
-    assert set(params) == {"embed", "layers/block/attn", "layers/block/ff", "layers/block/ln_1", "layers/block/ln_2",
-                           "ln_f"}  # no LM head of its own
+    assert set(params) == {
+        "embed",
+        "layers/block/attn",
+        "layers/block/ff",
+        "layers/block/ln_1",
+        "layers/block/ln_2",
+        "ln_f",
+    }  # no LM head of its own
     features_fn = hk.without_apply_rng(
         hk.transform(lambda ids: LayerNorm(cfg, tp, "ln_f")(block_stack(cfg, tp, Embed(cfg, tp, "embed")(ids))))
     )
@@ -192,7 +200,8 @@ def test_layer_one_is_local_and_layer_zero_global():
 def test_parameter_count_with_attention_width_and_tied_embeddings():
     # a parallel block has GPT-J's Hugging Face layout, so the model's own parameter tree counts as the formula
     cfg = model_for(
-        apply_overrides(PRESET, ["attention_heads=4", "tied_embeddings=true"]), Variant.parse("parallel-h128-single-full")
+        apply_overrides(PRESET, ["attention_heads=4", "tied_embeddings=true"]),
+        Variant.parse("parallel-h128-single-full"),
     )
     counted = count_params(Program.from_preset(PRESET, cfg).param_shapes())
     assert counted == flops.gptj_param_count(2, 1024, 1024, 256, attn_width=512, tied_embeddings=True)
@@ -233,7 +242,9 @@ def test_bad_options_are_refused_with_what_is_valid(overrides, message):
 
 def test_local_attention_on_another_kernel_is_refused():
     preset = apply_overrides(PRESET, OPTIONS["local"])
-    with pytest.raises(ConfigError, match="local attention runs on the reference attention kernel only, not 'blockwise'"):
+    with pytest.raises(
+        ConfigError, match="local attention runs on the reference attention kernel only, not 'blockwise'"
+    ):
         validate_run(preset, Variant.parse("serial-h128-pjit-full+blockwise"), PRESET.mesh, 8)
 
 

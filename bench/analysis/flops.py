@@ -121,7 +121,13 @@ def hardware_flops(
 
 
 def gptj_param_count(
-    n_layers: int, d_model: int, d_ff: int, n_vocab: int, *, attn_width: int | None = None, tied_embeddings: bool = False
+    n_layers: int,
+    d_model: int,
+    d_ff: int,
+    n_vocab: int,
+    *,
+    attn_width: int | None = None,
+    tied_embeddings: bool = False,
 ) -> int:
     """Parameters of GPT-J in the Hugging Face layout (transformers ``GPTJForCausalLM``).
 
