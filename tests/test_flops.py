@@ -78,7 +78,7 @@ def test_gptj_param_count_hf_layout():
 
 @pytest.mark.parametrize("bad", [dict(n_params=0), dict(n_layers=-1), dict(seq=0)])
 def test_formulas_reject_non_positive_shapes(bad):
-    args = dict(n_params=10, n_layers=2, d_model=3, seq=4, tokens=5) | bad
+    args = dict(n_params=10, n_layers=2, attn_width=3, seq=4, tokens=5) | bad
     with pytest.raises(ValueError, match=f"{next(iter(bad))} must be > 0"):
         flops.model_flops(**args)
 
@@ -202,3 +202,35 @@ def test_static_flops_count_the_tokens_of_every_micro_batch():
         assert four[key] == pytest.approx(4 * one[key], rel=1e-12)
     # tiny: 2 layers, d_model 1024, seq 16; 4 micro-batches of 4 sequences
     assert four["hardware_flops_per_step"] == flops.hardware_flops(one["n_params"], 2, 1024, 16, 256, remat=True)
+
+
+# --- attention width, local layers, tied embeddings (model.config.ModelConfig's options) -----------------------------
+
+
+def test_attention_flops_use_the_attention_width_and_local_windows():
+    # 4 x width 5 x (2 global layers x seq 4) = 160; one of the two local over 3 keys: 4 x 5 x (4 + 3) = 140
+    assert flops.attention_forward_flops_per_token(2, 5, 4) == 160
+    assert flops.attention_forward_flops_per_token(2, 5, 4, local_layers=1, local_window=3) == 140
+    # a window longer than the sequence sees the sequence
+    assert flops.attention_forward_flops_per_token(2, 5, 4, local_layers=1, local_window=10) == 160
+    with pytest.raises(ValueError, match="local layers"):
+        flops.attention_forward_flops_per_token(2, 5, 4, local_layers=3, local_window=3)
+    with pytest.raises(ValueError, match="local layers"):
+        flops.attention_forward_flops_per_token(2, 5, 4, local_layers=1)
+
+
+def test_model_and_hardware_flops_with_local_layers_hand_count():
+    # N=10, L=2, width 5, seq 4, one local layer over 3 keys: 6x10 + 3x140 = 480 per token; x 5 tokens = 2400.
+    # Remat adds 2x10 + 140 = 160 per token: 2400 + 800 = 3200.
+    local = dict(local_layers=1, local_window=3)
+    assert flops.model_flops(10, 2, 5, 4, 5, **local) == 2400
+    assert flops.hardware_flops(10, 2, 5, 4, 5, remat=True, **local) == 3200
+    assert flops.hardware_flops(10, 2, 5, 4, 5, remat=False, **local) == 2400
+
+
+def test_gptj_param_count_with_attention_width_and_tied_embeddings():
+    # L=1, d=2, d_ff=3, V=5, H K=4: block 2x2 + 4x2x4 + (2x3 + 3) + (3x2 + 2) = 4 + 32 + 9 + 8 = 53;
+    # embedding 5x2 = 10, ln_f 4, LM head 2x5 + 5 = 15: 82 in all, 67 with the head tied to the embedding
+    assert flops.gptj_param_count(1, 2, 3, 5, attn_width=4) == 82
+    assert flops.gptj_param_count(1, 2, 3, 5, attn_width=4, tied_embeddings=True) == 67
+    assert flops.gptj_param_count(1, 2, 3, 5) == flops.gptj_param_count(1, 2, 3, 5, attn_width=2)
