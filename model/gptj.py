@@ -12,6 +12,7 @@ and the whole sizes in the global view (single, pjit); see ``model.sharding.Tens
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import haiku as hk
 import jax
@@ -19,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from kernels.attention import attention
-from kernels.rotary import apply_rotary
+from kernels.attention import attention, cached_attention
+from kernels.rotary import apply_rotary, apply_rotary_at
 from model.config import Activation, ModelConfig, Remat, Residual
+from model.kv_cache import KVCache
 from model.sharding import PARAM_AXES, TensorParallel
 
 
@@ -68,7 +70,11 @@ class LayerNorm(_Module):
 class Attention(_Module):
     """Column-parallel q/k/v (whole heads per shard), row-parallel output: returns this shard's partial sum."""
 
-    def __call__(self, x: jnp.ndarray, window: jnp.ndarray | None = None) -> jnp.ndarray:  # x: [B, T, D]
+    def __call__(  # x: [B, T, D]
+        self, x: jnp.ndarray, window: jnp.ndarray | None = None, cache: KVCache | None = None
+    ) -> Any:
+        """This shard's partial sum [B, T, D]; with a ``cache`` (decoding), that and the cache with x's keys and
+        values written at its position."""
         cfg = self.cfg
         hk_dim = cfg.attention_width
         init = _normal(cfg.d_model)
@@ -77,15 +83,37 @@ class Attention(_Module):
             qkv = [project(cfg, x, w) for w in weights]  # 3 x [B, T, H*K]
         q, k, v = (t.reshape(*t.shape[:2], -1, cfg.d_head) for t in qkv)  # [B, T, H, K]
         q, k, v = (self.tp.constrain(t, ("batch", "seq", "heads", "head_dim")) for t in (q, k, v))
+        if cache is not None:
+            return self._decode(q, k, v, cache, window)
         with jax.named_scope("rotary"):
             q, k = apply_rotary(q, cfg.rotary_dim), apply_rotary(k, cfg.rotary_dim)
         with jax.named_scope("attn_core"):
             out = attention(q, k, v, cfg.attention_kernel, unroll_blocks=cfg.unroll_attention_blocks, window=window)
             out = _tag_attention_output(cfg, out)  # [B, T, H, K]
-        out = out.reshape(*out.shape[:2], -1)  # [B, T, H*K]
-        w_o = self.param("w_o", (hk_dim, cfg.d_model), _normal(hk_dim))
-        with jax.named_scope("out_proj"):
-            return project(cfg, out, w_o)  # [B, T, D], partial over shards
+        return _out_proj(self, out)
+
+    def _decode(
+        self, q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, cache: KVCache, window: jnp.ndarray | None
+    ) -> tuple[jnp.ndarray, KVCache]:
+        """q, k, v [B, T, H, K] of positions pos .. pos+T-1: rotary at those positions, k and v written into the
+        cache [B, C, H, K], q attending over every cached position up to its own."""
+        cfg = self.cfg
+        with jax.named_scope("rotary"):
+            q, k = apply_rotary_at(q, cfg.rotary_dim, cache.pos), apply_rotary_at(k, cfg.rotary_dim, cache.pos)
+        with jax.named_scope("attn_core"):
+            cache = cache.write(k, v)
+            out = cached_attention(q, cache.k, cache.v, cache.pos, window)  # [B, T, H, K]
+        return _out_proj(self, out), cache
+
+
+def _out_proj(attn: Attention, out: jnp.ndarray) -> jnp.ndarray:
+    """The row-parallel output projection of attention ``out`` [B, T, H, K]: this shard's partial sum [B, T, D]."""
+    cfg = attn.cfg
+    hk_dim = cfg.attention_width
+    out = out.reshape(*out.shape[:2], -1)  # [B, T, H*K]
+    w_o = attn.param("w_o", (hk_dim, cfg.d_model), _normal(hk_dim))
+    with jax.named_scope("out_proj"):
+        return project(cfg, out, w_o)  # [B, T, D], partial over shards
 
 
 class FeedForward(_Module):
@@ -112,9 +140,11 @@ class FeedForward(_Module):
 class Block(_Module):
     """``window``: the keys each query sees in this layer (local attention), None for plain causal attention."""
 
-    def __call__(self, x: jnp.ndarray, window: jnp.ndarray | None = None) -> jnp.ndarray:  # [B, T, D] -> [B, T, D]
+    def __call__(self, x: jnp.ndarray, window: jnp.ndarray | None = None, cache: KVCache | None = None) -> Any:
+        """[B, T, D] -> [B, T, D]; with a ``cache`` (decoding), the output and this layer's updated cache."""
         cfg, tp = self.cfg, self.tp
-        attn = functools.partial(Attention(cfg, tp, "attn"), window=window)
+        attention_module = Attention(cfg, tp, "attn") if cache is None else _CachedAttention(cfg, tp, "attn", cache)
+        attn = functools.partial(attention_module, window=window)
         ff = FeedForward(cfg, tp, "ff")
         x = tp.constrain(x, ("batch", "seq", "embed"))
         if cfg.residual is Residual.PARALLEL:
@@ -128,7 +158,8 @@ class Block(_Module):
             with jax.named_scope("residual"):
                 h = x + tp.exit(attn(tp.enter(LayerNorm(cfg, tp, "ln_1")(x))))
                 y = h + tp.exit(ff(tp.enter(LayerNorm(cfg, tp, "ln_2")(h)))) + ff.out_bias()
-        return tp.constrain(y, ("batch", "seq", "embed"))
+        y = tp.constrain(y, ("batch", "seq", "embed"))
+        return y if cache is None else (y, attention_module.updated_cache)
 
 
 class Embed(_Module):
@@ -244,3 +275,43 @@ _REMAT_POLICIES = {  # Remat -> a factory of its jax.checkpoint policy (None: sa
 def _tag_attention_output(cfg: ModelConfig, out: jnp.ndarray) -> jnp.ndarray:
     """Names the attention output for the ``attn`` policy; only there, so the other programs keep their jaxpr."""
     return checkpoint_name(out, ATTENTION_OUTPUT) if cfg.remat is Remat.ATTN else out
+
+
+# --- decoding: the same modules, with a KV cache threaded through the layer stack -------------------------------
+
+
+class _CachedAttention(Attention):
+    """Attention decoding with a layer's cache, given at construction so that the block calls it as it calls
+    Attention; the updated cache is kept for the block to return. (Training builds Attention itself, so its programs
+    trace exactly as before.)"""
+
+    def __init__(self, cfg: ModelConfig, tp: TensorParallel, name: str, cache: KVCache):
+        super().__init__(cfg, tp, name)
+        self.cache, self.updated_cache = cache, None
+
+    def __call__(self, x: jnp.ndarray, window: jnp.ndarray | None = None) -> jnp.ndarray:  # type: ignore[override]
+        out, self.updated_cache = super().__call__(x, window, self.cache)
+        return out
+
+
+def decode_logits(
+    cfg: ModelConfig, tp: TensorParallel, ids: jnp.ndarray, cache: KVCache
+) -> tuple[jnp.ndarray, KVCache]:
+    """Logits [B, T, V] of ``ids`` [B, T] at positions cache.pos .. cache.pos+T-1, and the cache with their keys
+    and values written: prefill (T = the prompt) and one decode step (T = 1) alike. ``cache`` holds every layer:
+    k and v [L, B, C, H, K]. The parameters are the training model's (same module names); local layers keep their
+    window (model.config.ModelConfig.layer_windows)."""
+
+    def one_block(x: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, window: jnp.ndarray) -> tuple[jnp.ndarray, Any]:
+        y, layer = Block(cfg, tp, "block")(x, window if cfg.local_attention_window else None, cache.of_layer(k, v))
+        return y, (layer.k, layer.v)
+
+    embed = Embed(cfg, tp, "embed")
+    x = embed(ids)  # [B, T, D]
+    unroll = cfg.n_layers if cfg.unroll_layers else 1
+    windows = jnp.asarray(cfg.layer_windows(), dtype=jnp.int32)  # [L]
+    stack = hk.layer_stack(cfg.n_layers, with_per_layer_inputs=True, unroll=unroll, name="layers")
+    x, (k, v) = stack(one_block)(x, cache.k, cache.v, windows)  # k, v: [L, B, C, H, K]
+    x = LayerNorm(cfg, tp, "ln_f")(x)
+    logits = embed.attend(x) if cfg.tied_embeddings else LMHead(cfg, tp, "lm_head")(x)  # [B, T, V]
+    return logits, cache.replace(k=k, v=v).advance(ids.shape[1])
