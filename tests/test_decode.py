@@ -12,7 +12,7 @@ from conftest import require_devices, skip_without_xmap
 
 from kernels.attention import cached_attention, causal_attention
 from kernels.rotary import apply_rotary, apply_rotary_at
-from model.config import ConfigError, Head, Mesh, Remat, Residual, Strategy, Variant, get_preset
+from model.config import ConfigError, Head, Mesh, Remat, Residual, Strategy, Variant, apply_overrides, get_preset
 from model.decode import Sampler, check_generation, generate, kv_cache_bytes, make_decoder, nucleus_logits
 from model.gptj import logits_fn
 from model.sharding import TensorParallel
@@ -83,6 +83,30 @@ def test_xmap_decode_logits_equal_the_full_forward(residual):
     skip_without_xmap()
     require_devices(PRESET.mesh.devices)
     assert_decode_matches_forward(residual, Head.H256, Strategy.XMAP)
+
+
+# The published runs' options at once: a local window in every second layer (GPT-Neo), ReLU, tied embeddings and an
+# attention width other than d_model (MaxText).
+OPTIONS = ["local_attention_window=3", "local_attention_every=2", "activation=relu", "tied_embeddings=true"]
+OPTIONS.append("attention_heads=8")  # 8 x 256 = 2048 wide at d_model 1024
+
+
+@pytest.mark.parametrize("strategy", [Strategy.PJIT, Strategy.SHARD_MAP], ids=lambda s: s.value)
+def test_decode_with_the_model_options_equals_the_full_forward(strategy):
+    require_devices(PRESET.mesh.devices)
+    preset = apply_overrides(PRESET, OPTIONS)
+    variant = Variant(Residual.SERIAL, Head.H256, strategy, Remat.NONE)
+    dec, ids = make_decoder(preset, variant, PRESET.mesh), token_ids()
+    single = make_decoder(preset, variant.replace(strategy=Strategy.SINGLE), Mesh(1, 1))
+    fn = hk.without_apply_rng(hk.transform(lambda i: logits_fn(single.cfg, TensorParallel(), i)))
+    reference = np.asarray(jax.jit(fn.apply)(single.program.init_params(0), jnp.asarray(ids)))
+    params = dec.init_params(0)
+    logits, cache = dec.prefill(params, ids[:, :PROMPT], CONTEXT)
+    errors = [relative_error(np.asarray(logits), reference[:, PROMPT - 1])]
+    for t in range(PROMPT, PROMPT + NEW):
+        logits, cache = dec.step(params, cache, ids[:, t])
+        errors.append(relative_error(np.asarray(logits), reference[:, t]))
+    assert max(errors) <= LOGITS_RTOL, errors
 
 
 def greedy(strategy: Strategy) -> np.ndarray:
