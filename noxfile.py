@@ -273,7 +273,7 @@ def profile(session: nox.Session) -> None:
     session.log(f"open the trace: tensorboard --logdir {log_dir} --host localhost (run directory printed above)")
 
 
-# Issue 12's single-device block: GPT-J's choice without remat at d_model 1024, d_ff 4096, batch 8 x 512 tokens.
+# The single-device CPU block: GPT-J's choice without remat at d_model 1024, d_ff 4096, batch 8 x 512 tokens.
 CPU_BLOCK = ["--variant", "parallel-h256-pjit-none", "--preset", "cpu", "--scope", "block", "--mesh", "dp=1,mp=1"]
 CPU_BLOCK += [f"--set={field}" for field in ("context=2048", "seq=512", "batch=8", "d_model=1024", "d_ff=4096")]
 CPU_BLOCK_REPEATS = 3
@@ -335,7 +335,7 @@ def tpu_aot(session: nox.Session) -> None:
     _tpu_aot_both(session, rest, chosen)
 
 
-# Pallas where Mosaic takes it (on v3 it refuses the kernel's bf16 x bf16 matmul into f32, jax issue 23989): GPT-J's
+# Pallas where Mosaic takes it (on v3 it refuses the kernel's bf16 x bf16 matmul into f32, jax-ml/jax#23989): GPT-J's
 # configuration, reference against pallas, on a v5e-256 and a v4-256 (128 megacore chips), a GPT-J mesh of each.
 TPU_KERNEL_TOPOLOGIES = {"v5e:16x16": "dp=32,mp=8", "v4:4x4x8": "dp=16,mp=8"}
 TPU_KERNEL_VARIANTS = ["parallel-h256-shard_map-full", "parallel-h256-shard_map-full+pallas"]

@@ -34,7 +34,7 @@ class AttentionKernel(enum.Enum):
 # loops out (model.config.ModelConfig.unroll_attention_blocks; pallas's forward states its cost instead), and their
 # record says so (xla_cost_points_attention_blocks_unrolled); the TPU projection ranks these kernels against the
 # reference only from such records (bench/report/sections/kernels_tpu.py). Written out (libtpu 0.0.42.1, measured
-# for issue 12), blockwise's FLOPs are 4.602e16 per step against the reference's 4.790e16: its attention 0.206e16,
+# 2026-12), blockwise's FLOPs are 4.602e16 per step against the reference's 4.790e16: its attention 0.206e16,
 # 0.52 of the reference's, which is the causal half it computes (136 of 256 block pairs at T=2048 in blocks of 128;
 # its attention dots in the optimized HLO are exactly 136/256 of the reference's). The price is compile time: its
 # four unrolled compiles took 8 to 13 minutes each on 2 loaded cores, against 1 to 2 for the reference's.

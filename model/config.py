@@ -207,7 +207,7 @@ class ModelConfig:
     # The projections multiply one [B*T, D] matrix of tokens instead of a [B, T, D] array (model.gptj.project): the
     # same products, and the same program on any mesh (seq is never split). XLA CPU then runs the weight-gradient
     # GEMMs on their fast path: with [B, T, D], each transposed one operand first and ran at 195-331 GFLOP/s where
-    # the flat form ran at 349-369 (each dot of the issue-12 block timed alone, jax 0.10.2, 2 cores, 2026-12-07);
+    # the flat form ran at 349-369 (each dot of the CPU block timed alone, jax 0.10.2, 2 cores, 2026-12-07);
     # the block ran 1.152x faster (reports/cpu-block, `nox -s cpu_block`). On for the CPU presets; off for the TPU
     # and GPU configurations, whose compiles (and the committed TPU compile cache) predate it and where it is
     # unmeasured.
@@ -334,7 +334,7 @@ class Preset:
     grad_accum: int = 1
     # The running sum's dtype. GPT-J summed in bf16 (mesh-transformer-jax mesh_transformer/transformer_shard.py,
     # CausalTransformer.train: the scan's carry is ``jnp.zeros_like(x).astype(jnp.bfloat16)``); on the v3-256 an f32
-    # sum does not fit: parallel-h256-pjit-full asks for 15.89 GiB of 15.48 (libtpu 0.0.42.1, measured for issue 10).
+    # sum does not fit: parallel-h256-pjit-full asks for 15.89 GiB of 15.48 (libtpu 0.0.42.1, measured 2026-12).
     grad_accum_dtype: Dtype = Dtype.FLOAT32
     # The micro-batch loop is a lax.scan; unrolled, XLA's cost analysis (which counts a loop body once) sees every
     # micro-step, as unroll_layers does for the layers.

@@ -43,7 +43,7 @@ from model.config import ConfigError, Mesh, Scope, Variant, get_preset
 REPO = Path(__file__).resolve().parents[1]
 PRESET = get_preset("tiny")
 VARIANTS = ["parallel-h256-pjit-none", "parallel-h256-shard_map-none"]
-LOSS_RTOL = 1e-5  # the issue's bound, as for the strategies in test_equivalence.py
+LOSS_RTOL = 1e-5  # the f32 bound, as for the strategies in test_equivalence.py
 # check_cpu_collectives: jaxlib 0.4.30's gloo deadlocks with several CPU devices in one process.
 LEGACY_GLOO = tuple(int(p) for p in jaxlib.__version__.split(".")[:3]) <= (0, 4, 30)
 LEGACY_REASON = (

@@ -203,7 +203,7 @@ def test_cudnn_is_refused_for_tpu_before_any_compile_and_no_record_is_written(de
 
 
 def test_pallas_bf16_on_v3_is_the_compilers_refusal_recorded_as_a_finding(devices, tmp_path):
-    """GPT-J computes in bf16; Mosaic has no bf16 x bf16 matmul into f32 on TPU v3 (jax issue 23989). The refusal is
+    """GPT-J computes in bf16; Mosaic has no bf16 x bf16 matmul into f32 on TPU v3 (jax-ml/jax#23989). The refusal is
     a failed record with the compiler's words, not a failure of the run (run_aot counts it as a finding). In the jax
     0.4.30 environment libtpu 0.0.1 aborts the process instead, so the kernel is refused before compiling there."""
     bf16 = apply_overrides(get_preset("tiny"), ["compute_dtype=bfloat16"])

@@ -18,7 +18,7 @@ component and is marked ``inferred`` (see ``_with_neighbours``). Collectives are
 ``bench.analysis.hlo.parse_collectives``. Anything no rule matches is "unattributed", by name.
 
 Each op is priced at max(FLOPs / peak, bytes / HBM bandwidth): the per-op roofline that the TPU compiler's
-``optimal_seconds`` sums (issue 10 of this repository, checked there against libtpu's cost analysis). FLOPs are
+``optimal_seconds`` sums (checked against libtpu's cost analysis: tests/test_components.py). FLOPs are
 those of dots and convolutions (2 x output elements x contracted size, from the HLO shapes and dimension
 numbers); elementwise arithmetic runs on the vector units and is priced by its bytes. Bytes are operand plus
 result bytes of the op as printed, but counted as XLA's cost analysis counts them where an op touches part of an
@@ -564,7 +564,7 @@ def breakdown(ops: Iterable[OpCost], peak_flops_per_s: float, hbm_bytes_per_s: f
 
 
 def reconcile(parts: Breakdown, whole_step_s: float, tolerance: float = 0.05) -> Reconciliation:
-    """Check that a breakdown sums to a whole-step estimate within ``tolerance`` (issue 10: 5%); otherwise the
+    """Check that a breakdown sums to a whole-step estimate within ``tolerance`` (5% by default); otherwise the
     rest (whole - sum) is added to "unattributed" so that the parts shown add up to the whole."""
     if whole_step_s <= 0:
         raise ValueError(f"whole-step estimate must be positive, got {whole_step_s}")

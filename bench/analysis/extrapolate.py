@@ -119,7 +119,7 @@ def substitute_optimal_seconds(
     """The records, copied; an ok xmap tpu-aot record takes the estimate of the ok shard_map record of the same
     program (``_SAME_PROGRAM``) where it has none, and, with ``across_compilers``, where the two were compiled by
     different libtpu releases: xmap needs jax 0.4.30 and so libtpu 0.0.1, whose estimate of the same program differs
-    (measured for issue 10: a 1-layer unrolled tiny parallel-h256-shard_map-full on v3:2x2, mesh 2x4, 3.31e-4 s
+    (measured 2026-12: a 1-layer unrolled tiny parallel-h256-shard_map-full on v3:2x2, mesh 2x4, 3.31e-4 s
     under libtpu 0.0.1 and 2.34e-4 s under 0.0.42.1), so a ranking under one compiler takes the shard_map figure.
     The record's own figure is kept in ``xla_optimal_seconds_own_compile``, and the donor's component breakdown
     replaces the record's own with it; the source says what was done. Others are unchanged."""

@@ -160,7 +160,7 @@ def covered_share(op_spans: Sequence[tuple[float, float]], step_spans: Sequence[
 
     Below 1, device work ran outside any op's event: on XLA CPU (jax 0.10.2) a plain ``dot`` thunk's event ends
     when it has handed its GEMM to Eigen's thread pool, so the weight-gradient GEMMs of a block run in gaps that
-    no op claims (issue 12: op events covered 75-80% of the block's steps while the summed op times exceeded the
+    no op claims (the CPU block, reports/cpu-block: op events covered 75-80% of the block's steps while the summed op times exceeded the
     steps by 7-16%, concurrent thunks overlapping). Per-op and per-component times are then a distorted picture.
     """
     wall = sum(duration for _, duration in step_spans)

@@ -26,7 +26,7 @@ DEVICE_FILE = "device.json"
 PLOTS = {"throughput": "throughput.png", "components": "components.png"}
 GiB = 2**30
 H200_KIND = "NVIDIA H200"  # the lent GPU's device_kind, whose table row the GPU run is measured against
-MFU_GOAL = 0.55  # issue 13's goal for GPT-J's configuration with the best kernel, bf16, against the spec peak
+MFU_GOAL = 0.55  # the goal set for GPT-J's configuration with the best kernel, bf16, against the spec peak
 ERROR_CHARS = 400
 
 
@@ -94,7 +94,7 @@ def goal_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return [
         f"- GPT-J's configuration with its fastest kernel (**{best.value}**): {fmt(record.get('tokens_per_s'))} "
         f"tokens/s, MFU {pct(mfu)} against the spec peak, {pct(record.get('mfu_matmul'))} against the measured "
-        f"matmul; the issue's goal of {pct(MFU_GOAL)}: {verdict}",
+        f"matmul; the goal of {pct(MFU_GOAL)}: {verdict}",
         "",
     ]
 

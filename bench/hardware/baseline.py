@@ -6,7 +6,7 @@ Published facts are stored as published (with the wording and the source); every
 Sources:
 - ARTICLE: Aran Komatsuzaki, "GPT-J-6B: 6B JAX-Based Transformer", 2021-06-04,
   https://arankomatsuzaki.wordpress.com/2021/06/04/gpt-j/ . Its throughput sentence, as quoted in
-  kingoflolz/mesh-transformer-jax issue #235: "Throughput of the 6B GPT-J for training (151k tokens/s) is faster
+  kingoflolz/mesh-transformer-jax#235: "Throughput of the 6B GPT-J for training (151k tokens/s) is faster
   than the 2.7B GPT-Neo (148k tokens/s) on the same hardware (TPU v3-256 pod)". The 5.4 / 13.4 / 8.1 PFLOP/s and
   "about 60%" figures are from the same article (body not re-read here; 5.4 is corroborated by secondary summaries).
 - README: kingoflolz/mesh-transformer-jax README.md, "Model Details" table (n_parameters 6,053,381,344).

@@ -82,7 +82,7 @@ QUICK = SweepPlan(
     "tiny", steps=3, warmup=1, repeats=1, xmap_baselines=False,
     kernels=(AttentionKernel.blockwise, AttentionKernel.cudnn, AttentionKernel.pallas),
 )  # fmt: skip
-# 3 timed steps (and one warm-up) keep the main job within 20 minutes on the slowest 2-core machine seen (issue 10:
+# 3 timed steps (and one warm-up) keep the main job within 20 minutes on the slowest 2-core machine seen (2026-12-01:
 # 5 steps took 23 min there); the report's noise is the steps' IQR over median, which 3 steps still give.
 # The profiled run: GPT-J's configuration but for the strategy, in current JAX (jax 0.4.30's CPU runtime writes no
 # per-op events, bench.measure.profile); shard_map has xmap's collectives. The trace follows the timed steps.

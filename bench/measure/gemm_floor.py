@@ -4,7 +4,7 @@ and dimension numbers, one after another on this process's first device (``bench
 Where the calibrated peak (bench.measure.calibrate) is the best a square GEMM reaches here, the floor is what the
 step's own GEMMs reach: their sum is the time no fusion or scheduling of the rest can beat, so a step's HFU splits
 into the floor's share of the peak (how fast XLA's GEMMs run at these shapes) and the step's share of the floor
-(what everything around them costs). Issue 12 found the block's weight-gradient GEMMs at 195-331 GFLOP/s alone
+(what everything around them costs). The CPU block's runs (reports/cpu-block) found its weight-gradient GEMMs at 195-331 GFLOP/s alone
 against 445-500 GFLOP/s calibrations: a cost of the dots' form that no elementwise fusion could recover.
 
 What is timed: ``lax.dot_general`` on operands of ones in the default (row-major) layout, jitted alone, the best of

@@ -47,7 +47,7 @@ from model.config import ConfigError, Mesh, Preset, Scope, Variant
 # XLA counts a while-loop body once. Layer scans are kept (a 28-layer unrolled compile is slow), and the
 # whole-step counts are extrapolated from small unrolled compiles (bench.analysis.extrapolate) of this many layers
 # and one more. The first layer does not cost what the others do in the compiler's count: on tiny
-# (v3:2x2, mesh 2x4, serial-h128-shard_map-none, libtpu 0.0.42.1; measured for issue 10) optimal_seconds grows by
+# (v3:2x2, mesh 2x4, serial-h128-shard_map-none, libtpu 0.0.42.1; measured 2026-12) optimal_seconds grows by
 # 2.255e-4 s from 1 to 2 layers but by 2.187e-4 and 2.177e-4 s from 2 to 3 and 3 to 4: the 1-to-2 slope is 3-4%
 # steeper, and a 1- and 2-layer line misses a 3-layer compile by 1.0%, where a 2- and 3-layer line predicts 4 layers
 # within 0.25% (FLOPs and HBM bytes too). On gptj-6b (v3:8x16, dp=32 x mp=8, parallel-h256-pjit-full) the slopes are
@@ -57,8 +57,8 @@ EXTRAPOLATION_FIRST_LAYERS = 2
 # The same for micro-steps: a 1-micro-step program has no accumulation at all (model.program.accumulate returns the
 # one gradient), so a line through 1 and 2 micro-steps charges the first sum of gradients to every later micro-step
 # and takes it back from the intercept, where the update and the dp reduction are: their components came out
-# negative (issue 10). From 2 and 3, both programs accumulate. On tiny (v3:2x2, mesh 2x4, parallel-h256-shard_map-
-# full, libtpu 0.0.42.1; measured for issue 10) the FLOPs of an unrolled 2-layer x 4-micro-step compile are
+# negative (measured 2026-12). From 2 and 3, both programs accumulate. On tiny (v3:2x2, mesh 2x4, parallel-h256-shard_map-
+# full, libtpu 0.0.42.1; measured 2026-12) the FLOPs of an unrolled 2-layer x 4-micro-step compile are
 # predicted within 0.002% from 2 and 3 micro-steps and 0.2% over from 1 and 2; the compiler's optimal_seconds is not
 # quite affine in either (its steps from 1 to 4 micro-steps: 1.59, 1.63, 1.58 x 1e-4 s), 0.5% over and 0.3% under.
 EXTRAPOLATION_FIRST_MICROSTEPS = 2
@@ -160,7 +160,7 @@ def whole_step_costs(
     if fields["xla_optimal_seconds_per_step"] is None:
         fields["xla_optimal_seconds_source"] = "the TPU compiler reported no optimal_seconds"
     elif any(costs["optimal_seconds"] < 0 for costs in points.values()):
-        # libtpu 0.0.42.1 for v5e:16x16 (gptj-6b, accumulation 1, measured for issue 12): -38.0 s at 2 layers and
+        # libtpu 0.0.42.1 for v5e:16x16 (gptj-6b, accumulation 1, measured 2026-12): -38.0 s at 2 layers and
         # -48.0 s at 3, an estimate it does not have; the projection then prices the work by the roofline
         fields["xla_optimal_seconds_per_step"] = None
         fields["xla_optimal_seconds_source"] = "the TPU compiler reported a negative optimal_seconds (no estimate)"
@@ -375,7 +375,7 @@ def out_of_memory_fields(message: str) -> dict[str, Any]:
 
 
 # Mosaic, the TPU compiler of Pallas kernels, refuses a kernel the target cannot run (jax._src.pallas.mosaic
-# .error_handling.MosaicError); libtpu 0.0.42.1 on TPU v3, a bf16 x bf16 matmul into f32 (jax issue 23989):
+# .error_handling.MosaicError); libtpu 0.0.42.1 on TPU v3, a bf16 x bf16 matmul into f32 (jax-ml/jax#23989):
 # "INTERNAL: Mosaic failed to compile TPU kernel: E2001: CompileTimeMosaicUnsupportedRhsType: Unsupported matmul RHS
 # type on target: vector<128x128xbf16>", then the MLIR operation and a request to report a bug.
 _MOSAIC_REFUSAL = re.compile(r"Mosaic failed to compile TPU kernel: (.+)")
@@ -397,7 +397,7 @@ def is_finding(record: Mapping[str, Any]) -> bool:
 
 
 # libtpu 0.0.1 (the jax 0.4.30 environment) does not refuse a Pallas kernel, it aborts the process in Mosaic's layout
-# pass: tiny, parallel-h256-shard_map-full+pallas, v3:2x2, bf16, measured for issue 12: "layout.h:320] Check failed:
+# pass: tiny, parallel-h256-shard_map-full+pallas, v3:2x2, bf16, measured 2026-12: "layout.h:320] Check failed:
 # arr.size() >= layout_rank(implicit_dim) (1 vs. 2)", SIGABRT. A crash cannot be recorded, so it is refused first.
 LEGACY_PALLAS_REFUSAL = (
     "attention kernel 'pallas' compiles for TPU with current JAX only: jax 0.4.30's libtpu (0.0.1) aborts the "

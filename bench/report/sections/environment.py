@@ -37,7 +37,7 @@ ENV_FIELDS = (
     "peak_source",
     "peak_from_cache",
 )
-PEAK_DRIFT_LIMIT = 0.05  # issue 12: a start-to-end or between-environment difference above 5% is reported
+PEAK_DRIFT_LIMIT = 0.05  # a start-to-end or between-environment difference above 5% is reported
 
 
 def section_environment(a: Analysis) -> list[str]:
