@@ -12,7 +12,8 @@ from bench.records import reference
 REPO = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 150
 _LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
-# "issue" followed by a number (or joined to one by a hyphen): the project's own tracker, which a reader of the repository cannot see.
+# "issue" followed by a number (or joined to one by a hyphen): the project's own tracker, which a reader of the
+# repository cannot see.
 # Upstream trackers are cited as owner/repo#N.
 _ISSUE_NUMBER = re.compile(r"\bissues? ?#?\d+|\bissue-\d+", re.IGNORECASE)
 
