@@ -6,6 +6,7 @@ import jax
 from bench.launch.sweep import (
     FULL,
     QUICK,
+    QUICK_VARIANTS,
     Job,
     env_variants,
     fastest_reference,
@@ -38,6 +39,13 @@ def test_every_variant_is_planned_once_per_environment_and_repeat():
 
 def test_quick_leaves_the_xmap_baselines_out():
     assert {v.strategy for v in env_variants("xmap", QUICK)} == {Strategy.XMAP}
+
+
+def test_quick_measures_gptj_and_its_one_choice_neighbours():
+    names = {v.name for env in ("current", "xmap") for v in env_variants(env, QUICK)}
+    assert names == set(QUICK_VARIANTS)
+    assert {v.name for v in env_variants("xmap", QUICK)} == {"parallel-h256-xmap-full"}
+    assert len(env_variants("current", FULL)) == 16  # the main job still measures every variant
 
 
 def test_repeats_rotate_the_order():
@@ -124,13 +132,14 @@ def test_full_runs_each_kernel_that_runs_here_with_a_reference_among_them_and_re
 
 
 def test_quick_runs_blockwise_only_and_where_the_variant_exists():
-    planned = kernel_jobs(QUICK, ["current", "xmap"], FASTEST, cpu_refusals())
+    fastest = Variant.parse("parallel-h256-pjit-full")  # the fastest is one of the variants the look measured
+    planned = kernel_jobs(QUICK, ["current", "xmap"], fastest, cpu_refusals())
     runs = names([j for j in planned if j.refusal is None])
     assert runs == [
         ("xmap", GPTJ.name, False),
         ("xmap", f"{GPTJ.name}+blockwise", False),
-        ("current", FASTEST.name, False),  # QUICK has no pjit in the xmap environment
-        ("current", f"{FASTEST.name}+blockwise", False),
+        ("current", fastest.name, False),  # QUICK has no pjit in the xmap environment
+        ("current", f"{fastest.name}+blockwise", False),
     ]
     assert {j.variant.attention_kernel for j in planned if j.refusal} == {K.cudnn, K.pallas}
     assert K.xla not in QUICK.kernels
@@ -219,7 +228,7 @@ def test_a_kernel_part_runs_its_pair_records_its_refusal_and_reports_them(tmp_pa
     here) on one variant."""
     from bench.report.write import write_report
 
-    plan = dataclasses.replace(QUICK, steps=1, warmup=0, kernels=(K.blockwise, K.cudnn))
+    plan = dataclasses.replace(QUICK, steps=1, warmup=0, kernels=(K.blockwise, K.cudnn), variants=())
     fastest = Variant.parse("parallel-h128-pjit-none")
     preset = get_preset("tiny")
     head = failed_record(fastest, preset, preset.mesh, Scope.MODEL, 0, jax.__version__, None, RecordKind.MEASURED)

@@ -75,12 +75,27 @@ class SweepPlan:
     # (environment, variant) runs that also capture an XProf trace after their timed steps (``bench run --profile``:
     # the record gains the measured time by block component, the report's profile section)
     profiled: tuple[tuple[str, str], ...] = ()
+    # the variants measured, by name (empty: all 24)
+    variants: tuple[str, ...] = ()
+
+
+# A fast look: GPT-J's configuration (its xmap original, and its shard_map twin in current JAX) and the variants one
+# design choice away from it, each of which the report pairs with it: the serial block, 128-wide heads, no remat, pjit.
+# The sweep's cost is a process and a compile per variant, so the look is these six, not the 24.
+QUICK_VARIANTS = (
+    "parallel-h256-xmap-full",
+    "parallel-h256-shard_map-full",
+    "serial-h256-shard_map-full",
+    "parallel-h128-shard_map-full",
+    "parallel-h256-shard_map-none",
+    "parallel-h256-pjit-full",
+)
 
 
 # --quick leaves xla out: it runs on CPU, and a run is what costs; cudnn's and pallas's refusals there cost nothing.
 QUICK = SweepPlan(
     "tiny", steps=3, warmup=1, repeats=1, xmap_baselines=False,
-    kernels=(AttentionKernel.blockwise, AttentionKernel.cudnn, AttentionKernel.pallas),
+    kernels=(AttentionKernel.blockwise, AttentionKernel.cudnn, AttentionKernel.pallas), variants=QUICK_VARIANTS,
 )  # fmt: skip
 # 3 timed steps (and one warm-up) keep the main job within 20 minutes on the slowest 2-core machine seen (2026-12-01:
 # 5 steps took 23 min there); the report's noise is the steps' IQR over median, which 3 steps still give.
@@ -92,7 +107,7 @@ FULL = SweepPlan(
 
 
 def env_variants(env: str, plan: SweepPlan) -> list[Variant]:
-    variants = all_variants()
+    variants = [v for v in all_variants() if not plan.variants or v.name in plan.variants]
     if env == "current":
         return [v for v in variants if v.strategy is not Strategy.XMAP]
     return [v for v in variants if v.strategy is Strategy.XMAP or plan.xmap_baselines]
