@@ -422,7 +422,11 @@ def _add_sweep(sub: Any) -> None:
         help="every variant in its own process, both JAX environments, then the report",
         description="Example: python -m bench sweep --python-xmap .nox/_env_xmap/bin/python --repeats 2",
     )
-    sweep.add_argument("--quick", action="store_true", help="a fast look: GPT-J's configuration and the five variants one choice from it, tiny preset, 3 steps")
+    sweep.add_argument(
+        "--quick",
+        action="store_true",
+        help="a fast look: GPT-J's configuration and the five variants one choice from it, tiny preset, 3 steps",
+    )
     sweep.add_argument("--preset", help="preset (default cpu; tiny with --quick)")
     add_run_flags(sweep, only=("overrides",))
     sweep.add_argument("--steps", type=int, help="timed steps per variant (default 5; 3 with --quick)")
