@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench.gpu import plan
-from bench.gpu.report import DEVICE_FILE, REPORT
+from bench.report.load import DEVICE_FILE
+from bench.report.write import REPORT
 from bench.records.schema import validate
 from bench.records.store import load_records
 from kernels.choice import AttentionKernel

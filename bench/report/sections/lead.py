@@ -1,0 +1,114 @@
+"""The first screen of each kind of report: which variant wins, by how much and why, in a few short lines.
+
+Every figure here is also in the section it comes from; these lines only pick the answer out of it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bench.hardware import baseline
+from bench.report.analyse import Analysis
+from bench.report.format import fmt, fmt_ratio, pct
+from bench.report.sections.headline import devices_text
+from bench.report.sections.projection import PROJECTED_EFFECTS, lead_pct, paired_ratios, ranked, runner_up
+from bench.report.sections.search import _where, anchor_of, fitting, latest
+
+
+def measured_lead(a: Analysis) -> list[str]:
+    """This machine's fastest variant and each measured design effect against the run's noise."""
+    timed = a.summary.dropna(subset=["tokens_per_s"])
+    if timed.empty:
+        return []
+    best = timed.iloc[0]
+    lines = [
+        f"- Measured here ({devices_text(a.run)}): fastest **{best['variant']}** (jax {best['jax']}) at "
+        f"{fmt(best['tokens_per_s'])} tokens/s, MFU {pct(best['mfu'])}."
+    ]
+    paired = [e for e in a.effects if e.pairs]
+    beyond = [f"{e.comparison.a} {fmt_ratio(e.median)} {e.comparison.b}" for e in paired if e.exceeds(a.noise)]
+    if beyond:
+        lines.append(f"- Why, measured (paired medians beyond the {a.noise.short()} noise): {'; '.join(beyond)}.")
+    elif paired:
+        lines.append(f"- Measured: no design effect beyond the run's noise ({a.noise.short()}).")
+    return lines
+
+
+def projection_lead(a: Analysis) -> list[str]:
+    """The TPU ranking's winner, its margin and the paired design effects behind it: a PROJECTION."""
+    order = ranked(a.projections)
+    if not order:
+        return []
+    best = order[0]
+    ties, second = runner_up(order)
+    margin = f", {lead_pct(best, second)} ahead of {second.variant}" if second is not None else ""
+    tied = f" (tied: {', '.join(p.variant for p in ties)})" if ties else ""
+    lines = [
+        f"- PROJECTION ({best.preset} on TPU {best.topology or best.accelerator}, not a measurement): fastest "
+        f"**{best.variant}**{tied} at {fmt(best.tokens_per_s_overlap)} projected tokens/s{margin}; GPT-J measured "
+        f"{fmt(baseline.TOKENS_PER_S.value)}."
+    ]
+    said = [
+        f"{x} {fmt_ratio(statistics.median(ratios))} {y}"
+        for position, x, y in PROJECTED_EFFECTS
+        if (ratios := paired_ratios(order, position, x, y))
+    ]
+    if said:
+        lines.append(f"- Why, PROJECTION (paired medians of projected tokens/s): {'; '.join(said)}.")
+    return lines
+
+
+def sweep_lead(a: Analysis) -> list[str]:
+    return projection_lead(a) + measured_lead(a)
+
+
+def search_lead(a: Analysis) -> list[str]:
+    """Per searched topology: the best point, its margin over GPT-J's choice and where GPT-J's choice ranks."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in a.run.search:
+        groups.setdefault(_where(r), []).append(r)
+    lines = []
+    for (topology, preset), group in groups.items():
+        points, _ = fitting(group)
+        final = latest(group)
+        failed = sum(r["status"] == "failed" and r.get("fits_hbm") is not False for r in final)
+        counts = f"{len(final)} points, {len(points)} fit" + (f", {failed} failed to compile" if failed else "")
+        anchor = anchor_of(points)
+        if not points:
+            lines.append(f"- PROJECTION, search of {preset} on {topology} ({counts}): no point fits.")
+            continue
+        best = points[0]
+        margin = ""
+        if anchor is not None:
+            ratio = best.projection.tokens_per_s_overlap / anchor.projection.tokens_per_s_overlap
+            margin = f", {fmt_ratio(ratio)} GPT-J's choice, which ranks {points.index(anchor) + 1} of {len(points)}"
+        lines.append(
+            f"- PROJECTION, search of {preset} on {topology} ({counts}): best **{best.key}** at "
+            f"{fmt(best.projection.tokens_per_s_overlap)} projected tokens/s{margin}."
+        )
+    return lines
+
+
+def compare_lead(a: Analysis) -> list[str]:
+    """This run against ``--compare``'s, variant by variant, with the noise threshold that judges it."""
+    c = a.comparison
+    if c is None or c.note or c.table.empty:
+        return measured_lead(a)
+    this, other = a.run.run_dir.name, c.other_dir.name
+    lines = []
+    for row in c.table.itertuples():
+        faster = row.ratio >= 1
+        size = row.ratio if faster else 1 / row.ratio
+        verdict = "beyond" if abs(row.ratio - 1) > c.threshold else "within"
+        lines.append(
+            f"- **{this} is {fmt_ratio(size)} {'faster' if faster else 'slower'} than {other}** ({row.variant}, jax "
+            f"{row.jax}: {fmt(row.tokens_per_s_this)} against {fmt(row.tokens_per_s_other)} tokens/s), {verdict} "
+            f"the {fmt(c.threshold * 100, 3)}% noise threshold."
+        )
+    return lines + measured_lead(a)[:1]
+
+
+def lead_block(lines: Sequence[str]) -> list[str]:
+    return [*lines, ""] if lines else []
