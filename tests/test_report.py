@@ -22,12 +22,24 @@ from bench.cli.spec import run_parser
 from bench.hardware import projection
 from bench.hardware.table import PeakBasis, accelerator_for_topology
 from bench.records.store import RESULTS
-from bench.report.format import fmt, pct
+from bench.report import format as format_module
+from bench.report.format import (
+    PROSE_WIDTH,
+    constant_columns,
+    fmt,
+    fmt_ratio,
+    module_path,
+    pct,
+    source,
+    span,
+    wrap_prose,
+)
 from bench.report.load import ReportError, load_run
 from bench.report.sections.environment import reproduce_commands
 from bench.report.stats import Comparison, Noise, pair_effect, summarise
 from bench.report.write import PLOTS, build, write_report
 
+REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "records"
 SWEEP = "synthetic_sweep_tiny.jsonl"
 AOT = "synthetic_tpu_aot.jsonl"
@@ -476,3 +488,36 @@ def test_a_kernel_variant_is_paired_only_with_its_own_kernel():
     values = axis_values("parallel-h256-pjit-full+blockwise", "0.10.2")
     assert (values["remat"], values["kernel"]) == ("full", "blockwise")
     assert axis_values("parallel-h256-pjit-full", "0.10.2")["kernel"] == "reference"
+
+
+def test_a_range_whose_ends_print_alike_is_one_number():
+    assert span(256_084.2, 256_084.4) == "256,084"
+    assert span(1.185, 1.212, fmt_ratio) == "1.185x to 1.212x"
+    assert span(59.01, 59.04, lambda v: fmt(v, 3), "%") == "59.0%"
+    assert span(40.8, 60.4, unit="%") == "40.80% to 60.40%"
+
+
+def test_a_constant_column_is_said_once_above_its_table():
+    table = pd.DataFrame({"variant": ["a", "b"], "jax": ["0.10.2", "0.10.2"], "tokens/s": ["1", "2"]})
+    said, shown = constant_columns(table, keep=("variant",))
+    assert said == "Every row has jax: 0.10.2." and list(shown.columns) == ["variant", "tokens/s"]
+    said, shown = constant_columns(table.iloc[:1])  # one row: every column would be constant
+    assert said == "" and shown.equals(table.iloc[:1])
+
+
+def test_a_cited_path_is_the_defining_modules_own():
+    assert source(source) == "bench/report/format.py" and source(format_module) == "bench/report/format.py"
+    assert (REPO / source(projection)).is_file() and source(projection).endswith(".py")
+    assert module_path("bench.tpu_aot.search") == "bench/tpu_aot/search.py"
+
+
+def test_prose_is_wrapped_and_tables_code_and_images_are_not():
+    long = "word " * 40
+    table = "| " + " | ".join(["cell"] * 40) + " |"
+    code = "python -m bench run " + "--variant=x " * 20
+    text = "\n".join([long.strip(), f"- {long.strip()}", f"> {long.strip()}", table, "```", code, "```", "![a](b.png)"])
+    wrapped = wrap_prose(text)
+    for line in wrapped.splitlines():
+        assert len(line) <= PROSE_WIDTH or line in (table, code)
+    assert table in wrapped.splitlines() and code in wrapped.splitlines()
+    assert unwrap(wrapped) == text

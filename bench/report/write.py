@@ -21,8 +21,8 @@ from bench.records.schema import RecordKind
 from bench.records.store import RESULTS
 from bench.report.analyse import Analysis, analyse
 from bench.report.format import fmt, source, wrap_prose
-from bench.report.load import RunRecords, config_text, latest_ok, load_run
 from bench.report.kinds import KINDS, RunKind, detect
+from bench.report.load import RunRecords, config_text, latest_ok, load_run
 from bench.report.sections.comm import comm_frame
 from bench.report.sections.compare import regression_banner
 from bench.report.sections.components import component_frame
@@ -42,6 +42,8 @@ PLOTS = {  # plot name: its PNG beside REPORT.md
     "components": "components_tpu.png",
     "measured_components": "components.png",
 }
+
+
 def skipped_banner(run: RunRecords, unprojected: Sequence[str]) -> list[str]:
     if not run.skipped and not unprojected:
         return []
@@ -85,7 +87,7 @@ def render(a: Analysis, kind: RunKind | None = None) -> str:
     for section in sections[1:]:
         shown = section.lines(a)
         lines += shown + [""] if shown else []
-    lines += ["---", "", f"Written by `{report_command(a)}` ({source(render)})."]
+    lines += ["---", "", f"Written by {source(render)}, with:", "", "```", report_command(a), "```"]
     return wrap_prose("\n".join(lines).rstrip()) + "\n"
 
 
@@ -131,7 +133,8 @@ def draw(a: Analysis, out_dir: Path) -> dict[str, str]:
             p,
         ),
         "components": lambda p: plots.components(component_frame(a.projections), p),
-        "measured_components": lambda p: plots.measured_components(traced_components(a), p),
+        # a one-GPU run's traced run; the CPU runs' profiles are tables in their own section
+        "measured_components": lambda p: plots.measured_components(traced_components(a) if a.run.device else {}, p),
     }
     return {name: PLOTS[name] for name, job in jobs.items() if job(out_dir / PLOTS[name]) is not None}
 

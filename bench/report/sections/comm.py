@@ -9,10 +9,10 @@ from typing import Any
 
 import pandas as pd
 
+from bench.analysis import expected
 from bench.analysis.collectives import AXIS_LABELS, CollectiveKind
 from bench.records.schema import comm_key
 from bench.report.analyse import Analysis
-from bench.analysis import expected
 from bench.report.format import figure, fmt, markdown_table, number, source
 from bench.report.load import latest_ok, row_key
 

@@ -115,18 +115,15 @@ def _between_environments(low: PeakEntry, high: PeakEntry) -> str:
 
 
 def _section_environment(a: Analysis) -> list[str]:
-    return [
-        "## 7. Environment",
-        "",
-        markdown_table(environment_table(a.run)),
-        "",
+    lines = ["## 7. Environment", "", markdown_table(environment_table(a.run)), ""]
+    commands = reproduce_commands(a.run) + aot_commands(a.run)  # the report's own command ends the report
+    if not commands:  # the search's records do not carry the command that made them
+        return lines
+    return lines + [
         "Commands that reproduce the records (model shape overrides other than batch, seq and dtype are not recorded):",
         "",
         "```",
-        *reproduce_commands(a.run),
-        *aot_commands(a.run),
-        "# this report",
-        report_command(a),
+        *commands,
         "```",
         "",
     ]

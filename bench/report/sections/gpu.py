@@ -57,8 +57,8 @@ def section_setup(a: Analysis) -> list[str]:
     lines = [
         "## Setup",
         "",
-        f"Mode: {dry if facts.get('dry_run') else 'GPU'}. Device: {facts.get('device_kind')} ({facts.get('platform')}), "
-        f"jax {facts.get('jax')}, {facts.get('device_count')} device(s); nvidia-smi: "
+        f"Mode: {dry if facts.get('dry_run') else 'GPU'}. Device: {facts.get('device_kind')} "
+        f"({facts.get('platform')}), jax {facts.get('jax')}, {facts.get('device_count')} device(s); nvidia-smi: "
         f"{facts.get('nvidia_smi', 'not present')}; allocator bytes_limit {_gib(facts.get('bytes_limit'))} GiB. "
         f"Whole run {fmt(facts.get('elapsed_s'))} s of a {fmt(facts.get('budget_s'))} s budget.",
         "",
@@ -119,7 +119,11 @@ def results_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 def resources_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(
         [
-            {"variant": r["variant"], "collectives": fmt(r.get("comm_count_total")), "compile s": fmt(r.get("compile_s"))}
+            {
+                "variant": r["variant"],
+                "collectives": fmt(r.get("comm_count_total")),
+                "compile s": fmt(r.get("compile_s")),
+            }
             for r in records
         ]
     )

@@ -7,8 +7,8 @@ import math
 
 import pandas as pd
 
-from bench.report.analyse import Analysis
 from bench.analysis import comm
+from bench.report.analyse import Analysis
 from bench.report.format import MiB, constant_columns, figure, fmt, markdown_table, pct, scaled, source
 from bench.report.load import RunRecords
 from bench.report.sections.baseline import gptj_sentence

@@ -114,9 +114,9 @@ def projection_headline(projections: Sequence[projection.Projection], reasons: S
         )
     if second is not None:
         lines.append(
-            f"- PROJECTION: {best.variant} leads {second.variant} by {lead_pct(best, second)} on the full-overlap bound "
-            f"and by {fmt((best.tokens_per_s_serial / second.tokens_per_s_serial - 1) * 100, 3)}% on the no-overlap "
-            f"bound."
+            f"- PROJECTION: {best.variant} leads {second.variant} by {lead_pct(best, second)} on the full-overlap "
+            f"bound and by {fmt((best.tokens_per_s_serial / second.tokens_per_s_serial - 1) * 100, 3)}% on the "
+            f"no-overlap bound."
         )
     lines += projected_effect_lines(projections)
     lines += reasons
@@ -130,7 +130,9 @@ def projection_headline(projections: Sequence[projection.Projection], reasons: S
 PROJECTED_EFFECTS = ((0, "parallel", "serial"), (1, "h256", "h128"))
 
 
-def runner_up(order: Sequence[projection.Projection]) -> tuple[list[projection.Projection], projection.Projection | None]:
+def runner_up(
+    order: Sequence[projection.Projection],
+) -> tuple[list[projection.Projection], projection.Projection | None]:
     """The variants tied with the first of ``order`` (projected at its printed figure: xmap priced by its shard_map
     twin's estimate, say), and the first one behind it."""
     best = order[0]
