@@ -9,6 +9,7 @@ of the report and left out; the rest is reported.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -88,7 +89,8 @@ def render(a: Analysis, kind: RunKind | None = None) -> str:
         shown = section.lines(a)
         lines += shown + [""] if shown else []
     lines += ["---", "", f"Written by {source(render)}, with:", "", "```", report_command(a), "```"]
-    return wrap_prose("\n".join(lines).rstrip()) + "\n"
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines))  # a section's closing blank line and the separator's
+    return wrap_prose(text.rstrip()) + "\n"
 
 
 def _effect_pairs(a: Analysis) -> pd.DataFrame:

@@ -66,7 +66,8 @@ def section_headline(a: Analysis) -> list[str]:
 def devices_text(run: RunRecords) -> str:
     config = run.config or {}
     kinds = sorted({str(r.get("device_kind")) for r in run.measured if r.get("device_kind")})
-    return f"{config.get('mesh_dp', 0) * config.get('mesh_mp', 0)} {'/'.join(kinds) or 'unknown'} devices"
+    count = config.get("mesh_dp", 0) * config.get("mesh_mp", 0)
+    return f"{count} {'/'.join(kinds) or 'unknown'} device{'' if count == 1 else 's'}"
 
 
 def summary_table(summary: pd.DataFrame, headers: dict[str, tuple[str, float]] = SUMMARY_HEADERS) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from bench.report.format import fmt, fmt_ratio, markdown_table
 from bench.report.sections.headline import devices_text
 from bench.report.sections.projection import PROJECTED_EFFECTS, lead_pct, paired_ratios, ranked, runner_up
 from bench.report.sections.search import _where, anchor_of, fitting, latest
+from bench.report.stats import Effect
 
 
 def measured_lead(a: Analysis) -> list[str]:
@@ -31,12 +32,20 @@ def measured_lead(a: Analysis) -> list[str]:
         f"{fmt(best['tokens_per_s'])} tokens/s."
     ]
     paired = [e for e in a.effects if e.pairs]
-    beyond = [f"{e.comparison.a} {fmt_ratio(e.median)} {e.comparison.b}" for e in paired if e.exceeds(a.noise)]
+    beyond = [
+        f"{_named(e, e.comparison.a)} {fmt_ratio(e.median)} {_named(e, e.comparison.b)}"
+        for e in paired
+        if e.exceeds(a.noise)
+    ]
     if beyond:
         lines.append(f"- Why, measured (paired medians beyond the {a.noise.short()} noise): {'; '.join(beyond)}.")
     elif paired:
         lines.append(f"- Measured: no design effect beyond the run's noise ({a.noise.short()}).")
     return lines
+
+
+def _named(effect: Effect, value: str) -> str:
+    return f"jax {value}" if effect.comparison.axis == "jax" else value  # a version alone reads as a number
 
 
 def projection_lead(a: Analysis) -> list[str]:
