@@ -1,10 +1,10 @@
 """``write_report``: RUN_DIR/REPORT.md and its plots, the report's public entry point (``python -m bench report``).
 
-The report answers "which variant, by how much, and why" against GPT-J-6B's published training throughput. Every
-number in it comes from the run's records, from GPT-J's published figures (bench/hardware/baseline.py) or from the
-hardware table (bench/hardware/table.py); the v3-256 figures computed from TPU ahead-of-time compiles are labelled
-as projections (bench/hardware/projection.py) wherever they appear. Input that cannot be used is named at the top
-of the report and left out; the rest is reported.
+The report answers "which variant, by how much, and why" first, in the form its kind of run asks for (bench.report.
+kinds), then the sections that have something to show. Every number in it comes from the run's records, from GPT-J's
+published figures (bench.hardware.baseline) or from the hardware table (bench.hardware.table); the figures computed
+from TPU ahead-of-time compiles are labelled PROJECTION wherever they appear. Input that cannot be used is named at
+the top of the report and left out; the rest is reported. The report ends with the command that writes it again.
 """
 
 from __future__ import annotations
