@@ -134,6 +134,7 @@ TEST_FILES = {
     "test_remat_policies.py": BOTH,
     "test_report.py": CURRENT,
     "test_report_components.py": CURRENT,
+    "test_report_examples.py": CURRENT,
     "test_report_kernels.py": CURRENT,
     "test_report_kernels_tpu.py": BOTH,
     "test_schema.py": BOTH,

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from bench.gpu import plan
-from bench.gpu.report import DEVICE_FILE, REPORT
 from bench.records.schema import validate
 from bench.records.store import load_records
+from bench.report.load import DEVICE_FILE
+from bench.report.write import REPORT
 from kernels.choice import AttentionKernel
 from model.config import Dtype, Variant
 
@@ -140,6 +141,7 @@ def test_dry_run_refuses_gpu_only_kernels_with_their_reason(dry_run):
 def test_dry_run_report_names_the_h200_row_and_fits_the_device_tools_limits(dry_run):
     out, _ = dry_run
     report = (out / REPORT).read_text()
+    assert report.splitlines()[0].endswith("(gpu)")  # written by bench.report, as every kind of run is
     assert "hardware-table row **NVIDIA H200 SXM**" in report and "989 TFLOP/s" in report
     assert "measured matmul ceiling" in report and "xmap: not run" in report
     assert "'cudnn' runs on GPU only" in report

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from report_text import unwrap
 from test_report_components import record as breakdown_record
 
 from bench.analysis.profile import trace_log_dir
@@ -21,16 +22,29 @@ from bench.cli.spec import run_parser
 from bench.hardware import projection
 from bench.hardware.table import PeakBasis, accelerator_for_topology
 from bench.records.store import RESULTS
-from bench.report.format import fmt, pct
+from bench.report import format as format_module
+from bench.report.format import (
+    PROSE_WIDTH,
+    constant_columns,
+    fmt,
+    fmt_ratio,
+    module_path,
+    pct,
+    source,
+    span,
+    wrap_prose,
+)
 from bench.report.load import ReportError, load_run
 from bench.report.sections.environment import reproduce_commands
 from bench.report.stats import Comparison, Noise, pair_effect, summarise
 from bench.report.write import PLOTS, build, write_report
 
+REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "records"
 SWEEP = "synthetic_sweep_tiny.jsonl"
 AOT = "synthetic_tpu_aot.jsonl"
 DAMAGED = "synthetic_damaged.jsonl"
+CONSTANT = "Every row has "  # the sentence above a table that states its constant columns once
 REAL = "measured_run1_tiny.jsonl"
 
 # The summary table's columns and the record field and scale each shows, written out here rather than taken from
@@ -63,7 +77,8 @@ def fixture_records(*fixtures: str) -> list[dict]:
 
 
 def table_after(markdown: str, header_start: str) -> pd.DataFrame:
-    """Parse the GitHub table whose header line starts with ``header_start`` back into strings."""
+    """Parse the GitHub table whose header line starts with ``header_start`` back into strings, with the columns
+    its "Every row has ..." sentence states once above it put back in every row."""
     lines = markdown.splitlines()
     start = next(i for i, line in enumerate(lines) if " ".join(line.split()).startswith(header_start))
     block = []
@@ -72,7 +87,19 @@ def table_after(markdown: str, header_start: str) -> pd.DataFrame:
             break
         block.append(line)
     cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in block]
-    return pd.DataFrame(cells[2:], columns=cells[0])
+    frame = pd.DataFrame(cells[2:], columns=cells[0])
+    said = lines[start - 2] if start >= 2 else ""
+    if said.startswith(CONSTANT) and said.endswith("."):
+        for column, _, value in (part.partition(": ") for part in said[len(CONSTANT) : -1].split("; ")):
+            frame[column] = value
+    return frame
+
+
+def summary_table(markdown: str) -> pd.DataFrame:
+    """The summary's two tables (speed, then what each variant costs) as one, a row per variant and JAX."""
+    speed = table_after(markdown, "| rank | variant | jax | repeats")
+    cost = table_after(markdown, "| rank | variant | jax | tokens/s per device").drop(columns=["rank"])
+    return speed.merge(cost, on=["variant", "jax"], validate="one_to_one")
 
 
 def number(cell: str) -> float:
@@ -165,7 +192,7 @@ def test_every_section_with_plots_beside_it(tmp_path):
         results.write(json.dumps(breakdown_record("parallel")) + "\n")
     path = write_report(run_dir)
     assert path == run_dir / "REPORT.md"
-    text = path.read_text()
+    text = unwrap(path.read_text())
     for heading in (
         "## 1. Headline",
         "## 2. Summary",
@@ -181,14 +208,14 @@ def test_every_section_with_plots_beside_it(tmp_path):
         assert heading in text
     assert "## 8." not in text  # no --compare
     links = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
-    assert sorted(links) == sorted(PLOTS.values())
+    assert sorted(links) == sorted(v for k, v in PLOTS.items() if k != "measured_components")  # a GPU run's
     for link in links:
         assert "/" not in link and (run_dir / link).read_bytes().startswith(b"\x89PNG")
 
 
 def test_summary_numbers_equal_their_records(tmp_path):
-    text = write_report(make_run(tmp_path, SWEEP, AOT), plots=False).read_text()
-    table = table_after(text, "| rank")
+    text = unwrap(write_report(make_run(tmp_path, SWEEP, AOT), plots=False).read_text())
+    table = summary_table(text)
     expected = medians_by_row(fixture_records(SWEEP))
     assert len(table) == len(expected) == 27  # aot records are never ranked with measured ones
     for _, row in table.iterrows():
@@ -204,7 +231,7 @@ def test_summary_numbers_equal_their_records(tmp_path):
 
 
 def test_two_repeats_give_a_median_and_a_spread(tmp_path):
-    text = write_report(make_run(tmp_path, SWEEP), plots=False).read_text()
+    text = unwrap(write_report(make_run(tmp_path, SWEEP), plots=False).read_text())
     table = table_after(text, "| rank").set_index(["variant", "jax"])
     repeats = [
         r["tokens_per_s"]
@@ -219,7 +246,7 @@ def test_two_repeats_give_a_median_and_a_spread(tmp_path):
 
 
 def test_failed_and_missing_metrics_are_shown_not_dropped(tmp_path):
-    text = write_report(make_run(tmp_path, SWEEP), plots=False).read_text()
+    text = unwrap(write_report(make_run(tmp_path, SWEEP), plots=False).read_text())
     failed = table_after(text, "| variant | jax | repeat | error")
     assert sorted(zip(failed["variant"], failed["jax"], failed["repeat"])) == [
         ("parallel-h128-pjit-full", "0.10.2", "1"),
@@ -232,7 +259,7 @@ def test_failed_and_missing_metrics_are_shown_not_dropped(tmp_path):
     assert errors["parallel-h128-xmap-none"] == "process killed after the 900 s per-variant limit"
     assert "synthetic fixture: out of memory" in errors["serial-h256-xmap-full"]
     assert "Skipped input" not in text
-    summary = table_after(text, "| rank").set_index(["variant", "jax"])
+    summary = summary_table(text).set_index(["variant", "jax"])
     assert summary.loc[("serial-h128-pjit-none", "0.10.2"), "peak memory per device MiB"] == "n/a"
     # one repeat has no peak (MFU null): the median is over the repeat that has one
     mfu = [
@@ -246,15 +273,16 @@ def test_failed_and_missing_metrics_are_shown_not_dropped(tmp_path):
 
 
 def test_a_single_variant(tmp_path):
-    text = write_report(make_run(tmp_path, REAL), plots=False).read_text()
+    text = unwrap(write_report(make_run(tmp_path, REAL), plots=False).read_text())
     record = fixture_records(REAL)[0]
     row = table_after(text, "| rank").iloc[0]
     assert row["variant"] == record["variant"]
     assert number(row["tokens/s"]) == pytest.approx(record["tokens_per_s"], rel=1e-3)
     assert row["spread %"].endswith("(step IQR)")  # one run: the timed steps' spread
-    assert "no pair in this run" in text and "no repeats" in text
-    assert "No tpu-aot records" in text
-    assert "None: every recorded variant finished." in text
+    assert "no repeats" in text
+    # nothing to show: no pair, no compile, no failure; those sections are left out, not printed empty
+    for heading in ("## 3. Effect", "### PROJECTION", "### Failed variants"):
+        assert heading not in text
 
 
 def test_effects_are_paired_ratios(tmp_path):
@@ -289,13 +317,13 @@ def test_xmap_is_paired_only_within_its_jax_environment(tmp_path):
     run_dir = tmp_path / "cross"
     run_dir.mkdir()
     (run_dir / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in current_only))
-    text = write_report(run_dir, plots=False).read_text()
+    text = unwrap(write_report(run_dir, plots=False).read_text())
     assert "xmap vs pjit: no pair in this run" in text
     assert "CROSS-ENVIRONMENT" in text
 
 
 def test_communication_mismatches_are_explained(tmp_path):
-    text = write_report(make_run(tmp_path, SWEEP), plots=False).read_text()
+    text = unwrap(write_report(make_run(tmp_path, SWEEP), plots=False).read_text())
     lines = text.splitlines()
     shard_map = next(line for line in lines if line.startswith("- parallel-h256-shard_map-none (jax 0.10.2)"))
     assert "XLA's combiner carried 9 arrays in 8 ops" in shard_map and "expected (" not in shard_map
@@ -317,7 +345,7 @@ def test_compare_flags_a_20_percent_regression_and_not_1_percent(tmp_path):
     other_dir = tmp_path / "other"
     other_dir.mkdir()
     (other_dir / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in other))
-    text = write_report(this_dir, compare=other_dir, plots=False).read_text()
+    text = unwrap(write_report(this_dir, compare=other_dir, plots=False).read_text())
     banner = text[: text.index("## 1. Headline")]
     assert "REGRESSIONS" in banner and "parallel-h256-pjit-none (jax 0.10.2): 0.800x" in banner
     assert "serial-h256-pjit-none" not in banner
@@ -333,13 +361,13 @@ def test_compare_refuses_another_configuration(tmp_path):
     other_dir = tmp_path / "other"
     other_dir.mkdir()
     (other_dir / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in other))
-    text = write_report(this_dir, compare=other_dir, plots=False).read_text()
+    text = unwrap(write_report(this_dir, compare=other_dir, plots=False).read_text())
     assert "not compared: this run is preset 'tiny'" in text and "REGRESSION" not in text
 
 
 def test_bad_lines_and_mixed_presets_are_named_and_the_rest_reported(tmp_path, capsys):
     run_dir = make_run(tmp_path, SWEEP, DAMAGED)
-    text = write_report(run_dir, plots=False).read_text()
+    text = unwrap(write_report(run_dir, plots=False).read_text())
     lines = len(fixture_records(SWEEP))
     banner = text[: text.index("## 1. Headline")]
     assert f"results.jsonl line {lines + 1}: schema_version 99, expected 2" in banner
@@ -369,7 +397,7 @@ def test_no_records_is_a_clear_error(tmp_path):
 def test_tpu_aot_records_from_another_directory(tmp_path):
     run_dir = make_run(tmp_path, SWEEP, name="run")
     aot_dir = make_run(tmp_path, AOT, REAL, name="aot")
-    text = write_report(run_dir, aot_dirs=[aot_dir], plots=False).read_text()
+    text = unwrap(write_report(run_dir, aot_dirs=[aot_dir], plots=False).read_text())
     assert len(table_after(text, "| rank")) == 27
     assert "aot: 1 record(s) without backend tpu-aot left out" in text
     projected = table_after(text, "| variant | jax | peak basis")
@@ -382,8 +410,8 @@ def test_tpu_aot_records_from_another_directory(tmp_path):
 
 def test_projections_are_labelled_wherever_they_appear(tmp_path):
     run_dir = make_run(tmp_path, AOT)  # tpu-aot records only: a report of projections
-    text = write_report(run_dir, plots=False).read_text()
-    assert "No measured variant has a throughput" in text
+    text = unwrap(write_report(run_dir, plots=False).read_text())
+    assert "## 2. Summary" not in text  # nothing measured: no summary, not an empty one
     analysis = build(run_dir)
     lines = text.splitlines()
     for p in analysis.projections:
@@ -399,7 +427,7 @@ def test_projections_are_labelled_wherever_they_appear(tmp_path):
 
 
 def test_profile_section_gives_top_ops_and_the_command(tmp_path):
-    text = write_report(make_run(tmp_path, SWEEP), plots=False).read_text()
+    text = unwrap(write_report(make_run(tmp_path, SWEEP), plots=False).read_text())
     ops = table_after(text, "| op | category")
     assert list(ops["op"])[:2] == ["all-reduce.3", "dot.12"]
     assert "tensorboard --logdir reports/runs/synthetic/profile --host localhost" in text
@@ -419,7 +447,7 @@ def test_profile_section_gives_the_measured_breakdown_in_block_order(tmp_path):
         profile_steps=3,
     )
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    text = write_report(run_dir, plots=False).read_text()
+    text = unwrap(write_report(run_dir, plots=False).read_text())
     assert "MEASURED by block component on this machine" in text and "90% of the step program" in text
     table = table_after(text, "| component | ms per step per device")
     assert list(table["component"]) == ["qkv_proj", "ff_in", "collective mp", "unattributed"]
@@ -460,3 +488,36 @@ def test_a_kernel_variant_is_paired_only_with_its_own_kernel():
     values = axis_values("parallel-h256-pjit-full+blockwise", "0.10.2")
     assert (values["remat"], values["kernel"]) == ("full", "blockwise")
     assert axis_values("parallel-h256-pjit-full", "0.10.2")["kernel"] == "reference"
+
+
+def test_a_range_whose_ends_print_alike_is_one_number():
+    assert span(256_084.2, 256_084.4) == "256,084"
+    assert span(1.185, 1.212, fmt_ratio) == "1.185x to 1.212x"
+    assert span(59.01, 59.04, lambda v: fmt(v, 3), "%") == "59.0%"
+    assert span(40.8, 60.4, unit="%") == "40.80% to 60.40%"
+
+
+def test_a_constant_column_is_said_once_above_its_table():
+    table = pd.DataFrame({"variant": ["a", "b"], "jax": ["0.10.2", "0.10.2"], "tokens/s": ["1", "2"]})
+    said, shown = constant_columns(table, keep=("variant",))
+    assert said == "Every row has jax: 0.10.2." and list(shown.columns) == ["variant", "tokens/s"]
+    said, shown = constant_columns(table.iloc[:1])  # one row: every column would be constant
+    assert said == "" and shown.equals(table.iloc[:1])
+
+
+def test_a_cited_path_is_the_defining_modules_own():
+    assert source(source) == "bench/report/format.py" and source(format_module) == "bench/report/format.py"
+    assert (REPO / source(projection)).is_file() and source(projection).endswith(".py")
+    assert module_path("bench.tpu_aot.search") == "bench/tpu_aot/search.py"
+
+
+def test_prose_is_wrapped_and_tables_code_and_images_are_not():
+    long = "word " * 40
+    table = "| " + " | ".join(["cell"] * 40) + " |"
+    code = "python -m bench run " + "--variant=x " * 20
+    text = "\n".join([long.strip(), f"- {long.strip()}", f"> {long.strip()}", table, "```", code, "```", "![a](b.png)"])
+    wrapped = wrap_prose(text)
+    for line in wrapped.splitlines():
+        assert len(line) <= PROSE_WIDTH or line in (table, code)
+    assert table in wrapped.splitlines() and code in wrapped.splitlines()
+    assert unwrap(wrapped) == text

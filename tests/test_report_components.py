@@ -4,6 +4,7 @@ explained by the components that carry them. Hand-made tpu-aot records; pure (no
 import json
 
 import pytest
+from report_text import unwrap
 from test_projection import RECORD as PROJECTION_RECORD
 
 from bench.records.store import RESULTS
@@ -93,7 +94,7 @@ def test_the_parallel_block_is_explained_by_its_collectives_and_layernorm(tmp_pa
 
 def test_the_report_shows_the_breakdown_and_the_headline_its_reasons(tmp_path):
     run_dir, _ = analysis(tmp_path, record("parallel"), record("serial"))
-    text = write_report(run_dir, plots=False).read_text()
+    text = unwrap(write_report(run_dir, plots=False).read_text())
     headline = text.split("## 2.")[0]
     assert "PROJECTION, by component: parallel saves" in headline
     assert "### PROJECTION: where each variant's step goes, by block component" in text

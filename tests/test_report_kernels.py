@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from report_text import unwrap
 from test_report import table_after
 
 from bench.records.context import failed_record
@@ -95,7 +96,7 @@ def test_pairs_are_each_kernel_over_the_reference_beside_it():
 
 def test_the_section_reports_pairs_refusals_and_failures(tmp_path):
     run_dir = make_sweep(tmp_path, KERNEL_PART)
-    text = write_report(run_dir, plots=False).read_text()
+    text = unwrap(write_report(run_dir, plots=False).read_text())
     section = text.split("## 3a. Attention kernels against the reference")[1].split("\n## 4.")[0]
     assert "Measured on this machine's CPU (AMD EPYC, 8 devices)" in section
     assert "the noise (2% (the sweep's, the larger: median over variants of the timed steps' IQR" in section
@@ -123,25 +124,25 @@ def test_the_section_reports_pairs_refusals_and_failures(tmp_path):
 
 
 def test_kernel_records_stay_out_of_the_sweeps_ranking_and_noise(tmp_path):
-    text = write_report(make_sweep(tmp_path, KERNEL_PART), plots=False).read_text()
+    text = unwrap(write_report(make_sweep(tmp_path, KERNEL_PART), plots=False).read_text())
     summary = table_after(text, "| rank")
     assert len(summary) == 3 and not any("+" in v for v in summary["variant"])
-    alone = write_report(make_sweep(tmp_path / "alone", None), plots=False).read_text()
-    sections_1_to_3 = [t.split("## 1.")[1].split("## 3a.")[0] for t in (text, alone)]
+    alone = unwrap(write_report(make_sweep(tmp_path / "alone", None), plots=False).read_text())
+    sections_1_to_3 = [t.split("## 1.")[1].split("\n## 3a.")[0].split("\n## 4.")[0] for t in (text, alone)]
     assert sections_1_to_3[0] == sections_1_to_3[1]  # they read the sweep's records only
 
 
-def test_a_run_without_a_kernel_part_says_so(tmp_path):
-    text = write_report(make_sweep(tmp_path, None), plots=False).read_text()
-    assert "No kernel comparison in this run (a sweep writes one into RUN_DIR/kernels/)." in text
+def test_a_run_without_a_kernel_part_leaves_the_section_out(tmp_path):
+    text = unwrap(write_report(make_sweep(tmp_path, None), plots=False).read_text())
+    assert "## 3a." not in text  # left out, not printed empty
     empty = make_sweep(tmp_path / "empty", [])
     (empty / KERNEL_DIR / RESULTS).write_text("")
-    assert "No kernel comparison in this run" in write_report(empty, plots=False).read_text()
+    assert "## 3a." not in unwrap(write_report(empty, plots=False).read_text())
 
 
 def test_a_busier_kernel_part_judges_against_its_own_wider_noise(tmp_path):
     busy = [r | {"step_s_iqr": 0.2} if r["status"] == "ok" else r for r in KERNEL_PART]  # 20% step spread
-    section = write_report(make_sweep(tmp_path, busy), plots=False).read_text().split("## 3a.")[1]
+    section = unwrap(write_report(make_sweep(tmp_path, busy), plots=False).read_text()).split("## 3a.")[1]
     assert "the noise (20% (the kernel part's, the larger:" in section
     rows = {(r["kernel"], r["jax"]): r for _, r in table_after(section, "| kernel").iterrows()}
     assert rows["xla", CURRENT]["tokens/s ratio"] == "1.158x" and rows["xla", CURRENT]["beyond noise"] == "no"

@@ -5,6 +5,7 @@ refusals in its own words, and a headline ranking that holds the reference kerne
 import json
 
 import pytest
+from report_text import section, unwrap
 from test_projection import RECORD as PROJECTION_RECORD
 
 from bench.records.schema import validate
@@ -114,13 +115,13 @@ def test_a_compile_that_kept_the_block_loops_is_shown_not_ranked(looped_run_dir)
     assert rows["blockwise"]["block loops"] == "priced once"
     assert rows["blockwise"]["projected tokens/s, no overlap to full overlap"]  # still shown, as a projection
     assert rows["xla"]["ratio to reference, full overlap"] == "1.000x"  # no block loops: ranked either way
-    text = write_report(looped_run_dir, plots=False).read_text()
+    text = unwrap(write_report(looped_run_dir, plots=False).read_text())
     assert "blockwise: NOT COMPARABLE with the reference here" in text
     assert "+blockwise (NOT COMPARABLE: block loops priced once" in text  # section 4's table marks it too
 
 
 def test_the_report_labels_the_kernels_a_projection_and_quotes_the_refusal(run_dir):
-    text = write_report(run_dir, plots=False).read_text()
+    text = unwrap(write_report(run_dir, plots=False).read_text())
     section = text[text.index("### PROJECTION: attention kernels on TPU") :].split("\n## ")[0]
     assert "PROJECTIONS from TPU ahead-of-time compiles, not measurements" in section
     assert "- blockwise: ranked against the reference, a PROJECTION." in section
@@ -134,8 +135,8 @@ def test_the_report_labels_the_kernels_a_projection_and_quotes_the_refusal(run_d
 
 def test_the_headline_ranks_the_reference_kernel_only(run_dir):
     """blockwise is projected fastest of all here; the ranking still holds the two reference compiles alone."""
-    text = write_report(run_dir, plots=False).read_text()
-    headline = text[text.index("## 1. Headline") : text.index("## 2. Summary")]
+    text = unwrap(write_report(run_dir, plots=False).read_text())
+    headline = section(text, "## 1. Headline")
     ranking = [line for line in headline.splitlines() if line.startswith("| ")][1:]
     assert [row.split(" | ")[1].strip() for row in ranking] == [REFERENCE, "parallel-h256-pjit-full"]
     assert "+blockwise" not in headline and "+xla" not in headline

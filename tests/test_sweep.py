@@ -226,6 +226,8 @@ def test_the_kernel_part_shares_the_sweeps_start_peak(tmp_path):
 def test_a_kernel_part_runs_its_pair_records_its_refusal_and_reports_them(tmp_path):
     """Real runs, kept short: the tiny preset cut to one small layer, one timed step, blockwise (and cudnn, refused
     here) on one variant."""
+    from report_text import unwrap
+
     from bench.report.write import write_report
 
     plan = dataclasses.replace(QUICK, steps=1, warmup=0, kernels=(K.blockwise, K.cudnn), variants=())
@@ -248,6 +250,6 @@ def test_a_kernel_part_runs_its_pair_records_its_refusal_and_reports_them(tmp_pa
         (f"{fastest.name}+blockwise", "ok", "measured"),
     ]
     assert all(r["peak_flops_per_device"] == 1.5e10 for r in records[1:])
-    section = write_report(tmp_path, plots=False).read_text().split("## 3a.")[1].split("\n## 4.")[0]
+    section = unwrap(write_report(tmp_path, plots=False).read_text()).split("## 3a.")[1].split("\n## 4.")[0]
     assert f"| blockwise | {fastest.name} | {jax.__version__} |" in " ".join(section.split()).replace("  ", " ")
     assert f"`cudnn` on jax {jax.__version__} (for {fastest.name}): attention kernel 'cudnn' runs on GPU" in section

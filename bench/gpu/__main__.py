@@ -4,7 +4,8 @@ No nox: the lent machine has its own Python with JAX; dm-haiku and jmp come as c
 on a GPU"). The probe (bench.gpu.probe) reads the device, times a bf16 matmul and sizes the batch; each planned run
 (bench.gpu.plan.PLAN, in its order) is one process (bench.gpu.one) that measures as ``bench run`` does and appends
 its record to ``DIR/results.jsonl``; runs that would not end within ``--budget-s`` are recorded as skipped.
-REPORT.md and its plots follow (bench.gpu.report), within the device tool's limits on what comes back.
+REPORT.md and its plots follow (bench.report, as for every kind of run), within the device tool's limits on
+what comes back.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.gpu import plan
-from bench.gpu.report import DEVICE_FILE, write_report
 from bench.records.schema import RecordKind
 from bench.records.store import RESULTS, append_record, load_records
+from bench.report.load import DEVICE_FILE
+from bench.report.write import write_report
 from model.config import Scope, Variant
 
 DEFAULT_BUDGET_S = 420  # the device tool's 8-minute command, less a minute for the wheels, the report and start-up

@@ -6,6 +6,7 @@ run's main one, a record of the wrong backend in an --aot directory) is named, o
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from model.config import ConfigError
 # Measured records of one run are compared only when these agree (a different preset, mesh or batch is another
 # workload); the most frequent combination is reported, the others are named as skipped.
 CONFIG_FIELDS = ("preset", "scope", "mesh_dp", "mesh_mp", "batch", "seq", "dtype")
+DEVICE_FILE = "device.json"  # the one-GPU run's probe (python -m bench.gpu): its device, peaks and budget
 
 
 class ReportError(ConfigError):
@@ -35,6 +37,8 @@ class RunRecords:
     aot_from: tuple[Path, ...] = ()  # the directory of each aot record
     # tpu-aot records of the design-space search (``search_point`` set): its own section, never section 4's ranking
     search: tuple[dict[str, Any], ...] = ()
+    aot_dirs: tuple[Path, ...] = ()  # the --aot directories, as given
+    device: Mapping[str, Any] | None = None  # RUN_DIR/DEVICE_FILE where the run has one (a one-GPU run)
 
 
 def row_key(record: Mapping[str, Any]) -> tuple[str, str]:
@@ -116,6 +120,10 @@ def _one_configuration(records: list[dict[str, Any]]) -> tuple[list[dict[str, An
 def load_run(run_dir: Path, aot_dirs: Sequence[Path] = ()) -> RunRecords:
     """Records of RUN_DIR, plus the tpu-aot records of ``aot_dirs``; raises ReportError when nothing is usable."""
     run_dir = Path(run_dir)
+    device_file = run_dir / DEVICE_FILE
+    device = json.loads(device_file.read_text()) if device_file.is_file() else None
+    if device is not None and not (run_dir / RESULTS).exists():  # the probe failed: its report says why, no records
+        return RunRecords(run_dir, (), (), (), None, device=device)
     records, skipped = _load_dir(run_dir, "")
     aot = [r for r in records if _is_aot(r)]
     aot_from = [run_dir] * len(aot)
@@ -138,4 +146,14 @@ def load_run(run_dir: Path, aot_dirs: Sequence[Path] = ()) -> RunRecords:
             f"no usable records in {run_dir / RESULTS} ({reasons}). A run directory holds one JSON record per line "
             f"with schema_version, variant and status; make one with `python -m bench run --out {run_dir}`"
         )
-    return RunRecords(run_dir, tuple(measured), tuple(aot), tuple(skipped), config, tuple(aot_from), tuple(search))
+    return RunRecords(
+        run_dir,
+        tuple(measured),
+        tuple(aot),
+        tuple(skipped),
+        config,
+        tuple(aot_from),
+        tuple(search),
+        tuple(map(Path, aot_dirs)),
+        device,
+    )

@@ -202,3 +202,15 @@ def components(frame: pd.DataFrame, path: Path) -> Path | None:
     axes.set_title("PROJECTION (not measured): where the step goes, by block component", fontsize=10)
     axes.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(figure, path)
+
+
+def measured_components(ms_per_step: Mapping[str, float], path: Path) -> Path | None:
+    """MEASURED ms of op self time per step by block component (a traced run's profile), largest on top."""
+    if not ms_per_step:
+        return None
+    ranked = sorted(ms_per_step.items(), key=lambda kv: kv[1])
+    figure = Figure(figsize=(8, 1.5 + 0.35 * len(ranked)))
+    axes = figure.add_subplot()
+    axes.barh([k for k, _ in ranked], [v for _, v in ranked])
+    axes.set_xlabel("ms of op self time per step (measured)")
+    return _save(figure, path)

@@ -1,37 +1,35 @@
 """``write_report``: RUN_DIR/REPORT.md and its plots, the report's public entry point (``python -m bench report``).
 
-The report answers "which variant, by how much, and why" against GPT-J-6B's published training throughput. Every
-number in it comes from the run's records, from GPT-J's published figures (bench/hardware/baseline.py) or from the
-hardware table (bench/hardware/table.py); the v3-256 figures computed from TPU ahead-of-time compiles are labelled
-as projections (bench/hardware/projection.py) wherever they appear. Input that cannot be used is named at the top
-of the report and left out; the rest is reported.
+The report answers "which variant, by how much, and why" first, in the form its kind of run asks for (bench.report.
+kinds), then the sections that have something to show. Every number in it comes from the run's records, from GPT-J's
+published figures (bench.hardware.baseline) or from the hardware table (bench.hardware.table); the figures computed
+from TPU ahead-of-time compiles are labelled PROJECTION wherever they appear. Input that cannot be used is named at
+the top of the report and left out; the rest is reported. The report ends with the command that writes it again.
 """
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from bench.hardware import baseline
+from bench.records.schema import RecordKind
 from bench.records.store import RESULTS
 from bench.report.analyse import Analysis, analyse
-from bench.report.format import fmt
+from bench.report.format import fmt, source, wrap_prose
+from bench.report.kinds import KINDS, RunKind, detect
 from bench.report.load import RunRecords, config_text, latest_ok, load_run
-from bench.report.sections.baseline import section_baseline
-from bench.report.sections.comm import comm_frame, section_comm
-from bench.report.sections.compare import regression_banner, section_compare
+from bench.report.sections.comm import comm_frame
+from bench.report.sections.compare import regression_banner
 from bench.report.sections.components import component_frame
-from bench.report.sections.effects import section_effects
-from bench.report.sections.environment import section_environment
-from bench.report.sections.headline import section_headline, section_summary
-from bench.report.sections.kernels import section_kernels
-from bench.report.sections.kernels_tpu import section_kernels_tpu
-from bench.report.sections.profiles import section_profiles
+from bench.report.sections.environment import report_command
+from bench.report.sections.gpu import traced_components
 from bench.report.sections.projection import projection_frame
-from bench.report.sections.search import section_search
 from bench.report.stats import compare_runs
 
 REPORT = "REPORT.md"
@@ -43,20 +41,8 @@ PLOTS = {  # plot name: its PNG beside REPORT.md
     "memory": "memory_throughput.png",
     "projection": "projection_tpu.png",
     "components": "components_tpu.png",
+    "measured_components": "components.png",
 }
-SECTIONS = (
-    section_headline,
-    section_summary,
-    section_effects,
-    section_kernels,
-    section_baseline,
-    section_kernels_tpu,
-    section_search,
-    section_comm,
-    section_profiles,
-    section_environment,
-    section_compare,
-)
 
 
 def skipped_banner(run: RunRecords, unprojected: Sequence[str]) -> list[str]:
@@ -68,24 +54,43 @@ def skipped_banner(run: RunRecords, unprojected: Sequence[str]) -> list[str]:
     return lines + [""]
 
 
-def render(a: Analysis) -> str:
+def counts_line(run: RunRecords) -> str:
+    """How many records of each kind the report read and how many failed, and of what configuration."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in run.measured:
+        groups.setdefault(str(r.get("kind")), []).append(r)
+    config = f" of {config_text(run.config)}" if run.config else ""
+    if run.aot:
+        groups[f"{RecordKind.TPU_AOT.value} compiles"] = list(run.aot)
+    if run.search:
+        groups[f"{RecordKind.TPU_AOT.value} compiles of the design-space search"] = list(run.search)
+    said = []
+    for kind, records in groups.items():
+        failed = sum(r["status"] == "failed" for r in records)
+        said.append(f"{len(records)} {kind} ({len(records) - failed} ok, {failed} failed)")
+    if said and run.measured:
+        said[len({str(r.get("kind")) for r in run.measured}) - 1] += config  # the measured groups come first
+    sources = ", ".join(str(p) for p in (run.run_dir / RESULTS, *run.aot_dirs))
+    left_out = f"; {len(run.skipped)} left out (below)" if run.skipped else ""
+    return f"Records: {'; '.join(said) or 'none'}; from {sources}{left_out}."
+
+
+def render(a: Analysis, kind: RunKind | None = None) -> str:
+    """REPORT.md of ``a``, its sections chosen by the kind of run (read from the records unless given)."""
     run = a.run
-    ok = sum(r["status"] == "ok" for r in run.measured)
-    lines = [
-        f"# gptj-bench report: {run.run_dir.name}",
-        "",
-        f"From {run.run_dir / RESULTS}: {len(run.measured)} measured records ({ok} ok, {len(run.measured) - ok} "
-        f"failed) of {config_text(run.config, 'no measured configuration')}; "
-        f"{len(run.aot)} TPU ahead-of-time compile records (projection inputs, section 4)"
-        + (f"; {len(run.search)} records of the design-space search" if run.search else "")
-        + ".",
-        "",
-    ]
-    lines += regression_banner(a)
+    kind = kind or detect(run)
+    sections = KINDS[kind]
+    lines = [f"# gptj-bench report: {run.run_dir.name} ({kind.value})", ""]
+    lines += sections[0].lines(a)  # the answer first
+    lines += [counts_line(run), ""]
+    lines += regression_banner(a) if kind is not RunKind.CPU_BLOCK else []  # its answer is the comparison
     lines += skipped_banner(run, a.unprojected)
-    for section in SECTIONS:
-        lines += section(a) + [""]
-    return "\n".join(lines).rstrip() + "\n"
+    for section in sections[1:]:
+        shown = section.lines(a)
+        lines += shown + [""] if shown else []
+    lines += ["---", "", f"Written by {source(render)}, with:", "", "```", report_command(a), "```"]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines))  # a section's closing blank line and the separator's
+    return wrap_prose(text.rstrip()) + "\n"
 
 
 def _effect_pairs(a: Analysis) -> pd.DataFrame:
@@ -130,6 +135,8 @@ def draw(a: Analysis, out_dir: Path) -> dict[str, str]:
             p,
         ),
         "components": lambda p: plots.components(component_frame(a.projections), p),
+        # a one-GPU run's traced run; the CPU runs' profiles are tables in their own section
+        "measured_components": lambda p: plots.measured_components(traced_components(a) if a.run.device else {}, p),
     }
     return {name: PLOTS[name] for name, job in jobs.items() if job(out_dir / PLOTS[name]) is not None}
 

@@ -8,7 +8,7 @@ from bench.hardware import baseline
 from bench.hardware import table as hardware
 from bench.hardware.table import PeakBasis
 from bench.report.analyse import Analysis
-from bench.report.format import figure, fmt, markdown_table
+from bench.report.format import figure, fmt, markdown_table, source
 from bench.report.sections.components import section_components
 from bench.report.sections.projection import section_projection
 from bench.report.stats import peak_source
@@ -19,8 +19,9 @@ def section_baseline(a: Analysis) -> list[str]:
     lines += [markdown_table(published_table()), ""]
     lines += _this_run_utilisation(a)
     lines += figure(a.figures, "utilisation", "MFU and HFU by variant")
-    lines += section_projection(a)
-    lines += section_components(a)
+    if a.projections or a.unprojected:  # the PROJECTION, where the run has TPU compiles
+        lines += section_projection(a)
+        lines += section_components(a)
     return lines
 
 
@@ -91,7 +92,7 @@ def published_table() -> pd.DataFrame:
             f"theoretical peak, spec basis ({fmt(_v3_peak_tflops(spec), 3)} TFLOP/s per core)",
             f"{fmt(baseline.theoretical_flops_per_s(spec) / 1e15, 3)} PFLOP/s",
             "derived",
-            "bench/hardware.py",
+            source(hardware),
         ),
         ("MFU (6N), GPT-J basis", f"{fmt(baseline.utilisation(effective, gptj) * 100, 3)}%", "derived", "6N / peak"),
         ("MFU (6N), spec basis", f"{fmt(baseline.utilisation(effective, spec) * 100, 3)}%", "derived", "6N / peak"),
@@ -116,7 +117,7 @@ def published_table() -> pd.DataFrame:
 def _this_run_utilisation(a: Analysis) -> list[str]:
     timed = a.summary.dropna(subset=["tokens_per_s"])
     if timed.empty:
-        return ["This run has no measured utilisation to set beside them.", ""]
+        return []
     best = timed.iloc[0]
     rows = []
     for label, column in (("MFU (6N)", "mfu_6n"), ("MFU", "mfu"), ("HFU", "hfu")):

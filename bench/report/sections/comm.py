@@ -9,10 +9,11 @@ from typing import Any
 
 import pandas as pd
 
+from bench.analysis import expected
 from bench.records.collectives import AXIS_LABELS, CollectiveKind
 from bench.records.schema import comm_key
 from bench.report.analyse import Analysis
-from bench.report.format import figure, fmt, markdown_table, number
+from bench.report.format import figure, fmt, markdown_table, number, source
 from bench.report.load import latest_ok, row_key
 
 # the kinds the Megatron expectation does not have (it counts all-reduces only)
@@ -146,7 +147,7 @@ def section_comm(a: Analysis) -> list[str]:
         "## 5. Communication: HLO against the analytic expectation",
         "",
         "Collectives parsed from each variant's compiled HLO (latest ok record), per step and per device, against "
-        "the Megatron expectation of bench/expected.py. Each mismatch is explained below from the record's fields.",
+        f"the Megatron expectation of {source(expected)}. Each mismatch is explained below from the record's fields.",
         "",
     ]
     for title, records in (

@@ -13,7 +13,7 @@ from bench.records.peakfile import PEAK_FILE, PeakEntry, drift, read_peaks
 from bench.records.runspec import flag_argv, run_argv
 from bench.records.schema import Status
 from bench.report.analyse import Analysis
-from bench.report.format import markdown_table
+from bench.report.format import markdown_table, span
 from bench.report.load import RunRecords
 from model.config import PRESETS
 
@@ -145,15 +145,15 @@ def _between_environments(low: PeakEntry, high: PeakEntry, against_own: bool = F
 
 
 def _section_environment(a: Analysis) -> list[str]:
-    return [
-        "## 7. Environment",
-        "",
-        markdown_table(environment_table(a.run)),
-        "",
+    lines = ["## 7. Environment", "", markdown_table(environment_table(a.run)), ""]
+    commands = reproduce_commands(a.run) + aot_commands(a.run)  # the report's own command ends the report
+    if not commands:  # the search's records do not carry the command that made them
+        return lines
+    return lines + [
         "Commands that reproduce the records (model shape overrides other than batch, seq and dtype are not recorded):",
         "",
         "```",
-        *(reproduce_commands(a.run) + aot_commands(a.run) or ["# no records to reproduce"]),
+        *commands,
         "```",
         "",
     ]
@@ -169,7 +169,11 @@ def _distinct(records: Sequence[Mapping[str, Any]], key: str) -> str:
 
 
 def environment_table(run: RunRecords) -> pd.DataFrame:
-    groups = {"measured runs": list(run.measured), "tpu-aot compiles": list(run.aot)}
+    groups = {
+        "measured runs": list(run.measured),
+        "tpu-aot compiles": list(run.aot),
+        "design-space search": list(run.search),
+    }
     groups = {name: records for name, records in groups.items() if records}
     rows = []
     for key in ENV_FIELDS:
@@ -183,7 +187,7 @@ def environment_table(run: RunRecords) -> pd.DataFrame:
 
 def _time_range(records: Sequence[Mapping[str, Any]]) -> str:
     stamps = sorted(str(r["timestamp_utc"]) for r in records if r.get("timestamp_utc"))
-    return f"{stamps[0]} to {stamps[-1]}" if stamps else "n/a"
+    return span(stamps[0], stamps[-1], str) if stamps else "n/a"
 
 
 def reproduce_commands(run: RunRecords) -> list[str]:
@@ -202,8 +206,15 @@ def reproduce_commands(run: RunRecords) -> list[str]:
             )
     for (jax, repeat), records in groups.items():
         lines += _run_command(run, jax, repeat, records)
-    lines.append(f"python -m bench report {shlex.quote(str(run.run_dir))}")
     return lines
+
+
+def report_command(a: Analysis) -> str:
+    """The command that writes this report again from the same records."""
+    words = ["python", "-m", "bench", "report", str(a.run.run_dir)]
+    words += [w for d in a.run.aot_dirs for w in ("--aot", str(d))]
+    words += ["--compare", str(a.comparison.other_dir)] if a.comparison is not None else []
+    return _shell(words)
 
 
 def _checkout(records: Sequence[Mapping[str, Any]]) -> list[str]:

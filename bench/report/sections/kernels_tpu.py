@@ -15,7 +15,7 @@ import pandas as pd
 from bench.hardware import projection
 from bench.hardware.table import GiB, PeakBasis
 from bench.report.analyse import Analysis
-from bench.report.format import fmt, fmt_ratio, markdown_table, number
+from bench.report.format import fmt, fmt_ratio, markdown_table, number, span
 from bench.report.stats import axis_values
 from kernels.choice import BLOCK_LOOP_KERNELS, AttentionKernel
 
@@ -46,7 +46,7 @@ def kernel_pairs(
 
 
 def _band(p: projection.Projection) -> str:
-    return f"{fmt(p.tokens_per_s_serial)} to {fmt(p.tokens_per_s_overlap)}"
+    return span(p.tokens_per_s_serial, p.tokens_per_s_overlap)
 
 
 def loops_priced_once(p: projection.Projection) -> bool:

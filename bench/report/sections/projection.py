@@ -17,7 +17,7 @@ from bench.hardware import baseline, projection
 from bench.hardware import table as hardware
 from bench.hardware.table import GiB, PeakBasis
 from bench.report.analyse import Analysis
-from bench.report.format import figure, fmt, fmt_ratio, markdown_table, number
+from bench.report.format import constant_columns, figure, fmt, fmt_ratio, markdown_table, number, source, span
 from bench.report.load import latest_ok, row_key
 from bench.report.sections.kernels_tpu import NOT_COMPARABLE_MARK, loops_priced_once
 from bench.report.stats import axis_values
@@ -58,7 +58,7 @@ def gptj_calibration(projections: Sequence[projection.Projection]) -> projection
 
 
 def _band(low: float, high: float) -> str:
-    return f"{fmt(low)} to {fmt(high)}"
+    return span(low, high)
 
 
 def ranking_table(projections: Sequence[projection.Projection]) -> pd.DataFrame:
@@ -99,21 +99,24 @@ def projection_headline(projections: Sequence[projection.Projection], reasons: S
         f"**TPU ranking, a PROJECTION (not a measurement)**: {best.preset} on {best.topology or best.accelerator}, "
         f"gradient accumulation {best.grad_accum}, from TPU ahead-of-time compiles (section 4){excluded}.",
         "",
-        markdown_table(ranking_table(projections)),
-        "",
+        *_constant_said(ranking_table(projections)),
         f"- PROJECTION (not a measurement): the highest full-overlap bound among variants that fit in HBM is "
         f"{best.variant} (jax {best.jax}) at {fmt(best.tokens_per_s_overlap)} projected tokens/s (no-overlap bound "
         f"{fmt(best.tokens_per_s_serial)}; {best.model.value}), against GPT-J's measured "
         f"{fmt(baseline.TOKENS_PER_S.value)}. It is bound by {best.bound_by}; ICI is "
         f"{fmt(best.ici_share * 100, 3)}% of its no-overlap step ({fmt(best.ici_exposed_s * 1e3)} ms of it exposed).",
     ]
-    if len(order) > 1:
-        second = order[1]
-        lead = best.tokens_per_s_overlap / second.tokens_per_s_overlap - 1
+    ties, second = runner_up(order)
+    if ties:
         lines.append(
-            f"- PROJECTION: {best.variant} leads {second.variant} by {fmt(lead * 100, 3)}% on the full-overlap bound "
-            f"and by {fmt((best.tokens_per_s_serial / second.tokens_per_s_serial - 1) * 100, 3)}% on the no-overlap "
-            f"bound."
+            f"- PROJECTION: {', '.join(f'{p.variant} (jax {p.jax})' for p in ties)} projects the same "
+            f"{fmt(best.tokens_per_s_overlap)} tokens/s as {best.variant}."
+        )
+    if second is not None:
+        lines.append(
+            f"- PROJECTION: {best.variant} leads {second.variant} by {lead_pct(best, second)} on the full-overlap "
+            f"bound and by {fmt((best.tokens_per_s_serial / second.tokens_per_s_serial - 1) * 100, 3)}% on the "
+            f"no-overlap bound."
         )
     lines += projected_effect_lines(projections)
     lines += reasons
@@ -127,6 +130,32 @@ def projection_headline(projections: Sequence[projection.Projection], reasons: S
 PROJECTED_EFFECTS = ((0, "parallel", "serial"), (1, "h256", "h128"))
 
 
+def runner_up(
+    order: Sequence[projection.Projection],
+) -> tuple[list[projection.Projection], projection.Projection | None]:
+    """The variants tied with the first of ``order`` (projected at its printed figure: xmap priced by its shard_map
+    twin's estimate, say), and the first one behind it."""
+    best = order[0]
+    ties = [p for p in order[1:] if fmt(p.tokens_per_s_overlap) == fmt(best.tokens_per_s_overlap)]
+    rest = order[len(ties) + 1 :]
+    return ties, (rest[0] if rest else None)
+
+
+def lead_pct(best: projection.Projection, second: projection.Projection) -> str:
+    return f"{fmt((best.tokens_per_s_overlap / second.tokens_per_s_overlap - 1) * 100, 3)}%"
+
+
+def _constant_said(table: pd.DataFrame) -> list[str]:
+    said, shown = constant_columns(table, keep=("TPU rank (projection)", "variant"))
+    return [*([said, ""] if said else []), markdown_table(shown), ""]
+
+
+def paired_ratios(order: Sequence[projection.Projection], position: int, a: str, b: str) -> list[float]:
+    """Projected full-overlap tokens/s of ``a`` over ``b``, sorted, over pairs that differ only in that choice."""
+    pairs = [(p, q) for p in order for q in order if _differ_only_at(p, q, position, a, b)]
+    return sorted(p.tokens_per_s_overlap / q.tokens_per_s_overlap for p, q in pairs)
+
+
 def projected_effect_lines(projections: Sequence[projection.Projection]) -> list[str]:
     """For each design choice, the paired ratio of projected tokens/s (pairs differ only in that choice and share
     the preset and accumulation) and where the step time goes: work (compiler estimate or roofline) against ICI."""
@@ -136,14 +165,14 @@ def projected_effect_lines(projections: Sequence[projection.Projection]) -> list
         pairs = [(p, q) for p in order for q in order if _differ_only_at(p, q, position, a, b)]
         if not pairs:
             continue
-        overlap = sorted(p.tokens_per_s_overlap / q.tokens_per_s_overlap for p, q in pairs)
+        overlap = paired_ratios(order, position, a, b)
         serial = statistics.median(p.tokens_per_s_serial / q.tokens_per_s_serial for p, q in pairs)
         work_ms = statistics.median((sum(q.work_s) - sum(p.work_s)) * 1e3 for p, q in pairs)
         ici_ms = statistics.median((q.ici_s - p.ici_s) * 1e3 for p, q in pairs)
         lines.append(
             f"- PROJECTION: {a} runs at {fmt_ratio(statistics.median(overlap))} the projected tokens/s of {b} on the "
-            f"full-overlap bound (median of {len(pairs)} pair(s), {fmt_ratio(overlap[0])} to "
-            f"{fmt_ratio(overlap[-1])}; {fmt_ratio(serial)} on the no-overlap bound). Per step {a} saves "
+            f"full-overlap bound (median of {len(pairs)} pair(s), {span(overlap[0], overlap[-1], fmt_ratio)}; "
+            f"{fmt_ratio(serial)} on the no-overlap bound). Per step {a} saves "
             f"{fmt(work_ms)} ms of work and {fmt(ici_ms)} ms of ICI (medians; negative: it costs more)."
         )
     return lines
@@ -157,14 +186,18 @@ def _differ_only_at(p: projection.Projection, q: projection.Projection, position
     return others and mine[position] == a and theirs[position] == b
 
 
+def _pct3(value: float) -> str:
+    return fmt(value, 3)
+
+
 def calibration_sentence(c: projection.Calibration) -> str:
     p = c.projection
     notes = f" ({'; '.join(c.notes)})" if c.notes else ""
     return (
-        f"{c.name}'s measured {fmt(c.measured.value)} tokens/s is {fmt(c.efficiency_overlap * 100, 3)}% to "
-        f"{fmt(c.efficiency_serial * 100, 3)}% of the PROJECTION of its own configuration ({p.variant}, jax {p.jax}, "
-        f"{p.preset}, accumulation {p.grad_accum}: {fmt(p.tokens_per_s_serial)} to {fmt(p.tokens_per_s_overlap)} "
-        f"projected tokens/s){notes}."
+        f"{c.name}'s measured {fmt(c.measured.value)} tokens/s is "
+        f"{span(c.efficiency_overlap * 100, c.efficiency_serial * 100, _pct3, '%')} of the PROJECTION of its own "
+        f"configuration ({p.variant}, jax {p.jax}, {p.preset}, accumulation {p.grad_accum}: "
+        f"{_band(p.tokens_per_s_serial, p.tokens_per_s_overlap)} projected tokens/s){notes}."
     )
 
 
@@ -284,8 +317,7 @@ def calibration_table(projections: Sequence[projection.Projection]) -> pd.DataFr
             "projected tokens/s, no overlap to full overlap": _band(
                 c.projection.tokens_per_s_serial, c.projection.tokens_per_s_overlap
             ),
-            "efficiency, measured / projected %": f"{fmt(c.efficiency_overlap * 100, 3)} to "
-            f"{fmt(c.efficiency_serial * 100, 3)}",
+            "efficiency, measured / projected %": span(c.efficiency_overlap * 100, c.efficiency_serial * 100, _pct3),
             "notes": "; ".join(c.notes) or "none",
         }
         for c in calibrations(projections)
@@ -402,7 +434,7 @@ def section_projection(a: Analysis) -> list[str]:
         lines += [f"- not projected: {u}" for u in a.unprojected]
         return lines + [""]
     lines += [
-        "These are PROJECTIONS from compiler output, not measurements (bench/hardware/projection.py). Memory, bytes on "
+        f"These are PROJECTIONS from compiler output, not measurements ({source(projection)}). Memory, bytes on "
         "the wire and HBM bytes accessed are the compiler's figures for one step (every micro-batch of a "
         "gradient-accumulation step). A device's work is priced by the TPU compiler's own estimate "
         "(xla_optimal_seconds_per_step: per op, the larger of FLOPs over the MXU peak and bytes over HBM bandwidth, "
@@ -429,7 +461,7 @@ def section_projection(a: Analysis) -> list[str]:
         "",
         *estimate_source_lines(a.projections),
         *section_calibration(a.projections),
-        "Hardware numbers used (bench/hardware.py):",
+        f"Hardware numbers used ({source(hardware)}):",
         "",
         *hardware_lines(a.projections),
         "",

@@ -21,10 +21,11 @@ from bench.analysis.components import Component
 from bench.hardware import projection
 from bench.hardware.table import GiB
 from bench.report.analyse import Analysis, first_line
-from bench.report.format import fmt, markdown_table, number
+from bench.report.format import fmt, markdown_table, module_path, number, source, span
 from bench.report.sections.components import ICI, step_components
 
 XMAP = "xmap"
+SEARCH_MODULE = module_path("bench.tpu_aot.search")  # cited, not imported: it compiles, the report only reads
 # The other attributes two points must share to pair on one design choice.
 POINT_FIELDS = ("residual", "d_head", "strategy", "remat", "layout", "search_micro_batch", "mesh_dp", "mesh_mp")
 # Design choices whose sign per generation the section states: (record field, value a, value b): a over b.
@@ -105,8 +106,7 @@ def ranking_table(points: Sequence[Point]) -> pd.DataFrame:
                 "rank (PROJECTION)": str(rank) + (" GPT-J's choice" if r.get("search_anchor") else ""),
                 "point": point.key,
                 "micro-batch x accumulation": f"{r.get('search_micro_batch')} x {r.get('grad_accum')}",
-                "projected tokens/s, no overlap to full overlap": f"{fmt(p.tokens_per_s_serial)} to "
-                f"{fmt(p.tokens_per_s_overlap)}",
+                "projected tokens/s, no overlap to full overlap": span(p.tokens_per_s_serial, p.tokens_per_s_overlap),
                 "over GPT-J's choice, full overlap": "n/a" if ratio != ratio else f"{ratio:.3f}x",
                 "peak GiB per device (of HBM)": f"{fmt(number(p.mem_peak_bytes_per_device) / GiB)} "
                 f"({fmt(number(p.hbm_capacity_bytes_per_device) / GiB)})",
@@ -182,13 +182,13 @@ def best_against_anchor(points: Sequence[Point], largest: int = 4) -> list[str]:
     b, g = best.projection, anchor.projection
     lines = [
         f"- PROJECTION: GPT-J's choice ({anchor.key}) ranks {rank} of {len(points)} points that fit, at "
-        f"{fmt(g.tokens_per_s_serial)} to {fmt(g.tokens_per_s_overlap)} projected tokens/s."
+        f"{span(g.tokens_per_s_serial, g.tokens_per_s_overlap)} projected tokens/s."
     ]
     if best is anchor:
         return lines + ["- PROJECTION: no point that fits is projected faster than GPT-J's choice."]
     lines.append(
         f"- PROJECTION: the best point, {best.key}, changes {_changes(best.record, anchor.record)}; projected "
-        f"{fmt(b.tokens_per_s_serial)} to {fmt(b.tokens_per_s_overlap)} tokens/s, "
+        f"{span(b.tokens_per_s_serial, b.tokens_per_s_overlap)} tokens/s, "
         f"{b.tokens_per_s_overlap / g.tokens_per_s_overlap:.3f}x GPT-J's choice on the full-overlap bound and "
         f"{b.tokens_per_s_serial / g.tokens_per_s_serial:.3f}x on the no-overlap bound."
     )
@@ -289,7 +289,7 @@ def section_search(a: Analysis) -> list[str]:
     records = list(a.run.search)
     if not records:
         return []
-    lines = ["### PROJECTION: the design-space search (nox -s tpu_search)", ""]
+    lines = ["## 4b. PROJECTION: the design-space search (nox -s tpu_search)", ""]
     by_where: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in records:
         by_where.setdefault(_where(r), []).append(r)
@@ -301,12 +301,13 @@ def section_search(a: Analysis) -> list[str]:
         lines += [
             f"#### {preset} on {topology}: {len(final)} points, {len(points)} fit and are projected, "
             f"{sum(r.get('fits_hbm') is False and not r.get('pruned_by') for r in final)} refused by the compiler, "
-            f"{sum(bool(r.get('pruned_by')) for r in final)} pruned",
+            f"{sum(bool(r.get('pruned_by')) for r in final)} pruned, "
+            f"{sum(r['status'] == 'failed' and r.get('fits_hbm') is not False for r in final)} failed to compile",
             "",
             "PROJECTIONS from TPU ahead-of-time compiles, not measurements: each point's work is the per-op "
             "roofline of its whole-step program (every op at max(FLOPs / peak, bytes / HBM bandwidth), the sum the "
             "compiler's estimate makes, every loop body times its trip count), plus ICI, both bounds "
-            "(bench/hardware/projection.py, HLO_ROOFLINE). The global batch per update is fixed; each point's "
+            f"({source(projection)}, HLO_ROOFLINE). The global batch per update is fixed; each point's "
             "micro-batch per replica sets its accumulation. ICI ms per axis is the mesh's cost: wire bytes per "
             "device over the ICI bandwidth of the torus dimensions the axis spans.",
             "",
@@ -323,7 +324,7 @@ def section_search(a: Analysis) -> list[str]:
         if not pruned.empty:
             lines += [
                 "Points pruned, not compiled: each needs at least the memory of a refused sibling "
-                "(bench/tpu_aot/search.py states the rules and why they are safe; --no-prune compiles them):",
+                f"({SEARCH_MODULE} states the rules and why they are safe; --no-prune compiles them):",
                 "",
                 markdown_table(pruned),
                 "",
