@@ -15,6 +15,7 @@ from bench.measure.prepare import static_flop_fields
 from kernels.attention import causal_attention
 from model.config import (
     ConfigError,
+    Layout,
     Mesh,
     ModelConfig,
     Strategy,
@@ -43,8 +44,8 @@ OPTIONS = {
 }
 
 
-def variant(strategy: Strategy) -> Variant:
-    return Variant.parse(f"serial-h128-{strategy.value}-full")
+def variant(strategy: Strategy, layout: Layout = Layout.MEGATRON) -> Variant:
+    return Variant.parse(f"serial-h128-{strategy.value}-full").replace(layout=layout)
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -52,17 +53,17 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 @functools.cache
-def run(option: str, strategy: Strategy) -> tuple[float, dict]:
+def run(option: str, strategy: Strategy, layout: Layout = Layout.MEGATRON) -> tuple[float, dict]:
     preset = apply_overrides(PRESET, OPTIONS[option])
-    program = Program.from_preset(preset, model_for(preset, variant(strategy)))
-    driver = make_driver(strategy, program, preset.mesh)
+    program = Program.from_preset(preset, model_for(preset, variant(strategy, layout)))
+    driver = make_driver(strategy, program, preset.mesh, layout=layout)
     params, batch = program.init_params(seed=0), program.example_batch(seed=0)
     loss, grads = driver.grad_step()(driver.place_params(params), driver.place_batch(batch))
     return float(np.asarray(loss).reshape(-1)[0]), driver.to_global(grads)
 
 
-def assert_matches_reference(option: str, strategy: Strategy) -> None:
-    loss, grads = run(option, strategy)
+def assert_matches_reference(option: str, strategy: Strategy, layout: Layout = Layout.MEGATRON) -> None:
+    loss, grads = run(option, strategy, layout)
     ref_loss, ref_grads = run(option, Strategy.SINGLE)
     assert abs(loss - ref_loss) / abs(ref_loss) <= LOSS_RTOL
     errors = jax.tree_util.tree_map(relative_error, grads, ref_grads)
@@ -74,6 +75,13 @@ def assert_matches_reference(option: str, strategy: Strategy) -> None:
 def test_option_matches_single_device(strategy, option):
     require_devices(PRESET.mesh.devices)
     assert_matches_reference(option, strategy)
+
+
+@pytest.mark.parametrize("strategy", [Strategy.PJIT, Strategy.SHARD_MAP], ids=lambda s: s.value)
+def test_tied_embeddings_under_fsdp_match_single_device(strategy):
+    """The one table is gathered over dp twice, at the lookup and at the LM head; its gradient sums both."""
+    require_devices(PRESET.mesh.devices)
+    assert_matches_reference("tied", strategy, Layout.FSDP)
 
 
 @pytest.mark.parametrize("option", OPTIONS)
