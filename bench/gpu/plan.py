@@ -17,6 +17,7 @@ from pathlib import Path
 from kernels.choice import AttentionKernel
 from model.config import Dtype, Mesh, ModelConfig, Preset, Variant
 
+DEVICE_FILE = "device.json"  # the probe's facts in the run directory: device, peaks, sizing, budget
 GPTJ_CONFIG = "parallel-h256-pjit-full"  # GPT-J-6B's block, remat and heads, on the measured driver
 BEST_KERNEL = "best"  # a planned run's kernel, resolved once the kernel runs have been measured
 KERNELS = (AttentionKernel.reference, AttentionKernel.cudnn, AttentionKernel.xla, AttentionKernel.pallas)

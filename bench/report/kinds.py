@@ -107,3 +107,7 @@ KINDS: dict[RunKind, tuple[Section, ...]] = {
         Section("failures", gpu.section_failures, gpu.has_failures),
     ),
 }
+
+# The plots a kind draws, where it is not every plot with data: a one-GPU run's directory comes back through the
+# device tool, which returns at most 8 files (bench.gpu.plan.MAX_FILES), so it draws only the two its sections show.
+KIND_PLOTS: dict[RunKind, tuple[str, ...]] = {RunKind.GPU: ("throughput", "measured_components")}

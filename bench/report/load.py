@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.gpu.plan import DEVICE_FILE  # the one-GPU run's probe: its device, peaks and budget
 from bench.hardware import projection
 from bench.records.store import RESULTS, load_records
 from model.config import ConfigError
@@ -20,7 +21,6 @@ from model.config import ConfigError
 # Measured records of one run are compared only when these agree (a different preset, mesh or batch is another
 # workload); the most frequent combination is reported, the others are named as skipped.
 CONFIG_FIELDS = ("preset", "scope", "mesh_dp", "mesh_mp", "batch", "seq", "dtype")
-DEVICE_FILE = "device.json"  # the one-GPU run's probe (python -m bench.gpu): its device, peaks and budget
 
 
 class ReportError(ConfigError):

@@ -22,7 +22,7 @@ from bench.records.schema import RecordKind
 from bench.records.store import RESULTS
 from bench.report.analyse import Analysis, analyse
 from bench.report.format import fmt, source, wrap_prose
-from bench.report.kinds import KINDS, RunKind, detect
+from bench.report.kinds import KIND_PLOTS, KINDS, RunKind, detect
 from bench.report.load import RunRecords, config_text, latest_ok, load_run
 from bench.report.sections.comm import comm_frame
 from bench.report.sections.compare import regression_banner
@@ -138,7 +138,8 @@ def draw(a: Analysis, out_dir: Path) -> dict[str, str]:
         # a one-GPU run's traced run; the CPU runs' profiles are tables in their own section
         "measured_components": lambda p: plots.measured_components(traced_components(a) if a.run.device else {}, p),
     }
-    return {name: PLOTS[name] for name, job in jobs.items() if job(out_dir / PLOTS[name]) is not None}
+    wanted = KIND_PLOTS.get(detect(a.run), tuple(jobs))
+    return {name: PLOTS[name] for name, job in jobs.items() if name in wanted and job(out_dir / PLOTS[name]) is not None}
 
 
 def build(run_dir: Path, compare: Path | None = None, aot_dirs: Sequence[Path] = ()) -> Analysis:
