@@ -1,5 +1,5 @@
 """The TPU projection's ICI time, its two bounds and their narrowing, the fallback to the roofline, the efficiency
-published runs imply (bench/hardware/projection.py), and the report's sections built on them.
+published runs imply (bench/projection/throughput.py), and the report's sections built on them.
 
 Every record here is hand-made: the numbers are chosen so that each result can be counted by hand, not measured.
 """
@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from bench.analysis.collectives import CollectiveKind
-from bench.hardware import baseline, projection
-from bench.hardware.projection import ProjectionModel
+from bench.hardware import baseline
+from bench.projection import throughput as projection
+from bench.projection.throughput import ProjectionModel
 from bench.hardware.table import PeakBasis
 from bench.report.analyse import analyse
 from bench.report.format import fmt

@@ -1,4 +1,4 @@
-"""The markdown report (bench/report/), its plots and the roofline projection (bench/hardware/projection.py).
+"""The markdown report (bench/report/), its plots and the roofline projection (bench/projection/throughput.py).
 
 Fixtures (tests/data/records/): measured_run1_tiny.jsonl is one real record of a tiny-preset run on this machine;
 the synthetic_*.jsonl files are variations of it (names, numbers and errors made up, hostname "synthetic-fixture"),
@@ -18,7 +18,7 @@ from test_report_components import record as breakdown_record
 from bench.analysis.profile import trace_log_dir
 from bench.cli.main import main as cli_main
 from bench.cli.spec import run_parser
-from bench.hardware import projection
+from bench.projection import throughput as projection
 from bench.hardware.table import PeakBasis, accelerator_for_topology
 from bench.records.store import RESULTS
 from bench.report.format import fmt, pct

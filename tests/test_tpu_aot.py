@@ -14,7 +14,7 @@ from conftest import skip_without_xmap
 from bench.analysis.components import attribute
 from bench.analysis.extrapolate import affine_source
 from bench.analysis.hlo import async_overlap
-from bench.hardware.projection import project
+from bench.projection.throughput import project
 from bench.hardware.table import accelerator_for_topology
 from bench.measure.prepare import mesh_ids
 from bench.records.schema import COMM_AXES, comm_key, comm_overlap_key, validate

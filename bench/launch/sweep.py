@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.hardware.projection import GPTJ_VARIANT
+from bench.projection.throughput import GPTJ_VARIANT
 from bench.records.context import failed_record
 from bench.records.peakfile import append_peak, read_peaks
 from bench.records.runspec import flag_argv, run_argv

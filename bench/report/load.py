@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.hardware import projection
+from bench.projection import throughput as projection
 from bench.records.store import RESULTS, load_records
 from model.config import ConfigError
 

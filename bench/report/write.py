@@ -3,7 +3,7 @@
 The report answers "which variant, by how much, and why" against GPT-J-6B's published training throughput. Every
 number in it comes from the run's records, from GPT-J's published figures (bench/hardware/baseline.py) or from the
 hardware table (bench/hardware/table.py); the v3-256 figures computed from TPU ahead-of-time compiles are labelled
-as projections (bench/hardware/projection.py) wherever they appear. Input that cannot be used is named at the top
+as projections (bench/projection/throughput.py) wherever they appear. Input that cannot be used is named at the top
 of the report and left out; the rest is reported.
 """
 

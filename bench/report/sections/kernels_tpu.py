@@ -1,7 +1,7 @@
 """PROJECTION: each attention kernel on TPU against the reference kernel, from the same TPU ahead-of-time compiles
 as section 4 (a variant's ``+kernel`` twin, model.config), and the kernels the TPU compiler refused.
 
-Projections, not measurements (bench/hardware/projection.py). The headline's ranking holds the reference kernel
+Projections, not measurements (bench/projection/throughput.py). The headline's ranking holds the reference kernel
 only (sections/projection.ranked); a kernel is only ever set against its reference twin here.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.hardware import projection
+from bench.projection import throughput as projection
 from bench.hardware.table import GiB, PeakBasis
 from bench.report.analyse import Analysis
 from bench.report.format import fmt, fmt_ratio, markdown_table, number
@@ -159,7 +159,7 @@ def section_kernels_tpu(a: Analysis) -> list[str]:
     if not table.empty:
         lines += [
             "PROJECTIONS from TPU ahead-of-time compiles, not measurements, made as section 4's are "
-            "(bench/hardware/projection.py): each kernel's compile of a variant against the reference kernel's compile "
+            "(bench/projection/throughput.py): each kernel's compile of a variant against the reference kernel's compile "
             "of the same variant, JAX, topology, preset and accumulation (ratio > 1: the kernel is projected faster). "
             "The headline's ranking holds the reference kernel only.",
             "",

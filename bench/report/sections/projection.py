@@ -2,7 +2,7 @@
 resources, the projected times and bounds, the published runs against the projections of their own configurations,
 the hardware numbers used and the variants that do not fit; and the headline's TPU ranking.
 
-Projections, not measurements: every table and sentence here says so (bench/hardware/projection.py computes them).
+Projections, not measurements: every table and sentence here says so (bench/projection/throughput.py computes them).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from bench.hardware import baseline, projection
+from bench.hardware import baseline
+from bench.projection import throughput as projection
 from bench.hardware import table as hardware
 from bench.hardware.table import GiB, PeakBasis
 from bench.report.analyse import Analysis
@@ -402,7 +403,7 @@ def section_projection(a: Analysis) -> list[str]:
         lines += [f"- not projected: {u}" for u in a.unprojected]
         return lines + [""]
     lines += [
-        "These are PROJECTIONS from compiler output, not measurements (bench/hardware/projection.py). Memory, bytes on "
+        "These are PROJECTIONS from compiler output, not measurements (bench/projection/throughput.py). Memory, bytes on "
         "the wire and HBM bytes accessed are the compiler's figures for one step (every micro-batch of a "
         "gradient-accumulation step). A device's work is priced by the TPU compiler's own estimate "
         "(xla_optimal_seconds_per_step: per op, the larger of FLOPs over the MXU peak and bytes over HBM bandwidth, "

@@ -5,7 +5,7 @@ sign of each design effect per TPU generation.
 
 Records of the search carry ``search_point`` (bench.records.schema.Search); the loader keeps them apart from the
 other tpu-aot records (bench.report.load), so they never enter section 4's ranking. Projections, not
-measurements: every table and sentence says so (bench/hardware/projection.py computes them, as for section 4).
+measurements: every table and sentence says so (bench/projection/throughput.py computes them, as for section 4).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from bench.analysis.components import Component
-from bench.hardware import projection
+from bench.projection import throughput as projection
 from bench.hardware.table import GiB
 from bench.report.analyse import Analysis, first_line
 from bench.report.format import fmt, markdown_table, number
@@ -306,7 +306,7 @@ def section_search(a: Analysis) -> list[str]:
             "PROJECTIONS from TPU ahead-of-time compiles, not measurements: each point's work is the per-op "
             "roofline of its whole-step program (every op at max(FLOPs / peak, bytes / HBM bandwidth), the sum the "
             "compiler's estimate makes, every loop body times its trip count), plus ICI, both bounds "
-            "(bench/hardware/projection.py, HLO_ROOFLINE). The global batch per update is fixed; each point's "
+            "(bench/projection/throughput.py, HLO_ROOFLINE). The global batch per update is fixed; each point's "
             "micro-batch per replica sets its accumulation. ICI ms per axis is the mesh's cost: wire bytes per "
             "device over the ICI bandwidth of the torus dimensions the axis spans.",
             "",
