@@ -1,0 +1,206 @@
+"""Published runs as data (bench/projection/published.py, reports/published-runs/): the loader's checks, each
+convention's conversion to tokens/s against a hand count, and the run-to-compile mapping (bench/tpu_aot/validate.py).
+Pure: nothing here compiles."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bench.analysis import flops
+from bench.projection import published
+from bench.projection.published import Convention, Figure, RunFileError, load_run, load_runs, published_tokens_per_s
+from model.config import Layout, Remat
+
+GPTJ = published.RUNS_DIR / "gptj-6b-v3-256.toml"
+
+
+def _write(tmp_path: Path, text: str, name: str = "run.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _gptj_with(tmp_path: Path, old: str, new: str) -> Path:
+    text = GPTJ.read_text()
+    assert old in text, old
+    return _write(tmp_path, text.replace(old, new, 1))
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(RunFileError) as caught:
+        load_run(path)
+    message = str(caught.value)
+    assert str(path) in message and "\n" not in message
+    return message
+
+
+def test_committed_runs_load_with_unique_ids() -> None:
+    runs = load_runs(published.committed_runs())
+    assert len(runs) >= 7
+    assert {r.topology.split(":")[0] for r in runs} >= {"v3", "v4", "v5e", "v5p"}
+    for run in runs:
+        assert run.quote and run.source
+        assert published_tokens_per_s(run).tokens_per_s > 0
+
+
+def test_missing_key(tmp_path: Path) -> None:
+    message = _error(_gptj_with(tmp_path, "d_ff = 16384", ""))
+    assert "[model] d_ff: missing" in message
+
+
+def test_missing_top_level_key(tmp_path: Path) -> None:
+    message = _error(_gptj_with(tmp_path, 'topology = "v3:8x16"', ""))
+    assert "topology: missing" in message
+
+
+def test_unknown_key(tmp_path: Path) -> None:
+    message = _error(_gptj_with(tmp_path, "d_ff = 16384", "d_ff = 16384\nd_fff = 1"))
+    assert "[model] d_fff: unknown key; valid keys:" in message and "local_attention_window" in message
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    assert "[model] d_ff: expected an integer" in _error(_gptj_with(tmp_path, "d_ff = 16384", 'd_ff = "16384"'))
+    assert "expected true or false" in _error(
+        _gptj_with(tmp_path, "tied_embeddings = false", "tied_embeddings = 0")
+    )
+
+
+def test_bad_choice(tmp_path: Path) -> None:
+    message = _error(_gptj_with(tmp_path, 'activation = "gelu"', 'activation = "swish"'))
+    assert "[model] activation: 'swish' is not one of gelu, relu" in message
+    message = _error(_gptj_with(tmp_path, 'remat = "full"', 'remat = "everything"'))
+    assert "[train] remat" in message and "minimal" in message
+
+
+def test_two_figures_or_none(tmp_path: Path) -> None:
+    two = _error(_gptj_with(tmp_path, "tokens_per_s = 151000", "tokens_per_s = 151000\nstep_s = 1.0"))
+    assert "exactly one figure" in two and "found tokens_per_s, step_s" in two
+    none = _error(_gptj_with(tmp_path, "tokens_per_s = 151000", ""))
+    assert "found none" in none
+
+
+def test_unknown_convention(tmp_path: Path) -> None:
+    message = _error(_gptj_with(tmp_path, "tokens_per_s = 151000", 'tokens_per_s = 151000\nconvention = "7N"'))
+    assert "[published] convention: '7N' is not one of 6N, 6N+attn, 6N+attn_causal, maxtext_calc" in message
+
+
+def test_figure_needing_a_convention(tmp_path: Path) -> None:
+    message = _error(_gptj_with(tmp_path, "tokens_per_s = 151000", "tflops_per_chip = 40"))
+    assert "[published] convention: missing" in message
+
+
+def test_topology_disagreeing_with_the_mesh(tmp_path: Path) -> None:
+    message = _error(_gptj_with(tmp_path, "dp = 32", "dp = 16"))
+    assert "dp x fsdp x tp = 16 x 1 x 8 = 128 devices, but topology v3:8x16 has 256" in message
+
+
+def test_dp_and_fsdp_together(tmp_path: Path) -> None:
+    path = _gptj_with(tmp_path, "fsdp = 1", "fsdp = 2")
+    assert "set one of them to 1" in _error(path)
+
+
+def test_batch_not_dividing_over_the_mesh(tmp_path: Path) -> None:
+    message = _error(_gptj_with(tmp_path, "global_batch = 512", "global_batch = 496"))
+    assert "31 sequences per micro-step" in message and "32 replicas" in message
+    message = _error(_gptj_with(tmp_path, "global_batch = 512", "global_batch = 520"))
+    assert "do not divide into grad_accum=16" in message
+
+
+def test_not_toml(tmp_path: Path) -> None:
+    assert "not TOML" in _error(_write(tmp_path, "id = "))
+
+
+def test_duplicate_ids(tmp_path: Path) -> None:
+    first = _write(tmp_path, GPTJ.read_text(), "a.toml")
+    second = _write(tmp_path, GPTJ.read_text(), "b.toml")
+    with pytest.raises(RunFileError, match="ids must be unique"):
+        load_runs([first, second])
+
+
+# --- conversions, against hand counts ----------------------------------------------------------------------------
+
+
+def test_decoder_param_count_by_hand() -> None:
+    # 2 layers x (4 x 8 x 6 + 2 x 8 x 32) + 100 x 8 x (1 tied | 2 untied)
+    assert flops.decoder_param_count(2, 8, 32, 6, 100, True) == 2 * (192 + 512) + 800
+    assert flops.decoder_param_count(2, 8, 32, 6, 100, False) == 2 * (192 + 512) + 1600
+
+
+def test_conventions_by_hand() -> None:
+    n, layers, heads, d_head, seq = 1000, 2, 3, 4, 5
+    attention = 12 * 2 * 3 * 4 * 5  # 1440
+    assert flops.flops_per_token_6n(n) == 6000
+    assert flops.flops_per_token_6n_attn(n, layers, heads, d_head, seq) == 6000 + attention
+    assert flops.flops_per_token_6n_attn_causal(n, layers, heads, d_head, seq) == 6000 + attention / 2
+    # d_model 8, d_ff 16, 3 heads of 4, vocab 10, seq 5, two MLP matrices:
+    # per layer ffn 2*8*16*2 = 512, qkv 2*8*3*12 = 576, projection 2*8*12 = 192; unembedding 2*8*10 = 160;
+    # 3 x (2 x 1280 + 160) = 8160, plus 3 x 2 x (4*5*12/2 = 120) = 720
+    assert flops.flops_per_token_maxtext_calc(2, 8, 16, 3, 4, 10, 5) == 8160 + 720
+
+
+def test_maxtext_22b_by_hand() -> None:
+    run = load_run(published.RUNS_DIR / "maxtext-22b-v4-128.toml")
+    assert run.published.convention is Convention.SIX_N
+    # 48 x (4 x 6144 x 6144 + 2 x 6144 x 24576) + 32768 x 6144 (tied, once)
+    n = 48 * (4 * 6144 * 6144 + 2 * 6144 * 24576) + 32768 * 6144
+    assert run.model.n_params == n == 21_944_598_528
+    conversion = published_tokens_per_s(run)
+    assert conversion.tokens_per_s == pytest.approx(156e12 * 64 / (6 * n))
+    # its MFU is the same figure over the peak the source names
+    assert 156 / run.published.peak_tflops_per_chip == pytest.approx(0.567, abs=5e-4)
+
+
+def test_mfu_conversion_by_hand(tmp_path: Path) -> None:
+    run = load_run(published.RUNS_DIR / "levanter-6.7b-v3-256.toml")
+    assert run.published.figure is Figure.MFU
+    m = run.model
+    per_token = 6 * m.n_params + 12 * m.n_layers * m.n_heads * m.d_head * m.seq
+    expected = 0.473 * 123e12 * 128 / per_token
+    conversion = published_tokens_per_s(run)
+    assert conversion.tokens_per_s == pytest.approx(expected)
+    assert [s.value for s in conversion.steps][-1] == conversion.tokens_per_s
+
+
+def test_step_s_and_per_chip_by_hand(tmp_path: Path) -> None:
+    run = load_run(published.RUNS_DIR / "gptj-6b-v3-32.toml")
+    assert published_tokens_per_s(run).tokens_per_s == pytest.approx(32 * 2048 / 3.37298)
+    per_chip = _gptj_with(tmp_path, "tokens_per_s = 151000", "tokens_per_s_per_chip = 1000")
+    assert published_tokens_per_s(load_run(per_chip)).tokens_per_s == 128_000
+
+
+def test_source_remat_names_map_to_policies() -> None:
+    assert published.remat_policy("minimal") is Remat.DOTS
+    assert published.remat_policy("recompute_grad") is Remat.FULL
+    assert published.remat_policy("none") is Remat.NONE
+
+
+# --- the run as the suite compiles it ----------------------------------------------------------------------------
+
+
+def test_gptj_compiles_as_the_gptj_preset() -> None:
+    """GPT-J's run is the gptj-6b preset on its mesh: the same program, so the committed compile cache serves it."""
+    from bench.tpu_aot.validate import compile_plan
+    from model.config import get_preset, model_for
+
+    plan = compile_plan(load_run(GPTJ))
+    reference = get_preset("gptj-6b")
+    assert plan.mesh == reference.mesh and plan.variant.layout is Layout.MEGATRON
+    assert plan.preset.batch == reference.batch and plan.preset.grad_accum == reference.grad_accum
+    assert model_for(plan.preset, plan.variant) == model_for(reference, plan.variant)
+
+
+def test_fsdp_run_maps_to_the_fsdp_layout() -> None:
+    from bench.tpu_aot.validate import compile_plan
+
+    plan = compile_plan(load_run(published.RUNS_DIR / "levanter-6.7b-v3-256.toml"))
+    assert plan.variant.layout is Layout.FSDP and (plan.mesh.dp, plan.mesh.mp) == (256, 1)
+    assert plan.preset.batch == 1024 and plan.preset.grad_accum == 1
+
+
+def test_run_file_outside_the_repository(tmp_path: Path) -> None:
+    path = _write(tmp_path, GPTJ.read_text().replace('"gptj-6b-v3-256"', '"mine"'))
+    run = load_run(path)
+    assert run.id == "mine" and re.search("tmp", str(run.path))
