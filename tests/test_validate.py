@@ -204,3 +204,72 @@ def test_run_file_outside_the_repository(tmp_path: Path) -> None:
     path = _write(tmp_path, GPTJ.read_text().replace('"gptj-6b-v3-256"', '"mine"'))
     run = load_run(path)
     assert run.id == "mine" and re.search("tmp", str(run.path))
+
+
+# --- the command -------------------------------------------------------------------------------------------------
+
+TINY_RUN = """
+id = "tiny-outside"
+source = "a test's own input, not a published run"
+quote = "1000 tokens/s"
+topology = "v3:2x2"
+
+[model]
+n_layers = 2
+d_model = 512
+d_ff = 1024
+n_heads = 2
+d_head = 256
+vocab = 256
+seq = 64
+residual = "parallel"
+activation = "gelu"
+tied_embeddings = false
+rotary_dim = 64
+
+[train]
+global_batch = 8
+grad_accum = 1
+dp = 4
+fsdp = 1
+tp = 2
+remat = "full"
+compute_dtype = "bfloat16"
+
+[published]
+tokens_per_s = 1000
+"""
+
+
+def test_bad_run_file_is_one_error_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from bench.cli.main import main
+
+    bad = _gptj_with(tmp_path, "dp = 32", "dp = 16")
+    assert main(["validate", "--run", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}: [train] dp, fsdp, tp:")
+    assert not (tmp_path / "out").exists()  # refused before a directory or a compile
+
+
+@pytest.mark.tpu_aot
+def test_validate_a_run_file_written_outside_the_repository(tmp_path: Path) -> None:
+    """The whole command on a run file in a temporary directory: compiled for v3:2x2, one record, one line."""
+    import json
+    import subprocess
+    import sys
+
+    from bench.tpu_aot.env import libtpu_available
+
+    if not libtpu_available():
+        pytest.skip("needs libtpu: run `nox -s tests_tpu_aot`")
+    run_file = _write(tmp_path, TINY_RUN)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "bench", "validate", "--run", str(run_file), "--out", str(out)]
+    done = subprocess.run([*command, "--compile-cache", "none"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("tiny-outside: published 1,000 tokens/s, PROJECTED ")
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert record["validation_id"] == "tiny-outside" and record["validation_file"] == str(run_file)
+    assert record["status"] == "ok" and record["fits_hbm"] is True
+    assert record["projected_tokens_per_s"] == record["projected_tokens_per_s_by_model"][record["projected_model"]][1]
+    assert record["projected_over_published"] == pytest.approx(record["projected_tokens_per_s"] / 1000)

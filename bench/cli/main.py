@@ -333,6 +333,53 @@ def cmd_tpu_search(args: argparse.Namespace) -> int:
         return 1 if failed else 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from bench.projection.published import committed_runs, load_runs
+    from bench.tpu_aot.env import apply_tpu_compile_env, libtpu_available
+    from bench.tpu_aot.validate import compile_plan, line
+
+    plans = [compile_plan(run) for run in load_runs(args.run or committed_runs())]
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_writable(out)
+    if not libtpu_available():
+        raise ConfigError(
+            f"libtpu (the TPU compiler) is not installed in this environment ({sys.executable}); "
+            f"`nox -s tpu_validate` compiles in the one that has it (requirements/tpu.txt)"
+        )
+    from bench.records.context import new_run_dir
+    from bench.records.store import cache_root, load_records
+
+    out = out or new_run_dir()
+    topologies = sorted({p.run.topology for p in plans})
+    print(f"run directory: {out}; {len(plans)} runs on {', '.join(topologies)}", file=sys.stderr)
+    if len(topologies) > 1:  # libtpu's compile-only environment is per topology and per process
+        failed = 0
+        for topology in topologies:
+            files = [arg for p in plans if p.run.topology == topology for arg in ("--run", str(p.run.path))]
+            cache = ["--compile-cache", args.compile_cache] if args.compile_cache else []
+            command = [sys.executable, "-m", "bench", "validate", *files, "--out", str(out), *cache]
+            code = subprocess.run(command, check=False).returncode
+            if code not in (0, 1):  # 1: a run failed, and is recorded
+                raise ConfigError(f"validate stopped on {topology} (exit {code}; see its output above)")
+            failed += code
+    else:
+        apply_tpu_compile_env(topologies[0])
+        from bench.tpu_aot.cache import cache_from_flag
+        from bench.tpu_aot.validate import run_topology
+
+        cache = cache_from_flag(args.compile_cache, cache_root() / "tpu-aot")
+        with _interruptible(out):
+            failed = run_topology(plans, out, cache)
+    latest = {r.get("validation_id"): r for r in load_records(out).records if r.get("validation_id")}
+    for plan in plans:
+        if plan.run.id in latest:
+            print(line(latest[plan.run.id]))
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -343,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_calibrate(sub)
     _add_tpu_aot(sub)
+    _add_validate(sub)
     _add_tpu_search(sub)
     _add_report(sub)
     return parser
@@ -444,6 +492,23 @@ def _add_tpu_aot(sub: Any) -> None:
     )
     aot.set_defaults(preset="gptj-6b")
     aot.set_defaults(func=cmd_tpu_aot)
+
+
+def _add_validate(sub: Any) -> None:
+    validate = sub.add_parser(
+        "validate",
+        help="compile published runs for their TPU topologies and set the PROJECTED tokens/s beside the published",
+        description="Example: python -m bench validate --run my-run.toml --out reports/runs/validate "
+        "(run files: reports/published-runs/README.md; `nox -s tpu_validate` takes the committed set)",
+    )
+    validate.add_argument(
+        "--run", action="append", metavar="FILE", help="a run file (repeatable); default: reports/published-runs/*.toml"
+    )
+    add_run_flags(validate, only=("out",))
+    validate.add_argument(
+        "--compile-cache", metavar="DIR", help="as tpu-aot's (default $GPTJ_BENCH_CACHE/tpu-aot; 'none': off)"
+    )
+    validate.set_defaults(func=cmd_validate)
 
 
 def _add_tpu_search(sub: Any) -> None:
