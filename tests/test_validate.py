@@ -192,7 +192,7 @@ def test_gptj_compiles_as_the_gptj_preset() -> None:
     assert model_for(plan.preset, plan.variant) == model_for(reference, plan.variant)
 
 
-def test_fsdp_run_maps_to_the_fsdp_layout() -> None:
+def test_sharded_parameter_run_maps_to_that_layout() -> None:
     from bench.tpu_aot.validate import compile_plan
 
     plan = compile_plan(load_run(published.RUNS_DIR / "levanter-6.7b-v3-256.toml"))
