@@ -40,6 +40,14 @@ class Activation(str, enum.Enum):
     RELU = "relu"
 
 
+class SourceAttention(str, enum.Enum):
+    """The attention kernel a source ran. The projection compiles the suite's reference kernel for every run; a
+    record whose source ran another says so (bench.tpu_aot.validate)."""
+
+    REFERENCE = "reference"  # softmax(Q K^T) V written out, as the suite's reference kernel
+    FLASH = "flash"  # a fused, blockwise kernel (MaxText's Pallas flash attention)
+
+
 class Convention(str, enum.Enum):
     """The FLOPs per token a source multiplied its tokens/s by (bench.analysis.flops)."""
 
@@ -104,6 +112,7 @@ class RunModel:
     rotary_dim: int  # 0: no rotary embedding
     local_attention_window: int | None = None  # tokens a local layer attends back over
     local_attention_every: int | None = None  # every k-th layer local (2: alternate layers)
+    attention_kernel: SourceAttention = SourceAttention.REFERENCE  # what the source ran
 
     @property
     def attention_width(self) -> int:
@@ -255,6 +264,7 @@ MODEL_CONVERTERS: Mapping[str, Callable] = {
     "rotary_dim": _non_negative_int,
     "local_attention_window": _int,
     "local_attention_every": _int,
+    "attention_kernel": lambda p, k, v: _choice(p, k, v, SourceAttention),
 }
 TRAIN_CONVERTERS: Mapping[str, Callable] = {
     **{k: _int for k in ("global_batch", "grad_accum", "dp", "fsdp", "tp")},

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.hardware.topology import TpuGeneration, parse_topology
-from bench.projection.published import Activation, PublishedRun, published_tokens_per_s
+from bench.projection.published import Activation, PublishedRun, SourceAttention, published_tokens_per_s
 from model.config import (
     ConfigError,
     Dtype,
@@ -51,9 +51,6 @@ VOCAB_PAD = 128
 # The run files have no key for the dtype of the gradient sum across micro-steps: bf16, as GPT-J summed (model.config
 # Preset.grad_accum_dtype); only runs with grad_accum > 1 have the sum.
 GRAD_ACCUM_DTYPE = Dtype.BFLOAT16
-# Kernels a source ran that the projection cannot price: the reference attention is compiled instead, and the record
-# says so. MaxText's runs name flash attention in their scripts (attention='flash', enable_flash_attention=true).
-FLASH_ATTENTION_SOURCES = ("maxtext",)
 
 # run-file [model] keys -> the ModelConfig field that expresses each, where the value is not what ModelConfig does
 # without it (attention width d_model, GELU, untied embeddings, global attention everywhere).
@@ -156,8 +153,10 @@ def compile_plan(run: PublishedRun) -> CompilePlan:
         grad_accum=t.grad_accum,
         grad_accum_dtype=GRAD_ACCUM_DTYPE,
     )
-    if any(run.id.startswith(prefix) for prefix in FLASH_ATTENTION_SOURCES):
-        notes += ("the source ran flash attention; priced here: the reference attention kernel",)
+    if m.attention_kernel is not SourceAttention.REFERENCE:
+        # the suite's kernels do not reproduce the source's (MaxText's Pallas flash attention loops), so the price is
+        # the reference kernel's, and the record says so
+        notes += (f"the source ran {m.attention_kernel.value} attention; priced here: the reference attention kernel",)
     if t.remat != t.remat_policy.value:
         notes += (f"remat {t.remat!r} (the source's) compiled as the suite's {t.remat_policy.value!r}",)
     try:
