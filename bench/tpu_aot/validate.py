@@ -260,6 +260,7 @@ def run_topology(plans: Sequence[CompilePlan], out: Path, cache: Any, resume: bo
         if record.get("status") == Status.OK.value:
             record.update(projection_fields(record))
         append_record(out, record)
-        print(line(record), file=sys.stderr)
+        status = "recorded" if record["status"] == Status.OK.value else f"failed: {record.get('error', '')[:200]}"
+        print(f"{plan.run.id}: {status} ({record['validate_s']:.0f} s)", file=sys.stderr)
         failures += record["status"] != Status.OK.value and not is_finding(record)
     return failures
