@@ -263,13 +263,21 @@ def test_validate_a_run_file_written_outside_the_repository(tmp_path: Path) -> N
     if not libtpu_available():
         pytest.skip("needs libtpu: run `nox -s tests_tpu_aot`")
     run_file = _write(tmp_path, TINY_RUN)
+    # a second topology: one process each (libtpu's compile-only environment is per process)
+    v5e = TINY_RUN.replace('"tiny-outside"', '"tiny-v5e"').replace('"v3:2x2"', '"v5e:2x2"').replace("dp = 4", "dp = 2")
+    other = _write(tmp_path, v5e, "other.toml")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "bench", "validate", "--run", str(run_file), "--out", str(out)]
+    command = [sys.executable, "-m", "bench", "validate", "--run", str(run_file), "--run", str(other), "--out", str(out)]
     done = subprocess.run([*command, "--compile-cache", "none"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("tiny-outside: published 1,000 tokens/s, PROJECTED ")
-    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert record["validation_id"] == "tiny-outside" and record["validation_file"] == str(run_file)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("tiny-outside: published 1,000 tokens/s, PROJECTED ")
+    records = {r["validation_id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert sorted(records) == ["tiny-outside", "tiny-v5e"]
+    record = records["tiny-outside"]
+    assert record["validation_file"] == str(run_file) and record["topology"] == "v3:2x2"
     assert record["status"] == "ok" and record["fits_hbm"] is True
     assert record["projected_tokens_per_s"] == record["projected_tokens_per_s_by_model"][record["projected_model"]][1]
     assert record["projected_over_published"] == pytest.approx(record["projected_tokens_per_s"] / 1000)
+    # v5e has no compiler estimate (validate.ESTIMATE_GENERATIONS): the whole-step HLO roofline is the headline
+    assert records["tiny-v5e"]["projected_model"] == "whole-step HLO roofline + ICI"

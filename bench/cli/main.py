@@ -10,7 +10,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -334,8 +336,6 @@ def cmd_tpu_search(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    import subprocess
-
     from bench.projection.published import committed_runs, load_runs
     from bench.tpu_aot.env import apply_tpu_compile_env, libtpu_available
     from bench.tpu_aot.validate import compile_plan, line
@@ -356,15 +356,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     topologies = sorted({p.run.topology for p in plans})
     print(f"run directory: {out}; {len(plans)} runs on {', '.join(topologies)}", file=sys.stderr)
     if len(topologies) > 1:  # libtpu's compile-only environment is per topology and per process
-        failed = 0
-        for topology in topologies:
-            files = [arg for p in plans if p.run.topology == topology for arg in ("--run", str(p.run.path))]
-            cache = ["--compile-cache", args.compile_cache] if args.compile_cache else []
-            command = [sys.executable, "-m", "bench", "validate", *files, "--out", str(out), *cache]
-            code = subprocess.run(command, check=False).returncode
-            if code not in (0, 1):  # 1: a run failed, and is recorded
-                raise ConfigError(f"validate stopped on {topology} (exit {code}; see its output above)")
-            failed += code
+        cache = ["--compile-cache", args.compile_cache] if args.compile_cache else []
+        commands = {
+            topology: [
+                *(sys.executable, "-m", "bench", "validate", "--out", str(out), *cache),
+                *[arg for p in plans if p.run.topology == topology for arg in ("--run", str(p.run.path))],
+            ]
+            for topology in sorted(topologies, key=lambda t: -sum(p.run.topology == t for p in plans))
+        }
+        codes = _two_at_a_time(commands)
+        stopped = [f"{t} (exit {code})" for t, code in codes.items() if code not in (0, 1)]  # 1: a failure, recorded
+        if stopped:
+            raise ConfigError(f"validate stopped on {', '.join(stopped)}; see the output above")
+        failed = sum(codes.values())
     else:
         apply_tpu_compile_env(topologies[0])
         from bench.tpu_aot.cache import cache_from_flag
@@ -378,6 +382,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if plan.run.id in latest:
             print(line(latest[plan.run.id]))
     return 1 if failed else 0
+
+
+def _two_at_a_time(commands: dict[str, list[str]]) -> dict[str, int]:
+    """Run each command as a process, two at once (the machine's cores), in the given order; their exit codes.
+    Their output goes to stderr: the table on stdout is the parent's."""
+    waiting, running, codes = list(commands.items()), {}, {}
+    while waiting or running:
+        while waiting and len(running) < 2:
+            name, command = waiting.pop(0)
+            running[name] = subprocess.Popen(command, stdout=sys.stderr)
+        for name, process in list(running.items()):
+            if process.poll() is not None:
+                codes[name] = process.returncode
+                del running[name]
+        time.sleep(1)
+    return codes
 
 
 def build_parser() -> argparse.ArgumentParser:
