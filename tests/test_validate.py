@@ -281,3 +281,24 @@ def test_validate_a_run_file_written_outside_the_repository(tmp_path: Path) -> N
     assert record["projected_over_published"] == pytest.approx(record["projected_tokens_per_s"] / 1000)
     # v5e has no compiler estimate (validate.ESTIMATE_GENERATIONS): the whole-step HLO roofline is the headline
     assert records["tiny-v5e"]["projected_model"] == "whole-step HLO roofline + ICI"
+
+
+def test_projection_fields_price_every_model_the_record_has() -> None:
+    """On the committed GPT-J record (reports/example/tpu-aot): the headline is the default model's full-overlap bound,
+    and every model the record supports is priced beside it."""
+    import json
+
+    from bench.projection.throughput import ProjectionModel, project
+    from bench.tpu_aot.validate import projection_fields
+
+    lines = (published.RUNS_DIR.parent / "example" / "tpu-aot" / "results.jsonl").read_text().splitlines()
+    record = next(
+        r
+        for r in map(json.loads, lines)
+        if r.get("variant") == "parallel-h256-shard_map-full" and r.get("status") == "ok"
+    )
+    fields = projection_fields({**record, "published_tokens_per_s": 151_000.0})
+    assert set(fields["projected_tokens_per_s_by_model"]) == {m.value for m in ProjectionModel}
+    assert fields["projected_model"] == ProjectionModel.XLA_OPTIMAL.value
+    assert fields["projected_tokens_per_s"] == project(record).tokens_per_s_overlap
+    assert fields["projected_over_published"] == pytest.approx(fields["projected_tokens_per_s"] / 151_000)
