@@ -247,6 +247,18 @@ class Projection:
         return tuple(t for t in (self.compute_s, self.hbm_s) if t is not None)
 
     @property
+    def work_split_s(self) -> tuple[float, float]:
+        """(MXU-bound, HBM-bound) seconds of the work. The per-op roofline prices op i at max(f_i / P, b_i / B), so
+        its sum is sum(f_i) / P plus, over the memory-bound ops, what their bytes take beyond their FLOPs: the first
+        part is ``compute_s`` (the analytic FLOPs stand in for the op's own; the part is capped at the work), the
+        rest is HBM-bound time. The roofline model has the two terms already."""
+        if self.model is ProjectionModel.ROOFLINE:
+            return self.compute_s, self.hbm_s or 0.0
+        (work,) = self.work_s
+        mxu = min(self.compute_s, work)
+        return mxu, work - mxu
+
+    @property
     def overlap_step_s(self) -> float:
         return step_bounds_s(self.work_s, self.ici_exposed_s, self.ici_overlappable_s)[0]
 
