@@ -78,9 +78,9 @@ def test_fit_recovers_known_efficiencies() -> None:
     assert dict(fit.k) == pytest.approx({Part.MXU.value: 1.6, Part.HBM.value: 2.5, Part.ICI.value: 0.5}, rel=1e-6)
     summary = calibrate.summarise(SEVEN)
     assert summary.max_abs_error < 1e-6  # exact data: every run predicted from the other six
-    # uncalibrated efficiencies published / projected: a's is 1.2 / 1.8 = 0.667, b's 1.3 / 2.79 = 0.466
+    # uncalibrated efficiency, published / projected = modelled step / published step: a's 1.2 / 1.9
     assert summary.efficiency_low == pytest.approx(min(o.efficiency for o in SEVEN))
-    assert SIX[0].efficiency == pytest.approx(1.2 / 1.8)
+    assert SEVEN[0].efficiency == pytest.approx(1.2 / 1.9)
 
 
 def test_at_most_half_as_many_parameters_as_runs() -> None:
