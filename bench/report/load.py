@@ -35,6 +35,8 @@ class RunRecords:
     aot_from: tuple[Path, ...] = ()  # the directory of each aot record
     # tpu-aot records of the design-space search (``search_point`` set): its own section, never section 4's ranking
     search: tuple[dict[str, Any], ...] = ()
+    # tpu-aot records of published runs (``validation_id`` set, ``python -m bench validate``): their own section
+    validation: tuple[dict[str, Any], ...] = ()
 
 
 def row_key(record: Mapping[str, Any]) -> tuple[str, str]:
@@ -130,12 +132,15 @@ def load_run(run_dir: Path, aot_dirs: Sequence[Path] = ()) -> RunRecords:
     measured, config_skipped, config = _one_configuration([r for r in records if not _is_aot(r)])
     skipped += config_skipped
     search = [r for r in aot if r.get("search_point")]
-    aot_from = [d for d, r in zip(aot_from, aot) if not r.get("search_point")]
-    aot = [r for r in aot if not r.get("search_point")]
-    if not measured and not aot and not search:
+    validation = [r for r in aot if r.get("validation_id")]
+    aot_from = [d for d, r in zip(aot_from, aot) if not r.get("search_point") and not r.get("validation_id")]
+    aot = [r for r in aot if not r.get("search_point") and not r.get("validation_id")]
+    if not measured and not aot and not search and not validation:
         reasons = "; ".join(skipped) or "the file is empty"
         raise ReportError(
             f"no usable records in {run_dir / RESULTS} ({reasons}). A run directory holds one JSON record per line "
             f"with schema_version, variant and status; make one with `python -m bench run --out {run_dir}`"
         )
-    return RunRecords(run_dir, tuple(measured), tuple(aot), tuple(skipped), config, tuple(aot_from), tuple(search))
+    return RunRecords(
+        run_dir, tuple(measured), tuple(aot), tuple(skipped), config, tuple(aot_from), tuple(search), tuple(validation)
+    )

@@ -32,6 +32,7 @@ from bench.report.sections.kernels_tpu import section_kernels_tpu
 from bench.report.sections.profiles import section_profiles
 from bench.report.sections.projection import projection_frame
 from bench.report.sections.search import section_search
+from bench.report.sections import validation
 from bench.report.stats import compare_runs
 
 REPORT = "REPORT.md"
@@ -43,6 +44,7 @@ PLOTS = {  # plot name: its PNG beside REPORT.md
     "memory": "memory_throughput.png",
     "projection": "projection_tpu.png",
     "components": "components_tpu.png",
+    "validation": validation.PLOT,
 }
 SECTIONS = (
     section_headline,
@@ -52,6 +54,7 @@ SECTIONS = (
     section_baseline,
     section_kernels_tpu,
     section_search,
+    validation.section_validation,
     section_comm,
     section_profiles,
     section_environment,
@@ -130,6 +133,7 @@ def draw(a: Analysis, out_dir: Path) -> dict[str, str]:
             p,
         ),
         "components": lambda p: plots.components(component_frame(a.projections), p),
+        "validation": lambda p: validation.plot(a.run.validation, p),
     }
     return {name: PLOTS[name] for name, job in jobs.items() if job(out_dir / PLOTS[name]) is not None}
 

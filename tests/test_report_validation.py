@@ -1,0 +1,67 @@
+"""The report's "Does the projection hold?" section (bench/report/sections/validation.py) from synthetic validation
+records whose numbers are counted by hand."""
+
+from pathlib import Path
+
+import pytest
+
+from bench.projection.throughput import ProjectionModel
+from bench.report.sections import validation
+from tests.test_calibrate import RECORD
+
+XLA, HLO = ProjectionModel.XLA_OPTIMAL.value, ProjectionModel.HLO_ROOFLINE.value
+STEP_S = 0.35  # RECORD's modelled step at no overlap: 0.2 s MXU-bound + 0.1 s HBM-bound + 0.05 s ICI
+
+
+def _run(run_id: str, slowdown: float) -> dict:
+    """A published run whose pod took ``slowdown`` x the modelled step."""
+    return RECORD | {
+        "validation_id": run_id,
+        "published_tokens_per_s": 1e6 / (slowdown * STEP_S),
+        "published_quote": f"{run_id} quote",
+        "published_source": f"{run_id} source",
+        "published_conversion": [["tokens per step", 1e6], ["step time s", slowdown * STEP_S]],
+        "projected_tokens_per_s_by_model": {XLA: [1e6 / 0.35, 1e6 / 0.3], HLO: [1e6 / 0.45, 1e6 / 0.4]},
+        "fits_hbm": run_id != "c",
+        "validation_notes": ["priced with the reference attention kernel"] if run_id == "b" else [],
+    }
+
+
+RUNS = [_run("a", 2.0), _run("b", 2.0), _run("c", 1.25)]
+
+
+def test_nothing_without_validation_records() -> None:
+    assert validation.section_validation_records([]) == []
+    assert validation.section_validation_records([RECORD | {"validation_id": None}]) == []
+
+
+def test_rows_and_leave_one_out_by_hand() -> None:
+    frame, summary = validation.validation_frame(RUNS)
+    c = frame.set_index("run").loc["c"]
+    # c held out: k = 2 from a and b, predicted 1e6 / 0.7 against 1e6 / 0.4375: -37.5%
+    assert c["loo_predicted"] == pytest.approx(1e6 / 0.7)
+    assert c["loo_error"] == pytest.approx(-0.375)
+    assert c[XLA] == pytest.approx(1e6 / 0.3)
+    # the fit on all three: k = 5 ** (1/3)
+    assert dict(summary.fit.k)[validation.SHARED] == pytest.approx(5 ** (1 / 3))
+    assert c["calibrated"] == pytest.approx(1e6 / (5 ** (1 / 3) * STEP_S))
+
+
+def test_section_text() -> None:
+    text = "\n".join(validation.section_validation_records(RUNS, {"validation": validation.PLOT}))
+    assert text.startswith(validation.TITLE)
+    # a and b predicted by k = sqrt(2.5): 2 / 1.581 - 1 = +26.5%; c -37.5%
+    assert "leave-one-out error median 26.5%, maximum 37.5%" in text
+    # published / projected at no overlap: 1 / 2 and 1 / 1.25; over the full-overlap bound 0.3 / 0.7 and 0.3 / 0.4375
+    assert "42.9% to 68.6% of their projection" in text
+    assert "| c " in text and "-37.5%" in text
+    assert "c do(es) not fit HBM" in text
+    assert '"a quote" (a source). tokens per step = 1,000,000; step time s = 0.7' in text
+    assert "b: priced with the reference attention kernel" in text
+    assert f"]({validation.PLOT})" in text
+    assert "whole step" in text and "1.710" in text  # k = 5 ** (1/3)
+
+
+def test_plot(tmp_path: Path) -> None:
+    assert validation.plot(RUNS, tmp_path / "v.png").stat().st_size > 0
+    assert validation.plot([], tmp_path / "none.png") is None
