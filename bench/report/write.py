@@ -32,7 +32,7 @@ from bench.report.sections.kernels_tpu import section_kernels_tpu
 from bench.report.sections.profiles import section_profiles
 from bench.report.sections.projection import projection_frame
 from bench.report.sections.search import section_search
-from bench.report.sections import validation
+from bench.report.sections import claims, validation
 from bench.report.stats import compare_runs
 
 REPORT = "REPORT.md"
@@ -55,6 +55,7 @@ SECTIONS = (
     section_kernels_tpu,
     section_search,
     validation.section_validation,
+    claims.section_claims,
     section_comm,
     section_profiles,
     section_environment,
