@@ -27,12 +27,18 @@ DEFAULT_BLOCK_Q = 128
 DEFAULT_BLOCK_K = 128
 
 
-def causal_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-    """q, k, v: [B, T, H, K] -> [B, T, H, K]."""
+def causal_attention(
+    q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, window: jnp.ndarray | int | None = None
+) -> jnp.ndarray:
+    """q, k, v: [B, T, H, K] -> [B, T, H, K]. ``window``: position t sees only t - window + 1 .. t (local attention;
+    Hugging Face modeling_gpt_neo.py masks ``bias ^ tril(bias, -window_size)``, the same band); may be traced."""
     seq, d_head = q.shape[1], q.shape[-1]
     scores = jnp.einsum("bthk,bshk->bhts", q, k, preferred_element_type=jnp.float32)  # [B, H, T, T]
     scores = scores / np.sqrt(d_head).astype(np.float32)
     causal = np.tril(np.ones((seq, seq), dtype=bool))
+    if window is not None:
+        distance = np.arange(seq)[:, None] - np.arange(seq)[None, :]  # [T, T]: query position minus key position
+        causal = causal & (distance < window)
     scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     return jnp.einsum("bhts,bshk->bthk", weights, v)
@@ -93,16 +99,21 @@ def attention(
     block_k: int = DEFAULT_BLOCK_K,
     interpret: bool = False,
     unroll_blocks: bool = False,
+    window: jnp.ndarray | int | None = None,
 ) -> jnp.ndarray:
     """Causal attention by ``kernel``. q, k, v: [B, T, H, K] -> [B, T, H, K].
+
+    ``window`` (local attention, ``causal_attention``) runs on the reference kernel only (model.config checks it).
 
     Blocks apply to ``blockwise`` and ``pallas`` (clipped to the sequence; T need not be a multiple of them), and so
     does ``unroll_blocks``: the same computation with its block loops written out, for XLA's cost analysis
     (kernels.flash); ``interpret`` to ``pallas`` only. Check the kernel with ``check_kernel_supported`` before tracing.
     """
+    if window is not None and kernel is not AttentionKernel.reference:
+        raise ValueError(f"local attention runs on the reference kernel only, not {kernel.value!r}")
     match kernel:
         case AttentionKernel.reference:
-            return causal_attention(q, k, v)
+            return causal_attention(q, k, v, window)
         case AttentionKernel.xla:
             return xla_attention(q, k, v)
         case AttentionKernel.cudnn:

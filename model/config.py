@@ -47,6 +47,13 @@ class Head(_Choice):
         return int(self.value[1:])
 
 
+class Activation(_Choice):
+    """The feed-forward's nonlinearity."""
+
+    GELU = "gelu"  # GPT-J, GPT-Neo: tanh-approximate GELU
+    RELU = "relu"  # MaxText's 2023 decoder (its mlp_activations ["relu"])
+
+
 class Strategy(_Choice):
     XMAP = "xmap"
     PJIT = "pjit"
@@ -205,10 +212,38 @@ class ModelConfig:
     # and GPU configurations, whose compiles (and the committed TPU compile cache) predate it and where it is
     # unmeasured.
     flat_tokens: bool = False
+    # Attention heads; 0 means d_model / d_head (GPT-J, and the 24 variants). Explicit where the attention width
+    # n_heads x d_head differs from d_model (MaxText 16B: 32 heads x 256 = 8192 at d_model 5120).
+    attention_heads: int = 0
+    activation: Activation = Activation.GELU
+    # The LM head multiplies by the input embedding table transposed and has no weight or bias of its own
+    # (MaxText's logits_via_embedding).
+    tied_embeddings: bool = False
+    # Local attention in some layers (GPT-Neo: global and local alternating). A local layer's query at t sees the
+    # keys t - window + 1 .. t (Hugging Face modeling_gpt_neo.py's window_size, 256 for GPT-Neo 2.7B); layer i is
+    # local when i % every == every - 1, so every=2 makes layers 1, 3, 5, ... local and layer 0 global, as GPT-Neo's
+    # attention_types [[["global", "local"], 16]]. 0 and 0: every layer global.
+    local_attention_window: int = 0
+    local_attention_every: int = 0
 
     @property
     def n_heads(self) -> int:
-        return self.d_model // self.d_head
+        return self.attention_heads or self.d_model // self.d_head
+
+    @property
+    def attention_width(self) -> int:
+        """H x K: the q/k/v projections' output width and the output projection's input."""
+        return self.n_heads * self.d_head
+
+    @property
+    def n_local_layers(self) -> int:
+        return self.n_layers // self.local_attention_every if self.local_attention_window else 0
+
+    def layer_windows(self) -> tuple[int, ...]:
+        """Keys each layer's query sees (itself included): the local window, or the context (global)."""
+        every = self.local_attention_every
+        local = [bool(self.local_attention_window) and i % every == every - 1 for i in range(self.n_layers)]
+        return tuple(self.local_attention_window if is_local else self.context for is_local in local)
 
     def check_sizes(self) -> None:
         """Every size at least 1 (a zero ends in a division by zero, or fails only after compiling)."""
@@ -219,10 +254,38 @@ class ModelConfig:
 
     def validate(self) -> None:
         self.check_sizes()
-        if self.d_model % self.d_head:
-            raise ConfigError(f"d_model {self.d_model} is not a multiple of d_head {self.d_head}")
+        if self.attention_heads < 0:
+            raise ConfigError(f"attention_heads {self.attention_heads} must be at least 0 (0: d_model / d_head)")
+        if not self.attention_heads and self.d_model % self.d_head:
+            raise ConfigError(
+                f"d_model {self.d_model} is not a multiple of d_head {self.d_head}; set attention_heads for an "
+                f"attention width other than d_model"
+            )
+        self.check_local_attention()
         if not 0 <= self.rotary_dim <= self.d_head or self.rotary_dim % 2:
             raise ConfigError(f"rotary_dim {self.rotary_dim} must be even, at least 0 and at most d_head {self.d_head}")
+
+
+    def check_local_attention(self) -> None:
+        window, every = self.local_attention_window, self.local_attention_every
+        if window < 0 or every < 0:
+            raise ConfigError(
+                f"local_attention_window {window} and local_attention_every {every} must be at least 0 "
+                f"(both 0: no local attention)"
+            )
+        if bool(window) != bool(every):
+            raise ConfigError(
+                f"local_attention_window {window} with local_attention_every {every}: set both (e.g. 256 and 2, "
+                f"every second layer local) or neither"
+            )
+        if every > self.n_layers:
+            raise ConfigError(
+                f"local_attention_every {every} is more than n_layers {self.n_layers}: no layer would be local"
+            )
+        if window and self.attention_kernel is not AttentionKernel.reference:
+            raise ConfigError(
+                f"local attention runs on the reference attention kernel only, not {self.attention_kernel.value!r}"
+            )
 
 
 def _check_positive(sizes: dict[str, int]) -> None:
@@ -500,10 +563,8 @@ def validate_run(
     if variant.strategy is Strategy.SINGLE and mesh.devices != 1:
         raise ConfigError(f"strategy single runs on one device; got mesh {mesh} (use dp=1,mp=1)")
     if model.n_heads % mesh.mp:
-        raise ConfigError(
-            f"n_heads {model.n_heads} (d_model {model.d_model} / d_head {model.d_head}) "
-            f"is not divisible by mp={mesh.mp}"
-        )
+        origin = "attention_heads" if model.attention_heads else f"d_model {model.d_model} / d_head {model.d_head}"
+        raise ConfigError(f"n_heads {model.n_heads} ({origin}) is not divisible by mp={mesh.mp}")
     for name, size in (("d_ff", model.d_ff), ("vocab", model.vocab)):
         if size % mesh.mp:
             raise ConfigError(f"{name} {size} is not divisible by mp={mesh.mp}")

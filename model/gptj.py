@@ -11,6 +11,8 @@ and the whole sizes in the global view (single, pjit); see ``model.sharding.Tens
 
 from __future__ import annotations
 
+import functools
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -19,7 +21,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from kernels.attention import attention
 from kernels.rotary import apply_rotary
-from model.config import ModelConfig, Remat, Residual
+from model.config import Activation, ModelConfig, Remat, Residual
 from model.sharding import PARAM_AXES, TensorParallel
 
 
@@ -66,9 +68,9 @@ class LayerNorm(_Module):
 class Attention(_Module):
     """Column-parallel q/k/v (whole heads per shard), row-parallel output: returns this shard's partial sum."""
 
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # x: [B, T, D]
+    def __call__(self, x: jnp.ndarray, window: jnp.ndarray | None = None) -> jnp.ndarray:  # x: [B, T, D]
         cfg = self.cfg
-        hk_dim = cfg.n_heads * cfg.d_head
+        hk_dim = cfg.attention_width
         init = _normal(cfg.d_model)
         weights = [self.param(w, (cfg.d_model, hk_dim), init) for w in ("w_q", "w_k", "w_v")]
         with jax.named_scope("qkv_proj"):
@@ -78,7 +80,7 @@ class Attention(_Module):
         with jax.named_scope("rotary"):
             q, k = apply_rotary(q, cfg.rotary_dim), apply_rotary(k, cfg.rotary_dim)
         with jax.named_scope("attn_core"):
-            out = attention(q, k, v, cfg.attention_kernel, unroll_blocks=cfg.unroll_attention_blocks)
+            out = attention(q, k, v, cfg.attention_kernel, unroll_blocks=cfg.unroll_attention_blocks, window=window)
             out = _tag_attention_output(cfg, out)  # [B, T, H, K]
         out = out.reshape(*out.shape[:2], -1)  # [B, T, H*K]
         w_o = self.param("w_o", (hk_dim, cfg.d_model), _normal(hk_dim))
@@ -95,10 +97,10 @@ class FeedForward(_Module):
         w_in = self.param("w_in", (cfg.d_model, cfg.d_ff), _normal(cfg.d_model))
         with jax.named_scope("ff_in"):
             h = project(cfg, x, w_in)
-        with jax.named_scope("gelu"):
+        with jax.named_scope(cfg.activation.value):
             h = h + self.param("b_in", (cfg.d_ff,), hk.initializers.Constant(0.0))  # [B, T, F]
             h = self.tp.constrain(h, ("batch", "seq", "ff"))
-            h = jax.nn.gelu(h, approximate=True)
+            h = jax.nn.gelu(h, approximate=True) if cfg.activation is Activation.GELU else jax.nn.relu(h)
         w_out = self.param("w_out", (cfg.d_ff, cfg.d_model), _normal(cfg.d_ff))
         with jax.named_scope("ff_out"):
             return project(cfg, h, w_out)  # [B, T, D], partial
@@ -108,9 +110,12 @@ class FeedForward(_Module):
 
 
 class Block(_Module):
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # x: [B, T, D] -> [B, T, D]
+    """``window``: the keys each query sees in this layer (local attention), None for plain causal attention."""
+
+    def __call__(self, x: jnp.ndarray, window: jnp.ndarray | None = None) -> jnp.ndarray:  # [B, T, D] -> [B, T, D]
         cfg, tp = self.cfg, self.tp
-        attn, ff = Attention(cfg, tp, "attn"), FeedForward(cfg, tp, "ff")
+        attn = functools.partial(Attention(cfg, tp, "attn"), window=window)
+        ff = FeedForward(cfg, tp, "ff")
         x = tp.constrain(x, ("batch", "seq", "embed"))
         if cfg.residual is Residual.PARALLEL:
             # GPT-J: attention and feed-forward read the same LayerNorm output and their partial sums are added
@@ -138,6 +143,14 @@ class Embed(_Module):
         x = jnp.take(table, jnp.clip(local_ids, 0, rows - 1), axis=0) * owned[..., None].astype(table.dtype)
         return self.tp.exit(x)
 
+    def attend(self, x: jnp.ndarray) -> jnp.ndarray:  # x: [B, T, D] -> logits [B, T, V]
+        """The tied LM head: the same table, transposed, so each shard's logits are those of the rows it owns."""
+        cfg = self.cfg
+        table = self.param("table", (cfg.vocab, cfg.d_model), hk.initializers.TruncatedNormal(stddev=0.02))
+        with jax.named_scope("lm_head"):
+            logits = project(cfg, self.tp.enter(x), table.T)
+            return self.tp.constrain(logits, ("batch", "seq", "vocab"))
+
 
 class LMHead(_Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # x: [B, T, D] -> logits [B, T, V]
@@ -155,7 +168,21 @@ def block_stack(cfg: ModelConfig, tp: TensorParallel, x: jnp.ndarray) -> jnp.nda
 
     unroll = cfg.n_layers if cfg.unroll_layers else 1
     with jax.named_scope("layer_stack"):  # the slicing of stacked parameters and stacking of their gradients
-        return hk.layer_stack(cfg.n_layers, unroll=unroll, name="layers")(rematerialised(cfg, one_block))(x)
+        if not cfg.local_attention_window:
+            return hk.layer_stack(cfg.n_layers, unroll=unroll, name="layers")(rematerialised(cfg, one_block))(x)
+        return _windowed_stack(cfg, tp, x, unroll)
+
+
+def _windowed_stack(cfg: ModelConfig, tp: TensorParallel, x: jnp.ndarray, unroll: int) -> jnp.ndarray:
+    """Local and global layers in one scan: each layer's attention window is a per-layer input, so every layer is
+    still one compiled block (a global layer's window is the whole context)."""
+
+    def one_block(x: jnp.ndarray, window: jnp.ndarray) -> tuple[jnp.ndarray, None]:
+        return Block(cfg, tp, "block")(x, window), None
+
+    windows = jnp.asarray(cfg.layer_windows(), dtype=jnp.int32)  # [L]
+    stack = hk.layer_stack(cfg.n_layers, with_per_layer_inputs=True, unroll=unroll, name="layers")
+    return stack(rematerialised(cfg, one_block))(x, windows)[0]
 
 
 def rematerialised(cfg: ModelConfig, fn):
@@ -164,10 +191,11 @@ def rematerialised(cfg: ModelConfig, fn):
 
 
 def logits_fn(cfg: ModelConfig, tp: TensorParallel, ids: jnp.ndarray) -> jnp.ndarray:
-    x = Embed(cfg, tp, "embed")(ids)  # [B, T, D]
+    embed = Embed(cfg, tp, "embed")
+    x = embed(ids)  # [B, T, D]
     x = block_stack(cfg, tp, x)
     x = LayerNorm(cfg, tp, "ln_f")(x)
-    return LMHead(cfg, tp, "lm_head")(x)  # [B, T, V]
+    return embed.attend(x) if cfg.tied_embeddings else LMHead(cfg, tp, "lm_head")(x)  # [B, T, V]
 
 
 def cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray, tp: TensorParallel) -> jnp.ndarray:
@@ -194,7 +222,8 @@ def model_loss(cfg: ModelConfig, tp: TensorParallel, batch: dict[str, jnp.ndarra
 
 
 def block_loss(cfg: ModelConfig, tp: TensorParallel, batch: dict[str, jnp.ndarray]) -> jnp.ndarray:
-    """One block forward and backward: a scalar from its output against a fixed random cotangent."""
+    """One block forward and backward: a scalar from its output against a fixed random cotangent. The block is
+    layer 0's, which attends globally also where other layers are local."""
     block = rematerialised(cfg, lambda x: Block(cfg, tp, "block")(x))
     y = block(batch["x"].astype(_dtype(cfg)))  # [B, T, D]
     return (y.astype(jnp.float32) * batch["cotangent"]).mean()

@@ -78,7 +78,7 @@ def test_gptj_param_count_hf_layout():
 
 @pytest.mark.parametrize("bad", [dict(n_params=0), dict(n_layers=-1), dict(seq=0)])
 def test_formulas_reject_non_positive_shapes(bad):
-    args = dict(n_params=10, n_layers=2, d_model=3, seq=4, tokens=5) | bad
+    args = dict(n_params=10, n_layers=2, attn_width=3, seq=4, tokens=5) | bad
     with pytest.raises(ValueError, match=f"{next(iter(bad))} must be > 0"):
         flops.model_flops(**args)
 

@@ -46,31 +46,64 @@ def flops_6n(n_params: int, tokens: float) -> float:
     return 6.0 * n_params * tokens
 
 
-def attention_forward_flops_per_token(n_layers: int, d_model: int, seq: int) -> float:
-    """Forward attention-score FLOPs per token, full (not causally halved) attention: 4 L d_model seq.
+def attention_forward_flops_per_token(
+    n_layers: int, attn_width: int, seq: int, *, local_layers: int = 0, local_window: int = 0
+) -> float:
+    """Forward attention-score FLOPs per token, full (not causally halved) attention: 4 L (H K) seq.
 
-    Per layer and token, Q K^T is a [d_model] x [d_model, seq] product (2 d_model seq FLOPs) and so is
-    softmax(.) V; the heads split d_model between them without changing the total. PaLM appendix B counts the
-    same 2 x 2 L H Q T forward (H Q = d_model) before multiplying by 3 for training.
+    Per layer and token, Q K^T is a [H K] x [H K, seq] product (2 H K seq FLOPs) and so is softmax(.) V; the
+    heads split the attention width H K between them without changing the total. PaLM appendix B counts the same
+    2 x 2 L H Q T forward before multiplying by 3 for training. ``attn_width`` is H K, d_model in GPT-J (and in
+    GPT-J's formulas below); MaxText's attention is wider than its d_model (32 x 256 at d_model 5120).
+
+    ``local_layers`` of the L attend over ``local_window`` keys instead of seq (GPT-Neo's local attention, every
+    second layer): their products are [H K] x [H K, window], counted in full as the global ones are.
     """
-    _require_positive(n_layers=n_layers, d_model=d_model, seq=seq)
-    return 4.0 * n_layers * d_model * seq
+    _require_positive(n_layers=n_layers, attn_width=attn_width, seq=seq)
+    _require_non_negative(local_layers=local_layers, local_window=local_window)
+    if local_layers > n_layers or (local_layers and not local_window):
+        raise ValueError(f"{local_layers} local layers of {n_layers} with window {local_window}")
+    keys_per_layer = (n_layers - local_layers) * seq + local_layers * min(local_window, seq)
+    return 4.0 * attn_width * keys_per_layer
 
 
-def model_flops(n_params: int, n_layers: int, d_model: int, seq: int, tokens: float) -> float:
-    """Model FLOPs of training: (6 N + 12 L d_model seq) per token.
+def model_flops(
+    n_params: int,
+    n_layers: int,
+    attn_width: int,
+    seq: int,
+    tokens: float,
+    *,
+    local_layers: int = 0,
+    local_window: int = 0,
+) -> float:
+    """Model FLOPs of training: (6 N + 12 L (H K) seq) per token.
 
-    Source: Chowdhery et al. 2022 (PaLM), appendix B, "6N + 12LHQT" with H Q = d_model and T = seq; attention
-    is counted in full, not halved for the causal mask. Recomputation is excluded by definition (that is HFU).
+    Source: Chowdhery et al. 2022 (PaLM), appendix B, "6N + 12LHQT" with H Q = ``attn_width`` and T = seq;
+    attention is counted in full, not halved for the causal mask. Recomputation is excluded by definition (that is
+    HFU). With tied embeddings N counts the one table once, as MaxText's 6N does (its calculate_tflops counts the
+    embedding's 2 d_model V per token once, as the LM head's product). Local layers: see
+    ``attention_forward_flops_per_token``.
     """
     _require_positive(n_params=n_params)
     _require_non_negative(tokens=tokens)
+    local = dict(local_layers=local_layers, local_window=local_window)
     # forward 1x + backward 2x of the attention products, as of the weight products (2N + 4N)
-    per_token = 6.0 * n_params + 3.0 * attention_forward_flops_per_token(n_layers, d_model, seq)
+    per_token = 6.0 * n_params + 3.0 * attention_forward_flops_per_token(n_layers, attn_width, seq, **local)
     return per_token * tokens
 
 
-def hardware_flops(n_params: int, n_layers: int, d_model: int, seq: int, tokens: float, remat: bool) -> float:
+def hardware_flops(
+    n_params: int,
+    n_layers: int,
+    attn_width: int,
+    seq: int,
+    tokens: float,
+    remat: bool,
+    *,
+    local_layers: int = 0,
+    local_window: int = 0,
+) -> float:
     """Hardware FLOPs of training: model FLOPs plus what rematerialisation recomputes.
 
     Full remat (``jax.checkpoint`` around every block, GPT-J's setting) reruns one forward pass in the backward
@@ -78,26 +111,34 @@ def hardware_flops(n_params: int, n_layers: int, d_model: int, seq: int, tokens:
     mesh-transformer-jax benchmark.py's "MXU flops" (``weight_flops * 8 + attn_flops``, ``attn_flops`` =
     16 L d_model seq per token); GPT-J's article quotes 8.1 PFLOP/s on this basis, a figure reproduced only with
     that script's hard-coded L=32, d_model=5120 rather than GPT-J's 28 x 4096 (bench/baseline.py). Without remat
-    this equals ``model_flops``.
+    this equals ``model_flops``. d_model here is ``attn_width`` (H K), as in ``model_flops``.
     """
-    total = model_flops(n_params, n_layers, d_model, seq, tokens)
+    local = dict(local_layers=local_layers, local_window=local_window)
+    total = model_flops(n_params, n_layers, attn_width, seq, tokens, **local)
     if remat:
-        total += (2.0 * n_params + attention_forward_flops_per_token(n_layers, d_model, seq)) * tokens
+        total += (2.0 * n_params + attention_forward_flops_per_token(n_layers, attn_width, seq, **local)) * tokens
     return total
 
 
-def gptj_param_count(n_layers: int, d_model: int, d_ff: int, n_vocab: int) -> int:
+def gptj_param_count(
+    n_layers: int, d_model: int, d_ff: int, n_vocab: int, *, attn_width: int | None = None, tied_embeddings: bool = False
+) -> int:
     """Parameters of GPT-J in the Hugging Face layout (transformers ``GPTJForCausalLM``).
 
     Per block: ln_1 scale+bias (2 d), q/k/v/out projections without bias (4 d^2), fc_in d x d_ff + bias d_ff,
     fc_out d_ff x d + bias d. Plus the input embedding V x d, ln_f (2 d) and the LM head d x V with bias V.
     GPT-J-6B (28, 4096, 16384, 50400) gives 6,050,882,784; the GPT-J README states 6,053,381,344 for its own layout.
+
+    ``attn_width`` (H K, default d_model): the projections are then 4 d H K. ``tied_embeddings``: no LM head of its
+    own, neither weight nor bias (the table serves both ends, MaxText's logits_via_embedding), so the table is
+    counted once.
     """
-    _require_positive(n_layers=n_layers, d_model=d_model, d_ff=d_ff, n_vocab=n_vocab)
-    per_block = 2 * d_model + 4 * d_model * d_model + (d_model * d_ff + d_ff) + (d_ff * d_model + d_model)
+    attn_width = d_model if attn_width is None else attn_width
+    _require_positive(n_layers=n_layers, d_model=d_model, d_ff=d_ff, n_vocab=n_vocab, attn_width=attn_width)
+    per_block = 2 * d_model + 4 * d_model * attn_width + (d_model * d_ff + d_ff) + (d_ff * d_model + d_model)
     embedding = n_vocab * d_model
     final_norm = 2 * d_model
-    lm_head = d_model * n_vocab + n_vocab
+    lm_head = 0 if tied_embeddings else d_model * n_vocab + n_vocab
     return n_layers * per_block + embedding + final_norm + lm_head
 
 

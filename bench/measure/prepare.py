@@ -319,11 +319,14 @@ def static_flop_fields(program: Program) -> dict[str, Any]:
     n_params = count_params(program.param_shapes())
     layers = cfg.n_layers if program.scope is Scope.MODEL else 1
     tokens = program.tokens_per_step
-    args = (n_params, layers, cfg.d_model, program.seq, tokens)
+    args = (n_params, layers, cfg.attention_width, program.seq, tokens)
+    # the block scope runs layer 0's block, which attends globally
+    local = dict(local_layers=cfg.n_local_layers, local_window=cfg.local_attention_window)
+    local = local if program.scope is Scope.MODEL else {}
     return {
         "n_params": n_params,
         "tokens_per_step": tokens,
         "flops_6n_per_step": flops.flops_6n(n_params, tokens),
-        "model_flops_per_step": flops.model_flops(*args),
-        "hardware_flops_per_step": flops.hardware_flops(*args, remat=cfg.remat is Remat.FULL),
+        "model_flops_per_step": flops.model_flops(*args, **local),
+        "hardware_flops_per_step": flops.hardware_flops(*args, remat=cfg.remat is Remat.FULL, **local),
     }

@@ -55,7 +55,7 @@ GRAD_ACCUM_DTYPE = Dtype.BFLOAT16
 # run-file [model] keys -> the ModelConfig field that expresses each, where the value is not what ModelConfig does
 # without it (attention width d_model, GELU, untied embeddings, global attention everywhere).
 MODEL_OPTIONS: Mapping[str, str] = {
-    "n_heads": "n_heads_override",
+    "n_heads": "attention_heads",
     "activation": "activation",
     "tied_embeddings": "tied_embeddings",
     "local_attention_window": "local_attention_window",
