@@ -299,6 +299,6 @@ def test_projection_fields_price_every_model_the_record_has() -> None:
     )
     fields = projection_fields({**record, "published_tokens_per_s": 151_000.0})
     assert set(fields["projected_tokens_per_s_by_model"]) == {m.value for m in ProjectionModel}
-    assert fields["projected_model"] == ProjectionModel.XLA_OPTIMAL.value
+    assert fields["projected_model"] == ProjectionModel.HLO_ROOFLINE.value  # the headline model
     assert fields["projected_tokens_per_s"] == project(record).tokens_per_s_overlap
     assert fields["projected_over_published"] == pytest.approx(fields["projected_tokens_per_s"] / 151_000)

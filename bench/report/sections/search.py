@@ -66,8 +66,8 @@ def _where(r: Mapping[str, Any]) -> tuple[str, str]:
 # Every point is ranked by one model of its work, the one each point has from its single compile: the per-op roofline
 # of its whole-step program (bench/tpu_aot/search.py says why); the compiler's own estimate, where --extrapolate added
 # it, is the cross-check beside the ranking.
-RANKED_BY = projection.ProjectionModel.HLO_ROOFLINE
-CROSS_CHECK = projection.ProjectionModel.XLA_OPTIMAL
+RANKED_BY = projection.HEADLINE
+CROSS_CHECK = projection.CROSS_CHECK
 
 
 def fitting(records: Sequence[Mapping[str, Any]]) -> tuple[list[Point], list[str]]:
