@@ -9,8 +9,9 @@ from bench.projection import calibrate
 from bench.projection.calibrate import SHARED, Fit, Observation, Part
 from bench.projection.throughput import ProjectionModel
 
-# A v3-256 record: 256 devices x 61.5 TFLOP/s (spec) x 0.2 s of FLOPs; the compiler's estimate 0.3 s, so 0.1 s of
-# it is HBM-bound; 2 GB on the wire over mp and 3 GB over dp at 1e11 B/s per device: 0.05 s of ICI.
+# A v3-256 record: 256 devices x 61.5 TFLOP/s (spec) x 0.2 s of FLOPs; the whole-step roofline (the headline model)
+# 0.4 s, so 0.2 s of it is HBM-bound (0.1 s of the compiler's 0.3 s estimate); 2 GB on the wire over mp and 3 GB over
+# dp at 1e11 B/s per device: 0.05 s of ICI.
 RECORD = {
     "kind": "tpu-aot",
     "status": "ok",
@@ -27,31 +28,34 @@ RECORD = {
     "hlo_roofline_seconds_per_step": 0.4,
     "validation_id": "synthetic",
     "published_tokens_per_s": 1_000_000 / 0.7,
-    "projected_model": ProjectionModel.XLA_OPTIMAL.value,
-    "projected_tokens_per_s": 1_000_000 / 0.35,
+    "projected_model": ProjectionModel.HLO_ROOFLINE.value,
+    "projected_tokens_per_s": 1_000_000 / 0.4,
 }
 
 
 def test_parts_of_a_record_by_hand() -> None:
     obs = calibrate.observation(RECORD)
     assert obs.parts_s[Part.MXU] == pytest.approx(0.2)
-    assert obs.parts_s[Part.HBM] == pytest.approx(0.1)
+    assert obs.parts_s[Part.HBM] == pytest.approx(0.2)
     assert obs.parts_s[Part.ICI] == pytest.approx(0.05)
-    # the whole-step roofline: 0.4 s of work, 0.2 s of it MXU-bound
-    roofline = calibrate.observation(RECORD, ProjectionModel.HLO_ROOFLINE)
-    assert roofline.parts_s[Part.HBM] == pytest.approx(0.2)
+    # the compiler's estimate: 0.3 s of work, 0.2 s of it MXU-bound
+    estimate = calibrate.observation(RECORD, ProjectionModel.XLA_OPTIMAL)
+    assert estimate.parts_s[Part.HBM] == pytest.approx(0.1)
 
 
 def test_mxu_part_is_capped_at_the_work() -> None:
-    # FLOPs worth 0.5 s against a 0.3 s estimate: all 0.3 s MXU-bound, nothing HBM-bound
+    # FLOPs worth 0.5 s against 0.4 s of work: all 0.4 s MXU-bound, nothing HBM-bound
     obs = calibrate.observation(RECORD | {"hardware_flops_per_step": 256 * 61.5e12 * 0.5})
-    assert (obs.parts_s[Part.MXU], obs.parts_s[Part.HBM]) == pytest.approx((0.3, 0.0))
+    assert (obs.parts_s[Part.MXU], obs.parts_s[Part.HBM]) == pytest.approx((0.4, 0.0))
 
 
 def test_calibrated_tokens_per_s_by_hand() -> None:
-    # k = 2 on MXU time, 1.5 on HBM, 4 on ICI: 0.4 + 0.15 + 0.2 = 0.75 s per step
+    # k = 2 on MXU time, 1.5 on HBM, 4 on ICI: 0.4 + 0.3 + 0.2 = 0.9 s per step
     fit = Fit(((Part.MXU.value, 2.0), (Part.HBM.value, 1.5), (Part.ICI.value, 4.0)), ("a",))
-    assert calibrate.calibrated_tokens_per_s(RECORD, fit) == pytest.approx(1_000_000 / 0.75)
+    assert calibrate.calibrated_tokens_per_s(RECORD, fit) == pytest.approx(1_000_000 / 0.9)
+    # the fit calibrates the headline model only
+    estimate = calibrate.throughput.project(RECORD, model=ProjectionModel.XLA_OPTIMAL)
+    assert calibrate.calibrated_projection(estimate, fit) is None
 
 
 def _obs(run_id: str, mxu: float, hbm: float, ici: float, k: tuple[float, float, float], noise: float = 1.0):

@@ -75,7 +75,7 @@ class CalibrationError(ValueError):
 
 
 def observation(record: Mapping[str, Any], model: ProjectionModel | None = None) -> Observation:
-    """The parts of a validation record's projection under ``model`` (default: the record's headline model)."""
+    """The parts of a validation record's projection under ``model`` (default: the headline model)."""
     p = _projection(record, model)
     return Observation(
         run_id=str(record.get("validation_id") or p.variant),
@@ -87,8 +87,7 @@ def observation(record: Mapping[str, Any], model: ProjectionModel | None = None)
 
 
 def _projection(record: Mapping[str, Any], model: ProjectionModel | None) -> throughput.Projection:
-    if model is None and record.get("projected_model"):
-        model = ProjectionModel(record["projected_model"])
+    """The record under ``model``, by default the headline model (throughput.HEADLINE), which the fit calibrates."""
     return throughput.project(record, model=model)
 
 
@@ -227,25 +226,33 @@ def model_spread(records: Sequence[Mapping[str, Any]]) -> dict[ProjectionModel, 
 
 
 @functools.cache
-def committed_fit(directory: Path = VALIDATION_DIR) -> Fit | None:
-    """The fit on the committed runs' records alone (reports/published-runs/, their records in ``directory``);
-    None where there are too few. A run passed with --run is calibrated by this fit, never a fit that saw it."""
+def committed_summary(directory: Path = VALIDATION_DIR) -> Summary | None:
+    """The calibration on the committed runs' records alone (reports/published-runs/, their records in
+    ``directory``); None where there are too few. A run passed with --run is calibrated by this fit, never by a fit
+    that saw it."""
     from bench.projection.published import committed_runs, load_runs
     from bench.records.store import load_records
 
     committed = {run.id for run in load_runs(committed_runs())}
     records = [r for r in validation_records(load_records(directory).records) if r["validation_id"] in committed]
     try:
-        return fit([observation(r) for r in records])
+        return summarise([observation(r) for r in records])
     except CalibrationError:
         return None
 
 
 def calibrated_tokens_per_s(record: Mapping[str, Any], fit: Fit | None = None) -> float | None:
     """CALIBRATED PROJECTION of a tpu-aot record's tokens/s: ``fit`` (default the committed fit) applied to its
-    projection's parts; None without a fit."""
-    fit = fit or committed_fit()
+    headline projection's parts; None without a fit."""
+    return calibrated_projection(_projection(record, None), fit)
+
+
+def calibrated_projection(p: throughput.Projection, fit: Fit | None = None) -> float | None:
+    """``fit`` (default the committed fit) applied to a projection under the headline model; None without a fit or
+    under another model."""
     if fit is None:
+        summary = committed_summary()
+        fit = summary.fit if summary else None
+    if fit is None or p.model is not throughput.HEADLINE:
         return None
-    p = _projection(record, None)
     return p.tokens_per_step / fit.step_s(parts_s(p))
