@@ -60,6 +60,8 @@ def test_section_text() -> None:
     assert "c do(es) not fit HBM" in text
     assert '"a quote" (a source). tokens per step = 1,000,000; step time s = 0.9' in text
     assert "b: priced with the reference attention kernel" in text
+    # published 1e6 / (2 x 0.45) and 1e6 / (1.25 x 0.45) against one projection per model: 2 / 1.25 = 1.6x under both
+    assert "On the 3 run(s) priced by both, published / projected varies 1.600x" in text and "and 1.600x" in text
     assert f"]({validation.PLOT})" in text
     assert "whole step" in text and "1.710" in text  # k = 5 ** (1/3)
 
@@ -67,3 +69,26 @@ def test_section_text() -> None:
 def test_plot(tmp_path: Path) -> None:
     assert validation.plot(RUNS, tmp_path / "v.png").stat().st_size > 0
     assert validation.plot([], tmp_path / "none.png") is None
+
+
+def test_calibrated_cell_and_margin_by_hand() -> None:
+    from bench.projection import calibrate, throughput
+
+    _, summary = validation.validation_frame(RUNS)  # k = 5 ** (1/3) = 1.710, largest leave-one-out error 37.5%
+    k = 5 ** (1 / 3)
+    p = throughput.project(RECORD)
+    value = 1e6 / (k * STEP_S)
+    assert validation.calibrated_cell(p, summary) == (
+        f"{validation.fmt(value)} ({validation.fmt(value * 0.625)} to {validation.fmt(value * 1.375)})"
+    )
+    assert validation.calibrated_cell(throughput.project(RECORD, model=throughput.CROSS_CHECK), summary) == "n/a"
+    # a step a third as long: 3x faster, over the (1.375 / 0.625) = 2.2x the interval needs; 2x is not
+    fast = throughput.project(RECORD | {"hlo_roofline_seconds_per_step": 0.4 / 3, "hardware_flops_per_step": 0,
+                                        "xla_flops_per_step": 1.0, "comm_mp_wire_bytes": 2e9 / 3,
+                                        "comm_dp_wire_bytes": 1e9})
+    assert calibrate.calibrated_projection(fast, summary.fit) == pytest.approx(3 * value)
+    assert "3.000x" in validation.margin_line(fast, p, summary) and "so the margin exceeds it (2.200x needed)" in (
+        validation.margin_line(fast, p, summary)
+    )
+    assert "does not exceed" in validation.margin_line(p, p, summary)
+    assert "too few for a leave-one-out interval" in validation.margin_line(p, p, None)

@@ -20,7 +20,9 @@ import pandas as pd
 from bench.analysis.components import Component
 from bench.projection import throughput as projection
 from bench.hardware.table import GiB
+from bench.projection import calibrate
 from bench.report.analyse import Analysis, first_line
+from bench.report.sections import validation
 from bench.report.format import fmt, markdown_table, number
 from bench.report.sections.components import ICI, step_components
 
@@ -192,6 +194,7 @@ def best_against_anchor(points: Sequence[Point], largest: int = 4) -> list[str]:
         f"{b.tokens_per_s_overlap / g.tokens_per_s_overlap:.3f}x GPT-J's choice on the full-overlap bound and "
         f"{b.tokens_per_s_serial / g.tokens_per_s_serial:.3f}x on the no-overlap bound."
     )
+    lines.append(validation.margin_line(b, g, calibrate.committed_summary()))
     mine, theirs = step_components(b), step_components(g)
     if mine is None or theirs is None:
         return lines + ["- No component breakdown in one of the two records (component_seconds_per_step)."]

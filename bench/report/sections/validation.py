@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.projection import calibrate
+from bench.projection import calibrate, throughput
 from bench.projection.calibrate import SHARED, Part
 from bench.projection.throughput import ProjectionModel
 from bench.report.format import fmt, fmt_ratio, markdown_table, pct
@@ -75,7 +75,7 @@ def section_validation_records(records: Sequence[Mapping[str, Any]], figures: Ma
     ]
     if summary is not None:
         lines += [_trust(summary), ""]
-    lines += [markdown_table(_display(frame)), ""]
+    lines += [_model_choice(records), "", markdown_table(_display(frame)), ""]
     if PLOT in (figures or {}).values():
         lines += [f"![PROJECTION against published tokens/s]({PLOT})", ""]
     if summary is not None:
@@ -95,6 +95,25 @@ def _trust(summary: calibrate.Summary) -> str:
         f"**How far to trust a calibrated PROJECTION: leave-one-out error median {pct(summary.median_abs_error, 3)}, "
         f"maximum {pct(summary.max_abs_error, 3)}** (|predicted / published - 1| of each run predicted by a fit that "
         f"did not see it). " + spread
+    )
+
+
+def _model_choice(records: Sequence[Mapping[str, Any]]) -> str:
+    """Which work model is the headline, with the data that chose it."""
+    spread = calibrate.model_spread(calibrate.validation_records([r for r in records if is_validation(r)]))
+    headline, cross = throughput.HEADLINE, throughput.CROSS_CHECK
+    (runs, h), (_, c) = spread[headline], spread[cross]
+    if not runs:
+        compared = "No run here is priced by both work models."
+    else:
+        compared = (
+            f"On the {runs} run(s) priced by both, published / projected varies {fmt_ratio(h)} from run to run under "
+            f"the {headline.value} and {fmt_ratio(c)} under the {cross.value} (max / min)."
+        )
+    return (
+        f"{compared} The {headline.value} is the headline model of every ranking in these reports "
+        f"(bench/projection/throughput.py HEADLINE), the {cross.value} a cross-check: it alone prices every generation "
+        "(libtpu gives no estimate for v4, v5e and v5p)."
     )
 
 
@@ -202,3 +221,36 @@ def plot(records: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
 def section_validation(a: Any) -> list[str]:
     """The report's hook: the published runs' records among those the report read (bench.report.load)."""
     return section_validation_records(a.run.validation, a.figures)
+
+
+def calibrated_cell(p: Any, summary: calibrate.Summary | None) -> str:
+    """A projection's calibrated tokens/s with its leave-one-out interval (x (1 -/+ the largest leave-one-out
+    error)), for a ranking table; n/a without a calibration or under another model than the headline."""
+    value = calibrate.calibrated_projection(p, summary.fit) if summary else None
+    if value is None:
+        return "n/a"
+    if not summary.loo:
+        return fmt(value)
+    e = summary.max_abs_error
+    return f"{fmt(value)} ({fmt(value * (1 - e))} to {fmt(value * (1 + e))})"
+
+
+def margin_line(best: Any, anchor: Any, summary: calibrate.Summary | None) -> str:
+    """Whether ``best``'s calibrated margin over ``anchor`` exceeds the calibration's leave-one-out interval: the
+    two intervals (each x (1 -/+ the largest leave-one-out error)) must not overlap."""
+    if summary is None or not summary.loo:
+        runs = len(summary.fit.run_ids) if summary else 0
+        return (
+            f"- CALIBRATION: {runs} published run(s) calibrated, too few for a leave-one-out interval (3 needed): "
+            "whether the margin would hold on hardware is not decided."
+        )
+    high, low = calibrate.calibrated_projection(best, summary.fit), calibrate.calibrated_projection(anchor, summary.fit)
+    if high is None or low is None:
+        return f"- CALIBRATION: the two are not both priced by {calibrate.throughput.HEADLINE.value}: no calibrated margin."
+    e = summary.max_abs_error
+    exceeds = high * (1 - e) > low * (1 + e)
+    return (
+        f"- CALIBRATED PROJECTION: {fmt(high)} against {fmt(low)} tokens/s, {fmt_ratio(high / low)}; the leave-one-out "
+        f"interval is +/-{pct(e, 3)}, so the margin {'exceeds' if exceeds else 'does not exceed'} it"
+        f" ({fmt_ratio((1 + e) / (1 - e))} needed)."
+    )
