@@ -582,7 +582,7 @@ def calibrate_gpt_neo(projections: Sequence[Projection], measured: Published) ->
 
 
 def _differences(p: Projection, grad_accum: int | None) -> list[str]:
-    notes = [f"compiler estimate: {p.xla_optimal_source}"] if p.xla_optimal_source else []
+    notes = [f"compiler estimate: {p.xla_optimal_source}"] if p.xla_optimal_source and p.model is CROSS_CHECK else []
     if grad_accum is not None and p.grad_accum != grad_accum:
         notes.append(f"gradient accumulation {p.grad_accum}, not the published run's {grad_accum}: not like for like")
     if p.model is ProjectionModel.ROOFLINE:
