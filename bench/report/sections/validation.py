@@ -48,7 +48,7 @@ def validation_frame(records: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame
             "run": r["validation_id"],
             "topology": r.get("topology"),
             "published": r["published_tokens_per_s"],
-            "headline": r.get("projected_model"),
+            "headline": throughput.HEADLINE.value,  # not the record's projected_model: records may predate HEADLINE
             "calibrated": calibrate.calibrated_tokens_per_s(r, summary.fit) if summary else None,
             "loo_predicted": held_out.predicted_tokens_per_s if held_out else None,
             "loo_error": held_out.error if held_out else None,
