@@ -151,6 +151,8 @@ CURRENT_JAX_ONLY = [
     "tests/test_tpu_aot_cache.py",
     "tests/test_report_kernels.py",
     "tests/test_validate.py",
+    "tests/test_report_validation.py",
+    "tests/test_report_claims.py",
     "tests/test_gpu_script.py",  # the GPU's JAX is current (0.11.2 on the lent H200), never 0.4.30
 ]
 
