@@ -140,9 +140,10 @@ def local_attention(records: Sequence[Mapping[str, Any]], projections: Sequence[
     if not local:
         return Claim(
             quote, ARTICLE_URL, "not decided", "PROJECTION",
-            "no compile of gptj-6b with local attention every other layer on v3:8x16 among the records: compile "
-            "parallel-h256-shard_map-full with the model's local_attention_window 256 and local_attention_every 2 "
-            "(`python -m bench tpu-aot --topology v3:8x16 ...`) into an --aot directory",
+            "no compile of gptj-6b with local attention every other layer on v3:8x16 among the records (a tpu-aot "
+            "record with local_attention_every set): the model has the option (model.config.ModelConfig "
+            "local_attention_window 256, local_attention_every 2), `python -m bench tpu-aot` no flag for it yet; "
+            "compiling parallel-h256-shard_map-full with it into an --aot directory decides this row",
         )
     record = local[-1]
     with_local = projection.project(record)
