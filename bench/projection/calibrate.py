@@ -137,8 +137,10 @@ def fit(observations: Sequence[Observation]) -> Fit:
         for name in names
     ]
     free = [i for i, column in enumerate(columns) if any(t > 0 for t in column)]
+    if not free:
+        raise CalibrationError("no run has any modelled time: nothing to fit")
     seconds = np.array([columns[i] for i in free]).T  # [runs, free parameters]
-    constant = np.array([sum(columns[i][r] for i in range(len(names)) if i not in free) for r in range(len(observations))])
+    constant = np.array(columns).T.sum(axis=1) - seconds.sum(axis=1)  # [runs]: the parts kept at k = 1
     target = np.array([o.tokens_per_step / o.published_tokens_per_s for o in observations])  # published step s
 
     def log_ratios(log_k: np.ndarray) -> np.ndarray:
