@@ -144,3 +144,16 @@ def test_model_spread_on_runs_with_both_models() -> None:
     spread = calibrate.model_spread(records)
     assert spread[ProjectionModel.XLA_OPTIMAL] == (2, pytest.approx(2.0))
     assert spread[ProjectionModel.HLO_ROOFLINE] == (2, pytest.approx(1.0))
+
+
+def test_committed_fit_never_sees_a_run_from_outside() -> None:
+    from bench.projection.published import committed_runs, load_runs
+
+    ids = [run.id for run in load_runs(committed_runs())][:3]
+    records = [RECORD | {"validation_id": i, "published_tokens_per_s": 1e6 / (s * 0.45)} for i, s in zip(ids, (2, 2, 1.25))]
+    outside = RECORD | {"validation_id": "my-own-run", "published_tokens_per_s": 1e9}
+    kept = calibrate.committed_only([*records, outside])
+    assert [r["validation_id"] for r in kept] == ids
+    fit = calibrate.fit([calibrate.observation(r) for r in kept])
+    assert dict(fit.k)[SHARED] == pytest.approx(5 ** (1 / 3))  # the outside run's 1e9 would move it
+    assert calibrate.calibrated_tokens_per_s(outside, fit) == pytest.approx(1e6 / (5 ** (1 / 3) * 0.45))

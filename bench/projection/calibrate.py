@@ -232,15 +232,20 @@ def committed_summary(directory: Path = VALIDATION_DIR) -> Summary | None:
     """The calibration on the committed runs' records alone (reports/published-runs/, their records in
     ``directory``); None where there are too few. A run passed with --run is calibrated by this fit, never by a fit
     that saw it."""
-    from bench.projection.published import committed_runs, load_runs
     from bench.records.store import load_records
 
-    committed = {run.id for run in load_runs(committed_runs())}
-    records = [r for r in validation_records(load_records(directory).records) if r["validation_id"] in committed]
     try:
-        return summarise([observation(r) for r in records])
+        return summarise([observation(r) for r in committed_only(load_records(directory).records)])
     except CalibrationError:
         return None
+
+
+def committed_only(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The validation records of the committed run files (reports/published-runs/), none of a file from elsewhere."""
+    from bench.projection.published import committed_runs, load_runs
+
+    committed = {run.id for run in load_runs(committed_runs())}
+    return [r for r in validation_records(records) if r["validation_id"] in committed]
 
 
 def calibrated_tokens_per_s(record: Mapping[str, Any], fit: Fit | None = None) -> float | None:
