@@ -302,3 +302,26 @@ def test_projection_fields_price_every_model_the_record_has() -> None:
     assert fields["projected_model"] == ProjectionModel.HLO_ROOFLINE.value  # the headline model
     assert fields["projected_tokens_per_s"] == project(record).tokens_per_s_overlap
     assert fields["projected_over_published"] == pytest.approx(fields["projected_tokens_per_s"] / 151_000)
+
+
+def test_maxtext_runs_use_the_new_model_options_and_say_what_differs() -> None:
+    from bench.tpu_aot.validate import compile_plan
+    from model.config import Activation
+
+    plan = compile_plan(load_run(published.RUNS_DIR / "maxtext-32b-v5p-128.toml"))
+    model = plan.preset.model
+    assert model.attention_heads == 32 and model.attention_width == 8192 != model.d_model
+    assert model.activation is Activation.RELU and model.tied_embeddings
+    assert plan.variant.remat is Remat.DOTS and (plan.mesh.dp, plan.mesh.mp) == (16, 4)
+    assert any("flash attention" in note for note in plan.notes)
+    assert any("'minimal'" in note for note in plan.notes)
+    assert not plan.extrapolates  # v5p: libtpu has no estimate
+
+
+def test_gpt_neo_pads_its_vocabulary_and_alternates_local_attention() -> None:
+    from bench.tpu_aot.validate import compile_plan
+
+    plan = compile_plan(load_run(published.RUNS_DIR / "gpt-neo-2.7b-v3-256.toml"))
+    assert plan.preset.model.vocab == 50304 and "50257 padded to 50304" in plan.notes[0]
+    assert plan.preset.model.layer_windows()[:2] == (2048, 256)
+    assert plan.preset.batch == 128 and plan.preset.grad_accum == 4

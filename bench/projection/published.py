@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.analysis import flops
 from bench.hardware.topology import TopologyError, parse_topology
-from model.config import ConfigError, Dtype, Remat, Residual
+from model.config import Activation, ConfigError, Dtype, Remat, Residual
 
 # The committed runs: one TOML file each (README.md there is the format).
 RUNS_DIR = Path(__file__).resolve().parents[2] / "reports" / "published-runs"
@@ -33,11 +33,6 @@ RUN_SUFFIX = ".toml"
 
 class RunFileError(ConfigError):
     """A run file that cannot be used: the message names the file, the key and what is valid."""
-
-
-class Activation(str, enum.Enum):
-    GELU = "gelu"
-    RELU = "relu"
 
 
 class SourceAttention(str, enum.Enum):

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.hardware.topology import TpuGeneration, parse_topology
-from bench.projection.published import Activation, PublishedRun, SourceAttention, published_tokens_per_s
+from bench.projection.published import PublishedRun, SourceAttention, published_tokens_per_s
 from model.config import (
+    Activation,
     ConfigError,
     Dtype,
     Head,
@@ -93,7 +94,7 @@ def _model_options(run: PublishedRun) -> dict[str, Any]:
     if m.n_heads * m.d_head != m.d_model:
         wanted["n_heads"] = m.n_heads
     if m.activation is not Activation.GELU:
-        wanted["activation"] = m.activation.value
+        wanted["activation"] = m.activation
     if m.tied_embeddings:
         wanted["tied_embeddings"] = True
     if m.local_attention_window is not None:
