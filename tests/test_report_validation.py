@@ -7,7 +7,7 @@ import pytest
 
 from bench.projection.throughput import ProjectionModel
 from bench.report.sections import validation
-from tests.test_calibrate import RECORD
+from test_calibrate import RECORD
 
 XLA, HLO = ProjectionModel.XLA_OPTIMAL.value, ProjectionModel.HLO_ROOFLINE.value
 # RECORD's modelled step at no overlap, by the headline model: 0.2 s MXU-bound + 0.2 s HBM-bound + 0.05 s ICI; 0.4 s
