@@ -285,7 +285,8 @@ def sweep(session: nox.Session) -> None:
         aot = ["--aot", aot_dir]
         session.log(f"CPU sweep and TPU projection: {time.monotonic() - start:.0f} s")
     given = [f"--aot={d}" for d in _options(args, "--aot")]  # more compile records for the report (e.g. refusals)
-    if with_tpu and (Path(VALIDATION_OUT) / "results.jsonl").exists():  # the published runs: "Does the projection hold?"
+    # the published runs' records give the report its "Does the projection hold?"
+    if with_tpu and (Path(VALIDATION_OUT) / "results.jsonl").exists():
         given.append(f"--aot={VALIDATION_OUT}")
     session.run(current, "-m", "bench", "report", out, *aot, *given, external=True)
     session.log(f"main job: {time.monotonic() - start:.0f} s; report: {out}/REPORT.md")

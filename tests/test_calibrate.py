@@ -133,13 +133,25 @@ def test_loo_summary_median_and_max() -> None:
 
 def test_model_spread_on_runs_with_both_models() -> None:
     records = [
-        {"published_tokens_per_s": 100.0, "projected_tokens_per_s_by_model": {
-            ProjectionModel.XLA_OPTIMAL.value: [150.0, 200.0], ProjectionModel.HLO_ROOFLINE.value: [150.0, 250.0]}},
-        {"published_tokens_per_s": 100.0, "projected_tokens_per_s_by_model": {
-            ProjectionModel.XLA_OPTIMAL.value: [150.0, 400.0], ProjectionModel.HLO_ROOFLINE.value: [150.0, 250.0]}},
+        {
+            "published_tokens_per_s": 100.0,
+            "projected_tokens_per_s_by_model": {
+                ProjectionModel.XLA_OPTIMAL.value: [150.0, 200.0],
+                ProjectionModel.HLO_ROOFLINE.value: [150.0, 250.0],
+            },
+        },
+        {
+            "published_tokens_per_s": 100.0,
+            "projected_tokens_per_s_by_model": {
+                ProjectionModel.XLA_OPTIMAL.value: [150.0, 400.0],
+                ProjectionModel.HLO_ROOFLINE.value: [150.0, 250.0],
+            },
+        },
         # only the roofline: left out of the comparison
-        {"published_tokens_per_s": 100.0, "projected_tokens_per_s_by_model": {
-            ProjectionModel.HLO_ROOFLINE.value: [150.0, 1000.0]}},
+        {
+            "published_tokens_per_s": 100.0,
+            "projected_tokens_per_s_by_model": {ProjectionModel.HLO_ROOFLINE.value: [150.0, 1000.0]},
+        },
     ]
     spread = calibrate.model_spread(records)
     assert spread[ProjectionModel.XLA_OPTIMAL] == (2, pytest.approx(2.0))
@@ -150,7 +162,9 @@ def test_committed_fit_never_sees_a_run_from_outside() -> None:
     from bench.projection.published import committed_runs, load_runs
 
     ids = [run.id for run in load_runs(committed_runs())][:3]
-    records = [RECORD | {"validation_id": i, "published_tokens_per_s": 1e6 / (s * 0.45)} for i, s in zip(ids, (2, 2, 1.25))]
+    records = [
+        RECORD | {"validation_id": i, "published_tokens_per_s": 1e6 / (s * 0.45)} for i, s in zip(ids, (2, 2, 1.25))
+    ]
     outside = RECORD | {"validation_id": "my-own-run", "published_tokens_per_s": 1e9}
     kept = calibrate.committed_only([*records, outside])
     assert [r["validation_id"] for r in kept] == ids

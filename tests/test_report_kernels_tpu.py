@@ -161,8 +161,11 @@ def test_cross_check_prices_a_looping_kernel_the_headline_cannot() -> None:
 
     # the whole-step roofline kept the block loops (priced once); the unrolled estimates did not: 0.3 s / 0.4 s
     ref = BASE | {"variant": "parallel-h256-shard_map-full", "jax": "0.10.2", "grad_accum": 1}
-    kernel = ref | {"variant": "parallel-h256-shard_map-full+blockwise", "xla_optimal_seconds_per_step": 0.4,
-                    "xla_cost_points_attention_blocks_unrolled": True}
+    kernel = ref | {
+        "variant": "parallel-h256-shard_map-full+blockwise",
+        "xla_optimal_seconds_per_step": 0.4,
+        "xla_cost_points_attention_blocks_unrolled": True,
+    }
     p, r = projection.project(kernel), projection.project(ref)
     assert _cross_check([ref, kernel], p, r) == "0.750x"
     looped = kernel | {"xla_cost_points_attention_blocks_unrolled": False}

@@ -4,10 +4,10 @@ records whose numbers are counted by hand."""
 from pathlib import Path
 
 import pytest
+from test_calibrate import RECORD
 
 from bench.projection.throughput import ProjectionModel
 from bench.report.sections import validation
-from test_calibrate import RECORD
 
 XLA, HLO = ProjectionModel.XLA_OPTIMAL.value, ProjectionModel.HLO_ROOFLINE.value
 # RECORD's modelled step at no overlap, by the headline model: 0.2 s MXU-bound + 0.2 s HBM-bound + 0.05 s ICI; 0.4 s
@@ -83,9 +83,16 @@ def test_calibrated_cell_and_margin_by_hand() -> None:
     )
     assert validation.calibrated_cell(throughput.project(RECORD, model=throughput.CROSS_CHECK), summary) == "n/a"
     # a step a third as long: 3x faster, over the (1.375 / 0.625) = 2.2x the interval needs; 2x is not
-    fast = throughput.project(RECORD | {"hlo_roofline_seconds_per_step": 0.4 / 3, "hardware_flops_per_step": 0,
-                                        "xla_flops_per_step": 1.0, "comm_mp_wire_bytes": 2e9 / 3,
-                                        "comm_dp_wire_bytes": 1e9})
+    fast = throughput.project(
+        RECORD
+        | {
+            "hlo_roofline_seconds_per_step": 0.4 / 3,
+            "hardware_flops_per_step": 0,
+            "xla_flops_per_step": 1.0,
+            "comm_mp_wire_bytes": 2e9 / 3,
+            "comm_dp_wire_bytes": 1e9,
+        }
+    )
     assert calibrate.calibrated_projection(fast, summary.fit) == pytest.approx(3 * value)
     assert "3.000x" in validation.margin_line(fast, p, summary) and "so the margin exceeds it (2.200x needed)" in (
         validation.margin_line(fast, p, summary)

@@ -218,8 +218,11 @@ def validation_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str
 def model_spread(records: Sequence[Mapping[str, Any]]) -> dict[ProjectionModel, tuple[int, float]]:
     """Per work model, over the runs priced by every model in MODEL_FIELDS: (runs, max / min efficiency). The model
     whose efficiency varies less from run to run needs less of a calibration to predict a run it has not seen."""
-    both = [r for r in records if all(m.value in (r.get("projected_tokens_per_s_by_model") or {}) for m in
-                                      throughput.MODEL_FIELDS)]
+    both = [
+        r
+        for r in records
+        if all(m.value in (r.get("projected_tokens_per_s_by_model") or {}) for m in throughput.MODEL_FIELDS)
+    ]
     spread = {}
     for model in throughput.MODEL_FIELDS:
         eff = [r["published_tokens_per_s"] / r["projected_tokens_per_s_by_model"][model.value][1] for r in both]

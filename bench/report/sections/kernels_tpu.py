@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from bench.projection import throughput as projection
 from bench.hardware.table import GiB, PeakBasis
+from bench.projection import throughput as projection
 from bench.report.analyse import Analysis
 from bench.report.format import fmt, fmt_ratio, markdown_table, number
 from bench.report.stats import axis_values

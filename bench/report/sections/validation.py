@@ -60,7 +60,9 @@ def validation_frame(records: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame
     return pd.DataFrame(rows), summary
 
 
-def section_validation_records(records: Sequence[Mapping[str, Any]], figures: Mapping[str, str] | None = None) -> list[str]:
+def section_validation_records(
+    records: Sequence[Mapping[str, Any]], figures: Mapping[str, str] | None = None
+) -> list[str]:
     frame, summary = validation_frame(records)
     if frame.empty:
         return []
@@ -165,7 +167,7 @@ def _conversions(records: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["Each published figure as tokens/s, by its source's own FLOP convention:", ""]
     for r in calibrate.validation_records([r for r in records if is_validation(r)]):
         steps = "; ".join(f"{text} = {fmt(value)}" for text, value in r.get("published_conversion") or [])
-        lines.append(f"- **{r['validation_id']}**: \"{r['published_quote']}\" ({r['published_source']}). {steps}")
+        lines.append(f'- **{r["validation_id"]}**: "{r["published_quote"]}" ({r["published_source"]}). {steps}')
     return lines + [""]
 
 
@@ -198,7 +200,11 @@ def plot(records: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     calibrated = frame.dropna(subset=["loo_predicted"])
     if not calibrated.empty:
         axes.scatter(
-            calibrated["published"], calibrated["loo_predicted"], marker="*", s=120, color="black",
+            calibrated["published"],
+            calibrated["loo_predicted"],
+            marker="*",
+            s=120,
+            color="black",
             label="calibrated, leave-one-out",
         )
         values += list(calibrated["loo_predicted"])
@@ -246,7 +252,7 @@ def margin_line(best: Any, anchor: Any, summary: calibrate.Summary | None) -> st
         )
     high, low = calibrate.calibrated_projection(best, summary.fit), calibrate.calibrated_projection(anchor, summary.fit)
     if high is None or low is None:
-        return f"- CALIBRATION: the two are not both priced by {calibrate.throughput.HEADLINE.value}: no calibrated margin."
+        return f"- CALIBRATION: the two are not both priced by {throughput.HEADLINE.value}: no calibrated margin."
     e = summary.max_abs_error
     exceeds = high * (1 - e) > low * (1 + e)
     return (
