@@ -66,6 +66,18 @@ def test_section_text() -> None:
     assert "whole step" in text and "1.710" in text  # k = 5 ** (1/3)
 
 
+def test_a_refused_run_is_reported_not_dropped() -> None:
+    refused = RECORD | {
+        "validation_id": "d",
+        "status": "failed",
+        "projected_tokens_per_s": None,
+        "error": "RESOURCE_EXHAUSTED: Ran out of memory on HBM",
+    }
+    text = "\n".join(validation.section_validation_records([*RUNS, refused]))
+    assert "- d (v3:8x16): RESOURCE_EXHAUSTED: Ran out of memory on HBM" in text
+    assert "| d " not in text  # no row of numbers for it
+
+
 def test_plot(tmp_path: Path) -> None:
     assert validation.plot(RUNS, tmp_path / "v.png").stat().st_size > 0
     assert validation.plot([], tmp_path / "none.png") is None
