@@ -64,6 +64,9 @@ def test_section_text() -> None:
     assert "On the 3 run(s) priced by both, published / projected varies 1.600x" in text and "and 1.600x" in text
     assert f"]({validation.PLOT})" in text
     assert "whole step" in text and "1.710" in text  # k = 5 ** (1/3)
+    # every run misses by over 20%; each modelled step is 0.2 + 0.2 + 0.05 s
+    assert "- misses c by -37.5%; its modelled step (no overlap): 44.4% MXU-bound work, 44.4% HBM-bound work, " in text
+    assert "- misses a by +26.5%" in text
 
 
 def test_a_refused_run_is_reported_not_dropped() -> None:
