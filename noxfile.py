@@ -220,6 +220,9 @@ def sweep(session: nox.Session) -> None:
         aot = ["--aot", aot_dir]
         session.log(f"CPU sweep and TPU projection: {time.monotonic() - start:.0f} s")
     given = [f"--aot={d}" for d in _options(args, "--aot")]  # more compile records for the report (e.g. refusals)
+    # the published runs' records give the report its "Does the projection hold?"
+    if with_tpu and (Path(VALIDATION_OUT) / "results.jsonl").exists():
+        given.append(f"--aot={VALIDATION_OUT}")
     session.run(current, "-m", "bench", "report", out, *aot, *given, external=True)
     session.log(f"main job: {time.monotonic() - start:.0f} s; report: {out}/REPORT.md")
 
@@ -417,6 +420,28 @@ def tpu_search(session: nox.Session) -> None:
         session.log(f"search on {topology or 'the quick grid'}: {time.monotonic() - start:.0f} s so far")
     session.run(env_python(session, "current"), "-m", "bench", "report", out, external=True)
     session.log(f"tpu_search: {time.monotonic() - start:.0f} s; report: {out}/REPORT.md")
+
+
+VALIDATION_OUT = "reports/validation"
+
+
+@nox.session(python=False, default=False)
+def tpu_validate(session: nox.Session) -> None:
+    """The projection against published TPU runs (reports/published-runs/, bench/tpu_aot/validate.py): each run
+    compiled for its topology, compile-only, its PROJECTED tokens/s beside the published (-- --run FILE, repeatable;
+    --out DIR, default reports/validation; --compile-cache DIR, default the committed cache)."""
+    args = list(session.posargs)
+    out = _option(args, "--out") or VALIDATION_OUT
+    cache = _option(args, "--compile-cache") or TPU_CACHE
+    runs = [f"--run={run}" for run in _options(args, "--run")]
+    start = time.monotonic()
+    session.run(
+        env_python(session, "tpu"),
+        *("-m", "bench", "validate", *runs, f"--out={out}", f"--compile-cache={cache}"),
+        external=True,
+        success_codes=[0, 1],  # 1: a run failed, and is recorded
+    )
+    session.log(f"tpu_validate: {time.monotonic() - start:.0f} s; records: {out}/results.jsonl")
 
 
 @nox.session(python=False)

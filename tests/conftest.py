@@ -102,6 +102,7 @@ BENCHMARKS = Role(case_marks=frozenset({"benchmark_extra", "current_jax_only"}))
 # Every test file and its role: a new file gets one line here.
 TEST_FILES = {
     "test_benchmarks.py": BENCHMARKS,
+    "test_calibrate.py": CURRENT,
     "test_cli.py": BOTH,
     "test_components.py": CURRENT,
     "test_config.py": BOTH,
@@ -134,7 +135,9 @@ TEST_FILES = {
     "test_remat_policies.py": BOTH,
     "test_report.py": CURRENT,
     "test_report_components.py": CURRENT,
+    "test_report_claims.py": CURRENT,
     "test_report_examples.py": CURRENT,
+    "test_report_validation.py": CURRENT,
     "test_report_kernels.py": CURRENT,
     "test_report_kernels_tpu.py": BOTH,
     "test_schema.py": BOTH,
@@ -144,6 +147,7 @@ TEST_FILES = {
     "test_tpu_aot.py": TPU_AOT,
     "test_tpu_aot_cache.py": CURRENT,
     "test_tpu_aot_env.py": MIXED_TPU,
+    "test_validate.py": CURRENT,
 }
 
 

@@ -1,5 +1,5 @@
 """The TPU projection's ICI time, its two bounds and their narrowing, the fallback to the roofline, the efficiency
-published runs imply (bench/hardware/projection.py), and the report's sections built on them.
+published runs imply (bench/projection/throughput.py), and the report's sections built on them.
 
 Every record here is hand-made: the numbers are chosen so that each result can be counted by hand, not measured.
 """
@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from report_text import unwrap
 
+from bench.hardware import baseline
+from bench.projection import throughput as projection
+from bench.projection.throughput import ProjectionModel
 from bench.records.collectives import CollectiveKind
-from bench.hardware import baseline, projection
-from bench.hardware.projection import ProjectionModel
 from bench.hardware.table import PeakBasis
 from bench.report.analyse import analyse
 from bench.report.format import fmt
@@ -110,19 +111,20 @@ def test_without_the_estimate_the_roofline_prices_the_work():
 
 def test_the_whole_step_hlo_roofline_prices_the_work_where_asked_or_alone():
     record = RECORD | {"hlo_roofline_seconds_per_step": 0.4}
-    assert projection.project(record).model is ProjectionModel.XLA_OPTIMAL  # the compiler's estimate comes first
+    assert projection.project(record).model is projection.HEADLINE is ProjectionModel.HLO_ROOFLINE  # the headline first
     p = projection.project(record, model=ProjectionModel.HLO_ROOFLINE)
     assert p.model is ProjectionModel.HLO_ROOFLINE and p.work_s == (0.4,) and p.hlo_roofline_s == 0.4
     assert p.overlap_step_s == pytest.approx(0.4) and p.serial_step_s == pytest.approx(0.45)  # + 50 ms of ICI
     alone = {k: v for k, v in record.items() if k != "xla_optimal_seconds_per_step"}
     assert projection.project(alone).model is ProjectionModel.HLO_ROOFLINE
+    assert projection.project(RECORD).model is ProjectionModel.XLA_OPTIMAL  # the cross-check where it is alone
     assert projection.bases_for_record(alone) == (PeakBasis.SPEC,)  # priced at the topology row's own peak
     with pytest.raises(projection.ProjectionError, match="hlo_roofline_seconds_per_step"):
         projection.project(RECORD, model=ProjectionModel.HLO_ROOFLINE)
     # a block-looping kernel's whole step keeps its loops (priced once): only the unrolled estimate prices them all
     unrolled = record | {"xla_cost_points_attention_blocks_unrolled": True}
-    assert projection.project(unrolled).attention_blocks_unrolled
-    assert not projection.project(unrolled, model=ProjectionModel.HLO_ROOFLINE).attention_blocks_unrolled
+    assert projection.project(unrolled, model=ProjectionModel.XLA_OPTIMAL).attention_blocks_unrolled
+    assert not projection.project(unrolled).attention_blocks_unrolled
 
 
 def _projections(*records):

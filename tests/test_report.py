@@ -1,4 +1,4 @@
-"""The markdown report (bench/report/), its plots and the roofline projection (bench/hardware/projection.py).
+"""The markdown report (bench/report/), its plots and the roofline projection (bench/projection/throughput.py).
 
 Fixtures (tests/data/records/): measured_run1_tiny.jsonl is one real record of a tiny-preset run on this machine;
 the synthetic_*.jsonl files are variations of it (names, numbers and errors made up, hostname "synthetic-fixture"),
@@ -19,7 +19,7 @@ from test_report_components import record as breakdown_record
 from bench.analysis.profile import trace_log_dir
 from bench.cli.main import main as cli_main
 from bench.cli.spec import run_parser
-from bench.hardware import projection
+from bench.projection import throughput as projection
 from bench.hardware.table import PeakBasis, accelerator_for_topology
 from bench.records.store import RESULTS
 from bench.report import format as format_module
@@ -208,7 +208,8 @@ def test_every_section_with_plots_beside_it(tmp_path):
         assert heading in text
     assert "## 8." not in text  # no --compare
     links = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
-    assert sorted(links) == sorted(v for k, v in PLOTS.items() if k != "measured_components")  # a GPU run's
+    # a GPU run's traced components, and the published runs' plot (tests/test_report_validation.py draws it)
+    assert sorted(links) == sorted(v for k, v in PLOTS.items() if k not in ("measured_components", "validation"))
     for link in links:
         assert "/" not in link and (run_dir / link).read_bytes().startswith(b"\x89PNG")
 

@@ -152,3 +152,23 @@ def test_a_negative_compiler_estimate_is_no_estimate_and_the_roofline_prices_the
     assert fields["xla_optimal_seconds_per_step"] is None
     assert fields["xla_optimal_seconds_source"] == "the TPU compiler reported a negative optimal_seconds (no estimate)"
     assert fields["xla_flops_per_step"] > 0
+
+
+def test_cross_check_prices_a_looping_kernel_the_headline_cannot() -> None:
+    from test_calibrate import RECORD as BASE
+
+    from bench.projection import throughput as projection
+    from bench.report.sections.kernels_tpu import NOT_COMPARABLE, _cross_check
+
+    # the whole-step roofline kept the block loops (priced once); the unrolled estimates did not: 0.3 s / 0.4 s
+    ref = BASE | {"variant": "parallel-h256-shard_map-full", "jax": "0.10.2", "grad_accum": 1}
+    kernel = ref | {
+        "variant": "parallel-h256-shard_map-full+blockwise",
+        "xla_optimal_seconds_per_step": 0.4,
+        "xla_cost_points_attention_blocks_unrolled": True,
+    }
+    p, r = projection.project(kernel), projection.project(ref)
+    assert _cross_check([ref, kernel], p, r) == "0.750x"
+    looped = kernel | {"xla_cost_points_attention_blocks_unrolled": False}
+    assert _cross_check([ref, looped], projection.project(looped), r) == NOT_COMPARABLE
+    assert _cross_check([kernel], p, r) == "n/a"

@@ -238,3 +238,66 @@ def xla_to_hardware_flops_ratio(fields: dict[str, Any]) -> float | None:
     """XLA's FLOP count over the analytic hardware FLOPs, both per step; None where XLA gave no count."""
     xla = fields.get("xla_flops_per_step")
     return xla / fields["hardware_flops_per_step"] if xla else None
+# --- the FLOP conventions of published runs ----------------------------------------------------------------------
+# A published TFLOP/s or MFU is a tokens/s figure multiplied by the source's own FLOPs per token; dividing by the same
+# count gives the tokens/s back (bench/projection/published.py). Each source's count is one function here.
+
+
+def decoder_param_count(
+    n_layers: int, d_model: int, d_ff: int, attention_width: int, vocab: int, tied_embeddings: bool
+) -> int:
+    """Weight-matrix parameters of a decoder: per layer q/k/v/out (4 d_model A, A = heads x head dim) and the two
+    feed-forward matrices (2 d_model d_ff), plus the input embedding V d_model and, untied, the LM head as many.
+
+    Norm scales and biases are left out: they are under 0.05% of every published run's N (GPT-J-6B: 0.04%), below the
+    precision the published figures are quoted to. Tied embeddings count once, as a parameter tree counts them
+    (MaxText train.py ``calculate_num_params_from_pytree``).
+    """
+    _require_positive(n_layers=n_layers, d_model=d_model, d_ff=d_ff, attention_width=attention_width, vocab=vocab)
+    per_layer = 4 * d_model * attention_width + 2 * d_model * d_ff
+    return n_layers * per_layer + vocab * d_model * (1 if tied_embeddings else 2)
+
+
+def flops_per_token_6n(n_params: int) -> float:
+    """``6N``: 6 N per token (Kaplan et al. 2020 sec 2.1; GPT-J's "effective flops", ``flops_6n``); MaxText
+    train.py at 281e04bf3: ``per_device_tflops = 6 * num_model_parameters * max_target_length *
+    per_device_batch_size / 10**12``."""
+    return flops_6n(n_params, 1.0)
+
+
+def attention_flops_per_token(n_layers: int, n_heads: int, d_head: int, seq: int) -> float:
+    """The attention score and value products of training, non-causal: 12 L H Q T per token (PaLM appendix B,
+    "6N + 12LHQT"); MaxText train.py at 9bc243c95: ``attention_tflops = 12 * num_heads * num_decoder_layers *
+    head_dim * max_target_length**2 * per_device_batch_size``, per sequence, so 12 L H Q T per token."""
+    _require_positive(n_layers=n_layers, n_heads=n_heads, d_head=d_head, seq=seq)
+    return 12.0 * n_layers * n_heads * d_head * seq
+
+
+def flops_per_token_6n_attn(n_params: int, n_layers: int, n_heads: int, d_head: int, seq: int) -> float:
+    """``6N+attn``: 6 N + 12 L H Q T per token (PaLM appendix B; MaxText train.py at 9bc243c95)."""
+    return flops_per_token_6n(n_params) + attention_flops_per_token(n_layers, n_heads, d_head, seq)
+
+
+def flops_per_token_6n_attn_causal(n_params: int, n_layers: int, n_heads: int, d_head: int, seq: int) -> float:
+    """``6N+attn_causal``: 6 N + 6 L H Q T per token, the attention term halved for the causal mask (MaxText
+    train.py at 76bd53b0f: ``causal_attention_tflops = noncasual_attention_flops / 2 # due to causality in
+    attention``)."""
+    return flops_per_token_6n(n_params) + attention_flops_per_token(n_layers, n_heads, d_head, seq) / 2
+
+
+def flops_per_token_maxtext_calc(
+    n_layers: int, d_model: int, d_ff: int, n_heads: int, d_head: int, vocab: int, seq: int, mlp_matrices: int = 2
+) -> float:
+    """``maxtext_calc``: MaxText's ``calculate_tflops_training_per_device`` (src/maxtext/utils/maxtext_utils.py at
+    e591f30cb) per token: 3 x (forward matmuls) with, per layer, the feed-forward 2 d_model d_ff x ``mlp_matrices``
+    (2 for one activation, 3 gated), q/k/v 2 d_model 3 H Q, the output projection 2 d_model H Q, and once the
+    unembedding 2 d_model V (the embedding lookup is a gather: no FLOPs); plus 3 x L x the causal half of the
+    4 T H Q attention products."""
+    _require_positive(n_layers=n_layers, d_model=d_model, d_ff=d_ff, n_heads=n_heads, d_head=d_head, vocab=vocab)
+    _require_positive(seq=seq, mlp_matrices=mlp_matrices)
+    ffn = 2 * d_model * d_ff * mlp_matrices
+    qkv = 2 * d_model * 3 * n_heads * d_head
+    projection = 2 * d_model * n_heads * d_head
+    unembedding = 2 * d_model * vocab
+    causal_attention = 4 * seq * n_heads * d_head / 2
+    return 3.0 * ((ffn + qkv + projection) * n_layers + unembedding) + 3.0 * causal_attention * n_layers

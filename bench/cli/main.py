@@ -12,7 +12,9 @@ import functools
 import json
 import os
 import signal
+import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -364,6 +366,71 @@ def cmd_tpu_search(args: argparse.Namespace) -> int:
         return 1 if failed else 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bench.projection.published import committed_runs, load_runs
+    from bench.tpu_aot.env import apply_tpu_compile_env, libtpu_available
+    from bench.tpu_aot.validate import compile_plan, line
+
+    plans = [compile_plan(run) for run in load_runs(args.run or committed_runs())]
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_writable(out)
+    if not libtpu_available():
+        raise ConfigError(
+            f"libtpu (the TPU compiler) is not installed in this environment ({sys.executable}); "
+            f"`nox -s tpu_validate` compiles in the one that has it (requirements/tpu.txt)"
+        )
+    from bench.records.context import new_run_dir
+    from bench.records.store import cache_root, load_records
+
+    out = out or new_run_dir()
+    topologies = sorted({p.run.topology for p in plans})
+    print(f"run directory: {out}; {len(plans)} runs on {', '.join(topologies)}", file=sys.stderr)
+    if len(topologies) > 1:  # libtpu's compile-only environment is per topology and per process
+        cache = ["--compile-cache", args.compile_cache] if args.compile_cache else []
+        commands = {
+            topology: [
+                *(sys.executable, "-m", "bench", "validate", "--out", str(out), *cache),
+                *[arg for p in plans if p.run.topology == topology for arg in ("--run", str(p.run.path))],
+            ]
+            for topology in sorted(topologies, key=lambda t: -sum(p.run.topology == t for p in plans))
+        }
+        codes = _two_at_a_time(commands)
+        stopped = [f"{t} (exit {code})" for t, code in codes.items() if code not in (0, 1)]  # 1: a failure, recorded
+        if stopped:
+            raise ConfigError(f"validate stopped on {', '.join(stopped)}; see the output above")
+        failed = sum(codes.values())
+    else:
+        apply_tpu_compile_env(topologies[0])
+        from bench.tpu_aot.cache import cache_from_flag
+        from bench.tpu_aot.validate import run_topology
+
+        cache = cache_from_flag(args.compile_cache, cache_root() / "tpu-aot")
+        with _interruptible(out):
+            failed = run_topology(plans, out, cache)
+    latest = {r.get("validation_id"): r for r in load_records(out).records if r.get("validation_id")}
+    for plan in plans:
+        if plan.run.id in latest:
+            print(line(latest[plan.run.id]))
+    return 1 if failed else 0
+
+
+def _two_at_a_time(commands: dict[str, list[str]]) -> dict[str, int]:
+    """Run each command as a process, two at once (the machine's cores), in the given order; their exit codes.
+    Their output goes to stderr: the table on stdout is the parent's."""
+    waiting, running, codes = list(commands.items()), {}, {}
+    while waiting or running:
+        while waiting and len(running) < 2:
+            name, command = waiting.pop(0)
+            running[name] = subprocess.Popen(command, stdout=sys.stderr)
+        for name, process in list(running.items()):
+            if process.poll() is not None:
+                codes[name] = process.returncode
+                del running[name]
+        time.sleep(1)
+    return codes
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -374,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_calibrate(sub)
     _add_tpu_aot(sub)
+    _add_validate(sub)
     _add_tpu_search(sub)
     _add_report(sub)
     return parser
@@ -479,6 +547,23 @@ def _add_tpu_aot(sub: Any) -> None:
     )
     aot.set_defaults(preset="gptj-6b")
     aot.set_defaults(func=cmd_tpu_aot)
+
+
+def _add_validate(sub: Any) -> None:
+    validate = sub.add_parser(
+        "validate",
+        help="compile published runs for their TPU topologies and set the PROJECTED tokens/s beside the published",
+        description="Example: python -m bench validate --run my-run.toml --out reports/runs/validate "
+        "(run files: reports/published-runs/README.md; `nox -s tpu_validate` takes the committed set)",
+    )
+    validate.add_argument(
+        "--run", action="append", metavar="FILE", help="a run file (repeatable); default: reports/published-runs/*.toml"
+    )
+    add_run_flags(validate, only=("out",))
+    validate.add_argument(
+        "--compile-cache", metavar="DIR", help="as tpu-aot's (default $GPTJ_BENCH_CACHE/tpu-aot; 'none': off)"
+    )
+    validate.set_defaults(func=cmd_validate)
 
 
 def _add_tpu_search(sub: Any) -> None:

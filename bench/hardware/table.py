@@ -60,7 +60,7 @@ _SCALING_BOOK_ICI = (
 # Latency of one ICI hop between neighbouring chips. Source: Austin et al., How to Scale Your Model (jax-ml/
 # scaling-book, sharding.md, worked problem on a TPU v4p AllGather: "the latency bound of 4us (1us per hop)"). The book
 # gives it for v4p only; the suite applies it to every TPU generation as an order of magnitude (it is a few hundred
-# microseconds of a ~0.3 s GPT-J step: bench/hardware/projection.py).
+# microseconds of a ~0.3 s GPT-J step: bench/projection/throughput.py).
 ICI_HOP_LATENCY_S = 1e-6
 ICI_HOP_LATENCY_SOURCE = (
     "Austin et al., How to Scale Your Model (jax-ml/scaling-book, sharding.md): '1us per hop' (stated for TPU v4p, "

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.compile.failure import EXIT_SUITE_FAULT
-from bench.hardware.projection import GPTJ_VARIANT
+from bench.projection.throughput import GPTJ_VARIANT
 from bench.records.context import failed_record
 from bench.records.peakfile import append_peak, read_peaks
 from bench.records.runspec import flag_argv, run_argv

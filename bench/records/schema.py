@@ -317,6 +317,31 @@ class Search:
 
 
 @dataclass(frozen=True)
+class Validation:
+    """A published run compiled for its topology (``python -m bench validate``, bench/tpu_aot/validate.py), on a
+    tpu-aot record: the source's figure beside the projection. Tokens/s are over the whole slice."""
+
+    validation_id: str  # the run file's id (reports/published-runs/)
+    validation_file: str  # the run file read
+    published_source: str  # repository, path and commit, or page
+    published_quote: str  # the figure exactly as published
+    published_figure: str  # which figure the source gave (bench.projection.published.Figure)
+    published_value: float  # that figure, in its own unit
+    published_convention: str | None  # the source's FLOPs per token, where the figure needs one
+    published_tokens_per_s: float  # the figure as tokens/s, by that convention
+    published_conversion: list  # [text, value] per step of that conversion
+    remat_source_name: str  # the recomputation as the source names it
+    remat_policy: str  # the suite's policy compiled for it
+    validation_notes: list  # where the compile differs from what the source ran (a kernel priced by the reference)
+    validate_s: float  # seconds to compile (or read from the cache) and project the run
+    projected_tokens_per_s_by_model: dict  # projection model -> [no-overlap, full-overlap] PROJECTED tokens/s
+    projected_model: str  # the headline's model (bench.projection.throughput.model_of)
+    projected_tokens_per_s: float | None  # PROJECTED: the headline model's full-overlap bound
+    projected_over_published: float | None
+    calibrated_tokens_per_s: float | None  # the fit on the committed runs (bench.projection.calibrate), where made
+
+
+@dataclass(frozen=True)
 class MultiProcess:
     failed_processes: list  # process ids
     process_errors: dict  # process id (a string: JSON keys are) -> how it failed
@@ -350,6 +375,7 @@ SECTIONS: tuple[type, ...] = (
     GemmFloor,
     TpuFit,
     Search,
+    Validation,
     MultiProcess,
 )
 REQUIRED_FIELDS = ("schema_version", "kind", "variant", "preset", "scope", "status", "timestamp_utc")

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from bench.analysis.extrapolate import substitute_optimal_seconds
-from bench.hardware import projection
+from bench.projection import throughput as projection
 from bench.report.load import RunRecords, latest_ok
 from bench.report.stats import (
     CompareResult,

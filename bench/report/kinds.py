@@ -15,7 +15,7 @@ from collections.abc import Callable
 from bench.report.analyse import Analysis
 from bench.report.load import RunRecords, latest_ok
 from bench.report.section import Section
-from bench.report.sections import gpu
+from bench.report.sections import claims, gpu, validation
 from bench.report.sections.baseline import section_baseline
 from bench.report.sections.comm import section_comm
 from bench.report.sections.compare import section_compare
@@ -34,11 +34,13 @@ class RunKind(enum.Enum):
     SEARCH = "search"  # the design-space search: TPU compiles of its points only
     CPU_BLOCK = "cpu-block"  # one block on this machine's CPU, one layout against another (--compare)
     GPU = "gpu"  # python -m bench.gpu: the plan's runs on one GPU, with the probe's device.json
+    VALIDATE = "validate"  # python -m bench validate: published TPU runs compiled, projected and calibrated
 
 
 DETECT: tuple[tuple[RunKind, Callable[[RunRecords], bool]], ...] = (
     (RunKind.GPU, lambda run: run.device is not None),
     (RunKind.SEARCH, lambda run: bool(run.search) and not run.measured and not run.aot),
+    (RunKind.VALIDATE, lambda run: bool(run.validation) and not run.measured and not run.aot and not run.search),
     (RunKind.CPU_BLOCK, lambda run: (run.config or {}).get("scope") == "block"),
 )
 
@@ -77,8 +79,12 @@ KERNELS_TPU = Section("kernels on TPU", section_kernels_tpu, lambda a: bool(a.pr
 SEARCH = Section("search", section_search, lambda a: bool(a.run.search))
 COMM = Section("communication", section_comm, _collectives)
 PROFILES = Section("profiles", section_profiles, _profiled)
-ENVIRONMENT = Section("environment", section_environment, lambda a: bool(a.run.measured or a.run.aot or a.run.search))
+ENVIRONMENT = Section(
+    "environment", section_environment, lambda a: bool(a.run.measured or a.run.aot or a.run.search or a.run.validation)
+)
 COMPARE = Section("compare", section_compare, lambda a: a.comparison is not None)
+VALIDATION = Section("validation", validation.section_validation, lambda a: bool(a.run.validation))
+CLAIMS = Section("claims", claims.section_claims, lambda a: bool(a.projections))
 
 KINDS: dict[RunKind, tuple[Section, ...]] = {
     RunKind.SWEEP: (
@@ -90,6 +96,8 @@ KINDS: dict[RunKind, tuple[Section, ...]] = {
         KERNELS,
         BASELINE,
         KERNELS_TPU,
+        VALIDATION,
+        CLAIMS,
         SEARCH,
         COMM,
         PROFILES,
@@ -98,6 +106,7 @@ KINDS: dict[RunKind, tuple[Section, ...]] = {
     ),
     RunKind.SEARCH: (answer(search_lead), SEARCH, BASELINE, ENVIRONMENT),
     RunKind.CPU_BLOCK: (answer(compare_lead), COMPARE, SUMMARY, FAILED, EFFECTS, PROFILES, COMM, ENVIRONMENT),
+    RunKind.VALIDATE: (answer(validation.validation_lead), VALIDATION, ENVIRONMENT),
     RunKind.GPU: (
         answer(gpu.gpu_lead),
         Section("setup", gpu.section_setup),

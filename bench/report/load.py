@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.gpu.plan import DEVICE_FILE  # the one-GPU run's probe: its device, peaks and budget
-from bench.hardware import projection
+from bench.projection import throughput as projection
 from bench.records.store import RESULTS, load_records
 from model.config import ConfigError
 
@@ -39,6 +39,8 @@ class RunRecords:
     search: tuple[dict[str, Any], ...] = ()
     aot_dirs: tuple[Path, ...] = ()  # the --aot directories, as given
     device: Mapping[str, Any] | None = None  # RUN_DIR/DEVICE_FILE where the run has one (a one-GPU run)
+    # tpu-aot records of published runs (``validation_id`` set, ``python -m bench validate``): their own section
+    validation: tuple[dict[str, Any], ...] = ()
 
 
 def row_key(record: Mapping[str, Any]) -> tuple[str, str]:
@@ -138,9 +140,10 @@ def load_run(run_dir: Path, aot_dirs: Sequence[Path] = ()) -> RunRecords:
     measured, config_skipped, config = _one_configuration([r for r in records if not _is_aot(r)])
     skipped += config_skipped
     search = [r for r in aot if r.get("search_point")]
-    aot_from = [d for d, r in zip(aot_from, aot) if not r.get("search_point")]
-    aot = [r for r in aot if not r.get("search_point")]
-    if not measured and not aot and not search:
+    validation = [r for r in aot if r.get("validation_id")]
+    aot_from = [d for d, r in zip(aot_from, aot) if not r.get("search_point") and not r.get("validation_id")]
+    aot = [r for r in aot if not r.get("search_point") and not r.get("validation_id")]
+    if not measured and not aot and not search and not validation:
         reasons = "; ".join(skipped) or "the file is empty"
         raise ReportError(
             f"no usable records in {run_dir / RESULTS} ({reasons}). A run directory holds one JSON record per line "
@@ -156,4 +159,5 @@ def load_run(run_dir: Path, aot_dirs: Sequence[Path] = ()) -> RunRecords:
         tuple(search),
         tuple(map(Path, aot_dirs)),
         device,
+        tuple(validation),
     )

@@ -30,6 +30,7 @@ from bench.report.sections.components import component_frame
 from bench.report.sections.environment import report_command
 from bench.report.sections.gpu import traced_components
 from bench.report.sections.projection import projection_frame
+from bench.report.sections import claims, validation
 from bench.report.stats import compare_runs
 
 REPORT = "REPORT.md"
@@ -42,6 +43,7 @@ PLOTS = {  # plot name: its PNG beside REPORT.md
     "projection": "projection_tpu.png",
     "components": "components_tpu.png",
     "measured_components": "components.png",
+    "validation": validation.PLOT,
 }
 
 
@@ -137,6 +139,7 @@ def draw(a: Analysis, out_dir: Path) -> dict[str, str]:
         "components": lambda p: plots.components(component_frame(a.projections), p),
         # a one-GPU run's traced run; the CPU runs' profiles are tables in their own section
         "measured_components": lambda p: plots.measured_components(traced_components(a) if a.run.device else {}, p),
+        "validation": lambda p: validation.plot(a.run.validation, p),
     }
     wanted = KIND_PLOTS.get(detect(a.run), tuple(jobs))
     return {name: PLOTS[name] for name, job in jobs.items() if name in wanted and job(out_dir / PLOTS[name]) is not None}

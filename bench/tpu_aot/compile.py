@@ -183,7 +183,7 @@ def component_seconds(hlo_text: str, driver: Any, accelerator: Any) -> dict[str,
     bandwidth) with the accelerator row's bf16 peak and HBM bandwidth per device, the per-op roofline that the TPU
     compiler's optimal_seconds sums (bench.analysis.components)."""
     from bench.compile.step import mesh_ids
-    from bench.hardware.projection import hbm_bandwidth_per_device
+    from bench.projection.throughput import hbm_bandwidth_per_device
 
     hbm = hbm_bandwidth_per_device(accelerator.hbm_bandwidth_bytes_per_s, accelerator.devices_per_chip)
     return dict(breakdown(attribute(hlo_text, mesh_ids(driver)), accelerator.peak_bf16_flops_per_device, hbm).seconds)
@@ -343,7 +343,7 @@ def compile_record(
         if hbm is not None and peak is not None:
             record["fits_hbm"] = peak <= hbm
             record["hbm_headroom_bytes"] = hbm - peak
-        # the topology's row, as the projection reads it (bench.hardware.projection.project)
+        # the topology's row, as the projection reads it (bench.projection.throughput.project)
         record.update(peak_basis_fields(accelerator.device_kind_patterns[0], peak_bases(accelerator)))
         record["status"] = Status.OK.value
     except variant_failures() as error:  # recorded, and the next variant still compiles; a bug stops the run

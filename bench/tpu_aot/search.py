@@ -5,7 +5,7 @@ Planning is pure (no JAX at module level): the grid is data, one frozen ``Search
 checked before the first compile, and pruning is a function of the records already written. ``run_search`` then
 compiles each point's whole step through bench.tpu_aot.compile: the compiler's fit and memory, the collectives, and
 the projection's work as the per-op roofline of that program with every loop body times its trip count
-(``hlo_roofline_seconds_per_step``, bench/hardware/projection.py's HLO_ROOFLINE). One compile a point: the four
+(``hlo_roofline_seconds_per_step``, bench/projection/throughput.py's HLO_ROOFLINE). One compile a point: the four
 unrolled compiles of the compiler's own estimate (``--extrapolate``) would make it five, and the default grid would
 no longer fit its hour on two cores; they stay as a cross-check, which the report sets beside the ranking.
 

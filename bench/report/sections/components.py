@@ -4,7 +4,7 @@ design effect explained by the components it moves.
 The work per component is the record's ``component_seconds_per_step`` (bench.analysis.components: each op of the
 optimized HLO priced at its roofline, extrapolated to the whole step like the compiler's estimate), reconciled
 against the compiler's estimate (``bench.analysis.components.reconcile``: within 5%, or the rest is shown as
-"unattributed"). ICI is the projection's wire time per mesh axis (bench/hardware/projection.py), which the
+"unattributed"). ICI is the projection's wire time per mesh axis (bench/projection/throughput.py), which the
 compiler's estimate leaves out. A row sums to the no-overlap step within 5%. A PROJECTION throughout, never a
 measurement.
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from bench.analysis.components import Basis, Breakdown, Component, reconcile
-from bench.hardware import projection
+from bench.projection import throughput as projection
 from bench.report.analyse import Analysis
 from bench.report.format import figure, fmt, markdown_table
 from bench.report.sections.projection import PROJECTED_EFFECTS, _differ_only_at, ranked
@@ -32,7 +32,7 @@ ORDER = (
     Component.UNATTRIBUTED.value,
     f"{ICI} mp",
     f"{ICI} dp",
-    f"{ICI} dpmp",  # the projection's (bench.hardware.projection.TORUS_DIMS_PER_AXIS)
+    f"{ICI} dpmp",  # the projection's (bench.projection.throughput.TORUS_DIMS_PER_AXIS)
     f"{ICI} latency",
 )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.hardware.projection import GPTJ_VARIANT
+from bench.projection.throughput import GPTJ_VARIANT
 from bench.records.schema import KERNEL_DIR, RecordKind
 from bench.records.store import RESULTS
 from bench.report.analyse import Analysis, first_line

@@ -2,7 +2,7 @@
 resources, the projected times and bounds, the published runs against the projections of their own configurations,
 the hardware numbers used and the variants that do not fit; and the headline's TPU ranking.
 
-Projections, not measurements: every table and sentence here says so (bench/hardware/projection.py computes them).
+Projections, not measurements: every table and sentence here says so (bench/projection/throughput.py computes them).
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from typing import Any
 
 import pandas as pd
 
-from bench.hardware import baseline, projection
+from bench.hardware import baseline
+from bench.projection import throughput as projection
 from bench.hardware import table as hardware
 from bench.hardware.table import GiB, PeakBasis
 from bench.report.analyse import Analysis
+from bench.projection import calibrate
 from bench.report.format import constant_columns, figure, fmt, fmt_ratio, markdown_table, number, source, span
+from bench.report.sections import validation
 from bench.report.load import latest_ok, row_key
 from bench.report.sections.kernels_tpu import NOT_COMPARABLE_MARK, loops_priced_once
 from bench.report.stats import axis_values
@@ -64,6 +67,7 @@ def _band(low: float, high: float) -> str:
 def ranking_table(projections: Sequence[projection.Projection]) -> pd.DataFrame:
     """The headline's TPU ranking: both bounds, what sets them, and each variant at GPT-J's efficiency."""
     calibration = gptj_calibration(projections)
+    summary = calibrate.committed_summary()
     rows = []
     for rank, p in enumerate(ranked(projections), start=1):
         at_gptj = _band(*_at_gptj(calibration, p)) if _at_gptj(calibration, p) else "n/a"
@@ -79,6 +83,7 @@ def ranking_table(projections: Sequence[projection.Projection]) -> pd.DataFrame:
                 "bound by": p.bound_by,
                 "ICI % of step": fmt(p.ici_share * 100, 3),
                 "projected tokens/s at GPT-J's efficiency": at_gptj,
+                "CALIBRATED tokens/s (leave-one-out interval)": validation.calibrated_cell(p, summary),
             }
         )
     return pd.DataFrame(rows)

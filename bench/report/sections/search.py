@@ -5,7 +5,7 @@ sign of each design effect per TPU generation.
 
 Records of the search carry ``search_point`` (bench.records.schema.Search); the loader keeps them apart from the
 other tpu-aot records (bench.report.load), so they never enter section 4's ranking. Projections, not
-measurements: every table and sentence says so (bench/hardware/projection.py computes them, as for section 4).
+measurements: every table and sentence says so (bench/projection/throughput.py computes them, as for section 4).
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from typing import Any
 import pandas as pd
 
 from bench.analysis.components import Component
-from bench.hardware import projection
+from bench.projection import throughput as projection
 from bench.hardware.table import GiB
+from bench.projection import calibrate
 from bench.report.analyse import Analysis, first_line
 from bench.report.format import fmt, markdown_table, module_path, number, source, span
+from bench.report.sections import validation
 from bench.report.sections.components import ICI, step_components
 
 XMAP = "xmap"
@@ -67,8 +69,8 @@ def _where(r: Mapping[str, Any]) -> tuple[str, str]:
 # Every point is ranked by one model of its work, the one each point has from its single compile: the per-op roofline
 # of its whole-step program (bench/tpu_aot/search.py says why); the compiler's own estimate, where --extrapolate added
 # it, is the cross-check beside the ranking.
-RANKED_BY = projection.ProjectionModel.HLO_ROOFLINE
-CROSS_CHECK = projection.ProjectionModel.XLA_OPTIMAL
+RANKED_BY = projection.HEADLINE
+CROSS_CHECK = projection.CROSS_CHECK
 
 
 def fitting(records: Sequence[Mapping[str, Any]]) -> tuple[list[Point], list[str]]:
@@ -192,6 +194,7 @@ def best_against_anchor(points: Sequence[Point], largest: int = 4) -> list[str]:
         f"{b.tokens_per_s_overlap / g.tokens_per_s_overlap:.3f}x GPT-J's choice on the full-overlap bound and "
         f"{b.tokens_per_s_serial / g.tokens_per_s_serial:.3f}x on the no-overlap bound."
     )
+    lines.append(validation.margin_line(b, g, calibrate.committed_summary()))
     mine, theirs = step_components(b), step_components(g)
     if mine is None or theirs is None:
         return lines + ["- No component breakdown in one of the two records (component_seconds_per_step)."]
