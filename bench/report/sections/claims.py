@@ -22,7 +22,7 @@ from bench.report.format import fmt, fmt_ratio, markdown_table, pct
 TITLE = "## The GPT-J article's claims, checked"
 # The article (Komatsuzaki 2021). Its sentences as found in stored copies: the article page itself (the local
 # attention sentence, cut off there, so quoted up to the cut), the author's thread quoting it (head width, parallel
-# block), mesh-transformer-jax issue #235 (throughput). The rest is a paraphrase and says so.
+# block), kingoflolz/mesh-transformer-jax#235 (throughput). The rest is a paraphrase and says so.
 ARTICLE_URL = "https://arankomatsuzaki.wordpress.com/2021/06/04/gpt-j/"
 THREAD_URL = "the article as quoted in https://www.reddit.com/r/MachineLearning/comments/nvkowg/p_gptj_6b_jaxbased_transformer_lm/"
 TOPOLOGY = "v3:8x16"  # the article's TPU v3-256
@@ -110,7 +110,7 @@ def against_gpt_neo(projections: Sequence[projection.Projection]) -> Claim:
         '"Throughput of the 6B GPT-J for training (151k tokens/s) is faster than the 2.7B GPT-Neo (148k tokens/s) on '
         'the same hardware (TPU v3-256 pod)"; paraphrase: about 125% efficiency'
     )
-    source = f"{ARTICLE_URL} (sentence as quoted in kingoflolz/mesh-transformer-jax issue #235)"
+    source = f"{ARTICLE_URL} (sentence as quoted in kingoflolz/mesh-transformer-jax#235)"
     gptj = _spec(projections, projection.GPTJ_STAND_IN)
     neo = next(
         (
