@@ -441,7 +441,8 @@ def tpu_validate(session: nox.Session) -> None:
         external=True,
         success_codes=[0, 1],  # 1: a run failed, and is recorded
     )
-    session.log(f"tpu_validate: {time.monotonic() - start:.0f} s; records: {out}/results.jsonl")
+    session.run(env_python(session, "current"), "-m", "bench", "report", out, external=True)
+    session.log(f"tpu_validate: {time.monotonic() - start:.0f} s; report: {out}/REPORT.md")
 
 
 @nox.session(python=False)
