@@ -136,6 +136,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 
+def cmd_decode(args: argparse.Namespace) -> int:
+    from bench.cli.decode import resolve_decode
+
+    spec = resolve_decode(args)
+    if spec.left_out:
+        print(f"decode: {spec.left_out}", file=sys.stderr)
+    request_cpu_devices(max(spec.mesh.devices, 1))
+    import jax
+
+    from model import compat
+
+    if any(v.strategy is Strategy.XMAP for v in spec.variants) and not compat.has_xmap():
+        raise ConfigError(compat.HAS_XMAP_MESSAGE.format(version=jax.__version__))
+    for variant in spec.variants:  # every configuration error surfaces before the first compile
+        validate_run(spec.preset, variant, spec.mesh_of(variant), len(jax.devices()), platform=jax.default_backend())
+    from bench.measure.decode import run_decode
+    from bench.records.context import new_run_dir
+
+    out = spec.out or new_run_dir()
+    print(f"run directory: {out}", file=sys.stderr)
+    with _interruptible(out):
+        records = run_decode(spec, out)
+    return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure the CPU peak for the preset's dtype and device count into RUN_DIR/peaks.jsonl (the sweep's start
     and end calibrations, one per JAX environment)."""
@@ -342,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distributed(sub)
     _add_sweep(sub)
     _add_calibrate(sub)
+    _add_decode(sub)
     _add_tpu_aot(sub)
     _add_tpu_search(sub)
     _add_report(sub)
@@ -419,6 +445,18 @@ def _add_calibrate(sub: Any) -> None:
         "--when", choices=("start", "end"), default="start", help="start: reuse this environment's entry if any"
     )
     calibrate.set_defaults(func=cmd_calibrate)
+
+
+def _add_decode(sub: Any) -> None:
+    from bench.cli.decode import add_decode_flags
+
+    decode = sub.add_parser(
+        "decode",
+        help="prefill and KV-cache decode per variant, batch and context: latency, tokens/s, MBU, all-reduces",
+        description="Example: python -m bench decode --preset cpu --variant parallel-h256-pjit-none --batch 1,8",
+    )
+    add_decode_flags(decode)
+    decode.set_defaults(func=cmd_decode)
 
 
 def _add_tpu_aot(sub: Any) -> None:
