@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.analysis.comm import collective_wire_bytes
+from bench.analysis.comm import wire_bytes
 from bench.analysis.components import attribute, breakdown
-from bench.analysis.hlo import Collective, parse_collectives
+from bench.analysis.hlo import Collective, CollectiveKind, parse_collectives
 from bench.hardware.table import Accelerator
 from bench.projection.throughput import (
     hbm_bandwidth_per_device,
@@ -47,10 +47,12 @@ class CollectiveCost:
         return max(self.latency_s, self.bandwidth_s)
 
 
-def collective_cost(collective: Collective, ici_bytes_per_s: float) -> CollectiveCost:
+def collective_cost(
+    kind: CollectiveKind, payload_bytes: int, group_size: int, ici_bytes_per_s: float
+) -> CollectiveCost:
     """One execution: latency (ring steps x one hop each) and wire bytes over the device's ICI bandwidth."""
-    latency = ici_latency_s(1, ring_steps(collective.kind, collective.group_size))
-    return CollectiveCost(latency, collective_wire_bytes(collective) / ici_bytes_per_s)
+    latency = ici_latency_s(1, ring_steps(kind, group_size))
+    return CollectiveCost(latency, wire_bytes(kind, payload_bytes, group_size) / ici_bytes_per_s)
 
 
 def ici_seconds(collectives: Iterable[Collective], accelerator: Accelerator) -> tuple[float, float]:
@@ -60,9 +62,9 @@ def ici_seconds(collectives: Iterable[Collective], accelerator: Accelerator) -> 
     )
     total = latency = 0.0
     for collective in collectives:
-        cost = collective_cost(collective, bandwidth)
+        cost = collective_cost(collective.kind, collective.payload_bytes, collective.group_size, bandwidth)
         total += cost.seconds * collective.multiplier
-        latency += min(cost.latency_s, cost.seconds) * collective.multiplier
+        latency += cost.latency_s * collective.multiplier
     return total, latency
 
 
