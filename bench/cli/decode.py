@@ -57,6 +57,13 @@ def add_decode_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; above: sampled")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus mass in (0, 1] (default 1: all tokens)")
+    parser.add_argument(
+        "--topology",
+        help="compile for this TPU topology without a TPU and PROJECT the step (e.g. v3:2x2, a v3-8); nothing timed",
+    )
+    parser.add_argument(
+        "--compile-cache", metavar="DIR", help="with --topology: as tpu-aot's (default $GPTJ_BENCH_CACHE/tpu-aot)"
+    )
     parser.add_argument("--out", help="run directory (default a new one under reports/runs)")
     parser.add_argument("--resume", action="store_true", help="complete --out, skipping points recorded ok")
 

@@ -142,6 +142,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     spec = resolve_decode(args)
     if spec.left_out:
         print(f"decode: {spec.left_out}", file=sys.stderr)
+    if args.topology:
+        return _decode_tpu(args, spec)
     request_cpu_devices(max(spec.mesh.devices, 1))
     import jax
 
@@ -158,6 +160,32 @@ def cmd_decode(args: argparse.Namespace) -> int:
     print(f"run directory: {out}", file=sys.stderr)
     with _interruptible(out):
         records = run_decode(spec, out)
+    return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
+def _decode_tpu(args: argparse.Namespace, spec: Any) -> int:
+    """``bench decode --topology``: compile-only decode steps for a TPU slice, projected (bench.tpu_aot.decode)."""
+    from bench.tpu_aot.compile import check_mesh
+    from bench.tpu_aot.env import apply_tpu_compile_env, libtpu_available, parse_topology
+
+    devices = parse_topology(args.topology).devices
+    check_mesh(spec.mesh, devices, args.topology)
+    for variant in spec.variants:
+        validate_run(spec.preset, variant, spec.mesh_of(variant), devices)
+    if not libtpu_available():
+        raise ConfigError(f"libtpu (the TPU compiler) is not installed in this environment ({sys.executable})")
+    apply_tpu_compile_env(args.topology)
+    from bench.records.context import new_run_dir
+    from bench.records.store import cache_root
+    from bench.tpu_aot.cache import cache_from_flag
+    from bench.tpu_aot.decode import run_decode_tpu
+    from bench.tpu_aot.env import topology_devices
+
+    out = spec.out or new_run_dir()
+    cache = cache_from_flag(args.compile_cache, cache_root() / "tpu-aot")
+    print(f"run directory: {out}; compile cache: {cache.directory or 'off'}", file=sys.stderr)
+    with _interruptible(out):
+        records = run_decode_tpu(spec, args.topology, topology_devices(args.topology), out, cache)
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 

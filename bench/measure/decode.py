@@ -86,10 +86,10 @@ def points(spec: DecodeSpec) -> Iterator[tuple[Variant, int, int]]:
                 yield variant, batch, context
 
 
-def comm_fields(compiled: Any, decoder: Any, cfg: Any, mesh: Mesh, batch: int) -> dict[str, Any]:
+def comm_fields(hlo_text: str, mesh: Mesh, cfg: Any, batch: int) -> dict[str, Any]:
     """The compiled step's collectives per step, and the mp all-reduces against the analytic model."""
     ids = np.arange(mesh.devices).reshape(mesh.dp, mesh.mp)
-    collectives = hlo.parse_collectives(compiled.as_text(), ids, ("dp", "mp"))
+    collectives = hlo.parse_collectives(hlo_text, ids, ("dp", "mp"))
     fields: dict[str, Any] = dict(comm.summarize(collectives, ("dp", "mp")))
     expected = expected_decode_comm(cfg, mesh, batch)
     fields.update(expected.as_record_fields())
@@ -159,7 +159,7 @@ def measure_point(
     compiled = decoder.lower_step(batch, context).compile()
     record["decode_compile_s"] = time.perf_counter() - start
     record.update(memory_fields(compiled))
-    record.update(comm_fields(compiled, decoder, cfg, mesh, batch))
+    record.update(comm_fields(compiled.as_text(), mesh, cfg, batch))
     weights = weight_bytes(params)
     cache = kv_cache_bytes(cfg, batch, context, cfg.compute_dtype.value)
     read = decode_read_bytes(weights, cache)
@@ -193,8 +193,9 @@ def _head(spec: DecodeSpec, variant: Variant, batch: int, context: int, bandwidt
     return record
 
 
-def build_decoders(spec: DecodeSpec) -> dict[str, Any]:
-    return {v.name: make_decoder(spec.preset, v, spec.mesh_of(v)) for v in spec.variants}
+def build_decoders(spec: DecodeSpec, devices: list[Any] | None = None) -> dict[str, Any]:
+    """``devices``: a TPU topology's compile-only devices (bench.tpu_aot.decode); None: this process's."""
+    return {v.name: make_decoder(spec.preset, v, spec.mesh_of(v), devices) for v in spec.variants}
 
 
 def run_decode(spec: DecodeSpec, out: Path) -> list[dict[str, Any]]:
