@@ -137,3 +137,27 @@ def test_tiny_decode_writes_a_valid_record(tmp_path):
     assert record["comm_mp_allreduce_tensors"] == 2 * 2 + 1  # serial: two per layer, plus the embedding
     assert record["decode_read_bytes_per_step"] == record["decode_weight_bytes"] + record["kv_cache_bytes"]
     assert np.isclose(record["decode_mbu"], record["decode_floor_s"] / record["decode_step_s_median"])
+
+
+# --- the report section --------------------------------------------------------------------------------------------
+
+
+def _projected(residual: str, step_s: float, ici_s: float, latency_s: float) -> dict:
+    return {
+        "kind": "decode", "status": "ok", "backend": "tpu", "topology": "v3:2x2", "preset": "gptj-6b",
+        "variant": f"{residual}-h256-shard_map-none", "residual": residual, "d_head": 256, "batch": 1, "seq": 2048,
+        "mesh_dp": 1, "mesh_mp": 8, "decode_projected_step_s": step_s, "decode_projected_work_s": step_s - ici_s,
+        "decode_projected_ici_s": ici_s, "decode_projected_ici_latency_s": latency_s,
+        "decode_projected_hbm_floor_s": 1e-3, "decode_projected_tokens_per_s": 1 / step_s,
+    }
+
+
+def test_report_section_is_empty_without_decode_records_and_splits_the_lead():
+    from bench.report.sections.decode import section_decode
+
+    assert section_decode([]) == []
+    # serial is 500 us slower: 400 us of ICI (all of it latency) and 100 us of work
+    text = "\n".join(section_decode([_projected("parallel", 3.0e-3, 0.4e-3, 0.4e-3), _projected("serial", 3.5e-3, 0.8e-3, 0.8e-3)]))
+    assert "**parallel-h256-shard_map-none** fastest (PROJECTION), 1.17x ahead" in text
+    assert "parallel leads serial by 500 us a step (1.17x); ICI 400 us of it, 80% of it collective latency; work 100 us" in text
+    assert "decode fastest in 1 of 1 projected" in text
