@@ -44,7 +44,9 @@ def add_decode_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", action="append", help="variant name (repeatable); default all, at remat none")
     parser.add_argument("--preset", default="cpu", help="preset (default cpu)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value override (repeatable)")
-    parser.add_argument("--mesh", help="mesh of the sharded strategies, e.g. dp=1,mp=4 (default dp=1 x the preset's mp)")
+    parser.add_argument(
+        "--mesh", help="mesh of the sharded strategies, e.g. dp=1,mp=4 (default dp=1, the preset's mp)"
+    )
     parser.add_argument("--batch", help=f"comma-separated batches (default {','.join(map(str, DEFAULT_BATCHES))})")
     parser.add_argument(
         "--context",

@@ -56,7 +56,8 @@ def device_memory_bytes(devices: list[Any]) -> tuple[float, str]:
 
 
 def weight_bytes(param_shapes: Any) -> int:
-    return int(sum(np.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree_util.tree_leaves(param_shapes)))
+    leaves = jax.tree_util.tree_leaves(param_shapes)
+    return int(sum(np.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in leaves))
 
 
 def check_fits(spec: DecodeSpec, decoders: dict[str, Any]) -> None:
@@ -243,7 +244,8 @@ def _print(record: dict[str, Any]) -> None:
     print(
         f"{name}: prefill {record['prefill_s'] * 1e3:.1f} ms, step {record['decode_step_s_median'] * 1e3:.2f} ms "
         f"(p90 {record['decode_step_s_p90'] * 1e3:.2f}), {record['decode_tokens_per_s']:.0f} tokens/s, "
-        f"MBU {record['decode_mbu']:.0%}, mp all-reduces {record[comm_key('mp', hlo.CollectiveKind.ALL_REDUCE, 'count')]}"
+        f"MBU {record['decode_mbu']:.0%}, mp all-reduced arrays "
+        f"{record[comm_key('mp', hlo.CollectiveKind.ALL_REDUCE, 'tensors')]}"
         f"{'' if record['decode_comm_matches_model'] else ' (model differs)'}",
         file=sys.stderr,
     )

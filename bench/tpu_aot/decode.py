@@ -34,7 +34,9 @@ from model.config import Scope
 DECODE_COMPILE = "decode-step compile: optimized HLO, memory analysis, compile time"
 
 
-def _compile(lowered: Any, compiler: dict[str, Any], cache: CompileCache, about: dict[str, Any]) -> tuple[Any, str, float, bool]:
+def _compile(
+    lowered: Any, compiler: dict[str, Any], cache: CompileCache, about: dict[str, Any]
+) -> tuple[Any, str, float, bool]:
     from bench.tpu_aot.env import compile_with_optimized_hlo
     from model.compat import lowered_text
 
@@ -84,7 +86,8 @@ def run_decode_tpu(spec: DecodeSpec, topology: str, devices: list[Any], out: Pat
                         )
                     about = {"variant": variant.name, "preset": spec.preset.name, "what": DECODE_COMPILE,
                              "batch": batch, "context": context, **compiler}
-                    compiled, hlo_text, seconds, cached = _compile(decoder.lower_step(batch, context), compiler, cache, about)
+                    lowered = decoder.lower_step(batch, context)
+                    compiled, hlo_text, seconds, cached = _compile(lowered, compiler, cache, about)
                     record.update(decode_compile_s=seconds, compile_from_cache=cached)
                     record.update(memory_fields(compiled))
                     record.update(comm_fields(hlo_text, mesh, decoder.cfg, batch))

@@ -149,7 +149,9 @@ def _lead(ranked: Sequence[Mapping[str, Any]]) -> list[str]:
     best = ranked[0]
     lines = [f"- batch {best['batch']}: **{best['variant']}** fastest (PROJECTION)"]
     if len(ranked) > 1:
-        lines[0] += f", {_ratio(ranked[1]['decode_projected_step_s'], best['decode_projected_step_s'])} ahead of {ranked[1]['variant']}"
+        second = ranked[1]
+        ratio = _ratio(second["decode_projected_step_s"], best["decode_projected_step_s"])
+        lines[0] += f", {ratio} ahead of {second['variant']}"
     for d_head in sorted({r["d_head"] for r in ranked}):
         pair = {r["residual"]: r for r in ranked if r["d_head"] == d_head}
         if {"parallel", "serial"} <= pair.keys():
@@ -159,7 +161,8 @@ def _lead(ranked: Sequence[Mapping[str, Any]]) -> list[str]:
             latency = s["decode_projected_ici_latency_s"] - p["decode_projected_ici_latency_s"]
             share = f"{latency / lead:.0%} of it collective latency" if lead > 0 else "parallel is not ahead"
             lines.append(
-                f"  - h{d_head}: parallel leads serial by {lead * 1e6:.0f} us a step ({_ratio(s['decode_projected_step_s'], p['decode_projected_step_s'])}); "
+                f"  - h{d_head}: parallel leads serial by {lead * 1e6:.0f} us a step "
+                f"({_ratio(s['decode_projected_step_s'], p['decode_projected_step_s'])}); "
                 f"ICI {ici * 1e6:.0f} us of it, {share}; work {(lead - ici) * 1e6:.0f} us"
             )
     return lines
@@ -174,7 +177,8 @@ def _claim(ok: Sequence[Mapping[str, Any]]) -> list[str]:
     wins = 0
     cells = sorted({(r["topology"], r["batch"]) for r in ok})
     for topology, batch in cells:
-        at = sorted((r for r in ok if (r["topology"], r["batch"]) == (topology, batch)), key=lambda r: r["decode_projected_step_s"])
+        at = [r for r in ok if (r["topology"], r["batch"]) == (topology, batch)]
+        at.sort(key=lambda r: r["decode_projected_step_s"])
         if (at[0]["residual"], at[0]["d_head"]) == GPTJ_CHOICE:
             wins += 1
         else:
