@@ -15,6 +15,7 @@ from bench.analysis.decode import (
     bandwidth_floor_s,
     decode_mbu,
     decode_read_bytes,
+    embedding_unread_bytes,
     expected_decode_comm,
     percentile,
 )
@@ -71,6 +72,9 @@ def test_read_bytes_floor_and_mbu_by_hand():
     assert decode_mbu(read, step_s=4.0, bandwidth_bytes_per_s=2_000.0) == 0.5  # the step took twice its floor
     with pytest.raises(ValueError):
         decode_mbu(read, 0.0, 1.0)
+    # GPT-J-6B's embedding in bf16 at batch 8: (50,400 - 8) rows x 4096 x 2 bytes go unread
+    assert embedding_unread_bytes(GPTJ, 8, 2) == 50_392 * 8192
+    assert decode_read_bytes(3_000, 1_000, unread_bytes=500) == 3_500
 
 
 def test_copy_moves_twice_the_array_and_p90_interpolates():
@@ -136,7 +140,8 @@ def test_tiny_decode_writes_a_valid_record(tmp_path):
     assert (record["batch"], record["seq"], record["mesh_mp"]) == (2, 64, 4)
     assert record["decode_comm_matches_model"], record["comm_differences"]
     assert record["comm_mp_allreduce_tensors"] == 2 * 2 + 1  # serial: two per layer, plus the embedding
-    assert record["decode_read_bytes_per_step"] == record["decode_weight_bytes"] + record["kv_cache_bytes"]
+    unread = (256 - 2) * 1024 * 4  # tiny: vocab 256, d_model 1024, f32; the lookup reads 2 rows
+    assert record["decode_read_bytes_per_step"] == record["decode_weight_bytes"] - unread + record["kv_cache_bytes"]
     assert np.isclose(record["decode_mbu"], record["decode_floor_s"] / record["decode_step_s_median"])
 
 

@@ -30,6 +30,7 @@ from bench.analysis.decode import (
     bandwidth_floor_s,
     decode_mbu,
     decode_read_bytes,
+    embedding_unread_bytes,
     expected_decode_comm,
     percentile,
 )
@@ -163,7 +164,8 @@ def measure_point(
     record.update(comm_fields(compiled.as_text(), mesh, cfg, batch))
     weights = weight_bytes(params)
     cache = kv_cache_bytes(cfg, batch, context, cfg.compute_dtype.value)
-    read = decode_read_bytes(weights, cache)
+    unread = embedding_unread_bytes(cfg, batch, np.dtype(cfg.param_dtype.value).itemsize)
+    read = decode_read_bytes(weights, cache, unread)
     record.update(time_point(decoder, params, spec, batch, context))
     record.update(
         kv_cache_bytes=cache,

@@ -350,7 +350,7 @@ class Decode:
     decode_compile_s: float  # the decode step's compile, s
     kv_cache_bytes: int  # the whole cache, over all devices
     decode_weight_bytes: int  # every parameter as stored, over all devices
-    decode_read_bytes_per_step: int  # weights + KV cache (bench.analysis.decode.decode_read_bytes)
+    decode_read_bytes_per_step: int  # weights but the unread embedding rows + KV cache (bench.analysis.decode)
     decode_fits_memory: bool  # weights + cache within the device memory checked before compiling
     copy_bandwidth_bytes_per_s: float  # this machine's, measured in the same process (bench.measure.bandwidth)
     copy_bandwidth_source: str

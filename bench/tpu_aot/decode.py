@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.analysis.decode import decode_read_bytes
+from bench.analysis.decode import decode_read_bytes, embedding_unread_bytes
 from bench.cli.decode import DecodeSpec
 from bench.hardware.table import accelerator_for_topology
 from bench.measure.decode import comm_fields, decode_key, finished_decode_keys, weight_bytes
@@ -75,7 +75,8 @@ def run_decode_tpu(spec: DecodeSpec, topology: str, devices: list[Any], out: Pat
                 if decode_key(record) in done:
                     continue
                 cache_bytes = kv_cache_bytes(decoder.cfg, batch, context, decoder.cfg.compute_dtype.value)
-                read = decode_read_bytes(weights, cache_bytes)
+                unread = embedding_unread_bytes(decoder.cfg, batch, np.dtype(decoder.cfg.param_dtype.value).itemsize)
+                read = decode_read_bytes(weights, cache_bytes, unread)
                 record.update(kv_cache_bytes=cache_bytes, decode_weight_bytes=weights, decode_read_bytes_per_step=read)
                 record["decode_fits_memory"] = read <= hbm_total
                 try:
