@@ -101,12 +101,12 @@ def test_small_allreduce_costs_its_latency_and_a_large_one_its_bytes():
 @pytest.mark.parametrize(
     "flags, fragment",
     [
-        (["--prompt-tokens", "60", "--max-new-tokens", "8"], "longer than the context"),
-        (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+        (["--prompt-tokens", "60", "--max-new-tokens", "8"], "the context holds 64"),
+        (["--max-new-tokens", "0"], "--max-new-tokens 0: generate at least 1 token"),
         (["--batch", "0"], "--batch values must be at least 1"),
-        (["--temperature", "-0.5"], "--temperature must be at least 0"),
-        (["--top-p", "0"], "--top-p must be in (0, 1]"),
-        (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+        (["--temperature", "-0.5"], "temperature -0.5: must be at least 0"),
+        (["--top-p", "0"], "top-p 0.0: must be in (0, 1]"),
+        (["--top-p", "1.5"], "top-p 1.5: must be in (0, 1]"),
         (["--context", "128"], "longer than the preset's context 64"),
     ],
 )

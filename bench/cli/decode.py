@@ -1,5 +1,6 @@
-"""``python -m bench decode``: its flags, and a command line resolved into the grid it measures, every input checked
-before JAX starts (the memory check, which needs the parameters' shapes, follows before anything compiles).
+"""``python -m bench decode``: its flags, and a command line resolved into the grid it measures. What needs no JAX is
+checked here, before JAX starts; the prompt, token count and sampler are checked by model.decode's own checks
+(bench.measure.decode.check_spec), and the memory by the parameters' shapes, both before anything compiles.
 
 The grid: every variant given, at every batch and cache length (context) given. A decode step has no backward pass,
 so the remat axis does not change it: ``all`` means every residual, head and strategy at remat none.
@@ -86,13 +87,6 @@ def default_contexts(context: int) -> tuple[int, ...]:
     return tuple(c for c in DEFAULT_CONTEXTS if c <= context) or (context,)
 
 
-def check_sampling(temperature: float, top_p: float) -> None:
-    if not temperature >= 0:
-        raise ConfigError(f"--temperature must be at least 0 (0: greedy), got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ConfigError(f"--top-p must be in (0, 1] (1: every token), got {top_p}")
-
-
 def decode_variants(names: Sequence[str]) -> tuple[tuple[Variant, ...], str | None]:
     if names != ["all"]:
         return resolve_variants(names)
@@ -109,16 +103,6 @@ def resolve_decode(args: argparse.Namespace) -> DecodeSpec:
     contexts = _ints(args.context, "--context", default_contexts(context))
     if max(contexts) > context:
         raise ConfigError(f"--context {max(contexts)} is longer than the preset's context {context}")
-    if args.max_new_tokens < 1:
-        raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-    if args.prompt_tokens < 1:
-        raise ConfigError(f"--prompt-tokens must be at least 1, got {args.prompt_tokens}")
-    if args.prompt_tokens + args.max_new_tokens > min(contexts):
-        raise ConfigError(
-            f"a prompt of {args.prompt_tokens} tokens and {args.max_new_tokens} new ones is longer than the context "
-            f"{min(contexts)}; give --prompt-tokens + --max-new-tokens <= every --context"
-        )
-    check_sampling(args.temperature, args.top_p)
     bad_dp = [b for b in batches if b % mesh.dp]
     if bad_dp:
         raise ConfigError(f"--batch {bad_dp} not divisible by dp={mesh.dp}")

@@ -153,13 +153,17 @@ def cmd_decode(args: argparse.Namespace) -> int:
         raise ConfigError(compat.HAS_XMAP_MESSAGE.format(version=jax.__version__))
     for variant in spec.variants:  # every configuration error surfaces before the first compile
         validate_run(spec.preset, variant, spec.mesh_of(variant), len(jax.devices()), platform=jax.default_backend())
-    from bench.measure.decode import run_decode
+    from bench.measure.decode import build_decoders, check_fits, check_spec, run_decode
+
+    check_spec(spec)
+    decoders = build_decoders(spec)
+    check_fits(spec, decoders)
     from bench.records.context import new_run_dir
 
     out = spec.out or new_run_dir()
     print(f"run directory: {out}", file=sys.stderr)
     with _interruptible(out):
-        records = run_decode(spec, out)
+        records = run_decode(spec, out, decoders)
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 
@@ -175,6 +179,9 @@ def _decode_tpu(args: argparse.Namespace, spec: Any) -> int:
     if not libtpu_available():
         raise ConfigError(f"libtpu (the TPU compiler) is not installed in this environment ({sys.executable})")
     apply_tpu_compile_env(args.topology)
+    from bench.measure.decode import check_spec
+
+    check_spec(spec)
     from bench.records.context import new_run_dir
     from bench.records.store import cache_root
     from bench.tpu_aot.cache import cache_from_flag

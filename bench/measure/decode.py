@@ -41,7 +41,7 @@ from bench.records.context import base_record, environment
 from bench.records.schema import RecordKind, Status, comm_key
 from bench.records.store import append_record, load_records
 from model.config import ConfigError, Mesh, Preset, Scope, Variant
-from model.decode import Sampler, kv_cache_bytes, make_decoder
+from model.decode import Sampler, check_generation, kv_cache_bytes, make_decoder
 
 P90 = 90.0
 
@@ -61,12 +61,20 @@ def weight_bytes(param_shapes: Any) -> int:
     return int(sum(np.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in leaves))
 
 
+def check_spec(spec: DecodeSpec) -> None:
+    """The sampler's and the generation's checks (model.decode's), for every point, before anything compiles."""
+    Sampler(spec.temperature, spec.top_p)
+    for context in spec.contexts:
+        for batch in spec.batches:
+            check_generation(context, batch, spec.prompt_tokens, spec.new_tokens)
+
+
 def check_fits(spec: DecodeSpec, decoders: dict[str, Any]) -> None:
     """Weights plus the largest cache against the device memory, before anything compiles (one ``error:`` line)."""
     batch, context = max(spec.batches), max(spec.contexts)
     for variant in spec.variants:
         decoder = decoders[variant.name]
-        weights = weight_bytes(jax.eval_shape(decoder.init_params))
+        weights = weight_bytes(decoder.program.param_shapes())
         cache = kv_cache_bytes(decoder.cfg, batch, context, decoder.cfg.compute_dtype.value)
         limit, what = device_memory_bytes(decoder.devices)
         if weights + cache > limit:
@@ -201,9 +209,8 @@ def build_decoders(spec: DecodeSpec, devices: list[Any] | None = None) -> dict[s
     return {v.name: make_decoder(spec.preset, v, spec.mesh_of(v), devices) for v in spec.variants}
 
 
-def run_decode(spec: DecodeSpec, out: Path) -> list[dict[str, Any]]:
-    decoders = build_decoders(spec)
-    check_fits(spec, decoders)
+def run_decode(spec: DecodeSpec, out: Path, decoders: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every point of ``spec`` (decoders: build_decoders', after check_fits), one record each in ``out``."""
     done = finished_decode_keys(out) if spec.resume else set()
     bandwidth = measure_bandwidth(jax.devices()[: max(spec.mesh.devices, 1)])
     print(f"decode: bandwidth {bandwidth.bytes_per_s / 1e9:.2f} GB/s ({bandwidth.source})", file=sys.stderr)

@@ -55,8 +55,6 @@ def run_decode_tpu(spec: DecodeSpec, topology: str, devices: list[Any], out: Pat
     from bench.measure.decode import build_decoders
     from model.decode import kv_cache_bytes
 
-    import jax
-
     accelerator = accelerator_for_topology(topology)
     hbm_total = accelerator.hbm_bytes_per_device * len(devices)
     versions = environment()
@@ -66,7 +64,7 @@ def run_decode_tpu(spec: DecodeSpec, topology: str, devices: list[Any], out: Pat
     records = []
     for variant in spec.variants:
         decoder, mesh = decoders[variant.name], spec.mesh_of(variant)
-        weights = weight_bytes(jax.eval_shape(decoder.init_params))
+        weights = weight_bytes(decoder.program.param_shapes())
         for context in spec.contexts:
             for batch in spec.batches:
                 record = base_record(variant, spec.preset, mesh, Scope.MODEL, 0, RecordKind.DECODE)
