@@ -164,7 +164,16 @@ def cmd_decode(args: argparse.Namespace) -> int:
     print(f"run directory: {out}", file=sys.stderr)
     with _interruptible(out):
         records = run_decode(spec, out, decoders)
+    _decode_report(out)
     return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
+def _decode_report(out: Path) -> None:
+    from bench.report.sections.decode import write_decode_report
+
+    path = write_decode_report(out)
+    if path is not None:
+        print(f"report: {path}", file=sys.stderr)
 
 
 def _decode_tpu(args: argparse.Namespace, spec: Any) -> int:
@@ -193,6 +202,7 @@ def _decode_tpu(args: argparse.Namespace, spec: Any) -> int:
     print(f"run directory: {out}; compile cache: {cache.directory or 'off'}", file=sys.stderr)
     with _interruptible(out):
         records = run_decode_tpu(spec, args.topology, topology_devices(args.topology), out, cache)
+    _decode_report(out)
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 

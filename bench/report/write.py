@@ -24,7 +24,7 @@ from bench.report.sections.baseline import section_baseline
 from bench.report.sections.comm import comm_frame, section_comm
 from bench.report.sections.compare import regression_banner, section_compare
 from bench.report.sections.components import component_frame
-from bench.report.sections.decode import decode_records, section_decode
+from bench.report.sections.decode import DECODE_DIR, decode_records, section_decode
 from bench.report.sections.effects import section_effects
 from bench.report.sections.environment import section_environment
 from bench.report.sections.headline import section_headline, section_summary
@@ -86,7 +86,7 @@ def render(a: Analysis) -> str:
     lines += skipped_banner(run, a.unprojected)
     for section in SECTIONS:
         lines += section(a) + [""]
-    lines += section_decode(decode_records(run.run_dir))
+    lines += section_decode(decode_records(run.run_dir / DECODE_DIR))
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -16,18 +16,26 @@ from bench.records.schema import RecordKind, Status
 from bench.records.store import load_records
 
 DECODE_DIR = "decode"  # RUN_DIR/decode/: the decode records of a run, apart from its training-step records
+DECODE_REPORT = "DECODE.md"
 GPTJ_CHOICE = ("parallel", 256)  # residual, d_head
 
 
-def decode_records(run_dir: Path) -> list[dict[str, Any]]:
-    directory = Path(run_dir) / DECODE_DIR
+def decode_records(directory: Path) -> list[dict[str, Any]]:
+    """The decode records of a directory's results.jsonl (a run's are in RUN_DIR/decode); none where it has none."""
+    directory = Path(directory)
     if not directory.is_dir():
         return []
     return [r for r in load_records(directory).records if r.get("kind") == RecordKind.DECODE.value]
 
 
-def _design(record: Mapping[str, Any]) -> str:
-    return f"{record['residual']}-h{record['d_head']}"
+def write_decode_report(directory: Path) -> Path | None:
+    """DIRECTORY/DECODE.md from its decode records (``bench decode`` writes it after each run); None without."""
+    lines = section_decode(decode_records(directory))
+    if not lines:
+        return None
+    path = Path(directory) / DECODE_REPORT
+    path.write_text("\n".join(["# gptj-bench: decoding", "", *lines[1:]]).rstrip() + "\n")
+    return path
 
 
 def _ok(records: Sequence[Mapping[str, Any]], backend: str) -> list[Mapping[str, Any]]:
