@@ -38,6 +38,19 @@ def causal_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndar
     return jnp.einsum("bhts,bshk->bthk", weights, v)
 
 
+def cached_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, pos: jnp.ndarray) -> jnp.ndarray:
+    """Decoding's attention: q [B, T, H, K] of positions pos .. pos+T-1 over a cache k, v [B, C, H, K] whose
+    positions 0 .. pos+T-1 are filled; query t sees keys 0 .. pos+t. The reference's arithmetic (f32 scores, the
+    same masking value), so each position's output equals the full sequence's."""
+    d_head = q.shape[-1]
+    scores = jnp.einsum("bthk,bshk->bhts", q, k, preferred_element_type=jnp.float32)  # [B, H, T, C]
+    scores = scores / np.sqrt(d_head).astype(np.float32)
+    visible = jnp.arange(k.shape[1])[None, :] <= pos + jnp.arange(q.shape[1])[:, None]  # [T, C]
+    scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhts,bshk->bthk", weights, v)
+
+
 def dot_product_attention_has_implementation() -> bool:
     """Whether this JAX's ``jax.nn.dot_product_attention`` takes ``implementation`` (absent from jax 0.4.30)."""
     dpa = getattr(jax.nn, "dot_product_attention", None)

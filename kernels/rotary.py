@@ -107,3 +107,16 @@ def apply_rotary_half_split(x: jnp.ndarray, rotary_dim: int) -> jnp.ndarray:
     first, second, passthrough = x[..., :half], x[..., half:rotary_dim], x[..., rotary_dim:]
     rot = x[..., :rotary_dim] * cos + jnp.concatenate((second, first), axis=-1) * sin
     return jnp.concatenate((rot, passthrough), axis=-1)
+
+
+def apply_rotary_at(x: jnp.ndarray, rotary_dim: int, offset: jnp.ndarray | int) -> jnp.ndarray:
+    """``apply_rotary`` for positions offset .. offset+T-1 (decoding: ``offset`` is the cache position, traced).
+    x: [B, T, H, K]. The angles are computed as ``sin_cos`` computes them, in f32, from traced positions."""
+    inv_freq = 1.0 / (10000 ** (np.arange(0, rotary_dim, 2) / rotary_dim))  # [R/2]
+    positions = (offset + jnp.arange(x.shape[1])).astype(jnp.float32)  # [T]
+    angles = jnp.repeat(positions[:, None] * jnp.asarray(inv_freq, jnp.float32)[None, :], 2, axis=-1)  # [T, R]
+    sin = jnp.sin(angles).astype(x.dtype)[None, :, None, :]  # [1, T, 1, R]
+    cos = jnp.cos(angles).astype(x.dtype)[None, :, None, :]
+    rot, passthrough = x[..., :rotary_dim], x[..., rotary_dim:]
+    rot = rot * cos + rotate_every_two(rot) * sin
+    return jnp.concatenate((rot, passthrough), axis=-1)

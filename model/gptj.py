@@ -11,15 +11,18 @@ and the whole sizes in the global view (single, pjit); see ``model.sharding.Tens
 
 from __future__ import annotations
 
+from typing import Any
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from kernels.attention import attention
-from kernels.rotary import apply_rotary
+from kernels.attention import attention, cached_attention
+from kernels.rotary import apply_rotary, apply_rotary_at
 from model.config import ModelConfig, Remat, Residual
+from model.kv_cache import KVCache
 from model.sharding import PARAM_AXES, TensorParallel
 
 
@@ -66,7 +69,9 @@ class LayerNorm(_Module):
 class Attention(_Module):
     """Column-parallel q/k/v (whole heads per shard), row-parallel output: returns this shard's partial sum."""
 
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # x: [B, T, D]
+    def __call__(self, x: jnp.ndarray, cache: KVCache | None = None) -> Any:  # x: [B, T, D]
+        """This shard's partial sum [B, T, D]; with a ``cache`` (decoding), that and the cache with x's keys and
+        values written at its position."""
         cfg = self.cfg
         hk_dim = cfg.n_heads * cfg.d_head
         init = _normal(cfg.d_model)
@@ -75,15 +80,35 @@ class Attention(_Module):
             qkv = [project(cfg, x, w) for w in weights]  # 3 x [B, T, H*K]
         q, k, v = (t.reshape(*t.shape[:2], -1, cfg.d_head) for t in qkv)  # [B, T, H, K]
         q, k, v = (self.tp.constrain(t, ("batch", "seq", "heads", "head_dim")) for t in (q, k, v))
+        if cache is not None:
+            return self._decode(q, k, v, cache)
         with jax.named_scope("rotary"):
             q, k = apply_rotary(q, cfg.rotary_dim), apply_rotary(k, cfg.rotary_dim)
         with jax.named_scope("attn_core"):
             out = attention(q, k, v, cfg.attention_kernel, unroll_blocks=cfg.unroll_attention_blocks)
             out = _tag_attention_output(cfg, out)  # [B, T, H, K]
-        out = out.reshape(*out.shape[:2], -1)  # [B, T, H*K]
-        w_o = self.param("w_o", (hk_dim, cfg.d_model), _normal(hk_dim))
-        with jax.named_scope("out_proj"):
-            return project(cfg, out, w_o)  # [B, T, D], partial over shards
+        return _out_proj(self, out)
+
+    def _decode(self, q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, cache: KVCache) -> tuple[jnp.ndarray, KVCache]:
+        """q, k, v [B, T, H, K] of positions pos .. pos+T-1: rotary at those positions, k and v written into the
+        cache [B, C, H, K], q attending over every cached position up to its own."""
+        cfg = self.cfg
+        with jax.named_scope("rotary"):
+            q, k = apply_rotary_at(q, cfg.rotary_dim, cache.pos), apply_rotary_at(k, cfg.rotary_dim, cache.pos)
+        with jax.named_scope("attn_core"):
+            cache = cache.write(k, v)
+            out = cached_attention(q, cache.k, cache.v, cache.pos)  # [B, T, H, K]
+        return _out_proj(self, out), cache
+
+
+def _out_proj(attn: Attention, out: jnp.ndarray) -> jnp.ndarray:
+    """The row-parallel output projection of attention ``out`` [B, T, H, K]: this shard's partial sum [B, T, D]."""
+    cfg = attn.cfg
+    hk_dim = cfg.n_heads * cfg.d_head
+    out = out.reshape(*out.shape[:2], -1)  # [B, T, H*K]
+    w_o = attn.param("w_o", (hk_dim, cfg.d_model), _normal(hk_dim))
+    with jax.named_scope("out_proj"):
+        return project(cfg, out, w_o)  # [B, T, D], partial over shards
 
 
 class FeedForward(_Module):
@@ -108,9 +133,11 @@ class FeedForward(_Module):
 
 
 class Block(_Module):
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # x: [B, T, D] -> [B, T, D]
+    def __call__(self, x: jnp.ndarray, cache: KVCache | None = None) -> Any:  # x: [B, T, D] -> [B, T, D]
+        """With a ``cache`` (decoding), returns the output and this layer's updated cache."""
         cfg, tp = self.cfg, self.tp
-        attn, ff = Attention(cfg, tp, "attn"), FeedForward(cfg, tp, "ff")
+        attn = Attention(cfg, tp, "attn") if cache is None else _CachedAttention(cfg, tp, "attn", cache)
+        ff = FeedForward(cfg, tp, "ff")
         x = tp.constrain(x, ("batch", "seq", "embed"))
         if cfg.residual is Residual.PARALLEL:
             # GPT-J: attention and feed-forward read the same LayerNorm output and their partial sums are added
@@ -123,7 +150,8 @@ class Block(_Module):
             with jax.named_scope("residual"):
                 h = x + tp.exit(attn(tp.enter(LayerNorm(cfg, tp, "ln_1")(x))))
                 y = h + tp.exit(ff(tp.enter(LayerNorm(cfg, tp, "ln_2")(h)))) + ff.out_bias()
-        return tp.constrain(y, ("batch", "seq", "embed"))
+        y = tp.constrain(y, ("batch", "seq", "embed"))
+        return y if cache is None else (y, attn.updated_cache)
 
 
 class Embed(_Module):
@@ -215,3 +243,37 @@ _REMAT_POLICIES = {  # Remat -> a factory of its jax.checkpoint policy (None: sa
 def _tag_attention_output(cfg: ModelConfig, out: jnp.ndarray) -> jnp.ndarray:
     """Names the attention output for the ``attn`` policy; only there, so the other programs keep their jaxpr."""
     return checkpoint_name(out, ATTENTION_OUTPUT) if cfg.remat is Remat.ATTN else out
+
+
+# --- decoding: the same modules, with a KV cache threaded through the layer stack -------------------------------
+
+
+class _CachedAttention(Attention):
+    """Attention decoding with a layer's cache, given at construction so that the block calls it as it calls
+    Attention; the updated cache is kept for the block to return. (Training builds Attention itself, so its programs
+    trace exactly as before.)"""
+
+    def __init__(self, cfg: ModelConfig, tp: TensorParallel, name: str, cache: KVCache):
+        super().__init__(cfg, tp, name)
+        self.cache, self.updated_cache = cache, None
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # type: ignore[override]
+        out, self.updated_cache = super().__call__(x, self.cache)
+        return out
+
+
+def decode_logits(cfg: ModelConfig, tp: TensorParallel, ids: jnp.ndarray, cache: KVCache) -> tuple[jnp.ndarray, KVCache]:
+    """Logits [B, T, V] of ``ids`` [B, T] at positions cache.pos .. cache.pos+T-1, and the cache with their keys
+    and values written: prefill (T = the prompt) and one decode step (T = 1) alike. ``cache`` holds every layer:
+    k and v [L, B, C, H, K]. The parameters are the training model's (same module names)."""
+
+    def one_block(x: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> tuple[jnp.ndarray, tuple[jnp.ndarray, ...]]:
+        y, layer = Block(cfg, tp, "block")(x, cache.of_layer(k, v))
+        return y, (layer.k, layer.v)
+
+    x = Embed(cfg, tp, "embed")(ids)  # [B, T, D]
+    unroll = cfg.n_layers if cfg.unroll_layers else 1
+    stack = hk.layer_stack(cfg.n_layers, with_per_layer_inputs=True, unroll=unroll, name="layers")
+    x, (k, v) = stack(one_block)(x, cache.k, cache.v)  # k, v: [L, B, C, H, K]
+    x = LayerNorm(cfg, tp, "ln_f")(x)
+    return LMHead(cfg, tp, "lm_head")(x), cache.replace(k=k, v=v).advance(ids.shape[1])
