@@ -29,6 +29,7 @@ from bench.records.context import base_record, environment
 from bench.records.schema import RecordKind, Status
 from bench.records.store import append_record
 from bench.tpu_aot.cache import CachedCompile, CompileCache, main_compile_entry, program_key, unpack_text
+from bench.tpu_aot.compile import MAX_REFUSAL_CHARS, REFUSAL, CompilerRefused, out_of_memory_fields
 from model.config import Scope
 
 DECODE_COMPILE = "decode-step compile: optimized HLO, memory analysis, compile time"
@@ -42,10 +43,18 @@ def _compile(
 
     key = program_key(lowered_text(lowered), lowered_text(lowered, debug_info=True), compiler, DECODE_COMPILE)
     entry = cache.get(key)
+    if entry is not None and REFUSAL in entry:  # an out-of-HBM refusal costs a compile to be told again
+        raise CompilerRefused(f"{entry[REFUSAL]} (kept in the compile cache)")
     if entry is not None:
         return CachedCompile(entry["memory"]), unpack_text(entry["hlo_gz_b64"]), entry["compile_s"], True
     start = time.perf_counter()
-    compiled, hlo_text = compile_with_optimized_hlo(lowered)
+    try:
+        compiled, hlo_text = compile_with_optimized_hlo(lowered)
+    except Exception as error:
+        message = f"{type(error).__name__}: {error}"
+        if out_of_memory_fields(message):
+            cache.put(key, {REFUSAL: message[:MAX_REFUSAL_CHARS]}, about)
+        raise
     seconds = time.perf_counter() - start
     cache.put(key, main_compile_entry(compiled, hlo_text, seconds), about)
     return compiled, hlo_text, seconds, False
@@ -94,7 +103,8 @@ def run_decode_tpu(spec: DecodeSpec, topology: str, devices: list[Any], out: Pat
                     record.update(project_decode(hlo_text, ids, ("dp", "mp"), accelerator, read / mesh.devices, batch))
                     record.update(status=Status.OK.value)
                 except Exception as error:  # recorded, and the next point compiles
-                    record.update(error=f"{type(error).__name__}: {error}"[:2000], traceback=traceback.format_exc())
+                    message = f"{type(error).__name__}: {error}"
+                    record.update(error=message[:2000], traceback=traceback.format_exc(), **out_of_memory_fields(message))
                 append_record(out, record)
                 _print(record)
                 records.append(record)

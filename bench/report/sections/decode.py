@@ -18,6 +18,7 @@ from bench.records.store import load_records
 DECODE_DIR = "decode"  # RUN_DIR/decode/: the decode records of a run, apart from its training-step records
 DECODE_REPORT = "DECODE.md"
 GPTJ_CHOICE = ("parallel", 256)  # residual, d_head
+MIN_COMPONENT_SHARE = 0.01
 
 
 def decode_records(directory: Path) -> list[dict[str, Any]]:
@@ -25,7 +26,12 @@ def decode_records(directory: Path) -> list[dict[str, Any]]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    return [r for r in load_records(directory).records if r.get("kind") == RecordKind.DECODE.value]
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}  # a rerun (--resume retries failed points) replaces a point
+    for r in load_records(directory).records:
+        if r.get("kind") == RecordKind.DECODE.value:
+            keys = ("variant", "batch", "seq", "preset", "jax", "backend", "topology")
+            latest[tuple(r.get(k) for k in keys)] = r
+    return list(latest.values())
 
 
 def write_decode_report(directory: Path) -> Path | None:
@@ -147,8 +153,32 @@ def _tpu_topology(ok: Sequence[Mapping[str, Any]], topology: str) -> list[str]:
                 f"{r['decode_projected_tokens_per_s']:.0f} |"
             )
     lines.append("")
-    for batch in sorted({r["batch"] for r in ok}):
+    batches = sorted({r["batch"] for r in ok})
+    for batch in batches:
         lines += _lead(sorted((r for r in ok if r["batch"] == batch), key=lambda r: r["decode_projected_step_s"]))
+    lines.append("")
+    for batch in sorted({batches[0], batches[-1]}):
+        lines += _components([r for r in ok if r["batch"] == batch], topology, batch)
+    return lines + [""]
+
+
+def _components(at: Sequence[Mapping[str, Any]], topology: str, batch: int) -> list[str]:
+    """Projected microseconds per step by component (bench.analysis.components' labels, plus ICI), a column per
+    variant: where the designs differ."""
+    at = sorted(at, key=lambda r: r["decode_projected_step_s"])
+    labels = sorted({k for r in at for k in r["decode_projected_component_s"]})
+    parts = [{k: r["decode_projected_component_s"].get(k, 0.0) for k in labels} for r in at]
+    floor = MIN_COMPONENT_SHARE * min(r["decode_projected_step_s"] for r in at)
+    labels = [k for k in labels if max(p[k] for p in parts) >= floor]
+    lines = [
+        f"{topology}, batch {batch}: projected us per step by component (PROJECTION; components under "
+        f"{MIN_COMPONENT_SHARE:.0%} of the step left out)",
+        "",
+        "| component | " + " | ".join(r["variant"] for r in at) + " |",
+        "| --- |" + " --- |" * len(at),
+    ]
+    for label in labels:
+        lines.append(f"| {label} | " + " | ".join(f"{p[label] * 1e6:.0f}" for p in parts) + " |")
     return lines + [""]
 
 
