@@ -155,6 +155,7 @@ def _projected(residual: str, step_s: float, ici_s: float, latency_s: float) -> 
         "mesh_dp": 1, "mesh_mp": 8, "decode_projected_step_s": step_s, "decode_projected_work_s": step_s - ici_s,
         "decode_projected_ici_s": ici_s, "decode_projected_ici_latency_s": latency_s,
         "decode_projected_hbm_floor_s": 1e-3, "decode_projected_tokens_per_s": 1 / step_s,
+        "decode_projected_component_s": {"ff_in": step_s - ici_s, "ici": ici_s},
     }
 
 

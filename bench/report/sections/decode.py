@@ -124,9 +124,12 @@ def _tpu(ok: Sequence[Mapping[str, Any]], every: Sequence[Mapping[str, Any]]) ->
         "weights + KV cache per device over HBM bandwidth.",
         "",
     ]
-    for topology in sorted({r["topology"] for r in every}):
-        lines += _tpu_topology([r for r in ok if r["topology"] == topology], topology)
-        refused = [r for r in every if r["topology"] == topology and r.get("status") != Status.OK.value]
+    for topology, context in sorted({(r["topology"], r["seq"]) for r in every}):
+        here = [r for r in ok if (r["topology"], r["seq"]) == (topology, context)]
+        lines += _tpu_topology(here, topology)
+        refused = [
+            r for r in every if (r["topology"], r["seq"]) == (topology, context) and r.get("status") != Status.OK.value
+        ]
         for r in refused:
             lines.append(f"- not projected: {r['variant']} batch {r['batch']} context {r['seq']}: {r['error']}")
         lines.append("")
@@ -213,16 +216,16 @@ def _claim(ok: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["### The article's claim, checked (PROJECTION)", ""]
     flips = []
     wins = 0
-    cells = sorted({(r["topology"], r["batch"]) for r in ok})
-    for topology, batch in cells:
-        at = [r for r in ok if (r["topology"], r["batch"]) == (topology, batch)]
+    cells = sorted({(r["topology"], r["seq"], r["batch"]) for r in ok})
+    for topology, context, batch in cells:
+        at = [r for r in ok if (r["topology"], r["seq"], r["batch"]) == (topology, context, batch)]
         at.sort(key=lambda r: r["decode_projected_step_s"])
         if (at[0]["residual"], at[0]["d_head"]) == GPTJ_CHOICE:
             wins += 1
         else:
-            flips.append(f"{topology} batch {batch}: {at[0]['variant']} fastest")
+            flips.append(f"{topology} context {context} batch {batch}: {at[0]['variant']} fastest")
     lines.append(
         f"GPT-J's choices (parallel block, 256-wide heads) decode fastest in {wins} of {len(cells)} projected "
-        f"(slice, batch) points" + (f"; elsewhere: {'; '.join(flips)}." if flips else ".")
+        f"(slice, context, batch) points" + (f"; elsewhere: {'; '.join(flips)}." if flips else ".")
     )
     return lines + [""]
