@@ -196,6 +196,48 @@ TPU_CACHE = "reports/tpu-aot-cache"
 MAIN_JOB_FLAGS = {"--no-tpu": "leave the TPU projection out (CPU sweep and report only)"}
 
 
+# Decoding (`python -m bench decode`): the four block designs under shard_map on the preset's mp, and GPT-J's design
+# on one device (the decode MBU figure). The main job's part is bounded to about 2 minutes on a 2-core machine
+# (batch 1 and 8 at the cpu preset's context); `nox -s decode` runs the full grid, every strategy.
+DECODE_DESIGNS = [f"{r}-{h}-shard_map-none" for r in ("parallel", "serial") for h in ("h256", "h128")]
+# (the four designs at batch 1 and 8 took 4.5 minutes at load average 15, 2026-12-07: the part keeps GPT-J's design
+# and its serial twin at batch 1, and GPT-J's on one device)
+DECODE_MAIN_JOB = [*(f"--variant={n}" for n in [*DECODE_DESIGNS[:1], DECODE_DESIGNS[2], "parallel-h256-single-none"])]
+DECODE_MAIN_JOB += ["--preset=cpu", "--batch=1", "--context=256", "--max-new-tokens=8"]
+# The TPU decode PROJECTION: GPT-J-6B with bf16 weights, as GPT-J was served (mesh-transformer-jax
+# resharding_example.py: "early_cast": True), at context 2048 on a v3-8 with mp=8 (device_sample.py reshapes the
+# devices into (count // cores_per_replica, cores_per_replica), and configs/6B_roto_256.json sets cores_per_replica 8)
+# and on a v5e-8 with the same mp=8: the same tensor-parallel degree and about the same HBM (8 x 16 GB against
+# 4 x 32 GiB), so only the chip changes. Compile-only, through the committed cache.
+DECODE_TPU = {"v3:2x2": "dp=1,mp=8", "v5e:2x4": "dp=1,mp=8"}
+DECODE_TPU_FLAGS = [*(f"--variant={n}" for n in DECODE_DESIGNS), "--preset=gptj-6b", "--set=param_dtype=bfloat16"]
+DECODE_TPU_FLAGS += ["--context=2048", "--batch=1,8,32,128", f"--compile-cache={TPU_CACHE}"]
+
+
+def _decode_tpu(session: nox.Session, out: str) -> None:
+    python = env_python(session, "tpu")
+    for topology, mesh in DECODE_TPU.items():
+        flags = [f"--topology={topology}", f"--mesh={mesh}", f"--out={out}", "--resume", *DECODE_TPU_FLAGS]
+        session.run(python, "-m", "bench", "decode", *flags, external=True, success_codes=[0, 1])
+
+
+@nox.session(python=False, default=False)
+def decode(session: nox.Session) -> None:
+    """Prefill and decode of every variant at remat none on CPU (batch 1 to 128, contexts to the preset's), then the
+    TPU decode PROJECTION (v3-8, v5e-8): records in DIR/decode (-- --out DIR; other flags go to `bench decode`)."""
+    args = list(session.posargs)
+    out = _option(args, "--out") or _new_run_dir("decode-")
+    args = [a for i, a in enumerate(args) if not a.startswith("--out") and (i == 0 or args[i - 1] != "--out")]
+    where = [f"--out={out}/decode", "--resume"]
+    recorded = [0, 1]  # 1: a point failed and was recorded
+    current, xmap = env_python(session, "current"), env_python(session, "xmap")
+    session.run(current, "-m", "bench", "decode", *where, *args, external=True, success_codes=recorded)
+    xmap_variants = [f"--variant={n}" for n in VARIANT_NAMES if environment_for(n) == "xmap" and n.endswith("-none")]
+    session.run(xmap, "-m", "bench", "decode", *where, *xmap_variants, *args, external=True, success_codes=recorded)
+    _decode_tpu(session, f"{out}/decode")
+    session.log(f"decode records: {out}/decode/results.jsonl")
+
+
 @nox.session(python=False)
 def sweep(session: nox.Session) -> None:
     """The main job: every variant measured on CPU in both environments, then the TPU projection of the variants
@@ -219,6 +261,11 @@ def sweep(session: nox.Session) -> None:
         _tpu_aot_both(session, cached, TPU_PROJECTED, then=[*cached, *TPU_NEO], xmap_args=("--no-extrapolate",))
         aot = ["--aot", aot_dir]
         session.log(f"CPU sweep and TPU projection: {time.monotonic() - start:.0f} s")
+    decode_dir = f"{out}/decode"
+    session.run(current, "-m", "bench", "decode", f"--out={decode_dir}", "--resume", *DECODE_MAIN_JOB, external=True)
+    if with_tpu:
+        _decode_tpu(session, decode_dir)
+    session.log(f"with decoding: {time.monotonic() - start:.0f} s")
     given = [f"--aot={d}" for d in _options(args, "--aot")]  # more compile records for the report (e.g. refusals)
     # the published runs' records give the report its "Does the projection hold?"
     if with_tpu and (Path(VALIDATION_OUT) / "results.jsonl").exists():

@@ -108,6 +108,7 @@ TEST_FILES = {
     "test_config.py": BOTH,
     "test_convert.py": BOTH,
     "test_decode.py": BOTH,
+    "test_decode_bench.py": CURRENT,
     "test_docs.py": CURRENT,  # text and the schema: no JAX version changes them
     "test_distributed.py": DISTRIBUTED,
     "test_equivalence.py": BOTH,

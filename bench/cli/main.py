@@ -169,6 +169,76 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 
+def cmd_decode(args: argparse.Namespace) -> int:
+    from bench.cli.decode import resolve_decode
+
+    spec = resolve_decode(args)
+    if spec.left_out:
+        print(f"decode: {spec.left_out}", file=sys.stderr)
+    if args.topology:
+        return _decode_tpu(args, spec)
+    request_cpu_devices(max(spec.mesh.devices, 1))
+    import jax
+
+    from model import compat
+
+    if any(v.strategy is Strategy.XMAP for v in spec.variants) and not compat.has_xmap():
+        raise ConfigError(compat.HAS_XMAP_MESSAGE.format(version=jax.__version__))
+    for variant in spec.variants:  # every configuration error surfaces before the first compile
+        validate_run(spec.preset, variant, spec.mesh_of(variant), len(jax.devices()), platform=jax.default_backend())
+    from bench.measure.decode import build_decoders, check_fits, check_spec, run_decode
+
+    check_spec(spec)
+    decoders = build_decoders(spec)
+    check_fits(spec, decoders)
+    from bench.records.context import new_run_dir
+
+    out = spec.out or new_run_dir()
+    print(f"run directory: {out}", file=sys.stderr)
+    with _interruptible(out):
+        records = run_decode(spec, out, decoders)
+    _decode_report(out)
+    return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
+def _decode_report(out: Path) -> None:
+    from bench.report.sections.decode import write_decode_report
+
+    path = write_decode_report(out)
+    if path is not None:
+        print(f"report: {path}", file=sys.stderr)
+
+
+def _decode_tpu(args: argparse.Namespace, spec: Any) -> int:
+    """``bench decode --topology``: compile-only decode steps for a TPU slice, projected (bench.tpu_aot.decode)."""
+    from bench.tpu_aot.compile import check_mesh
+    from bench.tpu_aot.env import apply_tpu_compile_env, libtpu_available, parse_topology
+
+    devices = parse_topology(args.topology).devices
+    check_mesh(spec.mesh, devices, args.topology)
+    for variant in spec.variants:
+        validate_run(spec.preset, variant, spec.mesh_of(variant), devices)
+    if not libtpu_available():
+        raise ConfigError(f"libtpu (the TPU compiler) is not installed in this environment ({sys.executable})")
+    apply_tpu_compile_env(args.topology)
+    from bench.measure.decode import check_spec
+
+    check_spec(spec)
+    from bench.records.context import new_run_dir
+    from bench.records.store import cache_root
+    from bench.tpu_aot.cache import cache_from_flag
+    from bench.tpu_aot.decode import run_decode_tpu
+    from bench.tpu_aot.env import topology_devices
+
+    out = spec.out or new_run_dir()
+    cache = cache_from_flag(args.compile_cache, cache_root() / "tpu-aot")
+    print(f"run directory: {out}; compile cache: {cache.directory or 'off'}", file=sys.stderr)
+    with _interruptible(out):
+        records = run_decode_tpu(spec, args.topology, topology_devices(args.topology), out, cache)
+    _decode_report(out)
+    return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure the CPU peak for the preset's dtype and device count into RUN_DIR/peaks.jsonl (the sweep's start
     and end calibrations, one per JAX environment)."""
@@ -440,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distributed(sub)
     _add_sweep(sub)
     _add_calibrate(sub)
+    _add_decode(sub)
     _add_tpu_aot(sub)
     _add_validate(sub)
     _add_tpu_search(sub)
@@ -522,6 +593,18 @@ def _add_calibrate(sub: Any) -> None:
         "--when", choices=("start", "end"), default="start", help="start: reuse this environment's entry if any"
     )
     calibrate.set_defaults(func=cmd_calibrate)
+
+
+def _add_decode(sub: Any) -> None:
+    from bench.cli.decode import add_decode_flags
+
+    decode = sub.add_parser(
+        "decode",
+        help="prefill and KV-cache decode per variant, batch and context: latency, tokens/s, MBU, all-reduces",
+        description="Example: python -m bench decode --preset cpu --variant parallel-h256-pjit-none --batch 1,8",
+    )
+    add_decode_flags(decode)
+    decode.set_defaults(func=cmd_decode)
 
 
 def _add_tpu_aot(sub: Any) -> None:

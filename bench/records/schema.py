@@ -38,6 +38,9 @@ class RecordKind(enum.Enum):
     # an attention kernel the sweep found this platform or JAX lacks (kernels.attention.check_kernel_supported):
     # failed with that refusal as its error; never started, nothing compiled
     REFUSED = "refused"
+    # one decode configuration (``bench decode``): measured on this machine, or (backend tpu) compiled for a TPU
+    # topology and projected (bench.projection.decode), nothing timed
+    DECODE = "decode"
 
 
 # The sweep's attention-kernel comparisons (bench.launch.sweep) are a run directory of their own inside the sweep's:
@@ -360,6 +363,49 @@ class GpuRun:
     skipped_reason: str | None  # planned but not run (time budget); such a record has status failed
 
 
+@dataclass(frozen=True)
+class Decode:
+    """``bench decode``: one variant at one batch and cache length; the record's batch and seq are these two.
+    Communication per decode step is in the ``comm_key`` fields (one step: one new token per sequence)."""
+
+    decode_prompt_tokens: int  # tokens per sequence the prefill wrote into the cache
+    decode_new_tokens: int  # decode steps timed (tokens generated per sequence)
+    decode_temperature: float  # 0: greedy
+    decode_top_p: float
+    prefill_s: float  # time to first token: the prefill of B x prompt tokens, s
+    prefill_tokens_per_s: float
+    decode_step_s_median: float  # per-token latency: one decode step (a token for every sequence), s
+    decode_step_s_p90: float
+    decode_tokens_per_s: float  # batch / median step
+    decode_compile_s: float  # the decode step's compile, s
+    kv_cache_bytes: int  # the whole cache, over all devices
+    decode_weight_bytes: int  # every parameter as stored, over all devices
+    decode_read_bytes_per_step: int  # weights but the unread embedding rows + KV cache (bench.analysis.decode)
+    decode_fits_memory: bool  # weights + cache within the device memory checked before compiling
+    copy_bandwidth_bytes_per_s: float  # this machine's, measured in the same process (bench.measure.bandwidth)
+    copy_bandwidth_source: str
+    copy_bandwidth_load_avg_before: float  # 1-minute load average around the bandwidth kernel
+    copy_bandwidth_load_avg_after: float
+    decode_floor_s: float  # read bytes / bandwidth: the least a step can take, s
+    decode_mbu: float  # floor / median step: memory-bandwidth utilisation
+    decode_load_avg_before: float  # 1-minute load average around the timed steps
+    decode_load_avg_after: float
+    decode_mp_allreduce_bytes_per_token: float  # comm_mp_allreduce_bytes / batch
+    expected_decode_mp_layer_allreduce_count: int  # bench.analysis.expected_decode_comm, per step
+    expected_decode_mp_layer_allreduce_bytes: int
+    expected_decode_mp_other_allreduce_count: int
+    expected_decode_mp_other_allreduce_bytes: int
+    decode_comm_matches_model: bool  # mp all-reduce count and bytes equal the model's
+    # TPU (PROJECTION, bench.projection.decode): seconds per decode step per device
+    decode_projected_step_s: float  # roofline work + ICI
+    decode_projected_work_s: float  # the per-op roofline of the compiled step, collectives excluded
+    decode_projected_ici_latency_s: float  # the all-reduces' latency part: hops x per-hop latency
+    decode_projected_ici_s: float  # every collective at max(latency, wire bytes / ICI bandwidth)
+    decode_projected_hbm_floor_s: float  # read bytes per device / HBM bandwidth per device
+    decode_projected_component_s: dict  # work by component label (bench.analysis.components), plus "ici"
+    decode_projected_tokens_per_s: float  # batch / projected step
+
+
 SECTIONS: tuple[type, ...] = (
     GpuRun,
     Head,
@@ -377,6 +423,7 @@ SECTIONS: tuple[type, ...] = (
     Search,
     Validation,
     MultiProcess,
+    Decode,
 )
 REQUIRED_FIELDS = ("schema_version", "kind", "variant", "preset", "scope", "status", "timestamp_utc")
 

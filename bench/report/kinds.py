@@ -16,6 +16,7 @@ from bench.report.analyse import Analysis
 from bench.report.load import RunRecords, latest_ok
 from bench.report.section import Section
 from bench.report.sections import claims, gpu, validation
+from bench.report.sections.decode import DECODE_DIR, decode_records, section_decode
 from bench.report.sections.baseline import section_baseline
 from bench.report.sections.comm import section_comm
 from bench.report.sections.compare import section_compare
@@ -85,6 +86,11 @@ ENVIRONMENT = Section(
 COMPARE = Section("compare", section_compare, lambda a: a.comparison is not None)
 VALIDATION = Section("validation", validation.section_validation, lambda a: bool(a.run.validation))
 CLAIMS = Section("claims", claims.section_claims, lambda a: bool(a.projections))
+INFERENCE = Section(
+    "inference",
+    lambda a: section_decode(decode_records(a.run.run_dir / DECODE_DIR)),
+    lambda a: bool(decode_records(a.run.run_dir / DECODE_DIR)),
+)
 
 KINDS: dict[RunKind, tuple[Section, ...]] = {
     RunKind.SWEEP: (
@@ -98,6 +104,7 @@ KINDS: dict[RunKind, tuple[Section, ...]] = {
         KERNELS_TPU,
         VALIDATION,
         CLAIMS,
+        INFERENCE,
         SEARCH,
         COMM,
         PROFILES,
