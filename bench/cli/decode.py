@@ -14,31 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cli.spec import check_writable, resolve_preset, resolve_variants
+from bench.records.decodespec import DecodeSpec
 from model.config import ConfigError, Mesh, Preset, Remat, Strategy, Variant
 
 DEFAULT_BATCHES = (1, 8, 32, 128)
 DEFAULT_CONTEXTS = (128, 256, 512, 1024, 2048)  # bounded by the preset's context
 DEFAULT_PROMPT_TOKENS = 16
 DEFAULT_NEW_TOKENS = 16
-
-
-@dataclass(frozen=True)
-class DecodeSpec:
-    preset: Preset
-    variants: tuple[Variant, ...]
-    mesh: Mesh  # for the sharded strategies; single runs on one device
-    batches: tuple[int, ...]
-    contexts: tuple[int, ...]  # cache lengths, tokens
-    prompt_tokens: int
-    new_tokens: int
-    temperature: float
-    top_p: float
-    out: Path | None
-    resume: bool
-    left_out: str | None = None
-
-    def mesh_of(self, variant: Variant) -> Mesh:
-        return Mesh(1, 1) if variant.strategy is Strategy.SINGLE else self.mesh
 
 
 def add_decode_flags(parser: argparse.ArgumentParser) -> None:

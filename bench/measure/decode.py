@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bench.compile.failure import variant_failures
 from bench.analysis import comm, hlo
 from bench.analysis.decode import (
     bandwidth_floor_s,
@@ -34,9 +35,9 @@ from bench.analysis.decode import (
     expected_decode_comm,
     percentile,
 )
-from bench.cli.decode import DecodeSpec
+from bench.records.decodespec import DecodeSpec
 from bench.measure.bandwidth import Bandwidth, measure_bandwidth
-from bench.measure.prepare import memory_fields
+from bench.compile.step import memory_fields
 from bench.records.context import base_record, environment
 from bench.records.schema import RecordKind, Status, comm_key
 from bench.records.store import append_record, load_records
@@ -226,7 +227,7 @@ def run_decode(spec: DecodeSpec, out: Path, decoders: dict[str, Any]) -> list[di
                 params = decoder.init_params() if params is None else params
                 record.update(measure_point(spec, decoder, params, variant, batch, context, bandwidth))
                 record.update(status=Status.OK.value)
-            except Exception as error:  # recorded, and the next point runs
+            except variant_failures() as error:  # recorded, and the next point runs; a bug stops the run
                 record.update(error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
             append_record(out, record)
             _print(record)

@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from bench.compile.failure import variant_failures
 from bench.analysis.decode import decode_read_bytes, embedding_unread_bytes
-from bench.cli.decode import DecodeSpec
+from bench.records.decodespec import DecodeSpec
 from bench.hardware.table import accelerator_for_topology
 from bench.measure.decode import comm_fields, decode_key, finished_decode_keys, weight_bytes
-from bench.measure.prepare import memory_fields
+from bench.compile.step import memory_fields
 from bench.projection.decode import project_decode
 from bench.records.context import base_record, environment
 from bench.records.schema import RecordKind, Status
@@ -102,7 +103,7 @@ def run_decode_tpu(spec: DecodeSpec, topology: str, devices: list[Any], out: Pat
                     ids = np.arange(mesh.devices).reshape(mesh.dp, mesh.mp)
                     record.update(project_decode(hlo_text, ids, ("dp", "mp"), accelerator, read / mesh.devices, batch))
                     record.update(status=Status.OK.value)
-                except Exception as error:  # recorded, and the next point compiles
+                except variant_failures() as error:  # recorded, and the next point compiles; a bug stops the run
                     message = f"{type(error).__name__}: {error}"
                     record.update(error=message[:2000], traceback=traceback.format_exc(), **out_of_memory_fields(message))
                 append_record(out, record)
