@@ -27,7 +27,9 @@ FIRST_SCREEN = 10  # lines
 MAX_COLUMNS = 10  # in the headline's and the summary's tables
 HEADLINE_SECTIONS = ("## 1. Headline", "## 2. Summary")
 EMPTY = re.compile(r"^(No |None\b|Nothing\b)|nothing to (project|show|compute)")
-COUNT = re.compile(r"(\d+) ([a-z-]+(?: compiles(?: of the design-space search)?)?) \((\d+) ok, (\d+) failed\)")
+COUNT = re.compile(
+    r"(\d+) ([a-z-]+(?: compiles(?: of the design-space search| of published runs)?)?) \((\d+) ok, (\d+) failed\)"
+)
 CITED = re.compile(r"(?<![\w/.-])((?:bench|model|kernels|tests|reports|docs)/[\w/.+-]+\.(?:py|md|jsonl|png|json))\b")
 OTHER_REPOSITORY = re.compile(r"[\w-]+/[\w.-]+ $")  # "owner/repo path": a published source, not this repository's
 RANGE = re.compile(r"([\w:+.,%-]+) to ([\w:+.,%-]+)")
@@ -92,7 +94,8 @@ def counts_on_disk(example: Path, aot_dirs: list[str]) -> dict[str, tuple[int, i
         for line in (directory / RESULTS).read_text().splitlines():
             r = json.loads(line)
             if r["kind"] == "tpu-aot":
-                kind = "tpu-aot compiles" + (" of the design-space search" if r.get("search_point") else "")
+                of = " of the design-space search" if r.get("search_point") else ""
+                kind = "tpu-aot compiles" + (" of published runs" if r.get("validation_id") else of)
             elif aot_only:
                 continue
             else:
@@ -129,6 +132,7 @@ def test_the_first_screen_gives_the_answer(example):
         "sweep": r"PROJECTION .*fastest \*\*[\w+-]+\*\*.*ahead of",
         "search": r"\| best point \(PROJECTION\) .*\| over GPT-J's choice .*\n(.*\n)*\| [\w:]+, [\w.-]+ +\| \d+ of \d+",
         "cpu-block": r"is [\d.]+x (faster|slower) than \w+\*\* .*noise threshold|fastest \*\*",
+        "validate": r"PROJECTION against \d+ published TPU runs .*reached .* of their projection",
     }[kind]
     assert re.search(wanted, answer), answer
 

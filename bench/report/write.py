@@ -66,6 +66,8 @@ def counts_line(run: RunRecords) -> str:
         groups[f"{RecordKind.TPU_AOT.value} compiles"] = list(run.aot)
     if run.search:
         groups[f"{RecordKind.TPU_AOT.value} compiles of the design-space search"] = list(run.search)
+    if run.validation:
+        groups[f"{RecordKind.TPU_AOT.value} compiles of published runs"] = list(run.validation)
     said = []
     for kind, records in groups.items():
         failed = sum(r["status"] == "failed" for r in records)

@@ -204,7 +204,7 @@ def section_kernels_tpu(a: Analysis) -> list[str]:
                 f"- {', '.join(once)}: NOT COMPARABLE with the reference here. These compiles kept the block loops, "
                 "whose trip counts depend on the block index, and the compiler's estimate prices a loop body once, "
                 "so it counts about one block pair of attention per loop: the compiler's FLOPs column shows the "
-                "attention missing (kernels.choice.BLOCK_LOOP_KERNELS gives the measured gap). Their projected "
+                "attention missing (kernels.choice.BLOCK_LOOP_KERNELS gives the measured gap). Their PROJECTION of "
                 "tokens/s are shown, not ranked; a compile of this code writes the loops out."
             )
         if (table["kernel"] == "pallas").any():
