@@ -50,6 +50,4 @@ class KVCache:
         return dataclasses.replace(self, **changes)
 
 
-jax.tree_util.register_pytree_node(
-    KVCache, lambda c: ((c.k, c.v, c.pos), None), lambda _, children: KVCache(*children)
-)
+jax.tree_util.register_pytree_node(KVCache, lambda c: ((c.k, c.v, c.pos), None), lambda _, children: KVCache(*children))

@@ -61,7 +61,9 @@ def decode_logits(residual: Residual, head: Head, strategy: Strategy) -> list[np
 def assert_decode_matches_forward(residual: Residual, head: Head, strategy: Strategy) -> None:
     reference = full_forward(residual, head)
     positions = range(PROMPT - 1, PROMPT + NEW)
-    errors = [relative_error(got, reference[:, t]) for got, t in zip(decode_logits(residual, head, strategy), positions)]
+    errors = [
+        relative_error(got, reference[:, t]) for got, t in zip(decode_logits(residual, head, strategy), positions)
+    ]
     print(f"{strategy.value} {residual.value}-{head.value}: worst logits relative error {max(errors):.2e}")
     assert max(errors) <= LOGITS_RTOL, errors
 
@@ -70,9 +72,7 @@ CASES = [(r, Head.H256, s) for r in Residual for s in (Strategy.SINGLE, Strategy
 CASES += [(Residual.PARALLEL, Head.H128, Strategy.SHARD_MAP), (Residual.SERIAL, Head.H128, Strategy.PJIT)]
 
 
-@pytest.mark.parametrize(
-    "residual, head, strategy", CASES, ids=[f"{r.value}-{h.value}-{s.value}" for r, h, s in CASES]
-)
+@pytest.mark.parametrize("residual, head, strategy", CASES, ids=[f"{r.value}-{h.value}-{s.value}" for r, h, s in CASES])
 def test_decode_logits_equal_the_full_forward(residual, head, strategy):
     require_devices(1 if strategy is Strategy.SINGLE else PRESET.mesh.devices)
     assert_decode_matches_forward(residual, head, strategy)

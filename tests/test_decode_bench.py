@@ -117,8 +117,19 @@ def test_bad_input_is_one_error_line(flags, fragment):
 def test_a_cache_that_cannot_fit_is_refused_with_what_it_needs(tmp_path):
     # 2 layers x 2 (k, v) x batch 128 x 2**22 positions x 1024 x 4 bytes = 8 TiB of cache
     result = bench(
-        "decode", "--preset", "tiny", "--set", "context=4194304", "--context", "4194304", "--batch", "128",
-        "--variant", "parallel-h256-single-none", "--out", str(tmp_path),
+        "decode",
+        "--preset",
+        "tiny",
+        "--set",
+        "context=4194304",
+        "--context",
+        "4194304",
+        "--batch",
+        "128",
+        "--variant",
+        "parallel-h256-single-none",
+        "--out",
+        str(tmp_path),
     )
     assert_one_line_error(result, "needs 8192.00 GiB")
 
@@ -130,8 +141,23 @@ def test_tiny_decode_writes_a_valid_record(tmp_path):
     from bench.records.schema import validate
 
     result = bench(
-        "decode", "--preset", "tiny", "--variant", "serial-h128-shard_map-none", "--mesh", "dp=1,mp=4",
-        "--batch", "2", "--context", "64", "--prompt-tokens", "8", "--max-new-tokens", "3", "--out", str(tmp_path),
+        "decode",
+        "--preset",
+        "tiny",
+        "--variant",
+        "serial-h128-shard_map-none",
+        "--mesh",
+        "dp=1,mp=4",
+        "--batch",
+        "2",
+        "--context",
+        "64",
+        "--prompt-tokens",
+        "8",
+        "--max-new-tokens",
+        "3",
+        "--out",
+        str(tmp_path),
     )
     assert result.returncode == 0, result.stderr
     (record,) = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -150,11 +176,24 @@ def test_tiny_decode_writes_a_valid_record(tmp_path):
 
 def _projected(residual: str, step_s: float, ici_s: float, latency_s: float) -> dict:
     return {
-        "kind": "decode", "status": "ok", "backend": "tpu", "topology": "v3:2x2", "preset": "gptj-6b",
-        "variant": f"{residual}-h256-shard_map-none", "residual": residual, "d_head": 256, "batch": 1, "seq": 2048,
-        "mesh_dp": 1, "mesh_mp": 8, "decode_projected_step_s": step_s, "decode_projected_work_s": step_s - ici_s,
-        "decode_projected_ici_s": ici_s, "decode_projected_ici_latency_s": latency_s,
-        "decode_projected_hbm_floor_s": 1e-3, "decode_projected_tokens_per_s": 1 / step_s,
+        "kind": "decode",
+        "status": "ok",
+        "backend": "tpu",
+        "topology": "v3:2x2",
+        "preset": "gptj-6b",
+        "variant": f"{residual}-h256-shard_map-none",
+        "residual": residual,
+        "d_head": 256,
+        "batch": 1,
+        "seq": 2048,
+        "mesh_dp": 1,
+        "mesh_mp": 8,
+        "decode_projected_step_s": step_s,
+        "decode_projected_work_s": step_s - ici_s,
+        "decode_projected_ici_s": ici_s,
+        "decode_projected_ici_latency_s": latency_s,
+        "decode_projected_hbm_floor_s": 1e-3,
+        "decode_projected_tokens_per_s": 1 / step_s,
         "decode_projected_component_s": {"ff_in": step_s - ici_s, "ici": ici_s},
     }
 

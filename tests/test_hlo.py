@@ -14,7 +14,6 @@ import pytest
 from conftest import require_devices
 
 from bench.analysis import comm
-from bench.records.collectives import AXIS_LABELS, KIND_LABELS, OpForm, axis_key, collective_opcode, mesh_axis_values
 from bench.analysis.hlo import (
     Collective,
     CollectiveKind,
@@ -29,6 +28,7 @@ from bench.analysis.hlo import (
     shape_bytes,
     shape_bytes_by_dtype,
 )
+from bench.records.collectives import AXIS_LABELS, KIND_LABELS, OpForm, axis_key, collective_opcode, mesh_axis_values
 from model import compat
 
 DATA = Path(__file__).parent / "data" / "hlo"

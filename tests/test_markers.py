@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 from conftest import BOTH, CURRENT, SELECTING_MARKS, TEST_FILES, TPU_AOT, marker_problem
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,9 @@ def test_collection_refuses_a_test_marked_against_its_files_role(tmp_path):
     command = [sys.executable, "-m", "pytest", "-p", "conftest", "--collect-only", "-q", "-p", "no:cacheprovider"]
     result = subprocess.run([*command, "test_cli.py"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode != 0
-    assert "test_cli.py::test_x: marked tpu_aot, which its file's role allows on no test" in result.stdout + result.stderr
+    assert (
+        "test_cli.py::test_x: marked tpu_aot, which its file's role allows on no test" in result.stdout + result.stderr
+    )
 
 
 def test_the_roles_name_only_selecting_markers():

@@ -10,10 +10,10 @@ import pytest
 from report_text import unwrap
 
 from bench.hardware import baseline
+from bench.hardware.table import PeakBasis
 from bench.projection import throughput as projection
 from bench.projection.throughput import ProjectionModel
 from bench.records.collectives import CollectiveKind
-from bench.hardware.table import PeakBasis
 from bench.report.analyse import analyse
 from bench.report.format import fmt
 from bench.report.load import RunRecords

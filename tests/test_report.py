@@ -19,8 +19,8 @@ from test_report_components import record as breakdown_record
 from bench.analysis.profile import trace_log_dir
 from bench.cli.main import main as cli_main
 from bench.cli.spec import run_parser
-from bench.projection import throughput as projection
 from bench.hardware.table import PeakBasis, accelerator_for_topology
+from bench.projection import throughput as projection
 from bench.records.store import RESULTS
 from bench.report import format as format_module
 from bench.report.format import (

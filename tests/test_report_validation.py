@@ -61,7 +61,10 @@ def test_section_text() -> None:
     assert '"a quote" (a source). tokens per step = 1,000,000; step time s = 0.9' in text
     assert "b: priced with the reference attention kernel" in text
     # published 1e6 / (2 x 0.45) and 1e6 / (1.25 x 0.45) against one projection per model: 2 / 1.25 = 1.6x under both
-    assert "On the 3 run(s) priced by both, PROJECTION: published / projected varies 1.600x" in text and "and 1.600x" in text
+    assert (
+        "On the 3 run(s) priced by both, PROJECTION: published / projected varies 1.600x" in text
+        and "and 1.600x" in text
+    )
     assert f"]({validation.PLOT})" in text
     assert "whole step" in text and "1.710" in text  # k = 5 ** (1/3)
     # every run misses by over 20%; each modelled step is 0.2 + 0.2 + 0.05 s

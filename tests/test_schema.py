@@ -13,9 +13,9 @@ from conftest import require_devices
 
 from bench.analysis.hlo import CollectiveKind
 from bench.launch.local import ProcessExit, RunPlan, record_unrecorded
-from bench.measure.session import Diagnosis, Session
 from bench.launch.sweep import QUICK, Job, run_job
 from bench.measure.pipeline import measure
+from bench.measure.session import Diagnosis, Session
 from bench.records.context import failed_record
 from bench.records.schema import SCHEMA_VERSION, RecordKind, comm_dtype_key, comm_key, field_type, upgrade, validate
 from bench.records.store import append_record, load_records, results_path

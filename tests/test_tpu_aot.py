@@ -15,8 +15,8 @@ from bench.analysis.components import attribute
 from bench.analysis.extrapolate import affine_source
 from bench.analysis.hlo import async_overlap
 from bench.compile.step import mesh_ids
-from bench.projection.throughput import project
 from bench.hardware.table import accelerator_for_topology
+from bench.projection.throughput import project
 from bench.records.schema import COMM_AXES, comm_key, comm_overlap_key, validate
 from bench.records.store import load_records, results_path
 from bench.tpu_aot.compile import (

@@ -169,7 +169,6 @@ def test_a_refusal_is_kept_and_raised_again_in_the_compilers_words(tmp_path, mon
 
     from bench.tpu_aot import compile as aot_compile
     from bench.tpu_aot import env as aot_env
-
     from model import compat
 
     mosaic = "INTERNAL: Mosaic failed to compile TPU kernel: E2001: CompileTimeMosaicUnsupportedRhsType: vector<8xbf16>"

@@ -63,9 +63,7 @@ def test_unknown_key(tmp_path: Path) -> None:
 
 def test_wrong_type(tmp_path: Path) -> None:
     assert "[model] d_ff: expected an integer" in _error(_gptj_with(tmp_path, "d_ff = 16384", 'd_ff = "16384"'))
-    assert "expected true or false" in _error(
-        _gptj_with(tmp_path, "tied_embeddings = false", "tied_embeddings = 0")
-    )
+    assert "expected true or false" in _error(_gptj_with(tmp_path, "tied_embeddings = false", "tied_embeddings = 0"))
 
 
 def test_bad_choice(tmp_path: Path) -> None:
@@ -267,7 +265,18 @@ def test_validate_a_run_file_written_outside_the_repository(tmp_path: Path) -> N
     v5e = TINY_RUN.replace('"tiny-outside"', '"tiny-v5e"').replace('"v3:2x2"', '"v5e:2x2"').replace("dp = 4", "dp = 2")
     other = _write(tmp_path, v5e, "other.toml")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "bench", "validate", "--run", str(run_file), "--run", str(other), "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "validate",
+        "--run",
+        str(run_file),
+        "--run",
+        str(other),
+        "--out",
+        str(out),
+    ]
     done = subprocess.run([*command, "--compile-cache", "none"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

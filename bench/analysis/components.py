@@ -40,7 +40,6 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from bench.records.collectives import collective_opcode
 from bench.analysis.hlo import (
     Collective,
     HloComputation,
@@ -57,6 +56,7 @@ from bench.analysis.hlo import (
     shape_bytes,
 )
 from bench.analysis.profile import OpRow, is_collective
+from bench.records.collectives import collective_opcode
 
 
 class Component(enum.Enum):

@@ -238,6 +238,8 @@ def xla_to_hardware_flops_ratio(fields: dict[str, Any]) -> float | None:
     """XLA's FLOP count over the analytic hardware FLOPs, both per step; None where XLA gave no count."""
     xla = fields.get("xla_flops_per_step")
     return xla / fields["hardware_flops_per_step"] if xla else None
+
+
 # --- the FLOP conventions of published runs ----------------------------------------------------------------------
 # A published TFLOP/s or MFU is a tokens/s figure multiplied by the source's own FLOPs per token; dividing by the same
 # count gives the tokens/s back (bench/projection/published.py). Each source's count is one function here.

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cli.spec import check_writable, resolve_preset, resolve_variants
 from bench.records.decodespec import DecodeSpec
-from model.config import ConfigError, Mesh, Preset, Remat, Strategy, Variant
+from model.config import ConfigError, Mesh, Remat, Variant
 
 DEFAULT_BATCHES = (1, 8, 32, 128)
 DEFAULT_CONTEXTS = (128, 256, 512, 1024, 2048)  # bounded by the preset's context
@@ -27,9 +26,7 @@ def add_decode_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", action="append", help="variant name (repeatable); default all, at remat none")
     parser.add_argument("--preset", default="cpu", help="preset (default cpu)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value override (repeatable)")
-    parser.add_argument(
-        "--mesh", help="mesh of the sharded strategies, e.g. dp=1,mp=4 (default dp=1, the preset's mp)"
-    )
+    parser.add_argument("--mesh", help="mesh of the sharded strategies, e.g. dp=1,mp=4 (default dp=1, the preset's mp)")
     parser.add_argument("--batch", help=f"comma-separated batches (default {','.join(map(str, DEFAULT_BATCHES))})")
     parser.add_argument(
         "--context",
@@ -94,6 +91,16 @@ def resolve_decode(args: argparse.Namespace) -> DecodeSpec:
     if out is not None:
         check_writable(out)
     return DecodeSpec(
-        preset, variants, mesh, batches, contexts, args.prompt_tokens, args.max_new_tokens, args.temperature,
-        args.top_p, out, args.resume, left_out,
+        preset,
+        variants,
+        mesh,
+        batches,
+        contexts,
+        args.prompt_tokens,
+        args.max_new_tokens,
+        args.temperature,
+        args.top_p,
+        out,
+        args.resume,
+        left_out,
     )

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-
 # 256 MiB of float32: 8x the largest last-level cache of the machines this runs on (32 MiB), small enough for the
 # shared 24 GB host alongside a decode.
 COPY_BYTES = 256 * 2**20
@@ -65,9 +64,7 @@ def _time_scale(devices: Sequence[Any], array_bytes: int, repeats: int) -> float
     return best
 
 
-def measure_bandwidth(
-    devices: Sequence[Any], array_bytes: int = COPY_BYTES, repeats: int = COPY_REPEATS
-) -> Bandwidth:
+def measure_bandwidth(devices: Sequence[Any], array_bytes: int = COPY_BYTES, repeats: int = COPY_REPEATS) -> Bandwidth:
     """The best of (every device scaling its shard at once, one device scaling it all), in bytes moved per second."""
     if repeats < 1 or array_bytes < 1 or array_bytes % (4 * len(devices)):
         raise ValueError(

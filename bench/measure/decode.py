@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.compile.failure import variant_failures
 from bench.analysis import comm, hlo
 from bench.analysis.decode import (
     bandwidth_floor_s,
@@ -35,13 +34,14 @@ from bench.analysis.decode import (
     expected_decode_comm,
     percentile,
 )
-from bench.records.decodespec import DecodeSpec
-from bench.measure.bandwidth import Bandwidth, measure_bandwidth
+from bench.compile.failure import variant_failures
 from bench.compile.step import memory_fields
+from bench.measure.bandwidth import Bandwidth, measure_bandwidth
 from bench.records.context import base_record, environment
+from bench.records.decodespec import DecodeSpec
 from bench.records.schema import RecordKind, Status, comm_key
 from bench.records.store import append_record, load_records
-from model.config import ConfigError, Mesh, Preset, Scope, Variant
+from model.config import ConfigError, Mesh, Scope, Variant
 from model.decode import Sampler, check_generation, kv_cache_bytes, make_decoder
 
 P90 = 90.0
@@ -242,8 +242,11 @@ def decode_key(record: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def finished_decode_keys(out: Path) -> set[tuple[Any, ...]]:
-    return {decode_key(r) for r in load_records(out).records if r.get("kind") == RecordKind.DECODE.value
-            and r.get("status") == Status.OK.value}
+    return {
+        decode_key(r)
+        for r in load_records(out).records
+        if r.get("kind") == RecordKind.DECODE.value and r.get("status") == Status.OK.value
+    }
 
 
 def _print(record: dict[str, Any]) -> None:

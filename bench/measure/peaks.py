@@ -113,7 +113,7 @@ def peak_fields(dtype: str, devices: int) -> dict[str, Any]:
     """Peak FLOP/s per device on an accelerator: the hardware table, else none."""
     import jax
 
-    from bench.hardware.table import accelerator_for_device_kind, peak_basis_fields, peak_bases
+    from bench.hardware.table import accelerator_for_device_kind, peak_bases, peak_basis_fields
 
     device = jax.devices()[0]
     accelerator = accelerator_for_device_kind(device.device_kind)

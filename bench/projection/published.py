@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import enum
 import math
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from bench.analysis import flops
 from bench.hardware.topology import TopologyError, parse_topology
@@ -429,8 +430,12 @@ def published_tokens_per_s(run: PublishedRun) -> Conversion:
         steps.append(Step(f"x {chips} chips", tokens))
     elif p.figure is Figure.STEP_S:
         tokens = run.tokens_per_step / p.value
-        steps.append(Step(f"{run.tokens_per_step:,} tokens per step ({run.train.global_batch} x {run.model.seq}) / "
-                          f"{p.value} s", tokens))
+        steps.append(
+            Step(
+                f"{run.tokens_per_step:,} tokens per step ({run.train.global_batch} x {run.model.seq}) / {p.value} s",
+                tokens,
+            )
+        )
     else:
         per_chip = p.value * 1e12 if p.figure is Figure.TFLOPS_PER_CHIP else None
         if p.figure is Figure.MFU:

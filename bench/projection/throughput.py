@@ -57,10 +57,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.records.collectives import CollectiveKind
 from bench.hardware import table as hardware
 from bench.hardware.baseline import Published
 from bench.hardware.table import Accelerator, PeakBasis
+from bench.records.collectives import CollectiveKind
 from bench.records.schema import RecordKind, comm_key
 
 AOT_KIND = RecordKind.TPU_AOT.value  # the records projected here

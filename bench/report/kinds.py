@@ -16,10 +16,10 @@ from bench.report.analyse import Analysis
 from bench.report.load import RunRecords, latest_ok
 from bench.report.section import Section
 from bench.report.sections import claims, gpu, validation
-from bench.report.sections.decode import DECODE_DIR, decode_records, section_decode
 from bench.report.sections.baseline import section_baseline
 from bench.report.sections.comm import section_comm
 from bench.report.sections.compare import section_compare
+from bench.report.sections.decode import DECODE_DIR, decode_records, section_decode
 from bench.report.sections.effects import section_effects
 from bench.report.sections.environment import section_environment
 from bench.report.sections.headline import section_failed, section_headline, section_summary

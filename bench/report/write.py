@@ -24,13 +24,13 @@ from bench.report.analyse import Analysis, analyse
 from bench.report.format import fmt, source, wrap_prose
 from bench.report.kinds import KIND_PLOTS, KINDS, RunKind, detect
 from bench.report.load import RunRecords, config_text, latest_ok, load_run
+from bench.report.sections import validation
 from bench.report.sections.comm import comm_frame
 from bench.report.sections.compare import regression_banner
 from bench.report.sections.components import component_frame
 from bench.report.sections.environment import report_command
 from bench.report.sections.gpu import traced_components
 from bench.report.sections.projection import projection_frame
-from bench.report.sections import claims, validation
 from bench.report.stats import compare_runs
 
 REPORT = "REPORT.md"
@@ -144,7 +144,9 @@ def draw(a: Analysis, out_dir: Path) -> dict[str, str]:
         "validation": lambda p: validation.plot(a.run.validation, p),
     }
     wanted = KIND_PLOTS.get(detect(a.run), tuple(jobs))
-    return {name: PLOTS[name] for name, job in jobs.items() if name in wanted and job(out_dir / PLOTS[name]) is not None}
+    return {
+        name: PLOTS[name] for name, job in jobs.items() if name in wanted and job(out_dir / PLOTS[name]) is not None
+    }
 
 
 def build(run_dir: Path, compare: Path | None = None, aot_dirs: Sequence[Path] = ()) -> Analysis:

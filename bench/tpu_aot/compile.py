@@ -314,7 +314,7 @@ def compile_record(
     record; an xmap record in a ranking takes its shard_map twin's, bench.analysis.extrapolate)."""
     from bench.analysis.flops import xla_to_hardware_flops_ratio
     from bench.compile.step import analyse, mesh_ids
-    from bench.hardware.table import accelerator_for_topology, peak_basis_fields, peak_bases
+    from bench.hardware.table import accelerator_for_topology, peak_bases, peak_basis_fields
     from bench.records.context import base_record, environment
 
     record = base_record(variant, preset, mesh, Scope.MODEL, repeat=0, kind=RecordKind.TPU_AOT)

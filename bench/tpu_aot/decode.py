@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.compile.failure import variant_failures
 from bench.analysis.decode import decode_read_bytes, embedding_unread_bytes
-from bench.records.decodespec import DecodeSpec
+from bench.compile.failure import variant_failures
+from bench.compile.step import memory_fields
 from bench.hardware.table import accelerator_for_topology
 from bench.measure.decode import comm_fields, decode_key, finished_decode_keys, weight_bytes
-from bench.compile.step import memory_fields
 from bench.projection.decode import project_decode
 from bench.records.context import base_record, environment
+from bench.records.decodespec import DecodeSpec
 from bench.records.schema import RecordKind, Status
 from bench.records.store import append_record
 from bench.tpu_aot.cache import CachedCompile, CompileCache, main_compile_entry, program_key, unpack_text
@@ -93,8 +93,14 @@ def run_decode_tpu(spec: DecodeSpec, topology: str, devices: list[Any], out: Pat
                             f"weights {weights / 2**30:.2f} GiB + KV cache {cache_bytes / 2**30:.2f} GiB exceed the "
                             f"{hbm_total / 2**30:.1f} GiB of HBM of {topology}"
                         )
-                    about = {"variant": variant.name, "preset": spec.preset.name, "what": DECODE_COMPILE,
-                             "batch": batch, "context": context, **compiler}
+                    about = {
+                        "variant": variant.name,
+                        "preset": spec.preset.name,
+                        "what": DECODE_COMPILE,
+                        "batch": batch,
+                        "context": context,
+                        **compiler,
+                    }
                     lowered = decoder.lower_step(batch, context)
                     compiled, hlo_text, seconds, cached = _compile(lowered, compiler, cache, about)
                     record.update(decode_compile_s=seconds, compile_from_cache=cached)
@@ -105,7 +111,9 @@ def run_decode_tpu(spec: DecodeSpec, topology: str, devices: list[Any], out: Pat
                     record.update(status=Status.OK.value)
                 except variant_failures() as error:  # recorded, and the next point compiles; a bug stops the run
                     message = f"{type(error).__name__}: {error}"
-                    record.update(error=message[:2000], traceback=traceback.format_exc(), **out_of_memory_fields(message))
+                    record.update(
+                        error=message[:2000], traceback=traceback.format_exc(), **out_of_memory_fields(message)
+                    )
                 append_record(out, record)
                 _print(record)
                 records.append(record)

@@ -84,7 +84,9 @@ def _head(run: PublishedRun) -> Head:
         return Head.parse(f"h{run.model.d_head}", "head")
     except ConfigError:
         valid = ", ".join(str(h.d_head) for h in Head)
-        raise ConfigError(f"{run.path}: [model] d_head: {run.model.d_head}; the suite's heads are {valid} wide") from None
+        raise ConfigError(
+            f"{run.path}: [model] d_head: {run.model.d_head}; the suite's heads are {valid} wide"
+        ) from None
 
 
 def _model_options(run: PublishedRun) -> dict[str, Any]:
@@ -189,7 +191,7 @@ def validation_fields(plan: CompilePlan) -> dict[str, Any]:
 def projection_fields(record: Mapping[str, Any]) -> dict[str, Any]:
     """Every model's projected tokens/s (no overlap, full overlap) and the headline: the default model's
     full-overlap bound (bench.projection.throughput.model_of), as the main report's ranking uses it."""
-    from bench.projection.throughput import MODEL_FIELDS, ProjectionModel, ProjectionError, model_of, project
+    from bench.projection.throughput import MODEL_FIELDS, ProjectionError, ProjectionModel, model_of, project
 
     by_model: dict[str, list[float]] = {}
     for model in ProjectionModel:

@@ -14,14 +14,14 @@ from typing import Any
 import pandas as pd
 
 from bench.hardware import baseline
-from bench.projection import throughput as projection
 from bench.hardware import table as hardware
 from bench.hardware.table import GiB, PeakBasis
-from bench.report.analyse import Analysis
 from bench.projection import calibrate
+from bench.projection import throughput as projection
+from bench.report.analyse import Analysis
 from bench.report.format import constant_columns, figure, fmt, fmt_ratio, markdown_table, number, source, span
-from bench.report.sections import validation
 from bench.report.load import latest_ok, row_key
+from bench.report.sections import validation
 from bench.report.sections.kernels_tpu import NOT_COMPARABLE_MARK, loops_priced_once
 from bench.report.stats import axis_values
 

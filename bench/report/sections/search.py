@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 
 from bench.analysis.components import Component
-from bench.projection import throughput as projection
 from bench.hardware.table import GiB
 from bench.projection import calibrate
+from bench.projection import throughput as projection
 from bench.report.analyse import Analysis, first_line
 from bench.report.format import fmt, markdown_table, module_path, number, source, span
 from bench.report.sections import validation
