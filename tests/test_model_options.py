@@ -11,7 +11,7 @@ import pytest
 from conftest import require_devices, skip_without_xmap
 
 from bench.analysis import flops
-from bench.measure.prepare import static_flop_fields
+from bench.compile.step import static_flop_fields
 from kernels.attention import causal_attention
 from model.config import (
     ConfigError,
