@@ -27,8 +27,12 @@ def param_shapes(cfg: ModelConfig) -> dict:
     return jax.eval_shape(fn.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 1), jnp.int32))
 
 
-def logits_from_checkpoint(cfg: ModelConfig, path: Path, tokens: list[int]) -> np.ndarray:
+def params_from_checkpoint(cfg: ModelConfig, path: Path) -> dict:
+    """The parameters of a Hugging Face GPT-J checkpoint (model.convert.from_hf), unplaced numpy arrays."""
     shapes = param_shapes(cfg)
     validate(cfg, shapes, read_shapes(path))  # names and shapes from the header, before gigabytes are read
-    params = from_hf(cfg, shapes, load_safetensors(path))
-    return logits(cfg, params, tokens)
+    return from_hf(cfg, shapes, load_safetensors(path))
+
+
+def logits_from_checkpoint(cfg: ModelConfig, path: Path, tokens: list[int]) -> np.ndarray:
+    return logits(cfg, params_from_checkpoint(cfg, path), tokens)
