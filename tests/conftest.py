@@ -109,6 +109,7 @@ TEST_FILES = {
     "test_convert.py": BOTH,
     "test_decode.py": BOTH,
     "test_decode_bench.py": CURRENT,
+    "test_decode_hf.py": CURRENT,  # transformers (its Flax GPT-J) is in the current environment alone
     "test_docs.py": CURRENT,  # text and the schema: no JAX version changes them
     "test_distributed.py": DISTRIBUTED,
     "test_equivalence.py": BOTH,
