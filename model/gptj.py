@@ -301,9 +301,9 @@ def decode_logits(
     and values written: prefill (T = the prompt) and one decode step (T = 1) alike. Called inside ``hk.transform``,
     whose parameters are the model's outside the layer stack; ``layers`` holds each layer's (``unstack_layers``) and
     ``cache`` each layer's k and v [B, C, H, K]. The layers are unrolled, each one the same Block applied with its
-    own parameters: a decode step reads every weight once, and a layer sliced out of stacked parameters (a scan, or
-    an unrolled layer_stack) is a copy of its weights on CPU, which a step then reads twice and writes once. Local
-    layers keep their window (model.config.ModelConfig.layer_windows)."""
+    own parameters, so that a decode step reads every weight where it lies: a layer sliced out of stacked parameters
+    (a scan, or an unrolled layer_stack) is a copy of its weights at every step on XLA CPU, whose dots read no slice
+    in place. Local layers keep their window (model.config.ModelConfig.layer_windows)."""
     block = hk.without_apply_rng(hk.transform(lambda x, window, c: Block(cfg, tp, "block")(x, window, c)))
     embed = Embed(cfg, tp, "embed")
     x = embed(ids)  # [B, T, D]
