@@ -5,11 +5,13 @@ A decoder is built for one variant on one mesh. ``prefill`` runs the prompt [B, 
 every layer's keys and values into a cache of C positions; each ``step`` feeds one token per sequence at the cache's
 position and appends its keys and values. Both return the logits [B, V] of the last position they fed. The cache is
 split over dp by sequence and over mp by whole heads (model.sharding.CACHE_AXES); the logits come back split over
-mp by vocabulary, as the LM head makes them.
+mp by vocabulary, as the LM head makes them. Both take the training parameters unstacked once into one tree per
+layer (``init_params``, model.gptj.unstack_layers) and a cache of one k and v per layer, which the step donates: it
+reads each weight where it lies and writes each layer's new position in place, copying neither.
 
 Layouts by strategy: single and pjit hold global arrays (pjit with NamedShardings); shard_map the same global arrays,
-its body the local view; xmap holds parameters as [mp, ...local] (model.strategies.XmapDriver) and the cache as
-[dp, mp, L, B/dp, C, H/mp, K], its named axes leading.
+its body the local view; xmap holds parameters as [mp, ...local] (model.strategies.XmapDriver) and each layer's
+cache as [dp, mp, B/dp, C, H/mp, K], its named axes leading.
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from model.config import ConfigError, Mesh, Preset, Strategy, Variant, model_for
-from model.gptj import decode_logits
+from model.gptj import decode_logits, unstack_layers
 from model.kv_cache import KVCache
 from model.program import Params, Program
-from model.sharding import CACHE_AXES, DP, MP, TensorParallel, spec_for
+from model.sharding import CACHE_AXES, DP, MP, TensorParallel, param_specs, spec_for
 from model.strategies import Driver, XmapDriver, make_driver
 
-CACHE_SPEC = spec_for(CACHE_AXES)
+CACHE_SPEC = spec_for(CACHE_AXES)  # each layer's k and v
 IDS_SPEC = PartitionSpec(DP, None)  # [B, T]
 LOGITS_SPEC = PartitionSpec(DP, MP)  # [B, V]
 
@@ -101,21 +103,29 @@ class Decoder:
         self.program = Program.from_preset(preset, self.cfg)
         self.driver: Driver = make_driver(variant.strategy, self.program, mesh, devices, variant.layout)
         self.devices = list(self.driver.mesh.devices.flat)
+        # the decode step's parameters, specified from the global ones (their layer dim leads)
+        self.param_specs = param_specs(jax.eval_shape(unstack_layers, self.program.param_shapes()), variant.layout)
         self._run = self._compiled()
 
     # --- the program ------------------------------------------------------------------------------------------
 
     def _apply(self, tp: TensorParallel) -> Callable[[Params, jnp.ndarray, KVCache], tuple[jnp.ndarray, KVCache]]:
-        fn = hk.without_apply_rng(hk.transform(lambda ids, cache: decode_logits(self.cfg, tp, ids, cache)))
+        fn = hk.without_apply_rng(hk.transform(lambda *args: decode_logits(self.cfg, tp, *args)))
 
         def run(params: Params, ids: jnp.ndarray, cache: KVCache) -> tuple[jnp.ndarray, KVCache]:
-            logits, cache = fn.apply(params, ids, cache)  # [B, T, V]
+            outside, layers = params
+            logits, cache = fn.apply(outside, layers, ids, cache)  # [B, T, V]
             return logits[:, -1], cache  # [B, V]
 
         return run
 
+    def _unstacked(self, params: Params) -> Params:
+        """The training parameters as the decode step takes them (model.gptj.unstack_layers)."""
+        return unstack_layers(params, layer_dim=1 if self._is_xmap() else 0)
+
     def _cache_specs(self, pos: Any) -> KVCache:
-        return KVCache(CACHE_SPEC, CACHE_SPEC, pos)
+        layers = (CACHE_SPEC,) * self.cfg.n_layers
+        return KVCache(layers, layers, pos)
 
     def _compiled(self) -> Callable:
         driver, strategy = self.driver, self.variant.strategy
@@ -124,7 +134,7 @@ class Decoder:
         if strategy is Strategy.PJIT:
             named = lambda spec: NamedSharding(driver.mesh, spec)  # noqa: E731
             cache = jax.tree_util.tree_map(named, self._cache_specs(PartitionSpec()), is_leaf=_is_spec)
-            params = driver._named(driver.param_specs)
+            params = driver._named(self.param_specs)
             return jax.jit(
                 self._apply(driver.tp),
                 in_shardings=(params, named(IDS_SPEC), cache),
@@ -135,7 +145,7 @@ class Decoder:
             cache = self._cache_specs(PartitionSpec())
             fn = driver._shard_map(
                 self._apply(driver.tp),
-                in_specs=(driver.param_specs, IDS_SPEC, cache),
+                in_specs=(self.param_specs, IDS_SPEC, cache),
                 out_specs=(LOGITS_SPEC, cache),
             )
             return jax.jit(fn, donate_argnums=(2,))
@@ -143,8 +153,9 @@ class Decoder:
 
     def _xmapped(self) -> Callable:
         driver: XmapDriver = self.driver  # type: ignore[assignment]
-        cache_axes = KVCache({0: DP, 1: MP}, {0: DP, 1: MP}, {})
-        in_axes = (driver._axes(self.program.param_shapes(), MP), {0: DP}, cache_axes)
+        layers = ({0: DP, 1: MP},) * self.cfg.n_layers
+        cache_axes = KVCache(layers, layers, {})
+        in_axes = (driver._axes(self.param_specs, MP), {0: DP}, cache_axes)
         out_axes = ({0: DP, 1: MP}, cache_axes)
         return driver._xmap(self._apply(driver.tp), in_axes, out_axes, donate_argnums=(2,))
 
@@ -154,10 +165,11 @@ class Decoder:
         return self.variant.strategy is Strategy.XMAP
 
     def _cache_shape(self, batch: int, length: int) -> tuple[int, ...]:
+        """One layer's k (or v)."""
         cfg, dp, mp = self.cfg, self.mesh_shape.dp, self.mesh_shape.mp
         if self._is_xmap():
-            return (dp, mp, cfg.n_layers, batch // dp, length, cfg.n_heads // mp, cfg.d_head)
-        return (cfg.n_layers, batch, length, cfg.n_heads, cfg.d_head)
+            return (dp, mp, batch // dp, length, cfg.n_heads // mp, cfg.d_head)
+        return (batch, length, cfg.n_heads, cfg.d_head)
 
     def _ids(self, ids: Any) -> jnp.ndarray:
         ids = np.asarray(ids, np.int32)
@@ -178,15 +190,17 @@ class Decoder:
     # --- the interface ----------------------------------------------------------------------------------------
 
     def init_params(self, seed: int = 0) -> Params:
-        """The training model's initial parameters (model.program.Program.init_params), placed for this strategy."""
-        return self.driver.place_params(self.program.init_params(seed))
+        """The training model's initial parameters (model.program.Program.init_params), placed for this strategy,
+        then unstacked once (``_unstacked``): what ``prefill`` and ``step`` take."""
+        placed = self.driver.place_params(self.program.init_params(seed))
+        if self._is_xmap():  # xmap's parameters are plain arrays, [mp, ...local]
+            return jax.jit(self._unstacked)(placed)
+        return jax.jit(self._unstacked, out_shardings=self.driver._named(self.param_specs))(placed)
 
     def init_cache(self, batch: int, length: int) -> KVCache:
         """An empty cache of ``length`` positions for ``batch`` sequences, in the compute dtype."""
         self._check_batch(batch)
-        dtype = jnp.dtype(self.cfg.compute_dtype.value)
-        shape = self._cache_shape(batch, length)
-        return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
+        return KVCache.zeros(self.cfg.n_layers, self._cache_shape(batch, length), self.cfg.compute_dtype.value)
 
     def prefill(self, params: Params, ids: Any, context: int | None = None) -> tuple[jnp.ndarray, KVCache]:
         """The prompt ids [B, P] through the model into a new cache of ``context`` positions (default the model's
@@ -211,11 +225,12 @@ class Decoder:
         self._check_batch(batch)
         dtype = jnp.dtype(self.cfg.compute_dtype.value)
         shape = self._cache_shape(batch, length)
+        layers = self.cfg.n_layers
         if self.variant.strategy in (Strategy.SINGLE, Strategy.XMAP):
-            k = jax.ShapeDtypeStruct(shape, dtype)
+            k = (jax.ShapeDtypeStruct(shape, dtype),) * layers
             return KVCache(k, k, jax.ShapeDtypeStruct((), jnp.int32))
         named = lambda spec: NamedSharding(self.driver.mesh, spec)  # noqa: E731
-        k = jax.ShapeDtypeStruct(shape, dtype, sharding=named(CACHE_SPEC))
+        k = (jax.ShapeDtypeStruct(shape, dtype, sharding=named(CACHE_SPEC)),) * layers
         return KVCache(k, k, jax.ShapeDtypeStruct((), jnp.int32, sharding=named(PartitionSpec())))
 
     def _abstract_ids(self, batch: int, tokens: int) -> jax.ShapeDtypeStruct:
@@ -230,7 +245,9 @@ class Decoder:
         return self.lower_prefill(batch, 1, context)
 
     def lower_prefill(self, batch: int, prompt_tokens: int, context: int) -> Any:
-        params = self.driver.abstract_args()[0]
+        params = jax.eval_shape(self._unstacked, self.driver.abstract_args()[0])
+        if not self._is_xmap():
+            params = jax.tree_util.tree_map(_with_sharding, params, self.driver._named(self.param_specs))
         return self._run.lower(params, self._abstract_ids(batch, prompt_tokens), self.abstract_cache(batch, context))
 
 
@@ -264,3 +281,7 @@ def generate(
 
 def _is_spec(x: Any) -> bool:
     return isinstance(x, PartitionSpec)
+
+
+def _with_sharding(shape: jax.ShapeDtypeStruct, sharding: NamedSharding) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding)

@@ -295,23 +295,37 @@ class _CachedAttention(Attention):
 
 
 def decode_logits(
-    cfg: ModelConfig, tp: TensorParallel, ids: jnp.ndarray, cache: KVCache
+    cfg: ModelConfig, tp: TensorParallel, layers: tuple[Any, ...], ids: jnp.ndarray, cache: KVCache
 ) -> tuple[jnp.ndarray, KVCache]:
     """Logits [B, T, V] of ``ids`` [B, T] at positions cache.pos .. cache.pos+T-1, and the cache with their keys
-    and values written: prefill (T = the prompt) and one decode step (T = 1) alike. ``cache`` holds every layer:
-    k and v [L, B, C, H, K]. The parameters are the training model's (same module names); local layers keep their
-    window (model.config.ModelConfig.layer_windows)."""
-
-    def one_block(x: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, window: jnp.ndarray) -> tuple[jnp.ndarray, Any]:
-        y, layer = Block(cfg, tp, "block")(x, window if cfg.local_attention_window else None, cache.of_layer(k, v))
-        return y, (layer.k, layer.v)
-
+    and values written: prefill (T = the prompt) and one decode step (T = 1) alike. Called inside ``hk.transform``,
+    whose parameters are the model's outside the layer stack; ``layers`` holds each layer's (``unstack_layers``) and
+    ``cache`` each layer's k and v [B, C, H, K]. The layers are unrolled, each one the same Block applied with its
+    own parameters, so that a decode step reads every weight where it lies: a layer sliced out of stacked parameters
+    (a scan, or an unrolled layer_stack) is a copy of its weights at every step on XLA CPU, whose dots read no slice
+    in place. Local layers keep their window (model.config.ModelConfig.layer_windows)."""
+    block = hk.without_apply_rng(hk.transform(lambda x, window, c: Block(cfg, tp, "block")(x, window, c)))
     embed = Embed(cfg, tp, "embed")
     x = embed(ids)  # [B, T, D]
-    unroll = cfg.n_layers if cfg.unroll_layers else 1
-    windows = jnp.asarray(cfg.layer_windows(), dtype=jnp.int32)  # [L]
-    stack = hk.layer_stack(cfg.n_layers, with_per_layer_inputs=True, unroll=unroll, name="layers")
-    x, (k, v) = stack(one_block)(x, cache.k, cache.v, windows)  # k, v: [L, B, C, H, K]
+    written = []
+    for layer, (params, window) in enumerate(zip(layers, cfg.layer_windows())):
+        x, layer_cache = block.apply(params, x, window if cfg.local_attention_window else None, cache.of_layer(layer))
+        written.append(layer_cache)
     x = LayerNorm(cfg, tp, "ln_f")(x)
     logits = embed.attend(x) if cfg.tied_embeddings else LMHead(cfg, tp, "lm_head")(x)  # [B, T, V]
-    return logits, cache.replace(k=k, v=v).advance(ids.shape[1])
+    return logits, cache.with_layers(written).advance(ids.shape[1])
+
+
+LAYER_STACK = "layers"  # the name of block_stack's hk.layer_stack: the prefix of its parameters' module names
+
+
+def unstack_layers(params: Any, layer_dim: int = 0) -> tuple[Any, tuple[Any, ...]]:
+    """The training parameters as decoding takes them: (those outside the layer stack, one tree per layer). A layer's
+    tree is what a lone Block's transform takes (its module names without the stack's prefix) and each leaf is that
+    layer's slice along ``layer_dim`` (0; 1 where xmap's mp dim leads). Done once, outside the decode step."""
+    prefix = LAYER_STACK + "/"
+    outside = {name: leaves for name, leaves in params.items() if not name.startswith(prefix)}
+    stacked = {name[len(prefix) :]: leaves for name, leaves in params.items() if name.startswith(prefix)}
+    layers = jax.tree_util.tree_leaves(stacked)[0].shape[layer_dim]
+    take = lambda layer: lambda a: jax.lax.index_in_dim(a, layer, layer_dim, keepdims=False)  # noqa: E731
+    return outside, tuple(jax.tree_util.tree_map(take(layer), stacked) for layer in range(layers))

@@ -40,9 +40,9 @@ MESH_RULES: dict[str, str | None] = {
     "cache_seq": None,  # the KV cache's positions (model.kv_cache): every shard holds all of them
 }
 
-# The KV cache's k and v (model.kv_cache.KVCache): split over dp by sequence and over mp by whole heads, as the
-# attention that reads them is.
-CACHE_AXES = ("layers", "batch", "cache_seq", "heads", "head_dim")
+# Each layer's k and v in the KV cache (model.kv_cache.KVCache): split over dp by sequence and over mp by whole
+# heads, as the attention that reads them is.
+CACHE_AXES = ("batch", "cache_seq", "heads", "head_dim")
 
 # Where parameters live, per layout. FSDP: every parameter (and so its optimizer state) also split over dp on its
 # embed dim, the one dim every matrix has (ZeRO stage 3, Rajbhandari et al. 2020, arXiv:1910.02054; PyTorch FSDP,
