@@ -190,9 +190,14 @@ class Decoder:
     # --- the interface ----------------------------------------------------------------------------------------
 
     def init_params(self, seed: int = 0) -> Params:
-        """The training model's initial parameters (model.program.Program.init_params), placed for this strategy,
-        then unstacked once (``_unstacked``): what ``prefill`` and ``step`` take."""
-        placed = self.driver.place_params(self.program.init_params(seed))
+        """The training model's initial parameters (model.program.Program.init_params) as ``decode_params``
+        gives them."""
+        return self.decode_params(self.program.init_params(seed))
+
+    def decode_params(self, params: Params) -> Params:
+        """Training-layout parameters (stacked layers, e.g. a converted checkpoint) placed for this strategy, then
+        unstacked once (``_unstacked``): what ``prefill`` and ``step`` take."""
+        placed = self.driver.place_params(params)
         if self._is_xmap():  # xmap's parameters are plain arrays, [mp, ...local]
             return jax.jit(self._unstacked)(placed)
         return jax.jit(self._unstacked, out_shardings=self.driver._named(self.param_specs))(placed)

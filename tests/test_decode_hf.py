@@ -102,7 +102,7 @@ def reference(tmp_path_factory) -> dict:
 def suite(reference) -> tuple[Decoder, dict]:
     """The suite's side: a one-device decoder and the checkpoint's parameters, read through the converter."""
     decoder = make_decoder(PRESET, VARIANT, Mesh(1, 1))
-    return decoder, decoder.driver.place_params(params_from_checkpoint(decoder.cfg, reference["checkpoint"]))
+    return decoder, decoder.decode_params(params_from_checkpoint(decoder.cfg, reference["checkpoint"]))
 
 
 def test_greedy_tokens_equal_transformers_generate(reference, suite):
