@@ -190,6 +190,15 @@ def test_gptj_compiles_as_the_gptj_preset() -> None:
     assert model_for(plan.preset, plan.variant) == model_for(reference, plan.variant)
 
 
+def test_a_committed_run_file_is_recorded_relative_to_the_checkout() -> None:
+    """Records read the same from any clone: a committed run file's path is relative (an outside one, absolute, is
+    checked by the end-to-end test below)."""
+    from bench.tpu_aot.validate import compile_plan, validation_fields
+
+    fields = validation_fields(compile_plan(load_run(GPTJ)))
+    assert fields["validation_file"] == "reports/published-runs/gptj-6b-v3-256.toml"
+
+
 def test_sharded_parameter_run_maps_to_that_layout() -> None:
     from bench.tpu_aot.validate import compile_plan
 

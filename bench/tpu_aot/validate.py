@@ -169,12 +169,22 @@ def compile_plan(run: PublishedRun) -> CompilePlan:
     return CompilePlan(run, preset, variant, mesh, notes)
 
 
+# The checkout: a run file inside it is recorded relative to it, so records read the same from any clone.
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the checkout where it lies inside it, else absolute (a run file written elsewhere)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(_CHECKOUT)) if resolved.is_relative_to(_CHECKOUT) else str(resolved)
+
+
 def validation_fields(plan: CompilePlan) -> dict[str, Any]:
     """What a validation adds to a tpu-aot record (bench.records.schema.Validation), before the projection."""
     run, conversion = plan.run, published_tokens_per_s(plan.run)
     return {
         "validation_id": run.id,
-        "validation_file": str(run.path),
+        "validation_file": _shown_path(run.path),
         "published_source": run.source,
         "published_quote": run.quote,
         "published_figure": run.published.figure.value,
