@@ -65,9 +65,9 @@ def test_benchmark_train_step(benchmark, request, preset, variant):
         mesh=str(preset.mesh),
         tokens_per_step=tokens,
         compile_s=prepared.compile_s,
-        comm_mp_allreduce_bytes=prepared.analysis.get("comm_mp_allreduce_bytes"),
-        comm_wire_bytes_total=prepared.analysis.get("comm_wire_bytes_total"),
-        mem_peak_estimate_bytes=prepared.analysis.get("mem_peak_estimate_bytes"),
+        comm_mp_allreduce_bytes_per_device=prepared.analysis.get("comm_mp_allreduce_bytes_per_device"),
+        comm_wire_bytes_per_device=prepared.analysis.get("comm_wire_bytes_per_device"),
+        mem_peak_estimate_bytes_per_device=prepared.analysis.get("mem_peak_estimate_bytes_per_device"),
     )
     if benchmark.stats is not None:
         benchmark.extra_info["tokens_per_s"] = tokens / benchmark.stats.stats.median

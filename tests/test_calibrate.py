@@ -20,12 +20,12 @@ RECORD = {
     "topology": "v3:8x16",
     "devices": 256,
     "tokens_per_step": 1_000_000,
-    "hardware_flops_per_step": 256 * 61.5e12 * 0.2,
-    "comm_mp_wire_bytes": 2e9,
-    "comm_dp_wire_bytes": 3e9,
-    "comm_dpmp_wire_bytes": 0.0,
-    "xla_optimal_seconds_per_step": 0.3,
-    "hlo_roofline_seconds_per_step": 0.4,
+    "hardware_flops_per_step_total": 256 * 61.5e12 * 0.2,
+    "comm_mp_wire_bytes_per_device": 2e9,
+    "comm_dp_wire_bytes_per_device": 3e9,
+    "comm_dpmp_wire_bytes_per_device": 0.0,
+    "xla_optimal_s_per_step_per_device": 0.3,
+    "hlo_roofline_s_per_step_per_device": 0.4,
     "validation_id": "synthetic",
     "published_tokens_per_s": 1_000_000 / 0.7,
     "projected_model": ProjectionModel.HLO_ROOFLINE.value,
@@ -45,7 +45,7 @@ def test_parts_of_a_record_by_hand() -> None:
 
 def test_mxu_part_is_capped_at_the_work() -> None:
     # FLOPs worth 0.5 s against 0.4 s of work: all 0.4 s MXU-bound, nothing HBM-bound
-    obs = calibrate.observation(RECORD | {"hardware_flops_per_step": 256 * 61.5e12 * 0.5})
+    obs = calibrate.observation(RECORD | {"hardware_flops_per_step_total": 256 * 61.5e12 * 0.5})
     assert (obs.parts_s[Part.MXU], obs.parts_s[Part.HBM]) == pytest.approx((0.4, 0.0))
 
 

@@ -85,9 +85,9 @@ def test_run_records_a_real_variant_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     (record,) = load_records(tmp_path).records
     assert record["status"] == "ok" and record["tokens_per_step"] == 4 * 16
-    assert record["tokens_per_s"] == pytest.approx(64 / record["step_s_median"])
+    assert record["tokens_per_s"] == pytest.approx(64 / record["step_median_s"])
     assert 0 < record["hfu"] <= 1 and record["mfu"] <= record["hfu"]  # remat adds recompute to HFU only
-    assert record["comm_mp_allreduce_bytes"] > 0 and record["devices"] == 8
+    assert record["comm_mp_allreduce_bytes_per_device"] > 0 and record["devices"] == 8
     assert record["harness_overhead_frac"] is not None
 
 
@@ -100,9 +100,12 @@ def test_tpu_out_of_memory_keeps_the_compilers_figures():
     )
     fields = out_of_memory_fields(message)
     assert fields["fits_hbm"] is False
-    assert fields["oom_required_bytes"] == 18.00 * 2**30 and fields["oom_available_hbm_bytes"] == 15.48 * 2**30
+    assert (
+        fields["oom_required_bytes_per_device"] == 18.00 * 2**30
+        and fields["oom_available_hbm_bytes_per_device"] == 15.48 * 2**30
+    )
     legacy = "XLA:TPU compile permanent error. Ran out of memory in memory space hbm. Used 19.35G of 15.48G hbm."
-    assert out_of_memory_fields(legacy)["oom_required_bytes"] == 19.35 * 2**30
+    assert out_of_memory_fields(legacy)["oom_required_bytes_per_device"] == 19.35 * 2**30
     assert out_of_memory_fields("some other failure") == {}
 
 

@@ -167,8 +167,11 @@ def test_tiny_decode_writes_a_valid_record(tmp_path):
     assert record["decode_comm_matches_model"], record["comm_differences"]
     assert record["comm_mp_allreduce_tensors"] == 2 * 2 + 1  # serial: two per layer, plus the embedding
     unread = (256 - 2) * 1024 * 4  # tiny: vocab 256, d_model 1024, f32; the lookup reads 2 rows
-    assert record["decode_read_bytes_per_step"] == record["decode_weight_bytes"] - unread + record["kv_cache_bytes"]
-    assert np.isclose(record["decode_mbu"], record["decode_floor_s"] / record["decode_step_s_median"])
+    assert (
+        record["decode_read_bytes_per_step_total"]
+        == record["decode_weight_bytes_total"] - unread + record["kv_cache_bytes_total"]
+    )
+    assert np.isclose(record["decode_mbu"], record["decode_floor_s"] / record["decode_step_median_s"])
 
 
 # --- the report section --------------------------------------------------------------------------------------------
@@ -188,13 +191,13 @@ def _projected(residual: str, step_s: float, ici_s: float, latency_s: float) -> 
         "seq": 2048,
         "mesh_dp": 1,
         "mesh_mp": 8,
-        "decode_projected_step_s": step_s,
-        "decode_projected_work_s": step_s - ici_s,
-        "decode_projected_ici_s": ici_s,
-        "decode_projected_ici_latency_s": latency_s,
-        "decode_projected_hbm_floor_s": 1e-3,
+        "decode_projected_step_s_per_device": step_s,
+        "decode_projected_work_s_per_device": step_s - ici_s,
+        "decode_projected_ici_s_per_device": ici_s,
+        "decode_projected_ici_latency_s_per_device": latency_s,
+        "decode_projected_hbm_floor_s_per_device": 1e-3,
         "decode_projected_tokens_per_s": 1 / step_s,
-        "decode_projected_component_s": {"ff_in": step_s - ici_s, "ici": ici_s},
+        "decode_projected_component_s_per_device": {"ff_in": step_s - ici_s, "ici": ici_s},
     }
 
 

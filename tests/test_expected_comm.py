@@ -64,10 +64,10 @@ def test_hlo_allreduces_of_shard_map_equal_the_analytic_count(residual, head, re
     want = fields["expected_mp_layer_allreduce_count"] + fields["expected_mp_other_allreduce_count"]
     assert fields[comm_key("mp", ALL_REDUCE, "tensors")] == want
     assert fields[comm_key("mp", ALL_REDUCE, "bytes")] == (
-        fields["expected_mp_layer_allreduce_bytes"] + fields["expected_mp_other_allreduce_bytes"]
+        fields["expected_mp_layer_allreduce_bytes_per_device"] + fields["expected_mp_other_allreduce_bytes_per_device"]
     )
     # The gradient all-reduce over dp carries every local gradient shard (plus the scalar loss).
-    assert fields[comm_key("dp", ALL_REDUCE, "bytes")] - fields["expected_dp_grad_allreduce_bytes"] == 4
+    assert fields[comm_key("dp", ALL_REDUCE, "bytes")] - fields["expected_dp_grad_allreduce_bytes_per_device"] == 4
     assert fields["comm_matches_model"] is True and fields["comm_differences"] == []
 
 
@@ -125,7 +125,7 @@ def test_hlo_of_accumulating_shard_map_equals_the_analytic_count(name):
     # by hand, 2 micro-steps x (2 layers x per-layer all-reduces + 5 outside the blocks)
     per_layer = {"parallel-h256-{}-full": 2, "serial-h128-{}-none": 4}[name]
     assert fields[comm_key("mp", ALL_REDUCE, "tensors")] == 2 * (2 * per_layer + 5)
-    assert fields[comm_key("dp", ALL_REDUCE, "bytes")] - fields["expected_dp_grad_allreduce_bytes"] == 4
+    assert fields[comm_key("dp", ALL_REDUCE, "bytes")] - fields["expected_dp_grad_allreduce_bytes_per_device"] == 4
 
 
 # One all-reduce of lowered StableHLO over the dp groups of dp=2 x mp=4 (devices 4 apart), to its operand's type.
@@ -155,7 +155,7 @@ def test_a_bf16_sum_halves_the_dp_reduction_and_the_model_knows():
     summed_in_bf16 = dataclasses.replace(ACCUM, grad_accum_dtype=Dtype.BFLOAT16)
     f32, bf16 = compiled_fields(ACCUM, name), compiled_fields(summed_in_bf16, name)
     assert bf16["comm_matches_model"] is True and bf16["comm_differences"] == []
-    assert 2 * bf16["expected_dp_grad_allreduce_bytes"] == f32["expected_dp_grad_allreduce_bytes"]
+    assert 2 * bf16["expected_dp_grad_allreduce_bytes_per_device"] == f32["expected_dp_grad_allreduce_bytes_per_device"]
     assert "bf16" in lowered_dp_reduction_dtypes(summed_in_bf16, name)
     assert lowered_dp_reduction_dtypes(ACCUM, name) == {"f32"}
 
@@ -181,7 +181,10 @@ def test_accumulating_pjit_reduces_gradients_over_dp_once_per_step(name):
     accumulating, single = compiled_fields(ACCUM, name.format("pjit")), compiled_fields(PRESET, name.format("pjit"))
     assert accumulating["comm_trip_counts_known"] is True
     assert accumulating[comm_key("dp", ALL_REDUCE, "count")] == 1
-    assert accumulating[comm_key("dp", ALL_REDUCE, "bytes")] - accumulating["expected_dp_grad_allreduce_bytes"] == 4
+    assert (
+        accumulating[comm_key("dp", ALL_REDUCE, "bytes")] - accumulating["expected_dp_grad_allreduce_bytes_per_device"]
+        == 4
+    )
     for metric in ("tensors", "bytes"):
         assert accumulating[comm_key("mp", ALL_REDUCE, metric)] == 2 * single[comm_key("mp", ALL_REDUCE, metric)]
 

@@ -12,7 +12,7 @@ from bench.analysis.extrapolate import (
     bilinear_source,
     substitute_optimal_seconds,
 )
-from bench.records.schema import validate
+from bench.records.schema import SCHEMA_VERSION, validate
 from bench.tpu_aot.compile import whole_step_costs
 
 
@@ -46,8 +46,8 @@ def test_a_line_through_2_and_3_layers():
     assert bilinear_in_layers_and_microsteps(*corners, 28, 16, first=2) == cost(28, 16)
     points = {(la, a): point(1.0, 1.0, float(cost(la, a))) for la in (2, 3) for a in (2, 3)}
     fields = whole_step_costs(points, layers=28, microsteps=16, devices=1)  # first=2, first_microsteps=2 by default
-    assert fields["xla_optimal_seconds_per_step"] == cost(28, 16)
-    assert fields["xla_optimal_seconds_source"] == bilinear_source(2, 2)
+    assert fields["xla_optimal_s_per_step_per_device"] == cost(28, 16)
+    assert fields["xla_optimal_source"] == bilinear_source(2, 2)
     assert bilinear_source(2, 2).endswith("of 2 and 3 layers x 2 and 3 micro-steps")
     assert affine_source(2) == "affine in layers, from unrolled 2- and 3-layer compiles"
 
@@ -84,19 +84,19 @@ def point(flops, bytes_accessed, seconds):
 def test_whole_step_costs_sum_counts_over_devices_and_keep_seconds_per_device():
     points = {(1, 1): point(13.0, 100.0, 0.5), (2, 1): point(16.0, 150.0, 0.75)}
     fields = whole_step_costs(points, layers=28, microsteps=1, devices=8, first=1)
-    assert fields["xla_flops_per_step"] == 94.0 * 8
-    assert fields["xla_bytes_accessed_per_step"] == (100 + 27 * 50) * 8
-    assert fields["xla_optimal_seconds_per_step"] == 0.5 + 27 * 0.25  # per device: each runs the same program
-    assert fields["xla_flops_source"] == fields["xla_optimal_seconds_source"] == AFFINE_IN_LAYERS
+    assert fields["xla_flops_per_step_total"] == 94.0 * 8
+    assert fields["xla_bytes_accessed_per_step_total"] == (100 + 27 * 50) * 8
+    assert fields["xla_optimal_s_per_step_per_device"] == 0.5 + 27 * 0.25  # per device: each runs the same program
+    assert fields["xla_flops_source"] == fields["xla_optimal_source"] == AFFINE_IN_LAYERS
     assert fields["xla_cost_points"][1] == {
         "layers": 2,
         "microsteps": 1,
-        "xla_flops_per_step": 16.0,
-        "xla_bytes_accessed_per_step": 150.0,
-        "xla_optimal_seconds_per_step": 0.75,
+        "xla_flops_per_step_per_device": 16.0,
+        "xla_bytes_accessed_per_step_per_device": 150.0,
+        "xla_optimal_s_per_step_per_device": 0.75,
     }
-    assert validate({"schema_version": 2, "kind": "tpu-aot", "variant": "v", "preset": "p", "scope": "model",
-                     "status": "ok", "timestamp_utc": "t", **fields}) == []  # fmt: skip
+    head = {"schema_version": SCHEMA_VERSION, "kind": "tpu-aot", "variant": "v", "preset": "p", "scope": "model"}
+    assert validate({**head, "status": "ok", "timestamp_utc": "t", **fields}) == []
 
 
 def test_whole_step_costs_with_accumulation_use_four_points():
@@ -105,16 +105,16 @@ def test_whole_step_costs_with_accumulation_use_four_points():
 
     points = {(la, a): point(1.0, 1.0, float(seconds(la, a))) for la in (1, 2) for a in (1, 2)}
     fields = whole_step_costs(points, layers=28, microsteps=16, devices=256, first=1, first_microsteps=1)
-    assert fields["xla_optimal_seconds_per_step"] == seconds(28, 16)
-    assert fields["xla_optimal_seconds_source"] == BILINEAR_IN_LAYERS_AND_MICROSTEPS
+    assert fields["xla_optimal_s_per_step_per_device"] == seconds(28, 16)
+    assert fields["xla_optimal_source"] == BILINEAR_IN_LAYERS_AND_MICROSTEPS
     assert len(fields["xla_cost_points"]) == 4
 
 
 def test_a_cost_the_compiler_did_not_report_is_none_and_says_so():
     points = {(1, 1): point(13.0, 100.0, None), (2, 1): point(16.0, 150.0, None)}
     fields = whole_step_costs(points, layers=28, microsteps=1, devices=8, first=1)
-    assert fields["xla_optimal_seconds_per_step"] is None and fields["xla_flops_per_step"] == 94.0 * 8
-    assert "reported no optimal_seconds" in fields["xla_optimal_seconds_source"]
+    assert fields["xla_optimal_s_per_step_per_device"] is None and fields["xla_flops_per_step_total"] == 94.0 * 8
+    assert "reported no optimal_seconds" in fields["xla_optimal_source"]
 
 
 def aot_record(strategy, seconds, **changes):
@@ -122,8 +122,8 @@ def aot_record(strategy, seconds, **changes):
         "kind": "tpu-aot", "status": "ok", "variant": f"parallel-h256-{strategy}-full", "strategy": strategy,
         "residual": "parallel", "d_head": 256, "remat": "full", "preset": "gptj-6b", "scope": "model",
         "mesh_dp": 32, "mesh_mp": 8, "batch": 32, "seq": 2048, "topology": "v3:8x16", "libtpu": "0.0.1",
-        "xla_optimal_seconds_per_step": seconds,
-        "xla_optimal_seconds_source": None if seconds is None else AFFINE_IN_LAYERS,
+        "xla_optimal_s_per_step_per_device": seconds,
+        "xla_optimal_source": None if seconds is None else AFFINE_IN_LAYERS,
     }  # fmt: skip
     return {**record, **changes}
 
@@ -132,20 +132,22 @@ def test_xmap_takes_the_matching_shard_map_estimate_and_says_so():
     xmap, shard_map = aot_record("xmap", None), aot_record("shard_map", 0.33)
     other_head = aot_record("shard_map", 0.36, d_head=128, variant="parallel-h128-shard_map-full")
     out = substitute_optimal_seconds([xmap, other_head, shard_map])
-    assert out[0]["xla_optimal_seconds_per_step"] == 0.33 and out[0]["xla_optimal_seconds_own_compile"] is None
-    source = out[0]["xla_optimal_seconds_source"]
+    assert (
+        out[0]["xla_optimal_s_per_step_per_device"] == 0.33 and out[0]["xla_optimal_own_compile_s_per_device"] is None
+    )
+    source = out[0]["xla_optimal_source"]
     assert source.startswith("substituted from the shard_map compile parallel-h256-shard_map-full by libtpu 0.0.1")
     assert "libtpu 0.0.1 reports no optimal_seconds" in source and AFFINE_IN_LAYERS in source
-    assert out[1:] == [other_head, shard_map] and xmap["xla_optimal_seconds_per_step"] is None  # inputs untouched
-    assert validate({"schema_version": 2, "timestamp_utc": "t", **out[0]}) == []
+    assert out[1:] == [other_head, shard_map] and xmap["xla_optimal_s_per_step_per_device"] is None  # inputs untouched
+    assert validate({"schema_version": SCHEMA_VERSION, "timestamp_utc": "t", **out[0]}) == []
 
 
 def test_across_compilers_xmap_takes_the_current_compilers_estimate_and_keeps_its_own():
     records = [aot_record("xmap", 0.45), aot_record("shard_map", 0.33, libtpu="0.0.42.1")]
     out = substitute_optimal_seconds(records)
-    assert (out[0]["xla_optimal_seconds_per_step"], out[0]["xla_optimal_seconds_own_compile"]) == (0.33, 0.45)
-    assert "by libtpu 0.0.42.1" in out[0]["xla_optimal_seconds_source"]
-    assert "libtpu 0.0.1, which compiled this one, estimated 0.45 s" in out[0]["xla_optimal_seconds_source"]
+    assert (out[0]["xla_optimal_s_per_step_per_device"], out[0]["xla_optimal_own_compile_s_per_device"]) == (0.33, 0.45)
+    assert "by libtpu 0.0.42.1" in out[0]["xla_optimal_source"]
+    assert "libtpu 0.0.1, which compiled this one, estimated 0.45 s" in out[0]["xla_optimal_source"]
     assert substitute_optimal_seconds(records, across_compilers=False) == records
 
 
@@ -184,27 +186,27 @@ def test_a_breakdown_extrapolates_label_by_label_and_is_set_against_the_estimate
     }
     fields = whole_step_costs(points, layers=28, microsteps=16, devices=256, first=2)
     want = {"ff_in": 2e-3 * 28 * 16, "optimizer": 1e-3 * 29, "collective mp": 1e-4 * 26}
-    assert fields["component_seconds_per_step"] == pytest.approx(want)
-    assert fields["component_sum_over_optimal"] == pytest.approx(1.0)
-    assert fields["component_seconds_source"].startswith("projection: per-op roofline")
+    assert fields["component_s_per_step_per_device"] == pytest.approx(want)
+    assert fields["component_sum_to_optimal_ratio"] == pytest.approx(1.0)
+    assert fields["component_source"].startswith("projection: per-op roofline")
     without = whole_step_costs(
         {p: {k: v for k, v in c.items() if k != "components"} for p, c in points.items()}, 28, 16, 256, 2
     )
-    assert "component_seconds_per_step" not in without
+    assert "component_s_per_step_per_device" not in without
 
 
 def test_an_xmap_compile_not_extrapolated_takes_the_shard_map_estimate_and_breakdown_and_says_why():
-    xmap = aot_record("xmap", None) | {"xla_optimal_seconds_source": "not extrapolated (tpu-aot --no-extrapolate)"}
+    xmap = aot_record("xmap", None) | {"xla_optimal_source": "not extrapolated (tpu-aot --no-extrapolate)"}
     shard_map = aot_record("shard_map", 0.33, libtpu="0.0.42.1") | {
-        "component_seconds_per_step": {"ff_in": 0.2, "unattributed": 0.0},
-        "component_seconds_source": "hand-made",
-        "component_sum_over_optimal": 0.2 / 0.33,
+        "component_s_per_step_per_device": {"ff_in": 0.2, "unattributed": 0.0},
+        "component_source": "hand-made",
+        "component_sum_to_optimal_ratio": 0.2 / 0.33,
     }
     [out, _] = substitute_optimal_seconds([xmap, shard_map])
-    assert out["xla_optimal_seconds_per_step"] == 0.33
-    assert "(same collectives; not extrapolated (tpu-aot --no-extrapolate))" in out["xla_optimal_seconds_source"]
-    assert out["component_seconds_per_step"] == {"ff_in": 0.2, "unattributed": 0.0}
-    assert out["component_sum_over_optimal"] == pytest.approx(0.2 / 0.33)
+    assert out["xla_optimal_s_per_step_per_device"] == 0.33
+    assert "(same collectives; not extrapolated (tpu-aot --no-extrapolate))" in out["xla_optimal_source"]
+    assert out["component_s_per_step_per_device"] == {"ff_in": 0.2, "unattributed": 0.0}
+    assert out["component_sum_to_optimal_ratio"] == pytest.approx(0.2 / 0.33)
 
 
 def test_anchoring_at_two_micro_steps_leaves_out_the_program_that_does_not_accumulate():

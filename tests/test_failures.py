@@ -67,7 +67,7 @@ def test_the_sweep_stops_when_a_variant_stops_on_a_bug(tmp_path, monkeypatch):
 
 
 def _measure(variant: Variant) -> dict:
-    peak = {"peak_flops_per_device": 1e12, "peak_source": "a test's"}
+    peak = {"peak_flops_per_s_per_device": 1e12, "peak_source": "a test's"}
     return pipeline.measure(variant, PRESET, ONE_DEVICE, Scope.MODEL, steps=1, warmup=0, peak=peak)
 
 

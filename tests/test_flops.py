@@ -55,7 +55,7 @@ def test_hardware_flops_gptj_shape_is_7_9_not_8_1_pflops():
 def test_gptj_8_1_pflops_uses_benchmark_py_attention_constants():
     # benchmark.py's attn term hard-codes 32 x 5120: (48,407,062,272 + 16 x 32 x 5120 x 2048 = 5,368,709,120)
     #   x 151,000 = 53,775,771,392 x 151,000 = 8,120,141,480,192,000 FLOP/s -> "8.1 PFLOPs", 60.4% of 13.44.
-    value = baseline.hardware_flops_per_s(as_benchmark_py=True)
+    value = baseline.hardware_flops_per_s_total(as_benchmark_py=True)
     assert value == 8_120_141_480_192_000
     assert round(value / 1e15, 1) == baseline.HARDWARE_PFLOPS.value
     assert round(baseline.utilisation(value), 2) == 0.60
@@ -198,10 +198,10 @@ def test_static_flops_count_the_tokens_of_every_micro_batch():
     one = static_flop_fields(Program.from_preset(preset, cfg))
     four = static_flop_fields(Program.from_preset(dataclasses.replace(preset, grad_accum=4), cfg))
     assert (one["tokens_per_step"], four["tokens_per_step"]) == (4 * 16, 4 * 4 * 16)
-    for key in ("flops_6n_per_step", "model_flops_per_step", "hardware_flops_per_step"):
+    for key in ("flops_6n_per_step_total", "model_flops_per_step_total", "hardware_flops_per_step_total"):
         assert four[key] == pytest.approx(4 * one[key], rel=1e-12)
     # tiny: 2 layers, d_model 1024, seq 16; 4 micro-batches of 4 sequences
-    assert four["hardware_flops_per_step"] == flops.hardware_flops(one["n_params"], 2, 1024, 16, 256, remat=True)
+    assert four["hardware_flops_per_step_total"] == flops.hardware_flops(one["n_params"], 2, 1024, 16, 256, remat=True)
 
 
 # --- attention width, local layers, tied embeddings (model.config.ModelConfig's options) -----------------------------

@@ -50,20 +50,18 @@ def test_the_floor_times_each_distinct_dot_once_and_sums_them_per_step():
     a, b, c = jnp.ones((64, 64)), jnp.ones((64, 64)), jnp.ones((64, 32))
     text = _compiled_text(program, a, b, c)
     gemms = program_gemms(text).gemms
-    fields = gemm_floor_fields(text, devices=1, platform="cpu", peak_flops_per_device=1e12, repeats=2)
+    fields = gemm_floor_fields(text, devices=1, platform="cpu", peak_flops_per_s_per_device=1e12, repeats=2)
     assert fields["gemm_floor_dots"] == len(gemms) >= 2
     assert fields["gemm_floor_distinct_dots"] == len({g.signature for g in gemms})
     assert fields["gemm_floor_s_per_step"] > 0
-    assert sum(fields["gemm_floor_component_ms_per_step"].values()) == pytest.approx(
-        fields["gemm_floor_s_per_step"] * 1e3
-    )
+    assert sum(fields["gemm_floor_component_s_per_step"].values()) == pytest.approx(fields["gemm_floor_s_per_step"])
     flops = sum(g.flops * g.executions for g in gemms)
-    assert fields["gemm_floor_flops_per_s"] == pytest.approx(flops / fields["gemm_floor_s_per_step"])
+    assert fields["gemm_floor_flops_per_s_total"] == pytest.approx(flops / fields["gemm_floor_s_per_step"])
     # simulated CPU devices share the cores: eight devices' dots take their turns
-    assert fields["gemm_floor_frac_of_peak"] == pytest.approx(fields["gemm_floor_flops_per_s"] / 1e12)
-    eight = gemm_floor_fields(text, devices=8, platform="cpu", peak_flops_per_device=1e12 / 8, repeats=2)
+    assert fields["gemm_floor_peak_frac"] == pytest.approx(fields["gemm_floor_flops_per_s_total"] / 1e12)
+    eight = gemm_floor_fields(text, devices=8, platform="cpu", peak_flops_per_s_per_device=1e12 / 8, repeats=2)
     assert eight["gemm_floor_dots"] == 8 * fields["gemm_floor_dots"]
-    assert eight["gemm_floor_frac_of_peak"] == pytest.approx(eight["gemm_floor_flops_per_s"] / 1e12)
+    assert eight["gemm_floor_peak_frac"] == pytest.approx(eight["gemm_floor_flops_per_s_total"] / 1e12)
 
 
 def test_a_measured_record_carries_the_floor_of_its_block_by_component():
@@ -73,11 +71,11 @@ def test_a_measured_record_carries_the_floor_of_its_block_by_component():
         Variant.parse("parallel-h128-pjit-none"), preset, Mesh(), Scope.BLOCK, 2, 1, gemm_floor=True, peak=None
     )
     assert record["status"] == "ok", record.get("error")
-    parts = record["gemm_floor_component_ms_per_step"]
+    parts = record["gemm_floor_component_s_per_step"]
     assert {"qkv_proj", "out_proj", "ff_in", "ff_out", "attn_scores", "attn_values"} <= set(parts)
     # fwd + bwd: q, k, v, out, ff in and out forward, two each backward, and the four attention dots
     assert record["gemm_floor_dots"] == 6 * 3 + 2 * 3
-    assert 0 < record["gemm_floor_frac_of_step"] and 0 < record["gemm_floor_frac_of_peak"]
+    assert 0 < record["gemm_floor_step_frac"] and 0 < record["gemm_floor_peak_frac"]
 
 
 def test_the_report_splits_hfu_into_the_floors_two_shares():
@@ -85,12 +83,12 @@ def test_the_report_splits_hfu_into_the_floors_two_shares():
         "variant": "parallel-h256-pjit-none",
         "jax": "0.10.2",
         "status": "ok",
-        "step_s_median": 1.0,
+        "step_median_s": 1.0,
         "hfu": 0.6,
         "gemm_floor_s_per_step": 0.8,
-        "gemm_floor_frac_of_peak": 0.75,
-        "gemm_floor_frac_of_step": 0.8,
-        "gemm_floor_component_ms_per_step": {"ff_out": 300.0, "qkv_proj": 200.0},
+        "gemm_floor_peak_frac": 0.75,
+        "gemm_floor_step_frac": 0.8,
+        "gemm_floor_component_s_per_step": {"ff_out": 0.3, "qkv_proj": 0.2},
         "gemm_floor_untimed_matmuls": 0,
     }
     text = "\n".join(_floors([record]))

@@ -121,7 +121,7 @@ def test_dry_run_records_every_planned_run_in_the_schema(dry_run):
         assert validate(record) == [], record["variant"]
     first = records[0]
     assert first["variant"] == plan.GPTJ_CONFIG and first["status"] == "ok", first.get("error")
-    assert first["mfu_matmul"] > 0 and first["matmul_flops_per_s"] > 0 and first["compile_s"] > 0
+    assert first["mfu_matmul"] > 0 and first["matmul_flops_per_s_per_device"] > 0 and first["compile_s"] > 0
     for record in records:
         if record["status"] != "ok":
             assert record["error"], record["variant"]
@@ -152,17 +152,19 @@ def test_dry_run_report_names_the_h200_row_and_fits_the_device_tools_limits(dry_
 
 def test_one_traced_run_breaks_its_trace_down_by_component(tmp_path):
     """The traced run of the plan, alone (the dry run's budget may skip it): bench.gpu.one with a trace."""
-    matmul = json.dumps({"matmul_flops_per_s": 1e10, "matmul_source": "a test's stand-in, not a measurement"})
+    matmul = json.dumps(
+        {"matmul_flops_per_s_per_device": 1e10, "matmul_source": "a test's stand-in, not a measurement"}
+    )
     command = [sys.executable, "-m", "bench.gpu.one", "--variant", plan.GPTJ_CONFIG, "--batch", "2", "--dry-run"]
     command += ["--out", str(tmp_path / "out"), "--matmul", matmul, "--trace-dir", str(tmp_path / "trace")]
     done = subprocess.run(command, cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     (record,) = load_records(tmp_path / "out").records
     assert validate(record) == [] and record["status"] == "ok", record.get("error")
-    ms = record["profile_component_ms_per_step"]
+    ms = record["profile_component_s_per_step_per_device"]
     assert {"qkv_proj", "ff_in", "ff_out"} <= set(ms) and all(v >= 0 for v in ms.values())
-    assert record["profile_component_matched_share"] > 0.99
-    assert record["mfu_matmul"] == pytest.approx(record["model_flops_per_s"] / 1e10)
+    assert record["profile_component_matched_frac"] > 0.99
+    assert record["mfu_matmul"] == pytest.approx(record["model_flops_per_s_total"] / 1e10)
 
 
 def test_without_a_gpu_and_without_dry_run_it_says_so_and_runs_nothing(tmp_path):

@@ -33,14 +33,14 @@ from bench.measure import calibrate
 )
 def test_device_kind_lookup(device_kind, name, per_device_tflops):
     assert hardware.accelerator_for_device_kind(device_kind).name == name
-    peak, source = hardware.peak_flops_per_device(device_kind)
+    peak, source = hardware.peak_flops_per_s_per_device(device_kind)
     assert peak == pytest.approx(per_device_tflops * 1e12)
     assert source
 
 
 @pytest.mark.parametrize("device_kind", ["cpu", "TPU v4 lite", "NVIDIA H100 PCIe", "NVIDIA H200 NVL", "TPU v7", ""])
 def test_unknown_device_kind_has_no_peak(device_kind):
-    assert hardware.peak_flops_per_device(device_kind) is None
+    assert hardware.peak_flops_per_s_per_device(device_kind) is None
 
 
 def test_table_rows_are_unambiguous_and_sourced():
@@ -53,8 +53,8 @@ def test_table_rows_are_unambiguous_and_sourced():
 
 
 def test_v3_peak_bases():
-    spec, _ = hardware.peak_flops_per_device("TPU v3", PeakBasis.SPEC)
-    gptj, gptj_source = hardware.peak_flops_per_device("TPU v3", PeakBasis.GPTJ)
+    spec, _ = hardware.peak_flops_per_s_per_device("TPU v3", PeakBasis.SPEC)
+    gptj, gptj_source = hardware.peak_flops_per_s_per_device("TPU v3", PeakBasis.GPTJ)
     assert spec == pytest.approx(61.5e12)  # 123 TFLOP/s per chip / 2 cores
     assert gptj == pytest.approx(52.5e12)  # 420 TFLOP/s per v3-8 board / 8 cores
     assert "13.4" in gptj_source
@@ -65,8 +65,8 @@ def test_v3_peak_bases():
 
 def test_gptj_basis_only_exists_for_v3():
     with pytest.raises(ValueError, match="TPU v3 only"):
-        hardware.peak_flops_per_device("TPU v4", PeakBasis.GPTJ)
-    assert hardware.peak_flops_per_device("unknown chip", PeakBasis.GPTJ) is None
+        hardware.peak_flops_per_s_per_device("TPU v4", PeakBasis.GPTJ)
+    assert hardware.peak_flops_per_s_per_device("unknown chip", PeakBasis.GPTJ) is None
 
 
 def test_v3_memory_per_core():

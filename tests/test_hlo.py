@@ -208,8 +208,8 @@ def test_collective_permute_and_alltoall() -> None:
     assert (a2a.payload_bytes, a2a.group_size, a2a.mesh_axis) == (4 * 2 * 4 * 4, 4, "mp")  # 4 x f32[2,4]
     assert a2a.group_mode is GroupMode.CROSS_PARTITION  # all-to-all has no use_global_device_ids field
     totals = comm.summarize(collectives)
-    assert totals["comm_collectivepermute_wire_bytes"] == 2 * 128
-    assert totals["comm_alltoall_wire_bytes"] == 96  # 3/4 * 128
+    assert totals["comm_collectivepermute_wire_bytes_per_device"] == 2 * 128
+    assert totals["comm_alltoall_wire_bytes_per_device"] == 96  # 3/4 * 128
 
 
 def test_empty_groups_multiple_call_paths_and_conditional() -> None:
@@ -279,24 +279,24 @@ def test_summarize_nested_loops() -> None:
     assert totals["comm_allreduce_count"] == 20
     assert totals["comm_mp_allreduce_count"] == 15
     assert totals["comm_dp_allreduce_count"] == 5
-    assert totals["comm_mp_allreduce_bytes"] == 15 * 64
-    assert totals["comm_mp_wire_bytes"] == 15 * 1.5 * 64  # n=4: 2 * 3/4
-    assert totals["comm_dp_wire_bytes"] == 5 * 1.0 * 64  # n=2: 2 * 1/2
-    assert totals["comm_dpmp_wire_bytes"] == 0
-    assert totals["comm_wire_bytes_total"] == 15 * 96 + 5 * 64
-    assert totals["comm_bytes_total"] == 20 * 64
-    assert totals["comm_dtype_f32_bytes"] == 20 * 64
+    assert totals["comm_mp_allreduce_bytes_per_device"] == 15 * 64
+    assert totals["comm_mp_wire_bytes_per_device"] == 15 * 1.5 * 64  # n=4: 2 * 3/4
+    assert totals["comm_dp_wire_bytes_per_device"] == 5 * 1.0 * 64  # n=2: 2 * 1/2
+    assert totals["comm_dpmp_wire_bytes_per_device"] == 0
+    assert totals["comm_wire_bytes_per_device"] == 15 * 96 + 5 * 64
+    assert totals["comm_bytes_per_device"] == 20 * 64
+    assert totals["comm_dtype_f32_bytes_per_device"] == 20 * 64
     assert totals["comm_allgather_count"] == 0
     assert totals["comm_trip_counts_known"] is True
 
 
 def test_summarize_async_mixed_dtypes() -> None:
     totals = comm.summarize(parse("async_gpu.txt"))
-    assert totals["comm_dtype_f32_bytes"] == 512 + 512 + 512  # all-reduce part, permute, reduce-scatter
-    assert totals["comm_dtype_bf16_bytes"] == 8 + 16
-    assert totals["comm_mp_allreduce_wire_bytes"] == 780  # 2 * 3/4 * 520
-    assert totals["comm_dp_wire_bytes"] == 8 + 512  # all-gather 1/2 * 16, permute 512
-    assert totals["comm_mp_reducescatter_wire_bytes"] == 384  # 3/4 * 512
+    assert totals["comm_dtype_f32_bytes_per_device"] == 512 + 512 + 512  # all-reduce part, permute, reduce-scatter
+    assert totals["comm_dtype_bf16_bytes_per_device"] == 8 + 16
+    assert totals["comm_mp_allreduce_wire_bytes_per_device"] == 780  # 2 * 3/4 * 520
+    assert totals["comm_dp_wire_bytes_per_device"] == 8 + 512  # all-gather 1/2 * 16, permute 512
+    assert totals["comm_mp_reducescatter_wire_bytes_per_device"] == 384  # 3/4 * 512
 
 
 # --- live compile -------------------------------------------------------------------------------
@@ -324,9 +324,9 @@ def test_live_shard_map_scan() -> None:
     totals = comm.summarize(parse_collectives(text, MESH))
     assert totals["comm_mp_allreduce_count"] == 3
     assert totals["comm_dp_allreduce_count"] == 1
-    assert totals["comm_mp_allreduce_bytes"] == 3 * 64
-    assert totals["comm_dp_allreduce_bytes"] == 64
-    assert totals["comm_wire_bytes_total"] == 3 * 96 + 64  # n=4: 2 * 3/4 * 64; n=2: 2 * 1/2 * 64
+    assert totals["comm_mp_allreduce_bytes_per_device"] == 3 * 64
+    assert totals["comm_dp_allreduce_bytes_per_device"] == 64
+    assert totals["comm_wire_bytes_per_device"] == 3 * 96 + 64  # n=4: 2 * 3/4 * 64; n=2: 2 * 1/2 * 64
     assert totals["comm_trip_counts_known"] is True
 
 

@@ -223,7 +223,7 @@ def test_static_flops_count_local_layers_over_their_window():
     expected = flops.hardware_flops(
         fields["n_params"], 2, 1024, 16, tokens, remat=True, local_layers=1, local_window=WINDOW
     )
-    assert fields["hardware_flops_per_step"] == expected
+    assert fields["hardware_flops_per_step_total"] == expected
 
 
 # --- bad input -------------------------------------------------------------------------------------------------------

@@ -82,16 +82,16 @@ def test_a_measured_tiny_run_leaves_the_users_calibration_alone(tiny_run):
 
 def test_the_mfu_is_against_the_peak_measured_in_the_run_just_before_its_timed_steps(tiny_run, monkeypatch):
     (record,) = tiny_run.records
-    peak = record["peak_run_flops_per_device"]
+    peak = record["peak_run_flops_per_s_per_device"]
     assert peak > 0 and 0 < record["peak_run_s"] and "GEMM calibration" in record["peak_run_source"]
-    assert record["mfu"] == pytest.approx(record["model_flops_per_s"] / (MESH.devices * peak))
-    assert record["hfu"] == pytest.approx(record["hardware_flops_per_s"] / (MESH.devices * peak))
+    assert record["mfu"] == pytest.approx(record["model_flops_per_s_total"] / (MESH.devices * peak))
+    assert record["hfu"] == pytest.approx(record["hardware_flops_per_s_total"] / (MESH.devices * peak))
     # the per-run GEMMs come after the compile and analysis, and right before the first warm-up or timed step
     order = []
     real_peak, real_steps = bench_run.per_run_peak_fields, bench_run.time_steps
     monkeypatch.setattr(bench_run, "per_run_peak_fields", lambda *a: order.append("peak") or real_peak(*a))
     monkeypatch.setattr(bench_run, "time_steps", lambda *a: order.append("steps") or real_steps(*a))
-    fields = {"peak_flops_per_device": peak, "peak_source": "the tiny run's"}
+    fields = {"peak_flops_per_s_per_device": peak, "peak_source": "the tiny run's"}
     measured = bench_run.measure(VARIANT, PRESET, MESH, Scope.MODEL, 1, 0, peak=fields)
     assert measured["status"] == "ok", measured.get("error")
     assert order == ["peak", "steps"]
@@ -101,7 +101,9 @@ def test_the_paired_harness_overhead_has_a_spread(tiny_run):
     (record,) = tiny_run.records
     assert record["status"] == "ok", record.get("error")
     assert record["harness_overhead_pairs"] == bench_run.OVERHEAD_PAIRS
-    low, median, high = (record[f"harness_overhead_frac{s}"] for s in ("_min", "", "_max"))
+    low, median, high = (
+        record[k] for k in ("harness_overhead_min_frac", "harness_overhead_frac", "harness_overhead_max_frac")
+    )
     assert all(math.isfinite(x) for x in (low, median, high))
     assert low <= median <= high
     assert record["bare_loop_step_s"] > 0
@@ -118,7 +120,7 @@ def test_without_the_flag_the_peak_is_measured_for_the_run_written_and_reused(tm
     assert first["peak_from_cache"] is False and first["peak_file"] == PEAK_FILE
     (entry,) = read_peaks(tmp_path)
     assert (entry.when, entry.devices, entry.dtype) == ("start", 1, "float32")
-    assert first["peak_flops_per_device"] == entry.flops_per_device > 0
+    assert first["peak_flops_per_s_per_device"] == entry.flops_per_device > 0
     assert first["peak_measured_utc"] == entry.measured_utc
     assert first["peak_load_avg_before"] >= 0 and first["peak_load_avg_after"] >= 0
     assert "peak_theoretical_source" in first
@@ -136,7 +138,7 @@ def test_with_the_flag_the_cached_peak_says_so(tmp_path, fast, monkeypatch):
         [VARIANT], PRESET, MESH, Scope.MODEL, 1, 0, tmp_path, resume=False, peak_cache=True
     )
     assert record["peak_from_cache"] is True and record["peak_file"] is None
-    assert record["peak_flops_per_device"] == cached.flops_per_device
+    assert record["peak_flops_per_s_per_device"] == cached.flops_per_device
     assert "--peak-cache" in record["peak_source"]
     assert not (tmp_path / PEAK_FILE).exists()
 
@@ -155,7 +157,7 @@ def test_a_calibration_above_the_theoretical_peak_is_refused(tmp_path, fast, mon
     monkeypatch.setattr(bench_run, "measure", must_not_measure)
     (record,) = bench_run.run_variants([VARIANT], PRESET, MESH, Scope.MODEL, 1, 0, tmp_path, resume=False)
     assert record["status"] == "failed" and "PeakAboveTheoretical" in record["error"]
-    assert "peak_flops_per_device" not in record and "mfu" not in record
+    assert "peak_flops_per_s_per_device" not in record and "mfu" not in record
     assert read_peaks(tmp_path) == []
 
 
@@ -220,7 +222,7 @@ def test_a_drift_over_the_sweep_marks_mfu_uncertain(tmp_path):
 
 
 def test_a_drift_is_no_doubt_where_every_mfu_is_against_its_own_runs_peak(tmp_path):
-    ok = [{"status": "ok", "jax": "0.10.2", "peak_run_flops_per_device": g * 1e9} for g in (19.0, 21.0)]
+    ok = [{"status": "ok", "jax": "0.10.2", "peak_run_flops_per_s_per_device": g * 1e9} for g in (19.0, 21.0)]
     run = SimpleNamespace(run_dir=tmp_path, measured=(*ok, {"status": "failed", "jax": "0.10.2"}))
     append_peak(tmp_path, entry("start", 20.0))
     append_peak(tmp_path, entry("end", 18.0))

@@ -221,9 +221,11 @@ def test_record_fields_keep_numbers_numbers():
     ]
     fields = profile.summarise_ops(ops, 2, profile.ProfileTool.HLO_STATS, Path("t.xplane.pb")).as_record_fields()
     assert fields["profile_op_count"] == 2 and type(fields["profile_op_count"]) is int
-    for key in ("total_op_time_us", "collective_time_us", "collective_share", "compute_share"):
-        assert type(fields[f"profile_{key}"]) is float, key
-    assert fields["profile_collective_share"] == 0.25
+    for key in ("profile_op_time_s_total", "profile_collective_time_s_total", "profile_collective_frac"):
+        assert type(fields[key]) is float, key
+    assert type(fields["profile_compute_frac"]) is float
+    assert fields["profile_collective_frac"] == 0.25
+    assert fields["profile_op_time_s_total"] == pytest.approx(400e-6)  # the rows' 300 + 100 us, in seconds
     assert isinstance(fields["profile_top_ops"], list)
     top = fields["profile_top_ops"][1]
     assert top == {
@@ -231,11 +233,11 @@ def test_record_fields_keep_numbers_numbers():
         "program": "7",
         "category": "all-reduce",
         "occurrences": 4,
-        "self_time_us": 100.0,
-        "share": 0.25,
+        "self_time_s": pytest.approx(100e-6),
+        "op_time_frac": 0.25,
         "is_collective": True,
     }
-    assert (type(top["occurrences"]), type(top["self_time_us"])) == (int, float)
+    assert (type(top["occurrences"]), type(top["self_time_s"])) == (int, float)
 
 
 def test_gviz_list_of_tables_and_null_cells():

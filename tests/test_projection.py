@@ -14,6 +14,7 @@ from bench.hardware.table import PeakBasis
 from bench.projection import throughput as projection
 from bench.projection.throughput import ProjectionModel
 from bench.records.collectives import CollectiveKind
+from bench.records.schema import SCHEMA_VERSION
 from bench.report.analyse import analyse
 from bench.report.format import fmt
 from bench.report.load import RunRecords
@@ -23,7 +24,7 @@ MB = 1e6
 # A v3-256 compile of GPT-J's mesh whose step is 0.3 s by the compiler's estimate, with 2 GB on the wire per device
 # over mp and 3 GB over dp: 20 ms and 30 ms at 1e11 B/s per device.
 RECORD = {
-    "schema_version": 2,
+    "schema_version": SCHEMA_VERSION,
     "kind": "tpu-aot",
     "backend": "tpu-aot",
     "status": "ok",
@@ -36,14 +37,14 @@ RECORD = {
     "mesh_mp": 8,
     "grad_accum": 16,
     "tokens_per_step": 16 * 65536,
-    "hardware_flops_per_step": 1.344e16,
-    "xla_bytes_accessed_per_step": 256 * 4.5e10,
-    "comm_mp_wire_bytes": 2e9,
-    "comm_dp_wire_bytes": 3e9,
-    "comm_dpmp_wire_bytes": 0.0,
-    "xla_optimal_seconds_per_step": 0.3,
-    "xla_optimal_seconds_source": "hand-made",
-    "mem_peak_estimate_bytes": 10 * 2**30,
+    "hardware_flops_per_step_total": 1.344e16,
+    "xla_bytes_accessed_per_step_total": 256 * 4.5e10,
+    "comm_mp_wire_bytes_per_device": 2e9,
+    "comm_dp_wire_bytes_per_device": 3e9,
+    "comm_dpmp_wire_bytes_per_device": 0.0,
+    "xla_optimal_s_per_step_per_device": 0.3,
+    "xla_optimal_source": "hand-made",
+    "mem_peak_estimate_bytes_per_device": 10 * 2**30,
 }
 
 
@@ -54,8 +55,8 @@ def test_one_all_reduce_on_v3_by_hand():
     # one hop each at 1 us: 14 us more.
     wire = 2 * 7 / 8 * 16.8 * MB
     record = RECORD | {
-        "comm_mp_wire_bytes": wire,
-        "comm_dp_wire_bytes": 0.0,
+        "comm_mp_wire_bytes_per_device": wire,
+        "comm_dp_wire_bytes_per_device": 0.0,
         "comm_mp_allreduce_count": 1,
         "comm_dp_allreduce_count": 0,
     }
@@ -86,22 +87,24 @@ def test_two_bounds_on_the_compiler_estimate():
 
 def test_exposed_ici_narrows_the_band():
     # All of dp's 30 ms is exposed (nothing scheduled inside its collectives); mp's 20 ms can hide under the work.
-    record = RECORD | {"comm_mp_overlappable_wire_bytes": 2e9, "comm_dp_exposed_wire_bytes": 3e9}
+    record = RECORD | {"comm_mp_overlappable_wire_bytes_per_device": 2e9, "comm_dp_exposed_wire_bytes_per_device": 3e9}
     p = projection.project(record)
     assert p.ici_exposed_s == pytest.approx(0.03) and p.ici_overlappable_s == pytest.approx(0.02)
     assert p.overlap_step_s == pytest.approx(0.33)  # 0.03 exposed + max(0.3, 0.02)
     assert p.serial_step_s == pytest.approx(0.35)
     # only the overlappable part recorded: the rest of the axis's bytes is exposed
-    same = projection.project(RECORD | {"comm_mp_overlappable_wire_bytes": 2e9, "comm_dp_overlappable_wire_bytes": 0})
+    same = projection.project(
+        RECORD | {"comm_mp_overlappable_wire_bytes_per_device": 2e9, "comm_dp_overlappable_wire_bytes_per_device": 0}
+    )
     assert same.overlap_step_s == pytest.approx(0.33)
     # overlappable ICI longer than the work sets the bound
     assert projection.step_bounds_s((0.1,), 0.01, 0.2) == pytest.approx((0.21, 0.31))
-    assert projection.project(RECORD | {"xla_optimal_seconds_per_step": 0.01}).bound_by == "ICI"
+    assert projection.project(RECORD | {"xla_optimal_s_per_step_per_device": 0.01}).bound_by == "ICI"
 
 
 def test_without_the_estimate_the_roofline_prices_the_work():
-    for missing in ({"xla_optimal_seconds_per_step": None}, {}):
-        record = {k: v for k, v in RECORD.items() if k != "xla_optimal_seconds_per_step"} | missing
+    for missing in ({"xla_optimal_s_per_step_per_device": None}, {}):
+        record = {k: v for k, v in RECORD.items() if k != "xla_optimal_s_per_step_per_device"} | missing
         p = projection.project(record, PeakBasis.GPTJ)
         assert p.model is ProjectionModel.ROOFLINE and p.xla_optimal_s is None and p.xla_optimal_source is None
         assert p.work_s == pytest.approx((1.0, 0.1))  # 1.344e16 / (256 x 52.5e12); 4.5e10 / 450e9
@@ -110,16 +113,16 @@ def test_without_the_estimate_the_roofline_prices_the_work():
 
 
 def test_the_whole_step_hlo_roofline_prices_the_work_where_asked_or_alone():
-    record = RECORD | {"hlo_roofline_seconds_per_step": 0.4}
+    record = RECORD | {"hlo_roofline_s_per_step_per_device": 0.4}
     assert projection.project(record).model is projection.HEADLINE is ProjectionModel.HLO_ROOFLINE  # the headline first
     p = projection.project(record, model=ProjectionModel.HLO_ROOFLINE)
     assert p.model is ProjectionModel.HLO_ROOFLINE and p.work_s == (0.4,) and p.hlo_roofline_s == 0.4
     assert p.overlap_step_s == pytest.approx(0.4) and p.serial_step_s == pytest.approx(0.45)  # + 50 ms of ICI
-    alone = {k: v for k, v in record.items() if k != "xla_optimal_seconds_per_step"}
+    alone = {k: v for k, v in record.items() if k != "xla_optimal_s_per_step_per_device"}
     assert projection.project(alone).model is ProjectionModel.HLO_ROOFLINE
     assert projection.project(RECORD).model is ProjectionModel.XLA_OPTIMAL  # the cross-check where it is alone
     assert projection.bases_for_record(alone) == (PeakBasis.SPEC,)  # priced at the topology row's own peak
-    with pytest.raises(projection.ProjectionError, match="hlo_roofline_seconds_per_step"):
+    with pytest.raises(projection.ProjectionError, match="hlo_roofline_s_per_step_per_device"):
         projection.project(RECORD, model=ProjectionModel.HLO_ROOFLINE)
     # a block-looping kernel's whole step keeps its loops (priced once): only the unrolled estimate prices them all
     unrolled = record | {"xla_cost_points_attention_blocks_unrolled": True}
@@ -133,7 +136,7 @@ def _projections(*records):
 
 def test_gptj_efficiency_is_measured_over_its_own_projection():
     own = projection.project(RECORD)
-    other = RECORD | {"variant": "serial-h128-pjit-full", "jax": "0.10.2", "xla_optimal_seconds_per_step": 0.6}
+    other = RECORD | {"variant": "serial-h128-pjit-full", "jax": "0.10.2", "xla_optimal_s_per_step_per_device": 0.6}
     c = projection.calibrate_gptj(_projections(RECORD, other), baseline.TOKENS_PER_S, 16)
     assert c.projection.variant == "parallel-h256-xmap-full" and c.notes == ("compiler estimate: hand-made",)
     assert c.efficiency_overlap == pytest.approx(151_000 / (16 * 65536 / 0.3))
@@ -147,7 +150,7 @@ def test_gptj_efficiency_is_measured_over_its_own_projection():
 
 
 def test_gptj_stand_in_and_differences_are_named():
-    no_estimate = {k: v for k, v in RECORD.items() if k != "xla_optimal_seconds_per_step"}
+    no_estimate = {k: v for k, v in RECORD.items() if k != "xla_optimal_s_per_step_per_device"}
     shard_map = RECORD | {"variant": "parallel-h256-shard_map-full", "jax": "0.10.2"}
     c = projection.calibrate_gptj(_projections(no_estimate, shard_map), baseline.TOKENS_PER_S, 16)
     assert c.projection.variant == "parallel-h256-shard_map-full"
@@ -162,9 +165,9 @@ def test_gptj_stand_in_and_differences_are_named():
 
 def test_gpt_neo_is_checked_against_its_own_preset():
     neo = RECORD | {"preset": "gpt-neo-2.7b", "grad_accum": 1, "tokens_per_step": 65536}
-    fast = neo | {"variant": "serial-h128-pjit-full", "xla_optimal_seconds_per_step": 0.2}
-    slow = neo | {"variant": "serial-h128-shard_map-full", "xla_optimal_seconds_per_step": 0.4}
-    parallel = neo | {"variant": "parallel-h128-pjit-full", "xla_optimal_seconds_per_step": 0.1}
+    fast = neo | {"variant": "serial-h128-pjit-full", "xla_optimal_s_per_step_per_device": 0.2}
+    slow = neo | {"variant": "serial-h128-shard_map-full", "xla_optimal_s_per_step_per_device": 0.4}
+    parallel = neo | {"variant": "parallel-h128-pjit-full", "xla_optimal_s_per_step_per_device": 0.1}
     c = projection.calibrate_gpt_neo(_projections(slow, fast, parallel), baseline.GPT_NEO_2_7B_TOKENS_PER_S)
     assert c.projection.variant == "serial-h128-pjit-full"
     assert c.efficiency_overlap == pytest.approx(148_000 / (65536 / 0.2))
@@ -180,13 +183,16 @@ def test_published_peers_are_stored_as_published():
 
 def _aot_analysis(tmp_path: Path):
     """Hand-made compiles: GPT-J's configuration, two rivals, one that does not fit, and GPT-Neo's preset. Analysed
-    in memory: the loader refuses fields the schema has not declared yet (xla_optimal_seconds_per_step, grad_accum)."""
+    in memory: the loader refuses fields the schema has not declared yet (xla_optimal_s_per_step_per_device,
+    grad_accum)."""
     records = (
         RECORD,
-        RECORD | {"variant": "parallel-h256-shard_map-full", "jax": "0.10.2", "xla_optimal_seconds_per_step": 0.31},
-        RECORD | {"variant": "serial-h128-pjit-full", "jax": "0.10.2", "xla_optimal_seconds_per_step": 0.36},
-        RECORD | {"variant": "serial-h256-xmap-full", "xla_optimal_seconds_per_step": 0.33},
-        RECORD | {"variant": "parallel-h128-pjit-full", "jax": "0.10.2", "mem_peak_estimate_bytes": 20 * 2**30},
+        RECORD
+        | {"variant": "parallel-h256-shard_map-full", "jax": "0.10.2", "xla_optimal_s_per_step_per_device": 0.31},
+        RECORD | {"variant": "serial-h128-pjit-full", "jax": "0.10.2", "xla_optimal_s_per_step_per_device": 0.36},
+        RECORD | {"variant": "serial-h256-xmap-full", "xla_optimal_s_per_step_per_device": 0.33},
+        RECORD
+        | {"variant": "parallel-h128-pjit-full", "jax": "0.10.2", "mem_peak_estimate_bytes_per_device": 20 * 2**30},
         RECORD | {"variant": "serial-h128-pjit-full", "jax": "0.10.2", "preset": "gpt-neo-2.7b", "grad_accum": 1},
     )
     return analyse(RunRecords(run_dir=tmp_path, measured=(), aot=records, skipped=(), config=None))

@@ -91,8 +91,8 @@ def test_new_run_directories_never_collide(tmp_path):
 
 def test_step_stats_by_hand():
     stats = bench_run.step_stats([4.0, 1.0, 2.0, 3.0])
-    assert stats["step_s_median"] == 2.5 and stats["step_s_min"] == 1.0 and stats["step_s_max"] == 4.0
-    assert stats["step_s_iqr"] == pytest.approx(3.75 - 1.25)  # statistics.quantiles, exclusive method
+    assert stats["step_median_s"] == 2.5 and stats["step_min_s"] == 1.0 and stats["step_max_s"] == 4.0
+    assert stats["step_iqr_s"] == pytest.approx(3.75 - 1.25)  # statistics.quantiles, exclusive method
 
 
 def fake_measure(fail: set[str]):

@@ -21,6 +21,7 @@ from bench.cli.main import main as cli_main
 from bench.cli.spec import run_parser
 from bench.hardware.table import PeakBasis, accelerator_for_topology
 from bench.projection import throughput as projection
+from bench.records.schema import SCHEMA_VERSION, upgrade
 from bench.records.store import RESULTS
 from bench.report import format as format_module
 from bench.report.format import (
@@ -55,11 +56,11 @@ SUMMARY_COLUMNS = {
     "MFU %": ("mfu", 100),
     "MFU (6N) %": ("mfu_6n", 100),
     "HFU %": ("hfu", 100),
-    "step ms": ("step_s_median", 1e3),
+    "step ms": ("step_median_s", 1e3),
     "compile s": ("compile_s", 1),
-    "peak memory per device MiB": ("mem_peak_estimate_bytes", 2**-20),
-    "TP (mp) wire MiB/step": ("comm_mp_wire_bytes", 2**-20),
-    "DP (dp) wire MiB/step": ("comm_dp_wire_bytes", 2**-20),
+    "peak memory per device MiB": ("mem_peak_estimate_bytes_per_device", 2**-20),
+    "TP (mp) wire MiB/step": ("comm_mp_wire_bytes_per_device", 2**-20),
+    "DP (dp) wire MiB/step": ("comm_dp_wire_bytes_per_device", 2**-20),
     "all-reduces/step": ("comm_allreduce_count", 1),
 }
 
@@ -73,7 +74,7 @@ def make_run(tmp_path: Path, *fixtures: str, name: str = "run") -> Path:
 
 
 def fixture_records(*fixtures: str) -> list[dict]:
-    return [json.loads(line) for f in fixtures for line in (DATA / f).read_text().splitlines()]
+    return [upgrade(json.loads(line)) for f in fixtures for line in (DATA / f).read_text().splitlines()]
 
 
 def table_after(markdown: str, header_start: str) -> pd.DataFrame:
@@ -132,13 +133,13 @@ HAND = {
     "devices": 256,
     "tokens_per_step": 65536,
     "jax": "0.10.2",
-    "hardware_flops_per_step": 1.344e16,
-    "xla_flops_per_step": 2e16,
-    "comm_mp_wire_bytes": 2e9,
-    "comm_dp_wire_bytes": 3e9,
-    "comm_dpmp_wire_bytes": 0.0,
-    "xla_bytes_accessed_per_step": 256 * 4.5e10,
-    "mem_peak_estimate_bytes": 17 * 2**30,
+    "hardware_flops_per_step_total": 1.344e16,
+    "xla_flops_per_step_total": 2e16,
+    "comm_mp_wire_bytes_per_device": 2e9,
+    "comm_dp_wire_bytes_per_device": 3e9,
+    "comm_dpmp_wire_bytes_per_device": 0.0,
+    "xla_bytes_accessed_per_step_total": 256 * 4.5e10,
+    "mem_peak_estimate_bytes_per_device": 17 * 2**30,
 }
 
 
@@ -164,7 +165,7 @@ def test_project_a_v3_record_by_hand():
     assert gptj.hbm_s == pytest.approx(0.1)
     assert gptj.tokens_per_s_overlap == pytest.approx(65536.0)
     assert gptj.tokens_per_s_serial == pytest.approx(65536 / 1.15)
-    assert gptj.flops_counted == "hardware_flops_per_step"  # the analytic count, not XLA's 2e16
+    assert gptj.flops_counted == "hardware_flops_per_step_total"  # the analytic count, not XLA's 2e16
     assert gptj.fits_hbm is False  # 17 GiB per core against 16
     spec = projection.project(HAND, PeakBasis.SPEC)
     assert spec.compute_s == pytest.approx(1.344e16 / (256 * 61.5e12))
@@ -173,13 +174,13 @@ def test_project_a_v3_record_by_hand():
 
 
 def test_project_says_what_is_missing():
-    with pytest.raises(projection.ProjectionError, match="hardware_flops_per_step or xla_flops_per_step"):
+    with pytest.raises(projection.ProjectionError, match="hardware_flops_per_step_total or xla_flops_per_step_total"):
         projection.project({k: v for k, v in HAND.items() if "flops" not in k})
-    with pytest.raises(projection.ProjectionError, match="comm_dp_wire_bytes"):
-        projection.project({k: v for k, v in HAND.items() if k != "comm_dp_wire_bytes"})
+    with pytest.raises(projection.ProjectionError, match="comm_dp_wire_bytes_per_device"):
+        projection.project({k: v for k, v in HAND.items() if k != "comm_dp_wire_bytes_per_device"})
     with pytest.raises(ValueError, match="bad TPU topology"):
         projection.project(HAND | {"topology": "v9:2x2"})
-    no_bytes = projection.project({k: v for k, v in HAND.items() if k != "xla_bytes_accessed_per_step"})
+    no_bytes = projection.project({k: v for k, v in HAND.items() if k != "xla_bytes_accessed_per_step_total"})
     assert no_bytes.hbm_s is None and no_bytes.serial_step_s == pytest.approx(1.344e16 / (256 * 61.5e12) + 0.05)
 
 
@@ -296,7 +297,7 @@ def test_effects_are_paired_ratios(tmp_path):
         ("serial-h128-pjit-full", 10.0),
     ]
     records = [
-        {"variant": v, "jax": "0.10.2", "status": "ok", "tokens_per_s": t, "mem_peak_estimate_bytes": 1.0}
+        {"variant": v, "jax": "0.10.2", "status": "ok", "tokens_per_s": t, "mem_peak_estimate_bytes_per_device": 1.0}
         for v, t in rows
     ]
     summary = summarise(records)
@@ -371,7 +372,7 @@ def test_bad_lines_and_mixed_presets_are_named_and_the_rest_reported(tmp_path, c
     text = unwrap(write_report(run_dir, plots=False).read_text())
     lines = len(fixture_records(SWEEP))
     banner = text[: text.index("## 1. Headline")]
-    assert f"results.jsonl line {lines + 1}: schema_version 99, expected 2" in banner
+    assert f"results.jsonl line {lines + 1}: schema_version 99, expected {SCHEMA_VERSION}" in banner
     assert f"results.jsonl line {lines + 2}: not JSON" in banner
     assert "1 measured record(s) of preset 'cpu'" in banner and "this report covers preset 'tiny'" in banner
     assert len(table_after(text, "| rank")) == 27
@@ -442,9 +443,9 @@ def test_profile_section_gives_the_measured_breakdown_in_block_order(tmp_path):
     parts = {"collective mp": 3.0, "ff_in": 4.0, "qkv_proj": 2.0, "unattributed": 1.0}
     profiled.update(
         profile_component_basis="measured: profiler op self time",
-        profile_component_ms_per_step=parts,
-        profile_component_matched_share=0.9,
-        profile_other_programs_ms_per_step=0.5,
+        profile_component_s_per_step_per_device=parts,
+        profile_component_matched_frac=0.9,
+        profile_other_programs_s_per_step_per_device=0.5,
         profile_steps=3,
     )
     path.write_text("".join(json.dumps(r) + "\n" for r in records))

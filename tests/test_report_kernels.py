@@ -37,9 +37,9 @@ def record(name: str, jax: str, tokens_per_s: float, memory: int = 1000, spread:
         | {
             "jax": jax,
             "tokens_per_s": float(tokens_per_s),
-            "step_s_median": 1.0,
-            "step_s_iqr": spread,
-            "mem_peak_estimate_bytes": memory,
+            "step_median_s": 1.0,
+            "step_iqr_s": spread,
+            "mem_peak_estimate_bytes_per_device": memory,
         }
     )
 
@@ -141,7 +141,7 @@ def test_a_run_without_a_kernel_part_leaves_the_section_out(tmp_path):
 
 
 def test_a_busier_kernel_part_judges_against_its_own_wider_noise(tmp_path):
-    busy = [r | {"step_s_iqr": 0.2} if r["status"] == "ok" else r for r in KERNEL_PART]  # 20% step spread
+    busy = [r | {"step_iqr_s": 0.2} if r["status"] == "ok" else r for r in KERNEL_PART]  # 20% step spread
     section = unwrap(write_report(make_sweep(tmp_path, busy), plots=False).read_text()).split("## 3a.")[1]
     assert "the noise (20% (the kernel part's, the larger:" in section
     rows = {(r["kernel"], r["jax"]): r for _, r in table_after(section, "| kernel").iterrows()}

@@ -34,7 +34,7 @@ def compile_of(variant: str, optimal_s: float, **more) -> dict:
         "variant": variant,
         "attention_kernel": kernel,
         "jax": "0.10.2",
-        "xla_optimal_seconds_per_step": optimal_s,
+        "xla_optimal_s_per_step_per_device": optimal_s,
         "fits_hbm": True,
         **more,
     }
@@ -42,7 +42,7 @@ def compile_of(variant: str, optimal_s: float, **more) -> dict:
 
 def refused(variant: str) -> dict:
     record = compile_of(variant, 0.0) | {"status": "failed", "error": MOSAIC_MESSAGE, "device_kind": "TPU v3"}
-    for field in ("xla_optimal_seconds_per_step", "fits_hbm", "mem_peak_estimate_bytes"):
+    for field in ("xla_optimal_s_per_step_per_device", "fits_hbm", "mem_peak_estimate_bytes_per_device"):
         record.pop(field)
     return record | compiler_refusal_fields(MOSAIC_MESSAGE)
 
@@ -51,7 +51,7 @@ def refused(variant: str) -> dict:
 UNROLLED = {"xla_cost_points_attention_blocks_unrolled": True}
 RECORDS = (
     compile_of(REFERENCE, 0.31, **UNROLLED),
-    compile_of(REFERENCE + "+blockwise", 0.25, mem_peak_estimate_bytes=8 * 2**30, **UNROLLED),
+    compile_of(REFERENCE + "+blockwise", 0.25, mem_peak_estimate_bytes_per_device=8 * 2**30, **UNROLLED),
     compile_of(REFERENCE + "+xla", 0.31),
     compile_of("parallel-h256-pjit-full", 0.33),
     refused(REFERENCE + "+pallas"),
@@ -149,9 +149,9 @@ def test_a_negative_compiler_estimate_is_no_estimate_and_the_roofline_prices_the
         (3, 1): {"flops": 1.5e12, "bytes accessed": 1.6e10, "optimal_seconds": -48.0},
     }
     fields = whole_step_costs(points, layers=28, microsteps=1, devices=256)
-    assert fields["xla_optimal_seconds_per_step"] is None
-    assert fields["xla_optimal_seconds_source"] == "the TPU compiler reported a negative optimal_seconds (no estimate)"
-    assert fields["xla_flops_per_step"] > 0
+    assert fields["xla_optimal_s_per_step_per_device"] is None
+    assert fields["xla_optimal_source"] == "the TPU compiler reported a negative optimal_seconds (no estimate)"
+    assert fields["xla_flops_per_step_total"] > 0
 
 
 def test_cross_check_prices_a_looping_kernel_the_headline_cannot() -> None:
@@ -164,7 +164,7 @@ def test_cross_check_prices_a_looping_kernel_the_headline_cannot() -> None:
     ref = BASE | {"variant": "parallel-h256-shard_map-full", "jax": "0.10.2", "grad_accum": 1}
     kernel = ref | {
         "variant": "parallel-h256-shard_map-full+blockwise",
-        "xla_optimal_seconds_per_step": 0.4,
+        "xla_optimal_s_per_step_per_device": 0.4,
         "xla_cost_points_attention_blocks_unrolled": True,
     }
     p, r = projection.project(kernel), projection.project(ref)

@@ -104,11 +104,11 @@ def test_calibrated_cell_and_margin_by_hand() -> None:
     fast = throughput.project(
         RECORD
         | {
-            "hlo_roofline_seconds_per_step": 0.4 / 3,
-            "hardware_flops_per_step": 0,
-            "xla_flops_per_step": 1.0,
-            "comm_mp_wire_bytes": 2e9 / 3,
-            "comm_dp_wire_bytes": 1e9,
+            "hlo_roofline_s_per_step_per_device": 0.4 / 3,
+            "hardware_flops_per_step_total": 0,
+            "xla_flops_per_step_total": 1.0,
+            "comm_mp_wire_bytes_per_device": 2e9 / 3,
+            "comm_dp_wire_bytes_per_device": 1e9,
         }
     )
     assert calibrate.calibrated_projection(fast, summary.fit) == pytest.approx(3 * value)

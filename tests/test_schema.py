@@ -1,8 +1,10 @@
-"""The record schema: what every writer produces conforms to it, the store refuses what does not, v1 upgrades."""
+"""The record schema: what every writer produces conforms to it, the store refuses what does not, older versions
+upgrade, and every field name follows the naming rule."""
 
 import dataclasses
 import functools
 import json
+import re
 import sys
 import types
 from pathlib import Path
@@ -17,7 +19,19 @@ from bench.launch.sweep import QUICK, Job, run_job
 from bench.measure.pipeline import measure
 from bench.measure.session import Diagnosis, Session
 from bench.records.context import failed_record
-from bench.records.schema import SCHEMA_VERSION, RecordKind, comm_dtype_key, comm_key, field_type, upgrade, validate
+from bench.records.schema import (
+    FIELDS,
+    SCHEMA_VERSION,
+    V2_NAMES,
+    Memory,
+    RecordKind,
+    comm_dtype_key,
+    comm_key,
+    field_type,
+    section_fields,
+    upgrade,
+    validate,
+)
 from bench.records.store import append_record, load_records, results_path
 from bench.tpu_aot.compile import compile_record
 from model.config import Scope, Variant, get_preset
@@ -48,7 +62,9 @@ def test_a_measured_record_conforms(measured):
     assert validate(measured) == []
     assert measured["kind"] == "measured" and measured["backend"] == "cpu"
     assert measured["comm_matches_model"] is True and measured["comm_differences"] == []
-    assert measured["model_flops_per_s"] == pytest.approx(measured["model_flops_per_step"] / measured["step_s_median"])
+    assert measured["model_flops_per_s_total"] == pytest.approx(
+        measured["model_flops_per_step_total"] / measured["step_median_s"]
+    )
     assert "timed_steps" not in measured and measured["steps_timed"] == 2
 
 
@@ -116,14 +132,17 @@ def test_a_wrong_type_is_refused(tmp_path, key, value, message):
 
 
 def test_floats_accept_ints_and_nullable_fields_accept_null():
-    assert validate(placeholder() | {"compile_s": 3, "mfu": None, "error": None, "comm_dtype_bf16_bytes": 8}) == []
+    assert (
+        validate(placeholder() | {"compile_s": 3, "mfu": None, "error": None, "comm_dtype_bf16_bytes_per_device": 8})
+        == []
+    )
 
 
 def test_comm_keys_by_hand():
-    assert comm_key("mp", CollectiveKind.ALL_REDUCE, "bytes") == "comm_mp_allreduce_bytes"
+    assert comm_key("mp", CollectiveKind.ALL_REDUCE, "bytes") == "comm_mp_allreduce_bytes_per_device"
     assert comm_key(None, CollectiveKind.COLLECTIVE_PERMUTE, "count") == "comm_collectivepermute_count"
-    assert comm_key("dpmp", None, "wire_bytes") == "comm_dpmp_wire_bytes"
-    assert comm_dtype_key("bf16") == "comm_dtype_bf16_bytes"
+    assert comm_key("dpmp", None, "wire_bytes") == "comm_dpmp_wire_bytes_per_device"
+    assert comm_dtype_key("bf16") == "comm_dtype_bf16_bytes_per_device"
     with pytest.raises(ValueError, match="axis 'dp\\+mp'"):
         comm_key("dp+mp", CollectiveKind.ALL_REDUCE, "bytes")
     with pytest.raises(ValueError, match="metric 'payload'"):
@@ -159,9 +178,8 @@ def test_upgrade_renames_splits_and_names_the_kind():
     new = upgrade(v1)
     assert validate(new) == []
     assert new["kind"] == RecordKind.TPU_AOT.value and new["backend"] == "tpu" and "timed_steps" not in new
-    assert [new[k] for k in ("flops_6n_per_s", "model_flops_per_s", "hardware_flops_per_s", "xla_flops_per_s")] == [
-        1.0, 2.0, 3.0, 4.0,
-    ]  # fmt: skip
+    rates = ("flops_6n_per_s_total", "model_flops_per_s_total", "hardware_flops_per_s_total", "xla_flops_per_s_total")
+    assert [new[k] for k in rates] == [1.0, 2.0, 3.0, 4.0]
     assert new["comm_matches_model"] is False
     assert new["comm_differences"] == ["mp all-reduce payload 8 bytes in the HLO, 16 expected"]
     assert new["comm_notes"] == [v1["comm_mismatch"][0]]
@@ -183,7 +201,13 @@ def test_pandas_loads_a_written_file_with_numeric_columns(tmp_path, measured):
     append_record(tmp_path, placeholder())
     frame = pandas.read_json(results_path(tmp_path), lines=True)
     assert list(frame["kind"]) == ["measured", "failed-placeholder"]
-    for column in ("tokens_per_s", "step_s_median", "mfu", "model_flops_per_s", comm_key("mp", None, "wire_bytes")):
+    for column in (
+        "tokens_per_s",
+        "step_median_s",
+        "mfu",
+        "model_flops_per_s_total",
+        comm_key("mp", None, "wire_bytes"),
+    ):
         assert pandas.api.types.is_numeric_dtype(frame[column]), column
     assert frame["devices"].dtype.kind == "i" and frame.loc[0, "steps_timed"] == 2
 
@@ -229,3 +253,89 @@ def test_every_record_head_names_its_attention_kernel_and_older_ones_upgrade_to_
     assert validate(head | {"attention_kernel": "flash"}) == [
         "attention_kernel is 'flash', expected one of ['blockwise', 'cudnn', 'pallas', 'reference', 'xla']"
     ]
+
+
+# Every committed report's records, written at schema version 2: they keep loading under the current version.
+V2_FILES = sorted((Path(__file__).parents[1] / "reports").glob("**/results.jsonl"))
+
+
+@pytest.mark.parametrize("path", V2_FILES, ids=lambda p: str(p.parent.relative_to(p.parents[2])))
+def test_every_committed_record_loads_under_the_current_version(path):
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    loaded = load_records(path.parent)
+    assert loaded.skipped == [] and len(loaded.records) == len(lines)
+    assert {r["schema_version"] for r in loaded.records} == {SCHEMA_VERSION}
+
+
+def test_a_v2_record_upgrades_to_the_naming_rule():
+    v2 = {
+        "schema_version": 2, "kind": "measured", "variant": "a", "preset": "tiny", "scope": "model", "status": "ok",
+        "timestamp_utc": "2026-12-01T00:00:00+00:00", "step_s_median": 0.5, "xla_flops_per_step": 8.0,
+        "xla_optimal_seconds_per_step": 0.25, "mem_peak_estimate_bytes": 100, "comm_bytes_total": 64,
+        "comm_count_total": 3, "comm_mp_allreduce_bytes": 32, "comm_mp_wire_bytes": 48.0,
+        "comm_dp_exposed_wire_bytes": 16.0, "comm_dtype_bf16_bytes": 32, "comm_mp_allreduce_count": 2,
+        "profile_total_op_time_us": 2500.0, "profile_component_ms_per_step": {"ff_in": 3.0},
+        "gemm_floor_component_ms_per_step": {"ff_in": 2.0}, "kv_cache_bytes": 10,
+        "profile_top_ops": [{"name": "dot", "self_time_us": 1000.0, "share": 0.4}],
+        "xla_cost_points": [{"layers": 2, "microsteps": 1, "xla_flops_per_step": 1.0,
+                             "xla_bytes_accessed_per_step": 2.0, "xla_optimal_seconds_per_step": 0.1}],
+    }  # fmt: skip
+    new = upgrade(v2)
+    assert validate(new) == []
+    assert new["schema_version"] == SCHEMA_VERSION
+    assert (new["step_median_s"], new["xla_flops_per_step_total"], new["xla_optimal_s_per_step_per_device"]) == (
+        0.5, 8.0, 0.25,
+    )  # fmt: skip
+    assert new["mem_peak_estimate_bytes_per_device"] == 100 and new["kv_cache_bytes_total"] == 10
+    assert (new["comm_bytes_per_device"], new["comm_count"], new["comm_mp_allreduce_count"]) == (64, 3, 2)
+    for key in ("comm_mp_allreduce_bytes", "comm_mp_wire_bytes", "comm_dp_exposed_wire_bytes", "comm_dtype_bf16_bytes"):
+        assert new[f"{key}_per_device"] == v2[key]
+    assert new["profile_op_time_s_total"] == pytest.approx(2.5e-3)  # microseconds to seconds
+    assert new["profile_component_s_per_step_per_device"] == {"ff_in": pytest.approx(3e-3)}  # ms to s
+    assert new["gemm_floor_component_s_per_step"] == {"ff_in": pytest.approx(2e-3)}
+    assert new["profile_top_ops"] == [{"name": "dot", "self_time_s": pytest.approx(1e-3), "op_time_frac": 0.4}]
+    assert new["xla_cost_points"] == [
+        {"layers": 2, "microsteps": 1, "xla_flops_per_step_per_device": 1.0,
+         "xla_bytes_accessed_per_step_per_device": 2.0, "xla_optimal_s_per_step_per_device": 0.1}
+    ]  # fmt: skip
+    assert not [k for k in new if k in V2_NAMES]
+
+
+def naming_problems(name: str) -> list[str]:
+    """How a field name departs from the naming rule (bench.records.schema's docstring)."""
+    words = name.split("_")
+    problems = []
+    if found := set(words) & {"us", "ms", "seconds", "share", "over"}:
+        problems.append(f"spells a unit or quotient as {sorted(found)}")
+    if re.search(r"_s_(median|min|max|iqr|p\d+)(_|$)|_(frac|ratio)_", name):
+        problems.append("puts a statistic or a word after its unit")
+    counted = {"bytes", "flops"} & set(words) and not name.endswith(("_source", "_ratio", "_frac"))
+    if counted and not name.endswith(("_per_device", "_total")) and name not in ONE_MACHINE:
+        problems.append("counts bytes or FLOPs without _per_device or _total")
+    priced = name.startswith(("xla_optimal", "component_", "hlo_roofline", "decode_projected_", "profile_"))
+    seconds = any(w == "s" and words[i - 1] != "per" for i, w in enumerate(words) if i)  # _s, not a rate's _per_s
+    if priced and seconds and not name.endswith(("_per_device", "_total")):
+        problems.append("a time priced or profiled for one device's program without _per_device or _total")
+    return problems
+
+
+ONE_MACHINE = {"copy_bandwidth_bytes_per_s"}  # this machine's memory bandwidth: neither one device's nor a sum
+
+
+def test_every_field_name_follows_the_naming_rule():
+    names = [*FIELDS, comm_dtype_key("bf16")]
+    assert {name: naming_problems(name) for name in names if naming_problems(name)} == {}
+
+
+@pytest.mark.parametrize(
+    "name", ["step_s_median", "profile_component_ms_per_step", "xla_flops_per_step", "component_seconds_per_step",
+             "xla_optimal_s_per_step", "profile_collective_share", "projected_over_published", "comm_mp_wire_bytes"],
+)  # fmt: skip
+def test_the_naming_rule_refuses_version_2_spellings(name):
+    assert naming_problems(name)
+
+
+def test_a_section_is_written_by_its_declared_names():
+    assert section_fields(Memory, mem_temp_bytes_per_device=1) == {"mem_temp_bytes_per_device": 1}
+    with pytest.raises(TypeError, match="Memory declares no field"):
+        section_fields(Memory, mem_temp_bytes=1)

@@ -148,7 +148,8 @@ def test_dominance_never_crosses_a_mesh_layout_or_variant():
 def _refused_record(p: SearchPoint) -> dict:
     return {
         "search_point": p.key, "topology": p.topology, "preset": p.preset, "jax": "0.10.2", "status": "failed",
-        "fits_hbm": False, "oom_required_bytes": 18.5 * GIB, "oom_available_hbm_bytes": 15.48 * GIB,
+        "fits_hbm": False, "oom_required_bytes_per_device": 18.5 * GIB,
+        "oom_available_hbm_bytes_per_device": 15.48 * GIB,
     }  # fmt: skip
 
 
@@ -170,7 +171,7 @@ def test_a_pruned_record_conforms_to_the_schema_and_says_why():
     record = pruned_record(sibling, Refusal(refused, 18.5 * GIB, 15.48 * GIB), dominates(refused, sibling))
     assert validate(record) == []
     assert record["status"] == "failed" and record["fits_hbm"] is False and record["kind"] == "tpu-aot"
-    assert record["pruned_by"] == refused.key and record["pruned_by_required_bytes"] == 18.5 * GIB
+    assert record["pruned_by"] == refused.key and record["pruned_by_required_bytes_per_device"] == 18.5 * GIB
     assert "18.50 GiB of 15.48" in record["error"] and (record["batch"], record["grad_accum"]) == (32, 16)
     assert finished([{**record, "jax": "0.10.2"}], sibling, "0.10.2")  # a rerun keeps it
 
@@ -224,12 +225,12 @@ def _fitting_record(p: SearchPoint, roofline_s: float, estimate_s: float | None)
         **search_fields(p), "topology": p.topology, "preset": p.preset, "jax": "0.10.2", "status": "ok",
         "fits_hbm": True, "kind": "tpu-aot", "variant": p.variant.name, "devices": 256, "mesh_dp": p.mesh.dp,
         "mesh_mp": p.mesh.mp, "grad_accum": p.grad_accum, "tokens_per_step": 512 * 2048,
-        "hardware_flops_per_step": 1e16, "remat": p.variant.remat.value, "layout": p.variant.layout.value,
+        "hardware_flops_per_step_total": 1e16, "remat": p.variant.remat.value, "layout": p.variant.layout.value,
         "residual": "parallel", "d_head": 256, "strategy": "shard_map",
-        **{f"comm_{axis}_wire_bytes": 0.0 for axis in ("mp", "dp", "dpmp")},
-        "hlo_roofline_seconds_per_step": roofline_s,
-        "hlo_roofline_component_seconds_per_step": {"ff_in": roofline_s * 0.75, "elementwise": roofline_s * 0.25},
-        "xla_optimal_seconds_per_step": estimate_s,
+        **{f"comm_{axis}_wire_bytes_per_device": 0.0 for axis in ("mp", "dp", "dpmp")},
+        "hlo_roofline_s_per_step_per_device": roofline_s,
+        "hlo_roofline_component_s_per_step_per_device": {"ff_in": roofline_s * 0.75, "elementwise": roofline_s * 0.25},
+        "xla_optimal_s_per_step_per_device": estimate_s,
     }  # fmt: skip
 
 
@@ -251,7 +252,7 @@ def test_the_search_ranks_by_the_whole_step_roofline_and_cross_checks_the_compil
     assert table["work: roofline over estimate"].tolist() == ["0.909", "1.333"]
     assert "0 of 2 points hold the same rank" in lines[0] and "0.909-1.333x" in lines[0]
     old = {k: v for k, v in records[0].items() if not k.startswith("hlo_roofline")}
-    assert "hlo_roofline_seconds_per_step" in fitting([old])[1][0]  # written before: said, not ranked
+    assert "hlo_roofline_s_per_step_per_device" in fitting([old])[1][0]  # written before: said, not ranked
 
 
 def test_tpu_search_lists_its_plan_without_libtpu_or_a_compile():

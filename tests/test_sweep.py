@@ -249,7 +249,7 @@ def test_a_kernel_part_runs_its_pair_records_its_refusal_and_reports_them(tmp_pa
         (fastest.name, "ok", "measured"),
         (f"{fastest.name}+blockwise", "ok", "measured"),
     ]
-    assert all(r["peak_flops_per_device"] == 1.5e10 for r in records[1:])
+    assert all(r["peak_flops_per_s_per_device"] == 1.5e10 for r in records[1:])
     section = unwrap(write_report(tmp_path, plots=False).read_text()).split("## 3a.")[1].split("\n## 4.")[0]
     assert f"| blockwise | {fastest.name} | {jax.__version__} |" in " ".join(section.split()).replace("  ", " ")
     assert f"`cudnn` on jax {jax.__version__} (for {fastest.name}): attention kernel 'cudnn' runs on GPU" in section

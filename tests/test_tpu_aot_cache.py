@@ -137,7 +137,7 @@ def test_a_whole_step_compile_is_kept_as_its_raw_outputs():
     assert len(entry["hlo_gz_b64"]) < len(hlo) / 10 and aot_cache.unpack_text(entry["hlo_gz_b64"]) == hlo
     kept = json.loads(json.dumps(entry))  # what a cache file holds
     assert memory_fields(aot_cache.CachedCompile(kept["memory"])) == memory_fields(compiled)
-    assert memory_fields(compiled)["mem_peak_estimate_bytes"] == 10 + 20 - 5 + 7
+    assert memory_fields(compiled)["mem_peak_estimate_bytes_per_device"] == 10 + 20 - 5 + 7
 
 
 def test_the_version_of_an_entry_kind_is_in_its_key():

@@ -296,7 +296,7 @@ def test_validate_a_run_file_written_outside_the_repository(tmp_path: Path) -> N
     assert record["validation_file"] == str(run_file) and record["topology"] == "v3:2x2"
     assert record["status"] == "ok" and record["fits_hbm"] is True
     assert record["projected_tokens_per_s"] == record["projected_tokens_per_s_by_model"][record["projected_model"]][1]
-    assert record["projected_over_published"] == pytest.approx(record["projected_tokens_per_s"] / 1000)
+    assert record["projected_to_published_ratio"] == pytest.approx(record["projected_tokens_per_s"] / 1000)
     # v5e has no compiler estimate (validate.ESTIMATE_GENERATIONS): the whole-step HLO roofline is the headline
     assert records["tiny-v5e"]["projected_model"] == "whole-step HLO roofline + ICI"
 
@@ -307,19 +307,20 @@ def test_projection_fields_price_every_model_the_record_has() -> None:
     import json
 
     from bench.projection.throughput import ProjectionModel, project
+    from bench.records.schema import upgrade
     from bench.tpu_aot.validate import projection_fields
 
     lines = (published.RUNS_DIR.parent / "example" / "tpu-aot" / "results.jsonl").read_text().splitlines()
     record = next(
         r
-        for r in map(json.loads, lines)
+        for r in map(upgrade, map(json.loads, lines))
         if r.get("variant") == "parallel-h256-shard_map-full" and r.get("status") == "ok"
     )
     fields = projection_fields({**record, "published_tokens_per_s": 151_000.0})
     assert set(fields["projected_tokens_per_s_by_model"]) == {m.value for m in ProjectionModel}
     assert fields["projected_model"] == ProjectionModel.HLO_ROOFLINE.value  # the headline model
     assert fields["projected_tokens_per_s"] == project(record).tokens_per_s_overlap
-    assert fields["projected_over_published"] == pytest.approx(fields["projected_tokens_per_s"] / 151_000)
+    assert fields["projected_to_published_ratio"] == pytest.approx(fields["projected_tokens_per_s"] / 151_000)
 
 
 def test_maxtext_runs_use_the_new_model_options_and_say_what_differs() -> None:

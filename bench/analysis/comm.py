@@ -11,15 +11,15 @@ collectivepermute; AXIS is a mesh-axis label with "+" dropped (mp, dp, dpmp, non
 - ``comm_KIND_count``: executions of that kind of op.
 - ``comm_KIND_tensors``: arrays those executions carry (a tuple-shaped all-reduce made by XLA's
   all-reduce combiner counts each of its operands), the count to compare with an analytic one.
-- ``comm_KIND_bytes``: payload bytes S added over executions.
-- ``comm_KIND_wire_bytes``: wire bytes per device added over executions.
-- ``comm_count_total``, ``comm_bytes_total``, ``comm_wire_bytes_total``: the same over all kinds.
-- ``comm_AXIS_wire_bytes``: wire bytes of the ops whose groups span AXIS.
-- ``comm_AXIS_KIND_count``, ``comm_AXIS_KIND_bytes``, ``comm_AXIS_KIND_wire_bytes``: the same by
+- ``comm_KIND_bytes_per_device``: payload bytes S added over executions.
+- ``comm_KIND_wire_bytes_per_device``: wire bytes per device added over executions.
+- ``comm_count``, ``comm_bytes_per_device``, ``comm_wire_bytes_per_device``: the same over all kinds.
+- ``comm_AXIS_wire_bytes_per_device``: wire bytes of the ops whose groups span AXIS.
+- ``comm_AXIS_KIND_count``, ``comm_AXIS_KIND_bytes_per_device``, ``comm_AXIS_KIND_wire_bytes_per_device``: the same by
   kind, e.g. ``comm_mp_allreduce_count``. Keys are written for every axis label of the mesh,
   zeros included, so tables of runs have the same columns.
-- ``comm_dtype_DTYPE_bytes``: payload bytes by element type, for the types present
-  (e.g. ``comm_dtype_bf16_bytes``).
+- ``comm_dtype_DTYPE_bytes_per_device``: payload bytes by element type, for the types present
+  (e.g. ``comm_dtype_bf16_bytes_per_device``).
 - ``comm_trip_counts_known``: False when some loop's trip count was not found and counted once.
 """
 

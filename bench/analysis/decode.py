@@ -10,9 +10,10 @@ bytes per token are D x itemsize whatever the batch. Nothing is reduced over dp:
 Bytes read. Every weight is read once per step (the step is one matrix-vector product per weight at batch 1) but the
 embedding table, of which the lookup reads the B rows of the new tokens (counting the whole table would overstate
 MBU by 3.4% on GPT-J-6B, 7% on the cpu preset); and the attention of the new position reads the whole KV cache it
-attends over (the cache has a static length; positions not yet written are masked, not skipped). Their sum over a bandwidth is the time
-no decode step can beat; measured bytes per second over that bandwidth is the decode step's memory-bandwidth
-utilisation (MBU), the utilisation serving reports instead of MFU (it counts what must be read, not what was).
+attends over (the cache has a static length; positions not yet written are masked, not skipped). Their sum over
+a bandwidth is the time no decode step can beat; measured bytes per second over that bandwidth is the decode step's
+memory-bandwidth utilisation (MBU), the utilisation serving reports instead of MFU (it counts what must be read, not
+what was).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.analysis.expected import tp_regions_per_layer
+from bench.records.schema import Decode, section_fields
 from model.config import Mesh, ModelConfig
 
 EMBED_ALLREDUCES = 1  # the vocab-parallel lookup leaves its region once (model.gptj.Embed)
@@ -45,7 +47,13 @@ class ExpectedDecodeComm:
         return self.layer_allreduce_bytes + self.other_allreduce_bytes
 
     def as_record_fields(self) -> dict[str, int]:
-        return {f"expected_decode_mp_{k}": v for k, v in self.__dict__.items()}
+        return section_fields(
+            Decode,
+            expected_decode_mp_layer_allreduce_count=self.layer_allreduce_count,
+            expected_decode_mp_layer_allreduce_bytes_per_device=self.layer_allreduce_bytes,
+            expected_decode_mp_other_allreduce_count=self.other_allreduce_count,
+            expected_decode_mp_other_allreduce_bytes_per_device=self.other_allreduce_bytes,
+        )
 
 
 def expected_decode_comm(cfg: ModelConfig, mesh: Mesh, batch: int) -> ExpectedDecodeComm:

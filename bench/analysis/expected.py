@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.records.schema import ExpectedCommunication, section_fields
 from model.config import Mesh, ModelConfig, Remat, Residual, Scope
 
 
@@ -64,7 +65,22 @@ class ExpectedComm:
     dp_scatter_bytes: int = 0
 
     def as_record_fields(self) -> dict[str, int]:
-        return {f"expected_{k}": v for k, v in self.__dict__.items()}
+        return section_fields(
+            ExpectedCommunication,
+            expected_mp_layer_allreduce_count=self.mp_layer_allreduce_count,
+            expected_mp_layer_allreduce_bytes_per_device=self.mp_layer_allreduce_bytes,
+            expected_mp_other_allreduce_count=self.mp_other_allreduce_count,
+            expected_mp_other_allreduce_bytes_per_device=self.mp_other_allreduce_bytes,
+            expected_dp_grad_allreduce_bytes_per_device=self.dp_grad_allreduce_bytes,
+            expected_mp_narrowed_max_bytes_per_device=self.mp_narrowed_max_bytes,
+            expected_dp_grad_allreduce_compute_dtype_bytes_per_device=self.dp_grad_allreduce_bytes_in_compute_dtype,
+            expected_dp_gather_count=self.dp_gather_count,
+            expected_dp_gather_bytes_per_device=self.dp_gather_bytes,
+            expected_dp_gather_count_min=self.dp_gather_count_min,
+            expected_dp_gather_count_max=self.dp_gather_count_max,
+            expected_dp_scatter_count=self.dp_scatter_count,
+            expected_dp_scatter_bytes_per_device=self.dp_scatter_bytes,
+        )
 
 
 def tp_regions_per_layer(residual: Residual) -> int:

@@ -106,11 +106,11 @@ _SAME_PROGRAM = (
     *("residual", "d_head", "remat", "preset", "scope", "mesh_dp", "mesh_mp", "batch", "seq", "topology"),
     *("grad_accum", "grad_accum_dtype", "attention_kernel"),
 )
-ESTIMATE = "xla_optimal_seconds_per_step"
+ESTIMATE = "xla_optimal_s_per_step_per_device"
 # The component breakdown goes with the estimate it was reconciled against (bench.tpu_aot.compile).
-BREAKDOWN_FIELDS = ("component_seconds_per_step", "component_seconds_source", "component_sum_over_optimal")
-ESTIMATE_SOURCE = "xla_optimal_seconds_source"
-OWN_ESTIMATE = "xla_optimal_seconds_own_compile"
+BREAKDOWN_FIELDS = ("component_s_per_step_per_device", "component_source", "component_sum_to_optimal_ratio")
+ESTIMATE_SOURCE = "xla_optimal_source"
+OWN_ESTIMATE = "xla_optimal_own_compile_s_per_device"
 
 
 def substitute_optimal_seconds(
@@ -121,7 +121,7 @@ def substitute_optimal_seconds(
     different libtpu releases: xmap needs jax 0.4.30 and so libtpu 0.0.1, whose estimate of the same program differs
     (measured 2026-12: a 1-layer unrolled tiny parallel-h256-shard_map-full on v3:2x2, mesh 2x4, 3.31e-4 s
     under libtpu 0.0.1 and 2.34e-4 s under 0.0.42.1), so a ranking under one compiler takes the shard_map figure.
-    The record's own figure is kept in ``xla_optimal_seconds_own_compile``, and the donor's component breakdown
+    The record's own figure is kept in ``xla_optimal_own_compile_s_per_device``, and the donor's component breakdown
     replaces the record's own with it; the source says what was done. Others are unchanged."""
     copies = [dict(record) for record in records]
 

@@ -149,38 +149,46 @@ def gptj_param_count(
 
 
 def _utilisation(
-    kind: str, flops_per_s: float, devices: int, peak_flops_per_device: float | None, peak_source: str | None
+    kind: str, flops_per_s: float, devices: int, peak_flops_per_s_per_device: float | None, peak_source: str | None
 ) -> float | None:
-    if peak_flops_per_device is None:
+    if peak_flops_per_s_per_device is None:
         return None  # no known peak (unknown device kind): the caller warns, we never invent one
-    _require_positive(devices=devices, peak_flops_per_device=peak_flops_per_device)
+    _require_positive(devices=devices, peak_flops_per_s_per_device=peak_flops_per_s_per_device)
     _require_non_negative(flops_per_s=flops_per_s)
-    utilisation = flops_per_s / (devices * peak_flops_per_device)
+    utilisation = flops_per_s / (devices * peak_flops_per_s_per_device)
     if utilisation > 1.0:
         source = f" (peak source: {peak_source})" if peak_source else ""
         raise UtilisationError(
             f"{kind} = {utilisation:.3f} > 1: {flops_per_s:.4g} FLOP/s exceeds {devices} devices x "
-            f"{peak_flops_per_device:.4g} FLOP/s{source}. This is a bug in the suite, not a result: tokens were "
+            f"{peak_flops_per_s_per_device:.4g} FLOP/s{source}. This is a bug in the suite, not a result: tokens were "
             f"counted more than once (e.g. a global batch counted per device) or the peak is wrong for this device."
         )
     return utilisation
 
 
 def mfu(
-    model_flops_per_s: float, devices: int, peak_flops_per_device: float | None, *, peak_source: str | None = None
+    model_flops_per_s_total: float,
+    devices: int,
+    peak_flops_per_s_per_device: float | None,
+    *,
+    peak_source: str | None = None,
 ) -> float | None:
     """Model FLOPs utilisation (PaLM appendix B): model FLOP/s over the devices' summed peak.
 
     None when the peak is unknown. Raises ``UtilisationError`` above 1.0.
     """
-    return _utilisation("MFU", model_flops_per_s, devices, peak_flops_per_device, peak_source)
+    return _utilisation("MFU", model_flops_per_s_total, devices, peak_flops_per_s_per_device, peak_source)
 
 
 def hfu(
-    hardware_flops_per_s: float, devices: int, peak_flops_per_device: float | None, *, peak_source: str | None = None
+    hardware_flops_per_s_total: float,
+    devices: int,
+    peak_flops_per_s_per_device: float | None,
+    *,
+    peak_source: str | None = None,
 ) -> float | None:
     """Hardware FLOPs utilisation: like ``mfu`` but counting recomputation (``hardware_flops``)."""
-    return _utilisation("HFU", hardware_flops_per_s, devices, peak_flops_per_device, peak_source)
+    return _utilisation("HFU", hardware_flops_per_s_total, devices, peak_flops_per_s_per_device, peak_source)
 
 
 # XLA's own count. Findings from compiling here (jax 0.10.2 and 0.4.30, CPU; tests/test_flops.py pins them):
@@ -236,8 +244,8 @@ def scale_loop_flops(total_flops: float, body_flops: float, trip_count: int) -> 
 
 def xla_to_hardware_flops_ratio(fields: dict[str, Any]) -> float | None:
     """XLA's FLOP count over the analytic hardware FLOPs, both per step; None where XLA gave no count."""
-    xla = fields.get("xla_flops_per_step")
-    return xla / fields["hardware_flops_per_step"] if xla else None
+    xla = fields.get("xla_flops_per_step_total")
+    return xla / fields["hardware_flops_per_step_total"] if xla else None
 
 
 # --- the FLOP conventions of published runs ----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.records.collectives import PROFILER_COLLECTIVE_STEMS, PROFILER_POINT_TO_POINT_TOKENS
+from bench.records.schema import Profile, section_fields
 
 VIEWER_INSTALL_HINT = "pip install tensorboard==2.21.0  (serves the plugin; xprof's own server cannot bind localhost)"
 # xprof's op tables carry idle time as an op of this type (seen in framework_op_stats); it is not op time.
@@ -67,8 +68,8 @@ class OpTime:
             "program": str(self.program),
             "category": str(self.category),
             "occurrences": int(self.occurrences),
-            "self_time_us": float(self.self_time_us),
-            "share": float(self.share),
+            "self_time_s": float(self.self_time_us) * 1e-6,
+            "op_time_frac": float(self.share),
             "is_collective": bool(self.is_collective),
         }
 
@@ -86,16 +87,17 @@ class TraceSummary:
 
     def as_record_fields(self) -> dict[str, Any]:
         """Flat, JSON-able fields for a benchmark record: counts and times as numbers, the top ops as a list."""
-        return {
-            "profile_trace_path": str(self.trace_path),
-            "profile_tool": self.tool_used.value,
-            "profile_op_count": int(self.op_count),
-            "profile_total_op_time_us": float(self.total_op_time_us),
-            "profile_collective_time_us": float(self.collective_time_us),
-            "profile_collective_share": float(self.collective_share),
-            "profile_compute_share": float(self.compute_share),
-            "profile_top_ops": [op.as_json() for op in self.top_ops],
-        }
+        return section_fields(
+            Profile,
+            profile_trace_path=str(self.trace_path),
+            profile_tool=self.tool_used.value,
+            profile_op_count=int(self.op_count),
+            profile_op_time_s_total=float(self.total_op_time_us) * 1e-6,
+            profile_collective_time_s_total=float(self.collective_time_us) * 1e-6,
+            profile_collective_frac=float(self.collective_share),
+            profile_compute_frac=float(self.compute_share),
+            profile_top_ops=[op.as_json() for op in self.top_ops],
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- viewer
@@ -160,8 +162,9 @@ def covered_share(op_spans: Sequence[tuple[float, float]], step_spans: Sequence[
 
     Below 1, device work ran outside any op's event: on XLA CPU (jax 0.10.2) a plain ``dot`` thunk's event ends
     when it has handed its GEMM to Eigen's thread pool, so the weight-gradient GEMMs of a block run in gaps that
-    no op claims (the CPU block, reports/cpu-block: op events covered 75-80% of the block's steps while the summed op times exceeded the
-    steps by 7-16%, concurrent thunks overlapping). Per-op and per-component times are then a distorted picture.
+    no op claims (the CPU block, reports/cpu-block: op events covered 75-80% of the block's steps while the summed op
+    times exceeded the steps by 7-16%, concurrent thunks overlapping). Per-op and per-component times are then a
+    distorted picture.
     """
     wall = sum(duration for _, duration in step_spans)
     if wall <= 0 or not op_spans:

@@ -128,14 +128,14 @@ def memory_fields(compiled: Any) -> dict[str, Any]:
     if stats is None:
         return {}
     fields = {
-        "mem_argument_bytes": stats.argument_size_in_bytes,
-        "mem_output_bytes": stats.output_size_in_bytes,
-        "mem_temp_bytes": stats.temp_size_in_bytes,
-        "mem_alias_bytes": stats.alias_size_in_bytes,
-        "mem_generated_code_bytes": stats.generated_code_size_in_bytes,
+        "mem_argument_bytes_per_device": stats.argument_size_in_bytes,
+        "mem_output_bytes_per_device": stats.output_size_in_bytes,
+        "mem_temp_bytes_per_device": stats.temp_size_in_bytes,
+        "mem_alias_bytes_per_device": stats.alias_size_in_bytes,
+        "mem_generated_code_bytes_per_device": stats.generated_code_size_in_bytes,
     }
     # Arguments and outputs are live together except where donated outputs alias their arguments.
-    fields["mem_peak_estimate_bytes"] = (
+    fields["mem_peak_estimate_bytes_per_device"] = (
         stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes + stats.temp_size_in_bytes
     )
     return fields
@@ -161,9 +161,12 @@ def xla_flops_fields(preset: Preset, variant: Variant, mesh: Mesh, scope: Scope)
 def xla_flops_of(compiled: Any, lowered: Any, mesh: Mesh) -> dict[str, Any]:
     per_device = flops.compiled_flops(compiled.as_text(), compat.cost_analysis(compiled))
     if per_device is not None:
-        return {"xla_flops_per_step": per_device * mesh.devices, "xla_flops_source": "compiled, summed over devices"}
+        return {
+            "xla_flops_per_step_total": per_device * mesh.devices,
+            "xla_flops_source": "compiled, summed over devices",
+        }
     whole = flops.xla_flops_total(compat.cost_analysis(lowered))
-    return {"xla_flops_per_step": whole, "xla_flops_source": "lowered (before partitioning)"}
+    return {"xla_flops_per_step_total": whole, "xla_flops_source": "lowered (before partitioning)"}
 
 
 def static_flop_fields(program: Program) -> dict[str, Any]:
@@ -180,7 +183,7 @@ def static_flop_fields(program: Program) -> dict[str, Any]:
     return {
         "n_params": n_params,
         "tokens_per_step": tokens,
-        "flops_6n_per_step": flops.flops_6n(n_params, tokens),
-        "model_flops_per_step": flops.model_flops(*args, **local),
-        "hardware_flops_per_step": flops.hardware_flops(*args, remat=cfg.remat is Remat.FULL, **local),
+        "flops_6n_per_step_total": flops.flops_6n(n_params, tokens),
+        "model_flops_per_step_total": flops.model_flops(*args, **local),
+        "hardware_flops_per_step_total": flops.hardware_flops(*args, remat=cfg.remat is Remat.FULL, **local),
     }

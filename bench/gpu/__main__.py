@@ -116,7 +116,7 @@ def _ok_rates(out: Path) -> dict[str, float]:
 def run_plan(args: argparse.Namespace, facts: dict[str, Any], start: float) -> None:
     sizing = plan.DRY_RUN if args.dry_run else plan.GPU
     batch = facts["batch"]
-    matmul = {k: facts[k] for k in ("matmul_flops_per_s", "matmul_source")}
+    matmul = {k: facts[k] for k in ("matmul_flops_per_s_per_device", "matmul_source")}
     walls: list[float] = []
     for planned in plan.PLAN:
         name = plan.resolve(planned, plan.best_kernel(_ok_rates(args.out)))

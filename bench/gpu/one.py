@@ -23,7 +23,10 @@ def device_memory_fields() -> dict[str, Any]:
         stats = jax.devices()[0].memory_stats() or {}
     except Exception:  # CPU devices may not implement it
         stats = {}
-    return {"mem_device_peak_bytes": stats.get("peak_bytes_in_use"), "mem_device_limit_bytes": stats.get("bytes_limit")}
+    return {
+        "mem_peak_in_use_bytes_per_device": stats.get("peak_bytes_in_use"),
+        "mem_limit_bytes_per_device": stats.get("bytes_limit"),
+    }
 
 
 def run_one(
@@ -35,7 +38,7 @@ def run_one(
     from model.program import Scope
 
     preset = plan.preset_for(sizing, batch)
-    # with a trace, the record carries its op self times by block component (profile_component_ms_per_step)
+    # with a trace, the record carries its op self times by block component (profile_component_s_per_step_per_device)
     record = measure(
         Variant.parse(name),
         preset,
@@ -48,7 +51,7 @@ def run_one(
     )
     record.update(device_memory_fields())
     record.update(matmul)
-    rate, ceiling = record.get("model_flops_per_s"), matmul.get("matmul_flops_per_s")
+    rate, ceiling = record.get("model_flops_per_s_total"), matmul.get("matmul_flops_per_s_per_device")
     record["mfu_matmul"] = rate / preset.mesh.devices / ceiling if rate and ceiling else None
     return record
 

@@ -62,7 +62,7 @@ def time_matmul(n: int) -> dict[str, Any]:
     times = time_steps(lambda: jax.block_until_ready(product(a, b)), MATMUL_WARMUP, MATMUL_REPEATS)
     median = statistics.median(times)
     return {
-        "matmul_flops_per_s": 2 * n**3 / median,
+        "matmul_flops_per_s_per_device": 2 * n**3 / median,
         "matmul_source": (
             f"bf16 {n}x{n}x{n} matmul on random normal data, jax.jit(jnp.matmul), median of {MATMUL_REPEATS} "
             f"after {MATMUL_WARMUP} warm-ups, measured by bench.gpu.probe at the start of this run"
@@ -81,7 +81,7 @@ def compiled_peak_bytes(sizing: plan.Sizing, batch: int) -> int:
     program = build_program(preset, variant, preset.mesh, Scope.MODEL)
     driver = make_driver(variant.strategy, program, preset.mesh, layout=variant.layout)
     compiled = driver.train_step().lower(*driver.abstract_args()).compile()
-    return memory_fields(compiled)["mem_peak_estimate_bytes"]
+    return memory_fields(compiled)["mem_peak_estimate_bytes_per_device"]
 
 
 def fit_batch(sizing: plan.Sizing, limit_bytes: int) -> dict[str, Any]:

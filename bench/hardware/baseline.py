@@ -75,11 +75,11 @@ def effective_flops_per_s(n_params: int = N_PARAMS_HF) -> float:
 
 def theoretical_flops_per_s(basis: hardware.PeakBasis = hardware.PeakBasis.GPTJ) -> float:
     """Peak of the 256 v3 cores on ``basis`` (GPTJ: 52.5 TFLOP/s per core; SPEC: 61.5)."""
-    peak_per_device, _ = hardware.peak_flops_per_device(DEVICE_KIND, basis)
+    peak_per_device, _ = hardware.peak_flops_per_s_per_device(DEVICE_KIND, basis)
     return DEVICES.value * peak_per_device
 
 
-def hardware_flops_per_s(n_params: int = N_PARAMS_HF, *, as_benchmark_py: bool = False) -> float:
+def hardware_flops_per_s_total(n_params: int = N_PARAMS_HF, *, as_benchmark_py: bool = False) -> float:
     """(8 N + 16 L d_model seq) x 151k tokens/s: full remat, GPT-J-6B's shape or benchmark.py's constants."""
     n_layers, d_model = SHAPE.n_layers, SHAPE.d_model
     if as_benchmark_py:
@@ -89,5 +89,5 @@ def hardware_flops_per_s(n_params: int = N_PARAMS_HF, *, as_benchmark_py: bool =
 
 def utilisation(flops_per_s: float, basis: hardware.PeakBasis = hardware.PeakBasis.GPTJ) -> float:
     """``flops_per_s`` over the v3-256 peak on ``basis``."""
-    peak_per_device, source = hardware.peak_flops_per_device(DEVICE_KIND, basis)
+    peak_per_device, source = hardware.peak_flops_per_s_per_device(DEVICE_KIND, basis)
     return flops.mfu(flops_per_s, int(DEVICES.value), peak_per_device, peak_source=source)

@@ -9,8 +9,8 @@ peak = cores x clock x f32 lanes per vector x 2 (an FMA is two FLOPs) x FMA unit
   Zen+ split a 256-bit FMA into two 128-bit halves, so there the formula is twice the true peak: still a ceiling.
 - clock: the maximum (turbo) clock, lscpu's "CPU max MHz". A guest VM's "CPU MHz" is the nominal or current clock,
   which turbo exceeds: on this project's 2-core KVM guest (nominal 1996 MHz, AVX2) a jitted 2048 GEMM reached
-  174 GFLOP/s (measured on the CPU block's machine) against 2 x 1.996 GHz x 8 x 2 x 2 = 128 at the nominal clock. Without a maximum clock no
-  ceiling is claimed, rather than a false one.
+  174 GFLOP/s (measured on the CPU block's machine) against 2 x 1.996 GHz x 8 x 2 x 2 = 128 at the nominal clock.
+  Without a maximum clock no ceiling is claimed, rather than a false one.
 - cores: physical cores (hyperthreads share a core's FMA units), at most those this process may run on.
 
 Pure (no JAX): ``read_cpu_facts`` runs lscpu; the rest are functions of text and numbers.

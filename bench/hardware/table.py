@@ -227,7 +227,7 @@ def peak_bases(accelerator: Accelerator) -> tuple[PeakBasis, ...]:
     return (PeakBasis.SPEC, PeakBasis.GPTJ) if accelerator.name == "TPU v3" else (PeakBasis.SPEC,)
 
 
-def peak_flops_per_device(device_kind: str, basis: PeakBasis = PeakBasis.SPEC) -> tuple[float, str] | None:
+def peak_flops_per_s_per_device(device_kind: str, basis: PeakBasis = PeakBasis.SPEC) -> tuple[float, str] | None:
     """(peak bf16 FLOP/s per JAX device, source) for ``jax.Device.device_kind``; None for an unknown kind.
 
     None means "no peak known": the caller warns and reports no MFU; a peak is never guessed.
@@ -259,13 +259,14 @@ def topology_chips(topology: str) -> int:
 
 
 def peak_basis_fields(device_kind: str, bases: tuple[PeakBasis, ...]) -> dict[str, float | str | None]:
-    """``peak_flops_per_device`` and ``peak_source`` on the spec basis, with a ``_gptj_basis`` twin where defined."""
+    """``peak_flops_per_s_per_device`` and ``peak_source`` on the spec basis, with a GPT-J-basis twin
+    (``peak_gptj_basis_flops_per_s_per_device``, ``peak_source_gptj_basis``) where defined."""
     names = {
-        PeakBasis.SPEC: ("peak_flops_per_device", "peak_source"),
-        PeakBasis.GPTJ: ("peak_flops_per_device_gptj_basis", "peak_source_gptj_basis"),
+        PeakBasis.SPEC: ("peak_flops_per_s_per_device", "peak_source"),
+        PeakBasis.GPTJ: ("peak_gptj_basis_flops_per_s_per_device", "peak_source_gptj_basis"),
     }
     fields: dict[str, float | str | None] = {}
     for basis in bases:
         peak_name, source_name = names[basis]
-        fields[peak_name], fields[source_name] = peak_flops_per_device(device_kind, basis)
+        fields[peak_name], fields[source_name] = peak_flops_per_s_per_device(device_kind, basis)
     return fields

@@ -15,10 +15,10 @@ and inflate MFU. For the same reason the peak is the best over a small sweep of 
 large n can spill the caches).
 
 ``measure_cpu_peak`` measures now, with the time and the 1-minute load average before and after (a loaded machine
-gives a low peak and so a high MFU: the CPU block's runs found a peak calibrated under a parallel test run inflating MFU from
-57% to 77%). ``calibrate_cpu_peak`` also keeps a cross-run cache per machine, software and setting (JSON, written
-atomically); a run uses it only when asked (``--peak-cache``). Either refuses a figure above the CPU's theoretical
-peak (bench.hardware.cpu): such a figure is a wrong measurement, never a result.
+gives a low peak and so a high MFU: the CPU block's runs found a peak calibrated under a parallel test run
+inflating MFU from 57% to 77%). ``calibrate_cpu_peak`` also keeps a cross-run cache per machine, software and setting
+(JSON, written atomically); a run uses it only when asked (``--peak-cache``). Either refuses a figure above the CPU's
+theoretical peak (bench.hardware.cpu): such a figure is a wrong measurement, never a result.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def comm_fields(hlo_text: str, mesh: Mesh, cfg: Any, batch: int) -> dict[str, An
     fields.update(
         decode_comm_matches_model=not differences,
         comm_differences=differences,
-        decode_mp_allreduce_bytes_per_token=payload / batch,
+        decode_mp_allreduce_bytes_per_token_per_device=payload / batch,
     )
     return fields
 
@@ -152,8 +152,8 @@ def time_point(decoder: Any, params: Any, spec: DecodeSpec, batch: int, context:
     return {
         "prefill_s": prefill_s,
         "prefill_tokens_per_s": batch * spec.prompt_tokens / prefill_s,
-        "decode_step_s_median": median,
-        "decode_step_s_p90": percentile(step_times, P90),
+        "decode_step_median_s": median,
+        "decode_step_p90_s": percentile(step_times, P90),
         "decode_tokens_per_s": batch / median,
         "decode_load_avg_before": load_before,
         "decode_load_avg_after": load_after,
@@ -177,12 +177,12 @@ def measure_point(
     read = decode_read_bytes(weights, cache, unread)
     record.update(time_point(decoder, params, spec, batch, context))
     record.update(
-        kv_cache_bytes=cache,
-        decode_weight_bytes=weights,
-        decode_read_bytes_per_step=read,
+        kv_cache_bytes_total=cache,
+        decode_weight_bytes_total=weights,
+        decode_read_bytes_per_step_total=read,
         decode_fits_memory=True,
         decode_floor_s=bandwidth_floor_s(read, bandwidth.bytes_per_s),
-        decode_mbu=decode_mbu(read, record["decode_step_s_median"], bandwidth.bytes_per_s),
+        decode_mbu=decode_mbu(read, record["decode_step_median_s"], bandwidth.bytes_per_s),
     )
     return record
 
@@ -255,8 +255,8 @@ def _print(record: dict[str, Any]) -> None:
         print(f"{name}: failed: {record['error']}", file=sys.stderr)
         return
     print(
-        f"{name}: prefill {record['prefill_s'] * 1e3:.1f} ms, step {record['decode_step_s_median'] * 1e3:.2f} ms "
-        f"(p90 {record['decode_step_s_p90'] * 1e3:.2f}), {record['decode_tokens_per_s']:.0f} tokens/s, "
+        f"{name}: prefill {record['prefill_s'] * 1e3:.1f} ms, step {record['decode_step_median_s'] * 1e3:.2f} ms "
+        f"(p90 {record['decode_step_p90_s'] * 1e3:.2f}), {record['decode_tokens_per_s']:.0f} tokens/s, "
         f"MBU {record['decode_mbu']:.0%}, mp all-reduced arrays "
         f"{record[comm_key('mp', hlo.CollectiveKind.ALL_REDUCE, 'tensors')]}"
         f"{'' if record['decode_comm_matches_model'] else ' (model differs)'}",

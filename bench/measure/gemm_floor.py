@@ -4,8 +4,9 @@ and dimension numbers, one after another on this process's first device (``bench
 Where the calibrated peak (bench.measure.calibrate) is the best a square GEMM reaches here, the floor is what the
 step's own GEMMs reach: their sum is the time no fusion or scheduling of the rest can beat, so a step's HFU splits
 into the floor's share of the peak (how fast XLA's GEMMs run at these shapes) and the step's share of the floor
-(what everything around them costs). The CPU block's runs (reports/cpu-block) found its weight-gradient GEMMs at 195-331 GFLOP/s alone
-against 445-500 GFLOP/s calibrations: a cost of the dots' form that no elementwise fusion could recover.
+(what everything around them costs). The CPU block's runs (reports/cpu-block) found its weight-gradient GEMMs
+at 195-331 GFLOP/s alone against 445-500 GFLOP/s calibrations: a cost of the dots' form that no elementwise fusion could
+recover.
 
 What is timed: ``lax.dot_general`` on operands of ones in the default (row-major) layout, jitted alone, the best of
 ``repeats`` runs after one warm-up (``bench.measure.calibrate.best_time``, as the calibration: noise only adds
@@ -64,7 +65,7 @@ def gemm_floor_fields(
     hlo_text: str,
     devices: int,
     platform: str,
-    peak_flops_per_device: float | None = None,
+    peak_flops_per_s_per_device: float | None = None,
     repeats: int = DEFAULT_REPEATS,
 ) -> dict[str, Any]:
     """The record's ``gemm_floor_*`` fields for one compiled step (its per-device optimized HLO) run on ``devices``
@@ -82,18 +83,20 @@ def gemm_floor_fields(
         if gemm.signature not in seconds:
             seconds[gemm.signature] = time_gemm(gemm, device, repeats)
         step_s = seconds[gemm.signature] * gemm.executions * sharing
-        by_component[gemm.component] += step_s * 1e3
+        by_component[gemm.component] += step_s
         total_s += step_s
         total_flops += gemm.flops * gemm.executions * sharing
     rate = total_flops / total_s if total_s else None
     return {
         "gemm_floor_s_per_step": total_s,
-        "gemm_floor_flops_per_s": rate,
-        "gemm_floor_frac_of_peak": rate / (peak_flops_per_device * sharing) if rate and peak_flops_per_device else None,
-        "gemm_floor_component_ms_per_step": dict(sorted(by_component.items())),
+        "gemm_floor_flops_per_s_total": rate,
+        "gemm_floor_peak_frac": rate / (peak_flops_per_s_per_device * sharing)
+        if rate and peak_flops_per_s_per_device
+        else None,
+        "gemm_floor_component_s_per_step": dict(sorted(by_component.items())),
         "gemm_floor_dots": sum(g.executions for g in found.gemms) * sharing,
         "gemm_floor_distinct_dots": len(seconds),
         "gemm_floor_untimed_matmuls": found.untimed_matmuls * sharing,
-        "gemm_floor_untimed_flops_per_step": found.untimed_flops * sharing,
+        "gemm_floor_untimed_flops_per_step_total": found.untimed_flops * sharing,
         "gemm_floor_repeats": repeats,
     }

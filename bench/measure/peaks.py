@@ -61,12 +61,12 @@ def run_peak_fields(run_dir: Path | None, dtype: str, devices: int, use_cache: b
 
     peak = calibrate_cpu_peak(dtype, jax.local_devices(backend="cpu")[:devices])
     return {
-        "peak_flops_per_device": peak.flops_per_device,
+        "peak_flops_per_s_per_device": peak.flops_per_device,
         "peak_source": f"{peak.source} (cross-run cache {'entry' if peak.cached else 'written now'}, --peak-cache)",
         "peak_measured_utc": peak.measured_utc,
         "peak_load_avg_before": peak.load_avg_before,
         "peak_load_avg_after": peak.load_avg_after,
-        "peak_theoretical_flops_per_device": peak.theoretical_flops_per_device,
+        "peak_theoretical_flops_per_s_per_device": peak.theoretical_flops_per_device,
         "peak_theoretical_source": peak.theoretical_source,
         "peak_file": None,
         "peak_from_cache": peak.cached,
@@ -95,7 +95,7 @@ def per_run_peak_fields(dtype: str, devices: int) -> dict[str, Any]:
     start = time.perf_counter()
     peak = measure_cpu_peak(dtype, jax.local_devices(backend="cpu")[:devices], repeats=RUN_PEAK_REPEATS)
     return {
-        "peak_run_flops_per_device": peak.flops_per_device,
+        "peak_run_flops_per_s_per_device": peak.flops_per_device,
         "peak_run_source": peak.source,
         "peak_run_s": time.perf_counter() - start,
     }
@@ -104,9 +104,9 @@ def per_run_peak_fields(dtype: str, devices: int) -> dict[str, Any]:
 def peak_flops_for_rates(record: dict[str, Any]) -> tuple[float | None, str | None]:
     """The peak per device (and its source) a record's MFU, HFU and GEMM floor share are against: the per-run peak
     where there is one (CPU), else the run's (the table's on accelerators)."""
-    if record.get("peak_run_flops_per_device") is not None:
-        return record["peak_run_flops_per_device"], record["peak_run_source"]
-    return record.get("peak_flops_per_device"), record.get("peak_source")
+    if record.get("peak_run_flops_per_s_per_device") is not None:
+        return record["peak_run_flops_per_s_per_device"], record["peak_run_source"]
+    return record.get("peak_flops_per_s_per_device"), record.get("peak_source")
 
 
 def peak_fields(dtype: str, devices: int) -> dict[str, Any]:
@@ -121,5 +121,5 @@ def peak_fields(dtype: str, devices: int) -> dict[str, Any]:
         warnings.warn(
             f"no peak FLOP/s known for {device.device_kind!r}: MFU and HFU are recorded as null", stacklevel=2
         )
-        return {"peak_flops_per_device": None, "peak_source": None}
+        return {"peak_flops_per_s_per_device": None, "peak_source": None}
     return peak_basis_fields(device.device_kind, peak_bases(accelerator))

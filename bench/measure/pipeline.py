@@ -4,7 +4,7 @@ bench.measure.prepare builds, compiles and analyses a variant (bench.compile.ste
 peak FLOP/s and the rates that follow from the step time, and builds the record (fields in bench.records.schema).
 The run's CPU peak is found once, before the first variant's first timed step (bench.measure.peaks); a refused peak
 fails every record. Each variant's MFU is against a peak measured again in this process just before its own timed
-steps (``peak_run_flops_per_device``); the run directory's start and end peaks are the drift check.
+steps (``peak_run_flops_per_s_per_device``); the run directory's start and end peaks are the drift check.
 
 A variant that fails (a compile error, out of memory, a platform's refusal: bench.compile.failure) is recorded
 with ``status: failed`` and its error, and the next one still runs; any other exception is a bug in the suite and
@@ -27,7 +27,7 @@ from bench.compile.failure import variant_failures
 from bench.measure import session as distributed
 from bench.measure.peaks import peak_flops_for_rates, per_run_peak_fields, run_peak_fields
 from bench.records.context import base_record, environment, failed_record
-from bench.records.schema import Status, comm_key
+from bench.records.schema import Profile, Status, comm_key, section_fields
 from bench.records.store import append_record, finished_keys
 from model.config import Mesh, Preset, Variant
 from model.program import Scope
@@ -36,10 +36,10 @@ from model.program import Scope
 def step_stats(times_s: list[float]) -> dict[str, float]:
     quartiles = statistics.quantiles(times_s, n=4) if len(times_s) > 1 else [times_s[0]] * 3
     return {
-        "step_s_median": statistics.median(times_s),
-        "step_s_min": min(times_s),
-        "step_s_max": max(times_s),
-        "step_s_iqr": quartiles[2] - quartiles[0],
+        "step_median_s": statistics.median(times_s),
+        "step_min_s": min(times_s),
+        "step_max_s": max(times_s),
+        "step_iqr_s": quartiles[2] - quartiles[0],
         "steps_timed": len(times_s),
     }
 
@@ -99,8 +99,8 @@ def overhead_fields(prepared: Any, steps: int, pairs: int = OVERHEAD_PAIRS) -> d
     return {
         "bare_loop_step_s": statistics.median(bares),
         "harness_overhead_frac": statistics.median(ratios),
-        "harness_overhead_frac_min": min(ratios),
-        "harness_overhead_frac_max": max(ratios),
+        "harness_overhead_min_frac": min(ratios),
+        "harness_overhead_max_frac": max(ratios),
         "harness_overhead_pairs": pairs,
     }
 
@@ -143,7 +143,7 @@ def measure(
         times = time_steps(prepared.step, warmup, steps, progress)
         record.update(step_stats(times))
         record["loss"] = prepared.loss
-        median = record["step_s_median"]
+        median = record["step_median_s"]
         record["tokens_per_s"] = preset.tokens_per_step / median  # global tokens of every micro-batch, counted once
         record["tokens_per_s_per_device"] = record["tokens_per_s"] / mesh.devices
         record.update(rate_fields(record, median, mesh.devices))
@@ -165,17 +165,17 @@ def rate_fields(record: dict[str, Any], step_s: float, devices: int) -> dict[str
     CPU: bench.measure.peaks.peak_flops_for_rates), MFU and HFU."""
     from bench.analysis.flops import hfu, mfu
 
-    xla = record.get("xla_flops_per_step")
+    xla = record.get("xla_flops_per_step_total")
     rates = {
-        "flops_6n_per_s": record["flops_6n_per_step"] / step_s,
-        "model_flops_per_s": record["model_flops_per_step"] / step_s,
-        "hardware_flops_per_s": record["hardware_flops_per_step"] / step_s,
-        "xla_flops_per_s": xla / step_s if xla is not None else None,
+        "flops_6n_per_s_total": record["flops_6n_per_step_total"] / step_s,
+        "model_flops_per_s_total": record["model_flops_per_step_total"] / step_s,
+        "hardware_flops_per_s_total": record["hardware_flops_per_step_total"] / step_s,
+        "xla_flops_per_s_total": xla / step_s if xla is not None else None,
     }
     peak, source = peak_flops_for_rates(record)
-    rates["mfu"] = mfu(rates["model_flops_per_s"], devices, peak, peak_source=source)
-    rates["mfu_6n"] = mfu(rates["flops_6n_per_s"], devices, peak, peak_source=source)
-    rates["hfu"] = hfu(rates["hardware_flops_per_s"], devices, peak, peak_source=source)
+    rates["mfu"] = mfu(rates["model_flops_per_s_total"], devices, peak, peak_source=source)
+    rates["mfu_6n"] = mfu(rates["flops_6n_per_s_total"], devices, peak, peak_source=source)
+    rates["hfu"] = hfu(rates["hardware_flops_per_s_total"], devices, peak, peak_source=source)
     return rates
 
 
@@ -197,16 +197,16 @@ def profile_fields(prepared: Any, log_dir: Path) -> dict[str, Any]:
     )
 
     trace = capture_trace(prepared.step, (), PROFILE_STEPS, log_dir)
-    fields: dict[str, Any] = {"profile_command": tensorboard_command(log_dir), "profile_trace_path": str(trace)}
+    fields = section_fields(Profile, profile_command=tensorboard_command(log_dir), profile_trace_path=str(trace))
     try:
         rows, tool = trace_op_rows(trace)
         fields.update(summarise_ops(rows, PROFILE_TOP_OPS, tool, trace).as_record_fields())
         text, ids = prepared.compiled.as_text(), mesh_ids(prepared.driver)
         fields.update(component_fields(rows, text, ids, PROFILE_STEPS, prepared.mesh.devices, tool))
         if tool is ProfileTool.TRACE_VIEWER:  # hlo_stats (GPU, TPU) has per-op totals, not a timeline
-            fields["profile_op_coverage"] = trace_coverage(trace)
+            fields.update(section_fields(Profile, profile_op_coverage_frac=trace_coverage(trace)))
     except Exception as error:  # the trace is kept; only its summary is missing
-        fields["profile_error"] = f"{type(error).__name__}: {error}"
+        fields.update(section_fields(Profile, profile_error=f"{type(error).__name__}: {error}"))
     return fields
 
 
@@ -220,7 +220,7 @@ def floor_fields(prepared: Any, record: dict[str, Any]) -> dict[str, Any]:
     local_devices = prepared.mesh.devices // jax.process_count()  # the devices whose dots this process runs
     text, (peak, _) = prepared.compiled.as_text(), peak_flops_for_rates(record)
     fields = gemm_floor_fields(text, local_devices, jax.default_backend(), peak)
-    fields["gemm_floor_frac_of_step"] = fields["gemm_floor_s_per_step"] / record["step_s_median"]
+    fields["gemm_floor_step_frac"] = fields["gemm_floor_s_per_step"] / record["step_median_s"]
     return fields
 
 
@@ -310,7 +310,7 @@ def _print_line(record: dict[str, Any]) -> None:
         return format(value * scale, fmt) if value is not None else "n/a"
 
     print(
-        f"{record['variant']}: {show('tokens_per_s', '.0f')} tokens/s, step {show('step_s_median', '.1f', 1e3)} ms, "
+        f"{record['variant']}: {show('tokens_per_s', '.0f')} tokens/s, step {show('step_median_s', '.1f', 1e3)} ms, "
         f"MFU {show('mfu', '.1%')}, HFU {show('hfu', '.1%')}, mp all-reduce {show(MP_ALLREDUCE_BYTES, '.0f')} B",
         file=sys.stderr,
     )

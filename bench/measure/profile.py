@@ -44,6 +44,7 @@ from bench.analysis.profile import (
     summarise_ops,
     tensorboard_command,  # re-exported: the pipeline prints it next to the trace it captures
 )
+from bench.records.schema import Profile, section_fields
 
 PLUGIN_INSTALL_HINT = "pip install tensorboard-plugin-profile==2.24.2  (it brings xprof==2.24.2)"
 XPLANE_SUFFIX = ".xplane.pb"
@@ -202,7 +203,7 @@ def component_fields(
     rows: Sequence[OpRow], hlo_text: str, mesh_ids: Any, steps: int, devices: int, tool: ProfileTool
 ) -> dict[str, Any]:
     """The measured breakdown by block component: the profiled ops' self times under the labels
-    ``bench.analysis.components`` gives the same program's optimized HLO, in milliseconds per step per device.
+    ``bench.analysis.components`` gives the same program's optimized HLO, in seconds per step per device.
 
     On the trace_viewer path rows name their HLO module, and only the step's module is broken down (the rest, such
     as argument copies, is counted apart); hlo_stats rows carry XProf's program id instead, so all of them are.
@@ -217,16 +218,17 @@ def component_fields(
     ops = attribute(hlo_text, mesh_ids, ("dp", "mp"))
     names = {op.name for op in ops}
     breakdown = breakdown_from_profile(step_rows, ops)
-    scale = 1e3 / (steps * devices)  # seconds summed over every device and profiled step -> ms per step per device
+    scale = 1 / (steps * devices)  # summed over every device and profiled step -> per step per device
     total_us = sum(row.self_time_us for row in step_rows)
     matched_us = sum(row.self_time_us for row in step_rows if row.name in names)
-    return {
-        "profile_component_basis": Basis.MEASURED.value,
-        "profile_component_ms_per_step": {label: s * scale for label, s in sorted(breakdown.seconds.items())},
-        "profile_component_matched_share": matched_us / total_us if total_us > 0 else 0.0,
-        "profile_other_programs_ms_per_step": other_us * 1e-3 * scale,
-        "profile_steps": steps,
-    }
+    return section_fields(
+        Profile,
+        profile_component_basis=Basis.MEASURED.value,
+        profile_component_s_per_step_per_device={label: s * scale for label, s in sorted(breakdown.seconds.items())},
+        profile_component_matched_frac=matched_us / total_us if total_us > 0 else 0.0,
+        profile_other_programs_s_per_step_per_device=other_us * 1e-6 * scale,
+        profile_steps=steps,
+    )
 
 
 __all__ = [

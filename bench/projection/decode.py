@@ -89,11 +89,11 @@ def project_decode(
     hbm = hbm_bandwidth_per_device(accelerator.hbm_bandwidth_bytes_per_s, accelerator.devices_per_chip)
     step = sum(work.values()) + ici
     return {
-        "decode_projected_step_s": step,
-        "decode_projected_work_s": sum(work.values()),
-        "decode_projected_ici_s": ici,
-        "decode_projected_ici_latency_s": latency,
-        "decode_projected_hbm_floor_s": read_bytes_per_device / hbm,
-        "decode_projected_component_s": {**work, ICI_LABEL: ici},
+        "decode_projected_step_s_per_device": step,
+        "decode_projected_work_s_per_device": sum(work.values()),
+        "decode_projected_ici_s_per_device": ici,
+        "decode_projected_ici_latency_s_per_device": latency,
+        "decode_projected_hbm_floor_s_per_device": read_bytes_per_device / hbm,
+        "decode_projected_component_s_per_device": {**work, ICI_LABEL: ici},
         "decode_projected_tokens_per_s": batch / step,
     }

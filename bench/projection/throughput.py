@@ -5,11 +5,11 @@ bench/hardware/table.py, and every place that shows its result must say "project
 
 Two models of the work a device does per step (``ProjectionModel``; each Projection says which it used):
 
-- XLA_OPTIMAL: the TPU compiler's own estimate, ``xla_optimal_seconds_per_step`` (``compiled.cost_analysis()``'s
+- XLA_OPTIMAL: the TPU compiler's own estimate, ``xla_optimal_s_per_step_per_device`` (``compiled.cost_analysis()``'s
   ``optimal_seconds``, extrapolated to every layer and micro-batch by bench/tpu_aot). It prices each op at the
   larger of its FLOPs over the MXU peak and its bytes over HBM bandwidth, and a collective only as HBM traffic, so
   ICI time is added here.
-- HLO_ROOFLINE: ``hlo_roofline_seconds_per_step``, the same per-op roofline (bench.analysis.components, which sums
+- HLO_ROOFLINE: ``hlo_roofline_s_per_step_per_device``, the same per-op roofline (bench.analysis.components, which sums
   to the compiler's estimate within 2-5% on unrolled compiles) over the whole-step compile's own program, every loop
   body times its trip count. One compile instead of five, and it prices the scanned program that would run,
   including what a scan adds (slicing each layer's weights out of the stack, saving its activations into stacked
@@ -90,10 +90,10 @@ class ProjectionError(ValueError):
     """A tpu-aot record that cannot be projected; the message says which field is missing or unknown."""
 
 
-def compute_time_s(flops_per_step: float, devices: int, peak_flops_per_device: float) -> float:
+def compute_time_s(flops_per_step: float, devices: int, peak_flops_per_s_per_device: float) -> float:
     """T_math = FLOPs / (devices x peak FLOP/s per device) (scaling book, roofline.md)."""
-    _require_positive(devices=devices, peak_flops_per_device=peak_flops_per_device)
-    return flops_per_step / (devices * peak_flops_per_device)
+    _require_positive(devices=devices, peak_flops_per_s_per_device=peak_flops_per_s_per_device)
+    return flops_per_step / (devices * peak_flops_per_s_per_device)
 
 
 def ici_bandwidth_per_device(link_one_way_bytes_per_s: float, torus_dims: int, devices_per_chip: int) -> float:
@@ -191,7 +191,7 @@ class Projection:
     tokens_per_step: int
     flops_per_step: float
     flops_counted: str  # which record field gave the FLOPs
-    peak_flops_per_device: float
+    peak_flops_per_s_per_device: float
     compute_s: float  # roofline compute time on ``basis`` (shown under either model)
     ici_s_by_axis: tuple[tuple[str, float], ...]  # wire bytes over bandwidth, per axis
     hbm_s: float | None  # None when the record has no bytes accessed
@@ -324,15 +324,15 @@ def bases_for_record(record: Mapping[str, Any]) -> tuple[PeakBasis, ...]:
 
 # The field each model of a device's work reads from a record (ROOFLINE needs none of its own).
 MODEL_FIELDS: Mapping[ProjectionModel, str] = {
-    ProjectionModel.XLA_OPTIMAL: "xla_optimal_seconds_per_step",
-    ProjectionModel.HLO_ROOFLINE: "hlo_roofline_seconds_per_step",
+    ProjectionModel.XLA_OPTIMAL: "xla_optimal_s_per_step_per_device",
+    ProjectionModel.HLO_ROOFLINE: "hlo_roofline_s_per_step_per_device",
 }
 
 
 # The breakdown of each model's work by component label, where the record has one.
 COMPONENT_FIELDS: Mapping[ProjectionModel, str] = {
-    ProjectionModel.XLA_OPTIMAL: "component_seconds_per_step",
-    ProjectionModel.HLO_ROOFLINE: "hlo_roofline_component_seconds_per_step",
+    ProjectionModel.XLA_OPTIMAL: "component_s_per_step_per_device",
+    ProjectionModel.HLO_ROOFLINE: "hlo_roofline_component_s_per_step_per_device",
 }
 
 
@@ -365,7 +365,7 @@ def project(
     devices = _devices(record, accelerator)
     flops, counted = _flops_per_step(record)
     tokens = record.get("tokens_per_step") or _product(record, "batch", "seq") * int(record.get("grad_accum") or 1)
-    peak = hardware.peak_flops_per_device(accelerator.device_kind_patterns[0], basis)
+    peak = hardware.peak_flops_per_s_per_device(accelerator.device_kind_patterns[0], basis)
     assert peak is not None  # a row's own device kind always resolves to that row
     optimal = _model_s(record, ProjectionModel.XLA_OPTIMAL)
     return Projection(
@@ -379,15 +379,15 @@ def project(
         tokens_per_step=int(tokens),
         flops_per_step=flops,
         flops_counted=counted,
-        peak_flops_per_device=peak[0],
+        peak_flops_per_s_per_device=peak[0],
         compute_s=compute_time_s(flops, devices, peak[0]),
         ici_s_by_axis=_ici_times(record, accelerator),
         hbm_s=_hbm_time(record, accelerator, devices),
-        mem_peak_bytes_per_device=record.get("mem_peak_estimate_bytes"),
+        mem_peak_bytes_per_device=record.get("mem_peak_estimate_bytes_per_device"),
         hbm_capacity_bytes_per_device=accelerator.hbm_bytes_per_device,
         model=model,
         xla_optimal_s=optimal,
-        xla_optimal_source=record.get("xla_optimal_seconds_source") if optimal is not None else None,
+        xla_optimal_source=record.get("xla_optimal_source") if optimal is not None else None,
         hlo_roofline_s=_model_s(record, ProjectionModel.HLO_ROOFLINE),
         grad_accum=int(record.get("grad_accum") or 1),
         ici_latency_s_by_axis=_latencies(record),
@@ -419,10 +419,10 @@ def _devices(record: Mapping[str, Any], accelerator: Accelerator) -> int:
 
 def _flops_per_step(record: Mapping[str, Any]) -> tuple[float, str]:
     """Analytic hardware FLOPs (what the MXU peak is for) where the record has them, else XLA's count."""
-    for key in ("hardware_flops_per_step", "xla_flops_per_step"):
+    for key in ("hardware_flops_per_step_total", "xla_flops_per_step_total"):
         if record.get(key):
             return float(record[key]), key
-    raise ProjectionError(f"{_name(record)}: needs hardware_flops_per_step or xla_flops_per_step")
+    raise ProjectionError(f"{_name(record)}: needs hardware_flops_per_step_total or xla_flops_per_step_total")
 
 
 def _product(record: Mapping[str, Any], *keys: str) -> int:
@@ -453,7 +453,8 @@ def _ici_times(record: Mapping[str, Any], accelerator: Accelerator) -> tuple[tup
 
 
 def split_wire_key(axis: str, split: str) -> str:
-    """``comm_mp_overlappable_wire_bytes`` / ``comm_mp_exposed_wire_bytes``: the record fields of the split."""
+    """``comm_mp_overlappable_wire_bytes_per_device`` / ``comm_mp_exposed_wire_bytes_per_device``: the record fields
+    of the split."""
     return comm_key(axis, None, "wire_bytes").replace("_wire_bytes", f"_{split}_wire_bytes")
 
 
@@ -494,7 +495,7 @@ def _latencies(record: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
 
 
 def _hbm_time(record: Mapping[str, Any], accelerator: Accelerator, devices: int) -> float | None:
-    accessed = record.get("xla_bytes_accessed_per_step")
+    accessed = record.get("xla_bytes_accessed_per_step_total")
     if accessed is None or accelerator.hbm_bandwidth_bytes_per_s is None:
         return None
     per_device = hbm_bandwidth_per_device(accelerator.hbm_bandwidth_bytes_per_s, accelerator.devices_per_chip)

@@ -81,12 +81,12 @@ def drift(start: PeakEntry, end: PeakEntry) -> float:
 def entry_fields(entry: PeakEntry) -> dict[str, Any]:
     """The record fields (schema section Peaks) of a record whose peak is ``entry``."""
     return {
-        "peak_flops_per_device": entry.flops_per_device,
+        "peak_flops_per_s_per_device": entry.flops_per_device,
         "peak_source": entry.source,
         "peak_measured_utc": entry.measured_utc,
         "peak_load_avg_before": entry.load_avg_before,
         "peak_load_avg_after": entry.load_avg_after,
-        "peak_theoretical_flops_per_device": entry.theoretical_flops_per_device,
+        "peak_theoretical_flops_per_s_per_device": entry.theoretical_flops_per_device,
         "peak_theoretical_source": entry.theoretical_source,
         "peak_file": PEAK_FILE,
         "peak_from_cache": False,

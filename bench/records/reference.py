@@ -48,11 +48,15 @@ def render() -> str:
         + ", ".join(f"`{status.value}`" for status in schema.Status)
         + ".",
         "",
+        "Field names follow one rule:",
+        "",
+        *(f"- {clause}" for clause in schema.NAMING_RULE),
+        "",
         "Communication fields are built by `comm_key` and its siblings: `comm_<axis>_<kind>_<metric>` for axes "
         + ", ".join(f"`{a}`" for a in schema.COMM_AXES)
         + " and metrics "
         + ", ".join(f"`{m}`" for m in schema.COMM_METRICS)
-        + ".",
+        + ", the byte metrics ending `_per_device`.",
     ]
     for section in schema.SECTIONS:
         comments = _comments(section)

@@ -20,7 +20,7 @@ from typing import Any
 from bench.records.schema import SCHEMA_VERSION, Status, upgrade, validate
 
 RESULTS = "results.jsonl"
-UPGRADABLE_VERSIONS = (1,)
+UPGRADABLE_VERSIONS = (1, 2)
 
 
 def results_path(run_dir: Path) -> Path:

@@ -63,7 +63,7 @@ def _effects(a: Analysis) -> bool:
 
 
 def _profiled(a: Analysis) -> bool:
-    return any(r.get("profile_collective_share") is not None or r.get("gemm_floor_s_per_step") for r in a.run.measured)
+    return any(r.get("profile_collective_frac") is not None or r.get("gemm_floor_s_per_step") for r in a.run.measured)
 
 
 def _collectives(a: Analysis) -> bool:

@@ -117,17 +117,22 @@ def wire_bytes(comm: pd.DataFrame, path: Path) -> Path | None:
 
 def memory_vs_throughput(summary: pd.DataFrame, remat_pairs: Sequence[tuple[int, int]], path: Path) -> Path | None:
     """Peak memory per device against tokens/s; lines join variants that differ only in remat."""
-    frame = summary.dropna(subset=["tokens_per_s", "mem_peak_estimate_bytes"])
+    frame = summary.dropna(subset=["tokens_per_s", "mem_peak_estimate_bytes_per_device"])
     if frame.empty:
         return None
     figure = Figure(figsize=(7, 5))
     axes = figure.add_subplot()
     for remat, marker in (("none", "o"), ("full", "s")):
         rows = frame[[v.endswith(f"-{remat}") for v in frame["variant"]]]
-        axes.scatter(rows["mem_peak_estimate_bytes"] / MiB, rows["tokens_per_s"], marker=marker, label=f"remat {remat}")
+        axes.scatter(
+            rows["mem_peak_estimate_bytes_per_device"] / MiB,
+            rows["tokens_per_s"],
+            marker=marker,
+            label=f"remat {remat}",
+        )
     for full, none in remat_pairs:
         if full in frame.index and none in frame.index:
-            xs = frame.loc[[full, none], "mem_peak_estimate_bytes"] / MiB
+            xs = frame.loc[[full, none], "mem_peak_estimate_bytes_per_device"] / MiB
             axes.plot(xs, frame.loc[[full, none], "tokens_per_s"], color="gray", linewidth=0.8)
     axes.set_xlabel("peak memory per device, MiB (compiler estimate)")
     axes.set_ylabel("tokens/s (median over repeats)")
@@ -204,11 +209,12 @@ def components(frame: pd.DataFrame, path: Path) -> Path | None:
     return _save(figure, path)
 
 
-def measured_components(ms_per_step: Mapping[str, float], path: Path) -> Path | None:
-    """MEASURED ms of op self time per step by block component (a traced run's profile), largest on top."""
-    if not ms_per_step:
+def measured_components(s_per_step: Mapping[str, float], path: Path) -> Path | None:
+    """MEASURED ms of op self time per step by block component (a traced run's profile, in seconds), largest on
+    top."""
+    if not s_per_step:
         return None
-    ranked = sorted(ms_per_step.items(), key=lambda kv: kv[1])
+    ranked = sorted(((k, v * 1e3) for k, v in s_per_step.items()), key=lambda kv: kv[1])
     figure = Figure(figsize=(8, 1.5 + 0.35 * len(ranked)))
     axes = figure.add_subplot()
     axes.barh([k for k, _ in ranked], [v for _, v in ranked])

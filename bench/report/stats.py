@@ -33,11 +33,11 @@ MEDIAN_FIELDS = (
     "mfu",
     "mfu_6n",
     "hfu",
-    "step_s_median",
+    "step_median_s",
     "compile_s",
-    "mem_peak_estimate_bytes",
-    "comm_mp_wire_bytes",
-    "comm_dp_wire_bytes",
+    "mem_peak_estimate_bytes_per_device",
+    "comm_mp_wire_bytes_per_device",
+    "comm_dp_wire_bytes_per_device",
     "comm_allreduce_count",
 )
 _SUMMARY_COLUMNS = [
@@ -81,7 +81,7 @@ def _spread(records: Sequence[Mapping[str, Any]], timed: Sequence[float]) -> tup
     """Relative spread of tokens/s: (max - min) / median over repeats; one repeat: the timed steps' IQR / median."""
     if len(timed) >= 2:
         return (max(timed) - min(timed)) / statistics.median(timed), "repeats"
-    iqr, median = number(records[0].get("step_s_iqr")), number(records[0].get("step_s_median"))
+    iqr, median = number(records[0].get("step_iqr_s")), number(records[0].get("step_median_s"))
     if len(records) == 1 and median > 0 and not math.isnan(iqr):
         return iqr / median, "step IQR"
     return math.nan, ""
@@ -227,7 +227,7 @@ def pair_effect(summary: pd.DataFrame, comparison: Comparison, same_jax: bool = 
             if not same_jax and a["jax"] == b["jax"]:
                 continue
             jax = a["jax"] if a["jax"] == b["jax"] else f"{a['jax']} / {b['jax']}"
-            memory = float(a["mem_peak_estimate_bytes"] / b["mem_peak_estimate_bytes"])
+            memory = float(a["mem_peak_estimate_bytes_per_device"] / b["mem_peak_estimate_bytes_per_device"])
             pairs.append(Pair(int(i), int(j), float(a["tokens_per_s"] / b["tokens_per_s"]), memory, jax))
     return Effect(comparison, tuple(pairs))
 

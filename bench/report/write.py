@@ -124,7 +124,9 @@ def draw(a: Analysis, out_dir: Path) -> dict[str, str]:
     remat = next(e for e in a.effects if e.comparison.axis == "remat")
     references = {
         "GPT-J-6B MFU (6N), published basis": baseline.utilisation(baseline.effective_flops_per_s()),
-        "GPT-J-6B HFU, published basis": baseline.utilisation(baseline.hardware_flops_per_s(as_benchmark_py=True)),
+        "GPT-J-6B HFU, published basis": baseline.utilisation(
+            baseline.hardware_flops_per_s_total(as_benchmark_py=True)
+        ),
     }
     jobs: dict[str, Callable[[Path], Path | None]] = {
         "throughput": lambda p: plots.throughput(a.summary, p),

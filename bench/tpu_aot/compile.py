@@ -24,7 +24,7 @@ from bench.analysis.components import Basis, attribute, breakdown
 from bench.analysis.extrapolate import affine_source, bilinear_source, whole_step, whole_step_by_label
 from bench.analysis.hlo import Collective, CollectiveKind, parse_collectives
 from bench.compile.failure import CompilerRefused, variant_failures
-from bench.records.schema import COMM_AXES, RecordKind, Status, comm_key, comm_overlap_key
+from bench.records.schema import COMM_AXES, COST_POINT_KEYS, RecordKind, Status, comm_key, comm_overlap_key
 from bench.records.store import append_record, finished_keys
 from bench.tpu_aot.cache import (
     KEY_VERSION,
@@ -57,18 +57,19 @@ EXTRAPOLATION_FIRST_LAYERS = 2
 # The same for micro-steps: a 1-micro-step program has no accumulation at all (model.program.accumulate returns the
 # one gradient), so a line through 1 and 2 micro-steps charges the first sum of gradients to every later micro-step
 # and takes it back from the intercept, where the update and the dp reduction are: their components came out
-# negative (measured 2026-12). From 2 and 3, both programs accumulate. On tiny (v3:2x2, mesh 2x4, parallel-h256-shard_map-
-# full, libtpu 0.0.42.1; measured 2026-12) the FLOPs of an unrolled 2-layer x 4-micro-step compile are
-# predicted within 0.002% from 2 and 3 micro-steps and 0.2% over from 1 and 2; the compiler's optimal_seconds is not
-# quite affine in either (its steps from 1 to 4 micro-steps: 1.59, 1.63, 1.58 x 1e-4 s), 0.5% over and 0.3% under.
+# negative (measured 2026-12). From 2 and 3, both programs accumulate. On tiny (v3:2x2, mesh 2x4,
+# parallel-h256-shard_map-full, libtpu 0.0.42.1; measured 2026-12) the FLOPs of an unrolled 2-layer x 4-micro-step
+# compile are predicted within 0.002% from 2 and 3 micro-steps and 0.2% over from 1 and 2; the compiler's
+# optimal_seconds is not quite affine in either (its steps from 1 to 4 micro-steps: 1.59, 1.63, 1.58 x 1e-4 s), 0.5%
+# over and 0.3% under.
 EXTRAPOLATION_FIRST_MICROSTEPS = 2
 # The preset field that unrolls the micro-batch loop of gradient accumulation, as unroll_layers does the layers'.
 UNROLL_ACCUM_FIELD = "unroll_accum"
 # cost-analysis key (model.compat.cost_analysis) -> the per-step record field it extrapolates to
 COST_FIELDS = {
-    "flops": "xla_flops_per_step",
-    "bytes accessed": "xla_bytes_accessed_per_step",
-    "optimal_seconds": "xla_optimal_seconds_per_step",
+    "flops": "xla_flops_per_step_total",
+    "bytes accessed": "xla_bytes_accessed_per_step_total",
+    "optimal_seconds": "xla_optimal_s_per_step_per_device",
 }
 # Summed over devices, as the FLOP fields are; optimal_seconds stays per device: every device runs the same SPMD
 # program, so it is the compiler's estimate of the step's time.
@@ -149,7 +150,7 @@ def whole_step_costs(
     estimate.
     """
     source = affine_source(first) if microsteps == 1 else bilinear_source(first, first_microsteps)
-    fields: dict[str, Any] = {"xla_flops_source": source, "xla_optimal_seconds_source": source}
+    fields: dict[str, Any] = {"xla_flops_source": source, "xla_optimal_source": source}
     for key, field in COST_FIELDS.items():
         values = {point: costs[key] for point, costs in points.items()}
         if any(value is None for value in values.values()):
@@ -157,24 +158,24 @@ def whole_step_costs(
             continue
         per_device = whole_step(values, layers, microsteps, first, first_microsteps)
         fields[field] = per_device * devices if key in SUMMED_OVER_DEVICES else per_device
-    if fields["xla_optimal_seconds_per_step"] is None:
-        fields["xla_optimal_seconds_source"] = "the TPU compiler reported no optimal_seconds"
+    if fields["xla_optimal_s_per_step_per_device"] is None:
+        fields["xla_optimal_source"] = "the TPU compiler reported no optimal_seconds"
     elif any(costs["optimal_seconds"] < 0 for costs in points.values()):
         # libtpu 0.0.42.1 for v5e:16x16 (gptj-6b, accumulation 1, measured 2026-12): -38.0 s at 2 layers and
         # -48.0 s at 3, an estimate it does not have; the projection then prices the work by the roofline
-        fields["xla_optimal_seconds_per_step"] = None
-        fields["xla_optimal_seconds_source"] = "the TPU compiler reported a negative optimal_seconds (no estimate)"
+        fields["xla_optimal_s_per_step_per_device"] = None
+        fields["xla_optimal_source"] = "the TPU compiler reported a negative optimal_seconds (no estimate)"
     fields["xla_cost_points"] = [
-        {"layers": layers_at, "microsteps": steps_at, **{COST_FIELDS[k]: costs[k] for k in COST_FIELDS}}
+        {"layers": layers_at, "microsteps": steps_at, **{COST_POINT_KEYS[k]: costs[k] for k in COST_FIELDS}}
         for (layers_at, steps_at), costs in sorted(points.items())
     ]
     if all("components" in costs for costs in points.values()):
         by_point = {p: costs["components"] for p, costs in points.items()}
         parts = whole_step_by_label(by_point, layers, microsteps, first, first_microsteps)
-        optimal = fields["xla_optimal_seconds_per_step"]
-        fields["component_seconds_per_step"] = parts
-        fields["component_seconds_source"] = f"{Basis.ROOFLINE.value} (bench.analysis.components), each label {source}"
-        fields["component_sum_over_optimal"] = sum(parts.values()) / optimal if optimal else None
+        optimal = fields["xla_optimal_s_per_step_per_device"]
+        fields["component_s_per_step_per_device"] = parts
+        fields["component_source"] = f"{Basis.ROOFLINE.value} (bench.analysis.components), each label {source}"
+        fields["component_sum_to_optimal_ratio"] = sum(parts.values()) / optimal if optimal else None
     return fields
 
 
@@ -228,8 +229,8 @@ def extrapolated_costs(
 
 def overlap_fields(collectives: Iterable[Collective]) -> dict[str, float]:
     """Wire bytes per device per step by mesh axis, split by whether the schedule puts compute under the transfer
-    (``Collective.overlapped``, bench.analysis.hlo): ``comm_mp_overlappable_wire_bytes`` and
-    ``comm_mp_exposed_wire_bytes``. Every axis is written, zeros included, as the other comm keys are."""
+    (``Collective.overlapped``, bench.analysis.hlo): ``comm_mp_overlappable_wire_bytes_per_device`` and
+    ``comm_mp_exposed_wire_bytes_per_device``. Every axis is written, zeros included, as the other comm keys are."""
     fields = {comm_overlap_key(axis, side): 0.0 for axis in COMM_AXES for side in ("overlappable", "exposed")}
     for c in collectives:
         side = "overlappable" if c.overlapped else "exposed"
@@ -238,8 +239,8 @@ def overlap_fields(collectives: Iterable[Collective]) -> dict[str, float]:
 
 
 NOT_EXTRAPOLATED = {
-    "xla_optimal_seconds_per_step": None,
-    "xla_optimal_seconds_source": "not extrapolated (no unrolled compiles): the whole-step compile only",
+    "xla_optimal_s_per_step_per_device": None,
+    "xla_optimal_source": "not extrapolated (no unrolled compiles): the whole-step compile only",
 }
 
 
@@ -331,7 +332,9 @@ def compile_record(
         record.update(overlap_fields(parse_collectives(hlo_text, mesh_ids(driver), ("dp", "mp"))))
         accelerator = accelerator_for_topology(topology)
         whole = component_seconds(hlo_text, driver, accelerator)
-        record.update(hlo_roofline_seconds_per_step=sum(whole.values()), hlo_roofline_component_seconds_per_step=whole)
+        record.update(
+            hlo_roofline_s_per_step_per_device=sum(whole.values()), hlo_roofline_component_s_per_step_per_device=whole
+        )
         if extrapolate:
             record.update(extrapolated_costs(preset, variant, mesh, devices, compiler, cache))
         else:
@@ -339,10 +342,10 @@ def compile_record(
         record["xla_to_hardware_flops_ratio"] = xla_to_hardware_flops_ratio(record)
         hbm = accelerator.hbm_bytes_per_device
         record["hbm_bytes_per_device"] = hbm
-        peak = record.get("mem_peak_estimate_bytes")
+        peak = record.get("mem_peak_estimate_bytes_per_device")
         if hbm is not None and peak is not None:
             record["fits_hbm"] = peak <= hbm
-            record["hbm_headroom_bytes"] = hbm - peak
+            record["hbm_headroom_bytes_per_device"] = hbm - peak
         # the topology's row, as the projection reads it (bench.projection.throughput.project)
         record.update(peak_basis_fields(accelerator.device_kind_patterns[0], peak_bases(accelerator)))
         record["status"] = Status.OK.value
@@ -369,8 +372,8 @@ def out_of_memory_fields(message: str) -> dict[str, Any]:
     gib = 2**30  # XLA prints sizes in GiB with a "G" suffix
     return {
         "fits_hbm": False,
-        "oom_required_bytes": float(found.group(1)) * gib,
-        "oom_available_hbm_bytes": float(found.group(2)) * gib,
+        "oom_required_bytes_per_device": float(found.group(1)) * gib,
+        "oom_available_hbm_bytes_per_device": float(found.group(2)) * gib,
     }
 
 
@@ -470,8 +473,8 @@ def _print(record: dict[str, Any], seconds: float) -> None:
         return
     gib = 2**30
     print(
-        f"{record['variant']}: peak {record.get('mem_peak_estimate_bytes', 0) / gib:.2f} GiB per device "
+        f"{record['variant']}: peak {record.get('mem_peak_estimate_bytes_per_device', 0) / gib:.2f} GiB per device "
         f"(fits: {record.get('fits_hbm')}), mp all-reduce {record.get(MP_ALLREDUCE_BYTES, 0) / gib:.2f} GiB, "
-        f"XLA {record.get('xla_flops_per_step') or 0:.3e} FLOP/step, {seconds:.0f} s",
+        f"XLA {record.get('xla_flops_per_step_total') or 0:.3e} FLOP/step, {seconds:.0f} s",
         file=sys.stderr,
     )

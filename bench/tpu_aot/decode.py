@@ -85,7 +85,11 @@ def run_decode_tpu(spec: DecodeSpec, topology: str, devices: list[Any], out: Pat
                 cache_bytes = kv_cache_bytes(decoder.cfg, batch, context, decoder.cfg.compute_dtype.value)
                 unread = embedding_unread_bytes(decoder.cfg, batch, np.dtype(decoder.cfg.param_dtype.value).itemsize)
                 read = decode_read_bytes(weights, cache_bytes, unread)
-                record.update(kv_cache_bytes=cache_bytes, decode_weight_bytes=weights, decode_read_bytes_per_step=read)
+                record.update(
+                    kv_cache_bytes_total=cache_bytes,
+                    decode_weight_bytes_total=weights,
+                    decode_read_bytes_per_step_total=read,
+                )
                 record["decode_fits_memory"] = read <= hbm_total
                 try:
                     if not record["decode_fits_memory"]:
@@ -125,10 +129,12 @@ def _print(record: dict[str, Any]) -> None:
     if record["status"] != Status.OK.value:
         print(f"{name}: failed: {record['error']}", file=sys.stderr)
         return
+
+    def ms(part: str) -> str:
+        return f"{record[f'decode_projected_{part}_s_per_device'] * 1e3:.3f}"
+
     print(
-        f"{name}: PROJECTION {record['decode_projected_step_s'] * 1e3:.3f} ms/step (work "
-        f"{record['decode_projected_work_s'] * 1e3:.3f}, ICI {record['decode_projected_ici_s'] * 1e3:.3f} of which "
-        f"latency {record['decode_projected_ici_latency_s'] * 1e3:.3f}; HBM floor "
-        f"{record['decode_projected_hbm_floor_s'] * 1e3:.3f}){' [cache]' if record['compile_from_cache'] else ''}",
+        f"{name}: PROJECTION {ms('step')} ms/step (work {ms('work')}, ICI {ms('ici')} of which latency "
+        f"{ms('ici_latency')}; HBM floor {ms('hbm_floor')}){' [cache]' if record['compile_from_cache'] else ''}",
         file=sys.stderr,
     )

@@ -5,7 +5,7 @@ Planning is pure (no JAX at module level): the grid is data, one frozen ``Search
 checked before the first compile, and pruning is a function of the records already written. ``run_search`` then
 compiles each point's whole step through bench.tpu_aot.compile: the compiler's fit and memory, the collectives, and
 the projection's work as the per-op roofline of that program with every loop body times its trip count
-(``hlo_roofline_seconds_per_step``, bench/projection/throughput.py's HLO_ROOFLINE). One compile a point: the four
+(``hlo_roofline_s_per_step_per_device``, bench/projection/throughput.py's HLO_ROOFLINE). One compile a point: the four
 unrolled compiles of the compiler's own estimate (``--extrapolate``) would make it five, and the default grid would
 no longer fit its hour on two cores; they stay as a cross-check, which the report sets beside the ranking.
 
@@ -382,8 +382,8 @@ def refusals_in(records: Iterable[Mapping[str, Any]], points: Iterable[SearchPoi
     for p in points:
         for r in records:
             if _same_run(r, p, jax_version) and r.get("fits_hbm") is False and not r.get("pruned_by"):
-                required = r.get("oom_required_bytes") or r.get("mem_peak_estimate_bytes")
-                available = r.get("oom_available_hbm_bytes") or r.get("hbm_bytes_per_device")
+                required = r.get("oom_required_bytes_per_device") or r.get("mem_peak_estimate_bytes_per_device")
+                available = r.get("oom_available_hbm_bytes_per_device") or r.get("hbm_bytes_per_device")
                 found.append(Refusal(p, required, available))
                 break
     return found
@@ -409,8 +409,8 @@ def pruned_record(p: SearchPoint, refusal: Refusal, rule: str) -> dict[str, Any]
         fits_hbm=False,
         pruned_by=refusal.point.key,
         pruned_rule=rule,
-        pruned_by_required_bytes=refusal.required_bytes,
-        pruned_by_available_bytes=refusal.available_bytes,
+        pruned_by_required_bytes_per_device=refusal.required_bytes,
+        pruned_by_available_bytes_per_device=refusal.available_bytes,
         error=f"pruned, not compiled: the compiler refused {refusal.point.key} ({figures}); {rule}",
     )
     return record

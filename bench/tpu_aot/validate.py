@@ -219,7 +219,7 @@ def projection_fields(record: Mapping[str, Any]) -> dict[str, Any]:
         "projected_tokens_per_s_by_model": by_model,
         "projected_model": headline,
         "projected_tokens_per_s": projected,
-        "projected_over_published": projected / published if projected else None,
+        "projected_to_published_ratio": projected / published if projected else None,
         "calibrated_tokens_per_s": calibrated(record),
     }
 
@@ -242,8 +242,8 @@ def line(record: Mapping[str, Any]) -> str:
         return f"{record['validation_id']}: published {record['published_tokens_per_s']:,.0f} tokens/s; {why[:160]}"
     return (
         f"{record['validation_id']}: published {record['published_tokens_per_s']:,.0f} tokens/s, PROJECTED "
-        f"{projected:,.0f} ({record['projected_model']}), projected / published {record['projected_over_published']:.2f}x"
-        f", {fits}"
+        f"{projected:,.0f} ({record['projected_model']}), projected / published "
+        f"{record['projected_to_published_ratio']:.2f}x, {fits}"
     )
 
 

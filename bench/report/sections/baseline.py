@@ -27,7 +27,7 @@ def section_baseline(a: Analysis) -> list[str]:
 
 def gptj_sentence() -> str:
     mfu_6n = baseline.utilisation(baseline.effective_flops_per_s())
-    hfu = baseline.utilisation(baseline.hardware_flops_per_s(as_benchmark_py=True))
+    hfu = baseline.utilisation(baseline.hardware_flops_per_s_total(as_benchmark_py=True))
     return (
         f"{fmt(baseline.TOKENS_PER_S.value)} tokens/s on a TPU v3-256, MFU (6N) {fmt(mfu_6n * 100, 3)}% and HFU "
         f"{fmt(hfu * 100, 3)}% on GPT-J's {fmt(_v3_peak_tflops(PeakBasis.GPTJ), 3)} TFLOP/s-per-core basis"
@@ -35,15 +35,15 @@ def gptj_sentence() -> str:
 
 
 def _v3_peak_tflops(basis: PeakBasis) -> float:
-    peak, _ = hardware.peak_flops_per_device(baseline.DEVICE_KIND, basis)
+    peak, _ = hardware.peak_flops_per_s_per_device(baseline.DEVICE_KIND, basis)
     return peak / 1e12
 
 
 def published_table() -> pd.DataFrame:
     gptj, spec = PeakBasis.GPTJ, PeakBasis.SPEC
     effective = baseline.effective_flops_per_s()
-    hardware_as_script = baseline.hardware_flops_per_s(as_benchmark_py=True)
-    hardware_own_shape = baseline.hardware_flops_per_s()
+    hardware_as_script = baseline.hardware_flops_per_s_total(as_benchmark_py=True)
+    hardware_own_shape = baseline.hardware_flops_per_s_total()
     tokens = fmt(baseline.TOKENS_PER_S.value)
     rows = [
         (

@@ -139,7 +139,7 @@ def against_gpt_neo(projections: Sequence[projection.Projection]) -> Claim:
 
 
 def theoretical_share() -> Claim:
-    share = baseline.utilisation(baseline.hardware_flops_per_s(as_benchmark_py=True))
+    share = baseline.utilisation(baseline.hardware_flops_per_s_total(as_benchmark_py=True))
     return Claim(
         f"{baseline.HARDWARE_PFLOPS.wording}; of {baseline.THEORETICAL_PFLOPS.value:g} PFLOP/s theoretical",
         ARTICLE_URL,

@@ -33,7 +33,9 @@ def _sum_ints(record: Mapping[str, Any], *keys: str) -> int | None:
 def _expected_mp(record: Mapping[str, Any]) -> tuple[int | None, int | None]:
     """Arrays and bytes the Megatron expectation all-reduces over mp per step: the layers' plus the rest."""
     count = _sum_ints(record, "expected_mp_layer_allreduce_count", "expected_mp_other_allreduce_count")
-    nbytes = _sum_ints(record, "expected_mp_layer_allreduce_bytes", "expected_mp_other_allreduce_bytes")
+    nbytes = _sum_ints(
+        record, "expected_mp_layer_allreduce_bytes_per_device", "expected_mp_other_allreduce_bytes_per_device"
+    )
     return count, nbytes
 
 
@@ -50,13 +52,16 @@ def explain_comm(record: Mapping[str, Any]) -> list[str]:
     The expectation counts arrays reduced; XLA's all-reduce combiner may carry several in one tuple-shaped op, so
     arrays are compared through ``comm_mp_allreduce_tensors`` where the record has it, ops otherwise.
     """
-    ops, nbytes = _int(record, "comm_mp_allreduce_count"), _int(record, "comm_mp_allreduce_bytes")
+    ops, nbytes = _int(record, "comm_mp_allreduce_count"), _int(record, "comm_mp_allreduce_bytes_per_device")
     want_count, want_bytes = _expected_mp(record)
     if None in (ops, nbytes, want_count, want_bytes):
         recorded = [*(record.get("comm_differences") or []), *(record.get("comm_notes") or [])]
         return recorded or ["no expected_* or comm_* fields: nothing to compare"]
     notes = _mp_notes(record, ops, nbytes, want_count, want_bytes)
-    dp, want_dp = _int(record, "comm_dp_allreduce_bytes"), _int(record, "expected_dp_grad_allreduce_bytes")
+    dp, want_dp = (
+        _int(record, "comm_dp_allreduce_bytes_per_device"),
+        _int(record, "expected_dp_grad_allreduce_bytes_per_device"),
+    )
     if dp is not None and want_dp is not None and dp != want_dp:
         notes.append(
             f"dp all-reduce: {dp:,} bytes in the HLO against {want_dp:,} bytes of gradients "
@@ -119,9 +124,12 @@ def comm_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                     f"{fmt(r.get('comm_mp_allreduce_count'))} ({fmt(r.get('comm_mp_allreduce_tensors'))}) / "
                     f"{fmt(want_count)}"
                 ),
-                "mp all-reduce bytes HLO / expected": f"{fmt(r.get('comm_mp_allreduce_bytes'))} / {fmt(want_bytes)}",
+                "mp all-reduce bytes HLO / expected": (
+                    f"{fmt(r.get('comm_mp_allreduce_bytes_per_device'))} / {fmt(want_bytes)}"
+                ),
                 "dp all-reduce bytes HLO / gradients": (
-                    f"{fmt(r.get('comm_dp_allreduce_bytes'))} / {fmt(r.get('expected_dp_grad_allreduce_bytes'))}"
+                    f"{fmt(r.get('comm_dp_allreduce_bytes_per_device'))} / "
+                    f"{fmt(r.get('expected_dp_grad_allreduce_bytes_per_device'))}"
                 ),
                 "other collectives": str(other),
                 "mismatches": str(len(explain_comm(r))),

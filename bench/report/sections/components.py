@@ -1,7 +1,7 @@
 """Why the TPU ranking comes out as it does: each projected variant's step by block component, and each paired
 design effect explained by the components it moves.
 
-The work per component is the record's ``component_seconds_per_step`` (bench.analysis.components: each op of the
+The work per component is the record's ``component_s_per_step_per_device`` (bench.analysis.components: each op of the
 optimized HLO priced at its roofline, extrapolated to the whole step like the compiler's estimate), reconciled
 against the compiler's estimate (``bench.analysis.components.reconcile``: within 5%, or the rest is shown as
 "unattributed"). ICI is the projection's wire time per mesh axis (bench/projection/throughput.py), which the
@@ -127,14 +127,14 @@ def section_components(a: Analysis) -> list[str]:
     frame = component_frame(a.projections)
     lines = ["### PROJECTION: where each variant's step goes, by block component", ""]
     if frame.empty:
-        return lines + ["No tpu-aot record here carries a component breakdown (component_seconds_per_step).", ""]
+        return lines + ["No tpu-aot record here carries a component breakdown (component_s_per_step_per_device).", ""]
     lines += [
         "A PROJECTION, not a measurement: milliseconds per step per device. The compiler-priced work per component is "
         "each op of the optimized HLO at its roofline (bench/analysis/components.py), extrapolated to the whole step "
         "like the compiler's estimate and reconciled with it (the rest, where the two differ by more than 5%, is "
         "'unattributed'; negative where the components over-count). 'collective <axis>' is a collective's HBM "
         "traffic as the compiler prices it; 'ICI <axis>' is its wire time, which the compiler leaves out. A row "
-        "sums to the no-overlap step within 5% (the records' component_sum_over_optimal gives each ratio). With "
+        "sums to the no-overlap step within 5% (the records' component_sum_to_optimal_ratio gives each ratio). With "
         "gradient accumulation a part can come out negative: the 1-micro-step compile the extrapolation starts from "
         "has no accumulation (f32 gradients, dp reduction and optimizer input where the step sums in bf16), so a "
         "once-per-step difference is extrapolated as if it grew with the micro-steps (records: xla_cost_points).",

@@ -87,10 +87,10 @@ def _cpu(ok: Sequence[Mapping[str, Any]]) -> list[str]:
             "per step (model) | load |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
-        for r in sorted(at, key=lambda r: (r["batch"], r["decode_step_s_median"])):
+        for r in sorted(at, key=lambda r: (r["batch"], r["decode_step_median_s"])):
             lines.append(
                 f"| {r['variant']} | {r['mesh_dp']}x{r['mesh_mp']} | {r['batch']} | {r['prefill_s'] * 1e3:.1f} | "
-                f"{r['decode_step_s_median'] * 1e3:.2f} | {r['decode_step_s_p90'] * 1e3:.2f} | "
+                f"{r['decode_step_median_s'] * 1e3:.2f} | {r['decode_step_p90_s'] * 1e3:.2f} | "
                 f"{r['decode_tokens_per_s']:.0f} | {r['decode_mbu']:.0%} | {r.get('comm_mp_allreduce_tensors', 0)} "
                 f"({r['expected_decode_mp_layer_allreduce_count'] + r['expected_decode_mp_other_allreduce_count']}"
                 f"{'' if r['decode_comm_matches_model'] else ', differs'}) | {r['decode_load_avg_before']:.1f} |"
@@ -102,12 +102,12 @@ def _cpu(ok: Sequence[Mapping[str, Any]]) -> list[str]:
 def _cpu_winners(at: Sequence[Mapping[str, Any]], context: int) -> list[str]:
     lines = [f"Context {context}:", ""]
     for batch in sorted({r["batch"] for r in at}):
-        ranked = sorted((r for r in at if r["batch"] == batch), key=lambda r: r["decode_step_s_median"])
+        ranked = sorted((r for r in at if r["batch"] == batch), key=lambda r: r["decode_step_median_s"])
         if len(ranked) > 1:
             best, second = ranked[0], ranked[1]
             lines.append(
-                f"- batch {batch}: **{best['variant']}** decodes fastest, {best['decode_step_s_median'] * 1e3:.2f} ms "
-                f"a step, {_ratio(second['decode_step_s_median'], best['decode_step_s_median'])} ahead of "
+                f"- batch {batch}: **{best['variant']}** decodes fastest, {best['decode_step_median_s'] * 1e3:.2f} ms "
+                f"a step, {_ratio(second['decode_step_median_s'], best['decode_step_median_s'])} ahead of "
                 f"{second['variant']} (measured)"
             )
     return lines + [""]
@@ -148,17 +148,16 @@ def _tpu_topology(ok: Sequence[Mapping[str, Any]], topology: str) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for batch in sorted({r["batch"] for r in ok}):
-        for r in sorted((r for r in ok if r["batch"] == batch), key=lambda r: r["decode_projected_step_s"]):
-            lines.append(
-                f"| {batch} | {r['variant']} | {r['decode_projected_step_s'] * 1e3:.3f} | "
-                f"{r['decode_projected_work_s'] * 1e3:.3f} | {r['decode_projected_ici_s'] * 1e3:.3f} | "
-                f"{r['decode_projected_ici_latency_s'] * 1e3:.3f} | {r['decode_projected_hbm_floor_s'] * 1e3:.3f} | "
-                f"{r['decode_projected_tokens_per_s']:.0f} |"
-            )
+        for r in sorted((r for r in ok if r["batch"] == batch), key=lambda r: r["decode_projected_step_s_per_device"]):
+            parts = ("step", "work", "ici", "ici_latency", "hbm_floor")
+            ms = " | ".join(f"{r[f'decode_projected_{part}_s_per_device'] * 1e3:.3f}" for part in parts)
+            lines.append(f"| {batch} | {r['variant']} | {ms} | {r['decode_projected_tokens_per_s']:.0f} |")
     lines.append("")
     batches = sorted({r["batch"] for r in ok})
     for batch in batches:
-        lines += _lead(sorted((r for r in ok if r["batch"] == batch), key=lambda r: r["decode_projected_step_s"]))
+        lines += _lead(
+            sorted((r for r in ok if r["batch"] == batch), key=lambda r: r["decode_projected_step_s_per_device"])
+        )
     lines.append("")
     for batch in sorted({batches[0], batches[-1]}):
         lines += _components([r for r in ok if r["batch"] == batch], topology, batch)
@@ -168,10 +167,10 @@ def _tpu_topology(ok: Sequence[Mapping[str, Any]], topology: str) -> list[str]:
 def _components(at: Sequence[Mapping[str, Any]], topology: str, batch: int) -> list[str]:
     """Projected microseconds per step by component (bench.analysis.components' labels, plus ICI), a column per
     variant: where the designs differ."""
-    at = sorted(at, key=lambda r: r["decode_projected_step_s"])
-    labels = sorted({k for r in at for k in r["decode_projected_component_s"]})
-    parts = [{k: r["decode_projected_component_s"].get(k, 0.0) for k in labels} for r in at]
-    floor = MIN_COMPONENT_SHARE * min(r["decode_projected_step_s"] for r in at)
+    at = sorted(at, key=lambda r: r["decode_projected_step_s_per_device"])
+    labels = sorted({k for r in at for k in r["decode_projected_component_s_per_device"]})
+    parts = [{k: r["decode_projected_component_s_per_device"].get(k, 0.0) for k in labels} for r in at]
+    floor = MIN_COMPONENT_SHARE * min(r["decode_projected_step_s_per_device"] for r in at)
     labels = [k for k in labels if max(p[k] for p in parts) >= floor]
     lines = [
         f"{topology}, batch {batch}: projected us per step by component (PROJECTION; components under "
@@ -191,19 +190,19 @@ def _lead(ranked: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = [f"- batch {best['batch']}: **{best['variant']}** fastest (PROJECTION)"]
     if len(ranked) > 1:
         second = ranked[1]
-        ratio = _ratio(second["decode_projected_step_s"], best["decode_projected_step_s"])
+        ratio = _ratio(second["decode_projected_step_s_per_device"], best["decode_projected_step_s_per_device"])
         lines[0] += f", {ratio} ahead of {second['variant']}"
     for d_head in sorted({r["d_head"] for r in ranked}):
         pair = {r["residual"]: r for r in ranked if r["d_head"] == d_head}
         if {"parallel", "serial"} <= pair.keys():
             p, s = pair["parallel"], pair["serial"]
-            lead = s["decode_projected_step_s"] - p["decode_projected_step_s"]
-            ici = s["decode_projected_ici_s"] - p["decode_projected_ici_s"]
-            latency = s["decode_projected_ici_latency_s"] - p["decode_projected_ici_latency_s"]
+            lead = s["decode_projected_step_s_per_device"] - p["decode_projected_step_s_per_device"]
+            ici = s["decode_projected_ici_s_per_device"] - p["decode_projected_ici_s_per_device"]
+            latency = s["decode_projected_ici_latency_s_per_device"] - p["decode_projected_ici_latency_s_per_device"]
             share = f"{latency / lead:.0%} of it collective latency" if lead > 0 else "parallel is not ahead"
             lines.append(
                 f"  - h{d_head}: parallel leads serial by {lead * 1e6:.0f} us a step "
-                f"({_ratio(s['decode_projected_step_s'], p['decode_projected_step_s'])}); "
+                f"({_ratio(s['decode_projected_step_s_per_device'], p['decode_projected_step_s_per_device'])}); "
                 f"ICI {ici * 1e6:.0f} us of it, {share}; work {(lead - ici) * 1e6:.0f} us"
             )
     return lines
@@ -219,7 +218,7 @@ def _claim(ok: Sequence[Mapping[str, Any]]) -> list[str]:
     cells = sorted({(r["topology"], r["seq"], r["batch"]) for r in ok})
     for topology, context, batch in cells:
         at = [r for r in ok if (r["topology"], r["seq"], r["batch"]) == (topology, context, batch)]
-        at.sort(key=lambda r: r["decode_projected_step_s"])
+        at.sort(key=lambda r: r["decode_projected_step_s_per_device"])
         if (at[0]["residual"], at[0]["d_head"]) == GPTJ_CHOICE:
             wins += 1
         else:

@@ -70,11 +70,11 @@ def peak_section(run: RunRecords) -> list[str]:
 def _per_run_peaks(run: RunRecords) -> dict[str, list[float]]:
     """jax version -> the per-run CPU peaks (FLOP/s per device) of its records, where every ok record has one."""
     ok = [r for r in run.measured if r.get("status") == Status.OK.value]
-    if not ok or any(r.get("peak_run_flops_per_device") is None for r in ok):
+    if not ok or any(r.get("peak_run_flops_per_s_per_device") is None for r in ok):
         return {}
     peaks: dict[str, list[float]] = {}
     for r in ok:
-        peaks.setdefault(r["jax"], []).append(r["peak_run_flops_per_device"])
+        peaks.setdefault(r["jax"], []).append(r["peak_run_flops_per_s_per_device"])
     return peaks
 
 

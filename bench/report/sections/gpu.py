@@ -87,7 +87,7 @@ def section_peaks(a: Analysis) -> list[str]:
             f"- {label}: hardware-table row **{row.name}**, dense bf16 peak "
             f"{fmt(row.peak_bf16_flops_per_device / 1e12)} TFLOP/s per device (source: {row.source})"
         )
-    rate = facts.get("matmul_flops_per_s")
+    rate = facts.get("matmul_flops_per_s_per_device")
     return lines + [
         f"- measured matmul ceiling: {fmt(rate / 1e12) if rate else 'n/a'} TFLOP/s ({facts.get('matmul_source')}); "
         "the column *MFU vs matmul* is the model FLOP/s over this rate, measured by this run, not a constant",
@@ -104,12 +104,12 @@ def results_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             "why": traced if r.get("profile_trace_path") else why.get(r["variant"], traced),
             "status": "skipped" if r.get("skipped_reason") else r["status"],
             "tokens/s": fmt(r.get("tokens_per_s")),
-            "step ms": fmt(r["step_s_median"] * 1e3) if r.get("step_s_median") else "n/a",
+            "step ms": fmt(r["step_median_s"] * 1e3) if r.get("step_median_s") else "n/a",
             "MFU": pct(r.get("mfu")),
             "MFU vs matmul": pct(r.get("mfu_matmul")),
             "HFU": pct(r.get("hfu")),
-            "peak GiB (memory_stats)": _gib(r.get("mem_device_peak_bytes")),
-            "peak GiB (compiled)": _gib(r.get("mem_peak_estimate_bytes")),
+            "peak GiB (memory_stats)": _gib(r.get("mem_peak_in_use_bytes_per_device")),
+            "peak GiB (compiled)": _gib(r.get("mem_peak_estimate_bytes_per_device")),
         }
         for r in records
     ]
@@ -121,7 +121,7 @@ def resources_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         [
             {
                 "variant": r["variant"],
-                "collectives": fmt(r.get("comm_count_total")),
+                "collectives": fmt(r.get("comm_count")),
                 "compile s": fmt(r.get("compile_s")),
             }
             for r in records
@@ -187,14 +187,14 @@ def section_results(a: Analysis) -> list[str]:
 
 
 def traced(a: Analysis) -> Mapping[str, Any] | None:
-    found = [r for r in _records(a) if r.get("profile_trace_path") or r.get("profile_component_ms_per_step")]
+    found = [r for r in _records(a) if r.get("profile_trace_path") or r.get("profile_component_s_per_step_per_device")]
     return found[-1] if found else None
 
 
 def traced_components(a: Analysis) -> Mapping[str, float]:
-    """The traced run's measured ms per step by block component; empty without one."""
+    """The traced run's measured seconds per step by block component; empty without one."""
     record = traced(a)
-    return (record or {}).get("profile_component_ms_per_step") or {}
+    return (record or {}).get("profile_component_s_per_step_per_device") or {}
 
 
 def section_components(a: Analysis) -> list[str]:
@@ -202,18 +202,18 @@ def section_components(a: Analysis) -> list[str]:
     record = traced(a)
     if record is None:
         return lines + ["No trace was captured (the traced run was skipped or failed; see its record).", ""]
-    ms = record.get("profile_component_ms_per_step")
-    if not ms:
+    seconds = record.get("profile_component_s_per_step_per_device")
+    if not seconds:
         return lines + [f"{record['variant']}: trace captured, no breakdown: {_first(record.get('profile_error'))}", ""]
-    total = sum(ms.values())
+    total = sum(seconds.values())
     frame = pd.DataFrame(
-        [{"component": k, "ms per step": fmt(v), "share": pct(v / total if total else math.nan)} for k, v in
-         sorted(ms.items(), key=lambda kv: -kv[1])]
+        [{"component": k, "ms per step": fmt(v * 1e3), "share": pct(v / total if total else math.nan)} for k, v in
+         sorted(seconds.items(), key=lambda kv: -kv[1])]
     )  # fmt: skip
     return lines + [
         f"MEASURED: {record['variant']}: op self times of {record.get('profile_steps', 'the')} traced steps under the "
         "block-component labels of its optimized HLO (bench.measure.profile.component_fields), per step; "
-        f"{pct(record.get('profile_component_matched_share'))} of the op time matched an HLO op; shares of busy "
+        f"{pct(record.get('profile_component_matched_frac'))} of the op time matched an HLO op; shares of busy "
         "device time, not of wall time.",
         "",
         markdown_table(frame),

@@ -24,14 +24,14 @@ SUMMARY_HEADERS = {  # summary table column: the summary frame column it shows a
     "MFU %": ("mfu", 100),
     "MFU (6N) %": ("mfu_6n", 100),
     "HFU %": ("hfu", 100),
-    "step ms": ("step_s_median", 1e3),
+    "step ms": ("step_median_s", 1e3),
 }
 RESOURCE_HEADERS = {  # the second table's columns, what each variant costs beside its speed
     "tokens/s per device": ("tokens_per_s_per_device", 1),
     "compile s": ("compile_s", 1),
-    "peak memory per device MiB": ("mem_peak_estimate_bytes", 1 / MiB),
-    "TP (mp) wire MiB/step": ("comm_mp_wire_bytes", 1 / MiB),
-    "DP (dp) wire MiB/step": ("comm_dp_wire_bytes", 1 / MiB),
+    "peak memory per device MiB": ("mem_peak_estimate_bytes_per_device", 1 / MiB),
+    "TP (mp) wire MiB/step": ("comm_mp_wire_bytes_per_device", 1 / MiB),
+    "DP (dp) wire MiB/step": ("comm_dp_wire_bytes_per_device", 1 / MiB),
     "all-reduces/step": ("comm_allreduce_count", 1),
 }
 ROW_NAME = ("rank", "variant")  # columns kept in a table even where constant: they name its rows

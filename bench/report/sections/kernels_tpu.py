@@ -67,10 +67,10 @@ def _xla_flops(aot: Sequence[Mapping[str, Any]]) -> dict[tuple, float]:
     """The compiler's FLOPs per step of each compile, by what a projection names it by."""
     return {
         (r["variant"], r.get("jax"), r.get("topology"), r.get("preset"), r.get("grad_accum", 1)): r[
-            "xla_flops_per_step"
+            "xla_flops_per_step_total"
         ]
         for r in aot
-        if r.get("xla_flops_per_step")
+        if r.get("xla_flops_per_step_total")
     }
 
 
@@ -178,9 +178,9 @@ def section_kernels_tpu(a: Analysis) -> list[str]:
     if not table.empty:
         lines += [
             "PROJECTIONS from TPU ahead-of-time compiles, not measurements, made as section 4's are "
-            "(bench/projection/throughput.py): each kernel's compile of a variant against the reference kernel's compile "
-            "of the same variant, JAX, topology, preset and accumulation (ratio > 1: the kernel is projected faster). "
-            "The headline's ranking holds the reference kernel only.",
+            "(bench/projection/throughput.py): each kernel's compile of a variant against the reference kernel's "
+            "compile of the same variant, JAX, topology, preset and accumulation (ratio > 1: the kernel is projected "
+            "faster). The headline's ranking holds the reference kernel only.",
             "",
             markdown_table(table),
             "",

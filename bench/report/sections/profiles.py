@@ -22,7 +22,7 @@ from bench.report.sections.components import ORDER
 
 def section_profiles(a: Analysis) -> list[str]:
     lines = ["## 6. Profiles", ""]
-    profiled = latest_ok(a.run.measured, having="profile_collective_share")
+    profiled = latest_ok(a.run.measured, having="profile_collective_frac")
     if not profiled:
         lines += ["No variant in this run has a captured trace (records carry no profile_* fields).", ""]
     for r in profiled:
@@ -42,15 +42,15 @@ def _floors(records: list[Mapping[str, Any]]) -> list[str]:
             "variant": r["variant"],
             "jax": row_key(r)[1],
             "repeat": r.get("repeat", 0),
-            "step ms": fmt(number(r.get("step_s_median")) * 1e3),
+            "step ms": fmt(number(r.get("step_median_s")) * 1e3),
             "GEMM floor ms": fmt(number(r.get("gemm_floor_s_per_step")) * 1e3),
             "HFU": pct(r.get("hfu")),
-            "floor FLOP/s of peak": pct(r.get("gemm_floor_frac_of_peak")),
-            "floor of step": pct(r.get("gemm_floor_frac_of_step")),
+            "floor FLOP/s of peak": pct(r.get("gemm_floor_peak_frac")),
+            "floor of step": pct(r.get("gemm_floor_step_frac")),
         }
-        parts = r.get("gemm_floor_component_ms_per_step") or {}
+        parts = r.get("gemm_floor_component_s_per_step") or {}
         for label in sorted(parts, key=lambda label: (ORDER.index(label) if label in ORDER else len(ORDER), label)):
-            row[f"{label} ms"] = fmt(parts[label])
+            row[f"{label} ms"] = fmt(parts[label] * 1e3)
         rows.append(row)
     untimed = sum(int(r.get("gemm_floor_untimed_matmuls") or 0) for r in records)
     return [
@@ -73,8 +73,8 @@ def _profile(r: Mapping[str, Any]) -> list[str]:
             {
                 "op": o.get("name"),
                 "category": o.get("category"),
-                "self time ms": fmt(number(o.get("self_time_us")) / 1e3),
-                "share %": fmt(number(o.get("share")) * 100),
+                "self time ms": fmt(number(o.get("self_time_s")) * 1e3),
+                "share %": fmt(number(o.get("op_time_frac")) * 100),
             }
             for o in r.get("profile_top_ops") or []
         ]
@@ -82,7 +82,7 @@ def _profile(r: Mapping[str, Any]) -> list[str]:
     lines = [
         f"### {r['variant']} (jax {row_key(r)[1]}, repeat {r.get('repeat', 0)})",
         "",
-        f"Collectives take {pct(r.get('profile_collective_share'))} of the summed op time "
+        f"Collectives take {pct(r.get('profile_collective_frac'))} of the summed op time "
         f"({r.get('profile_tool', 'profiler')} tool; busy device time, not wall-clock step time).",
         "",
     ]
@@ -104,7 +104,7 @@ def _profile(r: Mapping[str, Any]) -> list[str]:
 
 def _components(r: Mapping[str, Any]) -> list[str]:
     """The measured breakdown by block component, ordered as the block runs (section 5's columns)."""
-    parts = r.get("profile_component_ms_per_step")
+    parts = r.get("profile_component_s_per_step_per_device")
     if not parts:
         return []
     total = sum(parts.values())
@@ -113,24 +113,24 @@ def _components(r: Mapping[str, Any]) -> list[str]:
     labels = sorted(parts, key=lambda label: (ORDER.index(label) if label in ORDER else len(ORDER), label))
     frame = pd.DataFrame(
         [
-            {"component": label, "ms per step per device": fmt(ms), "share %": fmt(100 * ms / total)}
-            for label, ms in ((label, parts[label]) for label in labels)
+            {"component": label, "ms per step per device": fmt(s * 1e3), "share %": fmt(100 * s / total)}
+            for label, s in ((label, parts[label]) for label in labels)
         ]
     )
-    other = number(r.get("profile_other_programs_ms_per_step"))
+    other = number(r.get("profile_other_programs_s_per_step_per_device"))
     lines = [
         f"MEASURED by block component on this machine ({r.get('profile_component_basis', 'profiler op self time')}, "
-        f"{r.get('profile_steps', '?')} profiled steps; {pct(r.get('profile_component_matched_share'))} of the step "
+        f"{r.get('profile_steps', '?')} profiled steps; {pct(r.get('profile_component_matched_frac'))} of the step "
         f"program's op time matched an op of its optimized HLO, the rest is 'unattributed'; other programs in the "
-        f"trace: {fmt(other)} ms per step per device). On simulated CPU devices a collective's time is mostly waiting "
-        "for the slowest device." + _coverage(r),
+        f"trace: {fmt(other * 1e3)} ms per step per device). On simulated CPU devices a collective's time is mostly "
+        "waiting for the slowest device." + _coverage(r),
         "",
     ]
     return lines + [markdown_table(frame), ""]
 
 
 def _coverage(r: Mapping[str, Any]) -> str:
-    coverage = r.get("profile_op_coverage")
+    coverage = r.get("profile_op_coverage_frac")
     if coverage is None:
         return ""
     text = f" Op events cover {pct(coverage)} of the profiled steps' wall time"

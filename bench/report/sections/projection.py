@@ -213,9 +213,11 @@ def does_not_fit_table(aot: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             "variant": r["variant"],
             "jax": r.get("jax"),
             "topology": r.get("topology"),
-            "required per device GiB": fmt(r["oom_required_bytes"] / GiB) if r.get("oom_required_bytes") else "n/a",
-            "available per device GiB": fmt(r["oom_available_hbm_bytes"] / GiB)
-            if r.get("oom_available_hbm_bytes")
+            "required per device GiB": fmt(r["oom_required_bytes_per_device"] / GiB)
+            if r.get("oom_required_bytes_per_device")
+            else "n/a",
+            "available per device GiB": fmt(r["oom_available_hbm_bytes_per_device"] / GiB)
+            if r.get("oom_available_hbm_bytes_per_device")
             else "n/a",
         }
         for r in aot
@@ -254,12 +256,12 @@ def aot_resources_table(a: Analysis) -> pd.DataFrame:
                 "peak HBM per device GiB": fmt(number(p.mem_peak_bytes_per_device) / GiB),
                 "HBM per device GiB": fmt(number(p.hbm_capacity_bytes_per_device) / GiB),
                 "fits": FITS[p.fits_hbm],
-                "mp wire GiB/step": fmt(number(r.get("comm_mp_wire_bytes")) / GiB),
-                "dp wire GiB/step": fmt(number(r.get("comm_dp_wire_bytes")) / GiB),
-                "dp+mp wire GiB/step": fmt(number(r.get("comm_dpmp_wire_bytes")) / GiB),
+                "mp wire GiB/step": fmt(number(r.get("comm_mp_wire_bytes_per_device")) / GiB),
+                "dp wire GiB/step": fmt(number(r.get("comm_dp_wire_bytes_per_device")) / GiB),
+                "dp+mp wire GiB/step": fmt(number(r.get("comm_dpmp_wire_bytes_per_device")) / GiB),
                 "all-reduces/step": fmt(r.get("comm_allreduce_count")),
                 "HBM bytes accessed per device GB/step": fmt(
-                    number(r.get("xla_bytes_accessed_per_step")) / p.devices / 1e9
+                    number(r.get("xla_bytes_accessed_per_step_total")) / p.devices / 1e9
                 ),
             }
         )
@@ -280,7 +282,7 @@ def projection_table(a: Analysis) -> pd.DataFrame:
                 "accumulation": str(p.grad_accum),
                 "model": p.model.value,
                 "fits HBM": FITS[p.fits_hbm],
-                "peak TFLOP/s per device": fmt(p.peak_flops_per_device / 1e12),
+                "peak TFLOP/s per device": fmt(p.peak_flops_per_s_per_device / 1e12),
                 "FLOPs counted": p.flops_counted,
                 "compute ms": fmt(p.compute_s * 1e3),
                 "HBM ms": fmt(p.hbm_s * 1e3) if p.hbm_s is not None else "n/a",
@@ -406,7 +408,7 @@ def hardware_lines(projections: Sequence[projection.Projection]) -> list[str]:
         acc = next(a for a in hardware.ACCELERATORS if a.name == name)
         lines.append(_accelerator_line(acc))
         if PeakBasis.GPTJ in projection.bases_for(acc):
-            peak, source = hardware.peak_flops_per_device(acc.device_kind_patterns[0], PeakBasis.GPTJ)
+            peak, source = hardware.peak_flops_per_s_per_device(acc.device_kind_patterns[0], PeakBasis.GPTJ)
             lines.append(f"- {acc.name}, GPT-J basis: {fmt(peak / 1e12)} TFLOP/s per device. Source: {source}")
     return lines
 
@@ -442,11 +444,11 @@ def section_projection(a: Analysis) -> list[str]:
         f"These are PROJECTIONS from compiler output, not measurements ({source(projection)}). Memory, bytes on "
         "the wire and HBM bytes accessed are the compiler's figures for one step (every micro-batch of a "
         "gradient-accumulation step). A device's work is priced by the TPU compiler's own estimate "
-        "(xla_optimal_seconds_per_step: per op, the larger of FLOPs over the MXU peak and bytes over HBM bandwidth, "
-        "summed; model 'compiler estimate + ICI') where the record has it, else by the same per-op sum over the "
-        "whole-step program, loop bodies times their trip counts (hlo_roofline_seconds_per_step; model 'whole-step "
-        "HLO roofline + ICI'), else by the roofline (compute = FLOPs / (devices x peak), HBM = bytes accessed per "
-        "device / HBM bandwidth per device; model 'roofline + ICI'). ICI = "
+        "(xla_optimal_s_per_step_per_device: per op, the larger of FLOPs over the MXU peak and bytes over HBM "
+        "bandwidth, summed; model 'compiler estimate + ICI') where the record has it, else by the same per-op sum over "
+        "the whole-step program, loop bodies times their trip counts (hlo_roofline_s_per_step_per_device; model "
+        "'whole-step HLO roofline + ICI'), else by the roofline (compute = FLOPs / (devices x peak), HBM = bytes "
+        "accessed per device / HBM bandwidth per device; model 'roofline + ICI'). ICI = "
         "wire bytes per device / ICI bandwidth per device on the collective's mesh axis (a bidirectional ring, 2 x "
         "one-way link bandwidth per torus dimension, one dimension for mp and dp and two for dp+mp on GPT-J's mesh, "
         "the chip's links shared by its devices; axes added), plus a latency floor of ring steps x ~1 us per hop where "
@@ -482,7 +484,7 @@ def section_projection(a: Analysis) -> list[str]:
         ]
     no_hbm = sorted({p.variant for p in a.projections if p.hbm_s is None})
     if no_hbm:
-        lines += [f"- no xla_bytes_accessed_per_step for {', '.join(no_hbm)}: its bounds leave HBM time out", ""]
+        lines += [f"- no xla_bytes_accessed_per_step_total for {', '.join(no_hbm)}: its bounds leave HBM time out", ""]
     lines += [f"- not projected: {u}" for u in a.unprojected]
     lines += figure(
         a.figures,

@@ -130,8 +130,12 @@ def not_fitting_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         {
             "point": r["search_point"],
             "topology": r.get("topology"),
-            "needs GiB per device (compiler)": _gib(r.get("oom_required_bytes") or r.get("mem_peak_estimate_bytes")),
-            "available GiB per device": _gib(r.get("oom_available_hbm_bytes") or r.get("hbm_bytes_per_device")),
+            "needs GiB per device (compiler)": _gib(
+                r.get("oom_required_bytes_per_device") or r.get("mem_peak_estimate_bytes_per_device")
+            ),
+            "available GiB per device": _gib(
+                r.get("oom_available_hbm_bytes_per_device") or r.get("hbm_bytes_per_device")
+            ),
         }
         for r in latest(records)
         if r.get("fits_hbm") is False and not r.get("pruned_by")
@@ -145,8 +149,8 @@ def pruned_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             "point (not compiled)": r["search_point"],
             "topology": r.get("topology"),
             "refused sibling": r.get("pruned_by"),
-            "sibling needs GiB (compiler)": _gib(r.get("pruned_by_required_bytes")),
-            "available GiB": _gib(r.get("pruned_by_available_bytes")),
+            "sibling needs GiB (compiler)": _gib(r.get("pruned_by_required_bytes_per_device")),
+            "available GiB": _gib(r.get("pruned_by_available_bytes_per_device")),
             "why it needs at least as much": r.get("pruned_rule"),
         }
         for r in latest(records)
@@ -197,7 +201,7 @@ def best_against_anchor(points: Sequence[Point], largest: int = 4) -> list[str]:
     lines.append(validation.margin_line(b, g, calibrate.committed_summary()))
     mine, theirs = step_components(b), step_components(g)
     if mine is None or theirs is None:
-        return lines + ["- No component breakdown in one of the two records (component_seconds_per_step)."]
+        return lines + ["- No component breakdown in one of the two records (component_s_per_step_per_device)."]
     saved = {k: theirs.get(k, 0.0) - mine.get(k, 0.0) for k in {*mine, *theirs}}
     top = sorted(saved.items(), key=lambda kv: abs(kv[1]), reverse=True)[:largest]
     communication = sum(s for k, s in saved.items() if k.startswith((Component.COLLECTIVE.value, ICI)))
@@ -279,7 +283,7 @@ def xmap_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
         if r.get("strategy") != XMAP:
             continue
         state = "fits" if r.get("fits_hbm") else "does not fit" if r.get("fits_hbm") is False else "failed"
-        peak = _gib(r.get("mem_peak_estimate_bytes") or r.get("oom_required_bytes"))
+        peak = _gib(r.get("mem_peak_estimate_bytes_per_device") or r.get("oom_required_bytes_per_device"))
         lines.append(
             f"- {r['search_point']} on {r.get('topology')} (jax {r.get('jax')}, libtpu {r.get('libtpu')}): {state}, "
             f"peak {peak} GiB per device. Not ranked: a whole-step compile by another libtpu (its shard_map twin is "

@@ -69,10 +69,10 @@ def section_validation_records(
     lines = [
         TITLE,
         "",
-        f"{len(frame)} published training runs, each compiled for its own topology (compile-only) and priced (a PROJECTION) by "
-        "every work model the suite has (full-overlap bound), beside the figure its source published converted to "
-        "tokens/s. Calibrated: the fit below applied to the run's projection; leave-one-out: the run predicted by a "
-        "fit on the other runs alone.",
+        f"{len(frame)} published training runs, each compiled for its own topology (compile-only) and priced (a "
+        "PROJECTION) by every work model the suite has (full-overlap bound), beside the figure its source published "
+        "converted to tokens/s. Calibrated: the fit below applied to the run's projection; leave-one-out: the run "
+        "predicted by a fit on the other runs alone.",
         "",
     ]
     if summary is not None:
@@ -146,8 +146,8 @@ def _model_choice(records: Sequence[Mapping[str, Any]]) -> str:
         compared = "No run here is priced by both work models."
     else:
         compared = (
-            f"On the {runs} run(s) priced by both, PROJECTION: published / projected varies {fmt_ratio(h)} between runs under "
-            f"the {headline.value} and {fmt_ratio(c)} under the {cross.value} (max / min)."
+            f"On the {runs} run(s) priced by both, PROJECTION: published / projected varies {fmt_ratio(h)} between "
+            f"runs under the {headline.value} and {fmt_ratio(c)} under the {cross.value} (max / min)."
         )
     return (
         f"{compared} The {headline.value} is the headline model of every ranking in these reports "
