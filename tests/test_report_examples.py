@@ -9,6 +9,7 @@ counts, no section that only says it has nothing, no "X to X", cited paths that 
 import json
 import re
 import shlex
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -196,3 +197,29 @@ def test_every_projected_figure_is_labelled_a_projection(example):
     for line in prose(unwrap(text)):
         if "projected" in line.lower() and not line.startswith("#"):
             assert "PROJECTION" in line, f"{path}: {line[:120]}"
+
+
+DECODE_EXAMPLE = REPO / "reports" / "decode"
+
+
+def test_the_committed_decode_report_is_what_the_writer_produces_now(tmp_path):
+    from bench.report.sections.decode import DECODE_REPORT, write_decode_report
+
+    shutil.copy(DECODE_EXAMPLE / RESULTS, tmp_path / RESULTS)
+    written = write_decode_report(tmp_path)
+    assert written is not None and written.read_text() == (DECODE_EXAMPLE / DECODE_REPORT).read_text()
+
+
+def test_the_decode_report_leads_with_the_answer_and_true_counts():
+    from bench.records.store import load_records
+    from bench.report.sections.decode import DECODE_REPORT
+
+    first = (DECODE_EXAMPLE / DECODE_REPORT).read_text().splitlines()[:FIRST_SCREEN]
+    answers = [line for line in first if line.startswith("- ") and "**" in line]
+    assert any("PROJECTION" in line for line in answers) and any("measured" in line for line in answers), first
+    records = load_records(DECODE_EXAMPLE).records
+    counts = next(line for line in first if line.startswith("Records: "))
+    for backend in ("cpu", "tpu"):
+        mine = [r for r in records if r["backend"] == backend]
+        failed = sum(r["status"] != "ok" for r in mine)
+        assert f"{len(mine)} " in counts and f"({len(mine) - failed} ok, {failed} failed)" in counts, counts

@@ -40,8 +40,56 @@ def write_decode_report(directory: Path) -> Path | None:
     if not lines:
         return None
     path = Path(directory) / DECODE_REPORT
-    path.write_text("\n".join(["# gptj-bench: decoding", "", *lines[1:]]).rstrip() + "\n")
+    records = decode_records(directory)
+    head = ["# gptj-bench: decoding", "", *decode_answer(records), "", record_counts(records), ""]
+    path.write_text("\n".join([*head, *lines[2:]]).rstrip() + "\n")
     return path
+
+
+def _fastest_line(at: Sequence[Mapping[str, Any]], step: str, label: str) -> str:
+    """``batch B: fastest V at X ms a step, R ahead of W`` over one (slice, context, batch) point's records."""
+    ranked = sorted(at, key=lambda r: r[step])
+    best = ranked[0]
+    said = f"batch {best['batch']}: **{best['variant']}** at {best[step] * 1e3:.3f} ms a step ({label})"
+    if len(ranked) > 1:
+        said += f", {_ratio(ranked[1][step], best[step])} ahead of {ranked[1]['variant']}"
+    return said
+
+
+def decode_answer(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The first screen: which variant decodes fastest at the smallest and largest batch of each TPU slice
+    (PROJECTION) and of this machine (measured), and how often GPT-J's choices win."""
+    lines = []
+    tpu, cpu = _ok(records, "tpu"), _ok(records, "cpu")
+    step = "decode_projected_step_s_per_device"
+    for topology, context in sorted({(r["topology"], r["seq"]) for r in tpu}):
+        at = [r for r in tpu if (r["topology"], r["seq"]) == (topology, context)]
+        first = at[0]
+        where = f"{topology}, dp={first['mesh_dp']},mp={first['mesh_mp']}, {first['preset']}, context {context}"
+        batches = sorted({r["batch"] for r in at})
+        ends = sorted({batches[0], batches[-1]})
+        said = [_fastest_line([r for r in at if r["batch"] == b], step, "PROJECTION") for b in ends]
+        lines.append(f"- TPU {where}: " + "; ".join(said))
+    for context in sorted({r["seq"] for r in cpu}):
+        at = [r for r in cpu if r["seq"] == context and r["batch"] == min(x["batch"] for x in cpu)]
+        best = min(at, key=lambda r: r["decode_step_median_s"])
+        lines.append(
+            f"- Measured here ({best['preset']} preset, context {context}): "
+            f"{_fastest_line(at, 'decode_step_median_s', 'measured')}, MBU {best['decode_mbu']:.0%}"
+        )
+    claim = _claim(tpu)
+    return lines + ([f"- {claim[2]}"] if claim else [])
+
+
+def record_counts(records: Sequence[Mapping[str, Any]]) -> str:
+    """Records by where they come from, with their failures: true for the file the report is written from."""
+    parts = []
+    for backend, what in (("cpu", "measured on this machine"), ("tpu", "TPU PROJECTION")):
+        mine = [r for r in records if r.get("backend") == backend]
+        if mine:
+            failed = sum(r.get("status") != Status.OK.value for r in mine)
+            parts.append(f"{len(mine)} {what} ({len(mine) - failed} ok, {failed} failed)")
+    return f"Records: {len(records)} decode points: {'; '.join(parts)}."
 
 
 def _ok(records: Sequence[Mapping[str, Any]], backend: str) -> list[Mapping[str, Any]]:
