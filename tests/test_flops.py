@@ -234,3 +234,14 @@ def test_gptj_param_count_with_attention_width_and_tied_embeddings():
     assert flops.gptj_param_count(1, 2, 3, 5, attn_width=4) == 82
     assert flops.gptj_param_count(1, 2, 3, 5, attn_width=4, tied_embeddings=True) == 67
     assert flops.gptj_param_count(1, 2, 3, 5) == flops.gptj_param_count(1, 2, 3, 5, attn_width=2)
+
+
+def test_local_attention_saved_frac_by_hand():
+    # T = 4, window 2: the band is keys 1, 2, 2, 2 of the 16 pairs; half the layers local
+    assert flops.local_attention_saved_frac(4, 2, n_layers=2, n_local_layers=1) == pytest.approx(0.5 * (1 - 7 / 16))
+    # GPT-Neo's window at GPT-J's context, alternate layers of 28: (256 x 257 / 2 + 1792 x 256) / 2048^2 in the band
+    saved = flops.local_attention_saved_frac(2048, 256, n_layers=28, n_local_layers=14)
+    assert saved == pytest.approx(0.5 * (1 - 491_648 / 4_194_304))
+    assert flops.local_attention_saved_frac(2048, 2048, 28, 14) == pytest.approx(0.5 * (1 - 2049 / 4096))  # causal
+    with pytest.raises(ValueError):
+        flops.local_attention_saved_frac(256, 512, 28, 14)

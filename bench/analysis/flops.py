@@ -311,3 +311,19 @@ def flops_per_token_maxtext_calc(
     unembedding = 2 * d_model * vocab
     causal_attention = 4 * seq * n_heads * d_head / 2
     return 3.0 * ((ffn + qkv + projection) * n_layers + unembedding) + 3.0 * causal_attention * n_layers
+
+
+def local_attention_saved_frac(context: int, window: int, n_layers: int, n_local_layers: int) -> float:
+    """The share of dense attention work (the QK^T and PV dots over every [T, T] query-key pair, as the reference
+    kernel computes them, masked) that a kernel computing only each local layer's causal band would skip.
+
+    A local layer's query at position t (1-based) sees min(t, window) keys (GPT-Neo's band, Hugging Face
+    modeling_gpt_neo.py), so the band holds window (window + 1) / 2 + (T - window) window of the T^2 pairs; global
+    layers keep all T^2. Averaged over the layers.
+    """
+    _require_positive(context=context, window=window, n_layers=n_layers)
+    _require_non_negative(n_local_layers=n_local_layers)
+    if window > context or n_local_layers > n_layers:
+        raise ValueError(f"window {window} over context {context}, or {n_local_layers} local of {n_layers} layers")
+    band = window * (window + 1) / 2 + (context - window) * window
+    return (n_local_layers / n_layers) * (1 - band / context**2)

@@ -52,6 +52,7 @@ Tokens/s = tokens per step (every micro-batch of a gradient-accumulation step) /
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -295,6 +296,16 @@ class Projection:
         if self.mem_peak_bytes_per_device is None or self.hbm_capacity_bytes_per_device is None:
             return None
         return self.mem_peak_bytes_per_device <= self.hbm_capacity_bytes_per_device
+
+
+def with_less_work(p: Projection, seconds: float) -> Projection:
+    """``p`` with ``seconds`` less work per step, ICI unchanged: what a kernel that skips work the compiled program
+    does would be projected at. Only the models that price the program's ops have work to take away."""
+    if p.model is ProjectionModel.XLA_OPTIMAL and p.xla_optimal_s is not None:
+        return dataclasses.replace(p, xla_optimal_s=p.xla_optimal_s - seconds)
+    if p.model is ProjectionModel.HLO_ROOFLINE and p.hlo_roofline_s is not None:
+        return dataclasses.replace(p, hlo_roofline_s=p.hlo_roofline_s - seconds)
+    raise ProjectionError(f"the {p.model.value} model prices no ops, so no work can be taken from {p.variant}")
 
 
 def accelerator_of(record: Mapping[str, Any]) -> Accelerator:
