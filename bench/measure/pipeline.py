@@ -28,7 +28,7 @@ from bench.measure import session as distributed
 from bench.measure.peaks import peak_flops_for_rates, per_run_peak_fields, run_peak_fields
 from bench.records.context import base_record, environment, failed_record
 from bench.records.schema import Profile, Status, comm_key, section_fields
-from bench.records.store import append_record, finished_keys
+from bench.records.store import append_record, finished_keys, planned_key
 from model.config import Mesh, Preset, Variant
 from model.program import Scope
 
@@ -247,7 +247,7 @@ def run_variants(
     records = []
     peak: dict[str, Any] | None = None
     for variant in variants:
-        if (variant.name, repeat, jax.__version__, preset.name) in done:
+        if planned_key(variant.name, repeat, jax.__version__, preset, mesh) in done:
             print(f"skip {variant.name} (repeat {repeat}): already recorded ok in {out}", file=sys.stderr)
             continue
         if peak is None:  # before the first timed step; process 0 writes the run directory's peak file

@@ -143,12 +143,26 @@ def _parse(text: str) -> dict[str, Any] | str:
     return f"departs from the schema: {'; '.join(problems)}" if problems else record
 
 
-def record_key(record: dict[str, Any]) -> tuple[str, int, str, str]:
+# What a run's --set and --mesh change without changing the variant's or the preset's name (Head fields): a
+# directory may hold one variant at several sizes or meshes (reports/example/tpu-aot-scale), each its own point.
+SHAPE_FIELDS = ("mesh_dp", "mesh_mp", "batch", "seq", "grad_accum", "n_layers", "d_model", "d_ff", "vocab")
+
+
+def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
     """A variant is measured once per repeat per JAX version (pjit runs in both environments of a sweep) per preset
-    (a run directory may hold gptj-6b and gpt-neo-2.7b compiles of one variant)."""
-    return record["variant"], int(record.get("repeat", 0)), str(record.get("jax", "")), str(record.get("preset", ""))
+    (a run directory may hold gptj-6b and gpt-neo-2.7b compiles of one variant) per shape (``SHAPE_FIELDS``)."""
+    head = record["variant"], int(record.get("repeat", 0)), str(record.get("jax", "")), str(record.get("preset", ""))
+    return (*head, *(record.get(f) for f in SHAPE_FIELDS))
 
 
-def finished_keys(run_dir: Path) -> set[tuple[str, int, str, str]]:
+def planned_key(variant: str, repeat: int, jax_version: str, preset: Any, mesh: Any) -> tuple[Any, ...]:
+    """The ``record_key`` that a run of ``variant`` on ``preset`` (model.config.Preset, after --set) and ``mesh``
+    will write: what ``--resume`` looks for among ``finished_keys``."""
+    model = preset.model
+    shape = (mesh.dp, mesh.mp, preset.batch, preset.seq, preset.grad_accum)
+    return (variant, repeat, jax_version, preset.name, *shape, model.n_layers, model.d_model, model.d_ff, model.vocab)
+
+
+def finished_keys(run_dir: Path) -> set[tuple[Any, ...]]:
     """Keys of the records already ``ok``: what ``--resume`` skips."""
     return {record_key(r) for r in load_records(run_dir).records if r.get("status") == Status.OK.value}

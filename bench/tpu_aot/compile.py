@@ -25,7 +25,7 @@ from bench.analysis.extrapolate import affine_source, bilinear_source, whole_ste
 from bench.analysis.hlo import Collective, CollectiveKind, parse_collectives
 from bench.compile.failure import CompilerRefused, variant_failures
 from bench.records.schema import COMM_AXES, COST_POINT_KEYS, RecordKind, Status, comm_key, comm_overlap_key
-from bench.records.store import append_record, finished_keys
+from bench.records.store import append_record, finished_keys, planned_key
 from bench.tpu_aot.cache import (
     KEY_VERSION,
     POINT_KEY_VERSION,
@@ -447,7 +447,7 @@ def run_aot(
     done = finished_keys(out) if resume else set()
     failures = 0
     for variant in variants:
-        if (variant.name, 0, jax.__version__, preset.name) in done:
+        if planned_key(variant.name, 0, jax.__version__, preset, mesh) in done:
             print(f"skip {variant.name}: already recorded ok in {out}", file=sys.stderr)
             continue
         start = time.perf_counter()
