@@ -268,8 +268,10 @@ def sweep(session: nox.Session) -> None:
     session.log(f"with decoding: {time.monotonic() - start:.0f} s")
     given = [f"--aot={d}" for d in _options(args, "--aot")]  # more compile records for the report (e.g. refusals)
     # the published runs' records give the report its "Does the projection hold?"
-    if with_tpu and (Path(VALIDATION_OUT) / "results.jsonl").exists():
-        given.append(f"--aot={VALIDATION_OUT}")
+    # and the resized models' compiles, the claims table's "scales to about 20B"
+    for committed in (VALIDATION_OUT, SCALE_OUT):
+        if with_tpu and (Path(committed) / "results.jsonl").exists():
+            given.append(f"--aot={committed}")
     session.run(current, "-m", "bench", "report", out, *aot, *given, external=True)
     session.log(f"main job: {time.monotonic() - start:.0f} s; report: {out}/REPORT.md")
 
@@ -470,6 +472,35 @@ def tpu_search(session: nox.Session) -> None:
 
 
 VALIDATION_OUT = "reports/validation"
+# GPT-J-shaped models past 6B compiled for the v3-256 (compile-only, the whole-step compile: the compiler's memory
+# verdict and the whole-step roofline) under Megatron's layout (GPT-J's dp=32 x mp=8, then mp=32) and FSDP's: the
+# largest that fits each is the claims table's "scales to about 20B" (bench/report/sections/claims.py). 512 sequences
+# per update, one per replica per micro-step as GPT-J ran; 256-wide heads, d_ff = 4 x d_model.
+SCALE_OUT = "reports/example/tpu-aot-scale"
+_WIDE = ["d_model=8192", "d_ff=32768"]
+_MP32 = ["batch=8", "grad_accum=64"]
+_FSDP = ["batch=256", "grad_accum=2"]
+SCALE_POINTS = [
+    ("parallel-h256-shard_map-full", "dp=32,mp=8", ["n_layers=32"]),  # 6.9B
+    *(("parallel-h256-shard_map-full", "dp=8,mp=32", [*_MP32, f"n_layers={n}", *_WIDE]) for n in (24, 28, 32)),
+    ("parallel-h256-shard_map-full+fsdp", "dp=256,mp=1", [*_FSDP, "n_layers=24", *_WIDE]),  # 20.1B
+    ("parallel-h256-shard_map-full+fsdp", "dp=256,mp=1", [*_FSDP, "n_layers=48", *_WIDE]),  # 39.5B
+    ("parallel-h256-shard_map-full+fsdp", "dp=256,mp=1", [*_FSDP, "n_layers=48", "d_model=10240", "d_ff=40960"]),
+    ("parallel-h256-shard_map-full+fsdp", "dp=256,mp=1", [*_FSDP, "n_layers=64", "d_model=10240", "d_ff=40960"]),
+]
+
+
+@nox.session(python=False, default=False)
+def tpu_scale(session: nox.Session) -> None:
+    """GPT-J-shaped models of 6.9B to 81B compiled for the v3-256 under Megatron's and FSDP's layouts (SCALE_POINTS),
+    through the committed compile cache, into reports/example/tpu-aot-scale (-- --out DIR for another)."""
+    out = _option(list(session.posargs), "--out") or SCALE_OUT
+    python = env_python(session, "tpu")
+    for variant, mesh, overrides in SCALE_POINTS:
+        flags = [f"--variant={variant}", f"--mesh={mesh}", *(f"--set={o}" for o in overrides)]
+        flags += ["--topology=v3:8x16", "--preset=gptj-6b", f"--out={out}", "--resume", "--no-extrapolate"]
+        session.run(python, "-m", "bench", "tpu-aot", *flags, f"--compile-cache={TPU_CACHE}", external=True)
+    session.log(f"records: {out}/results.jsonl")
 
 
 @nox.session(python=False, default=False)

@@ -19,6 +19,7 @@ from report_text import unwrap
 from bench.cli.main import build_parser
 from bench.records.store import RESULTS
 from bench.report.format import PROSE_WIDTH
+from bench.report.load import is_resized
 from bench.report.write import PLOTS, REPORT, build, render
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +30,8 @@ MAX_COLUMNS = 10  # in the headline's and the summary's tables
 HEADLINE_SECTIONS = ("## 1. Headline", "## 2. Summary")
 EMPTY = re.compile(r"^(No |None\b|Nothing\b)|nothing to (project|show|compute)")
 COUNT = re.compile(
-    r"(\d+) ([a-z-]+(?: compiles(?: of the design-space search| of published runs)?)?) \((\d+) ok, (\d+) failed\)"
+    r"(\d+) ([a-z-]+(?: compiles(?: of the design-space search| of published runs| of resized models)?)?) "
+    r"\((\d+) ok, (\d+) failed\)"
 )
 CITED = re.compile(r"(?<![\w/.-])((?:bench|model|kernels|tests|reports|docs)/[\w/.+-]+\.(?:py|md|jsonl|png|json))\b")
 OTHER_REPOSITORY = re.compile(r"[\w-]+/[\w.-]+ $")  # "owner/repo path": a published source, not this repository's
@@ -96,6 +98,7 @@ def counts_on_disk(example: Path, aot_dirs: list[str]) -> dict[str, tuple[int, i
             r = json.loads(line)
             if r["kind"] == "tpu-aot":
                 of = " of the design-space search" if r.get("search_point") else ""
+                of = " of resized models" if is_resized(r) else of
                 kind = "tpu-aot compiles" + (" of published runs" if r.get("validation_id") else of)
             elif aot_only:
                 continue

@@ -16,7 +16,7 @@ from typing import Any
 from bench.gpu.plan import DEVICE_FILE  # the one-GPU run's probe: its device, peaks and budget
 from bench.projection import throughput as projection
 from bench.records.store import RESULTS, load_records
-from model.config import ConfigError
+from model.config import PRESETS, ConfigError
 
 # Measured records of one run are compared only when these agree (a different preset, mesh or batch is another
 # workload); the most frequent combination is reported, the others are named as skipped.
@@ -41,6 +41,9 @@ class RunRecords:
     device: Mapping[str, Any] | None = None  # RUN_DIR/DEVICE_FILE where the run has one (a one-GPU run)
     # tpu-aot records of published runs (``validation_id`` set, ``python -m bench validate``): their own section
     validation: tuple[dict[str, Any], ...] = ()
+    # tpu-aot records of a preset's model resized by --set (``is_resized``): what fits a slice at which size (the
+    # claims table), never ranked with the preset's own variants
+    resized: tuple[dict[str, Any], ...] = ()
 
 
 def row_key(record: Mapping[str, Any]) -> tuple[str, str]:
@@ -96,6 +99,19 @@ def _is_aot(record: Mapping[str, Any]) -> bool:
     return record.get("kind") == projection.AOT_KIND
 
 
+# The sizes a record of a resized model differs from its preset in (Head fields; model.config.ModelConfig's names)
+RESIZE_FIELDS = ("n_layers", "d_model", "d_ff", "vocab")
+
+
+def is_resized(record: Mapping[str, Any]) -> bool:
+    """A compile of its preset's model with other sizes (``--set n_layers=...``): the variant's name is the same, the
+    model is not, so it is never ranked beside the preset's own compiles."""
+    preset = PRESETS.get(str(record.get("preset")))
+    if preset is None or record.get("search_point") or record.get("validation_id"):
+        return False
+    return any(record.get(f) is not None and record[f] != getattr(preset.model, f) for f in RESIZE_FIELDS)
+
+
 def _one_configuration(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str], dict | None]:
     """Keep the most frequent configuration (first seen wins a tie); name the records of the others.
 
@@ -141,9 +157,11 @@ def load_run(run_dir: Path, aot_dirs: Sequence[Path] = ()) -> RunRecords:
     skipped += config_skipped
     search = [r for r in aot if r.get("search_point")]
     validation = [r for r in aot if r.get("validation_id")]
-    aot_from = [d for d, r in zip(aot_from, aot) if not r.get("search_point") and not r.get("validation_id")]
-    aot = [r for r in aot if not r.get("search_point") and not r.get("validation_id")]
-    if not measured and not aot and not search and not validation:
+    resized = [r for r in aot if is_resized(r)]
+    ranked = [not r.get("search_point") and not r.get("validation_id") and not is_resized(r) for r in aot]
+    aot_from = [d for d, keep in zip(aot_from, ranked) if keep]
+    aot = [r for r, keep in zip(aot, ranked) if keep]
+    if not measured and not aot and not search and not validation and not resized:
         reasons = "; ".join(skipped) or "the file is empty"
         raise ReportError(
             f"no usable records in {run_dir / RESULTS} ({reasons}). A run directory holds one JSON record per line "
@@ -160,4 +178,5 @@ def load_run(run_dir: Path, aot_dirs: Sequence[Path] = ()) -> RunRecords:
         tuple(map(Path, aot_dirs)),
         device,
         tuple(validation),
+        tuple(resized),
     )

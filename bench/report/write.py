@@ -68,6 +68,8 @@ def counts_line(run: RunRecords) -> str:
         groups[f"{RecordKind.TPU_AOT.value} compiles of the design-space search"] = list(run.search)
     if run.validation:
         groups[f"{RecordKind.TPU_AOT.value} compiles of published runs"] = list(run.validation)
+    if run.resized:
+        groups[f"{RecordKind.TPU_AOT.value} compiles of resized models"] = list(run.resized)
     said = []
     for kind, records in groups.items():
         failed = sum(r["status"] == "failed" for r in records)
