@@ -204,6 +204,8 @@ DECODE_DESIGNS = [f"{r}-{h}-shard_map-none" for r in ("parallel", "serial") for 
 # and its serial twin at batch 1, and GPT-J's on one device)
 DECODE_MAIN_JOB = [*(f"--variant={n}" for n in [*DECODE_DESIGNS[:1], DECODE_DESIGNS[2], "parallel-h256-single-none"])]
 DECODE_MAIN_JOB += ["--preset=cpu", "--batch=1", "--context=256", "--max-new-tokens=8"]
+# --quick's: GPT-J's design on one device, the tiny preset
+DECODE_QUICK = ["--variant=parallel-h256-single-none", "--preset=tiny", "--batch=1", "--max-new-tokens=8"]
 # The TPU decode PROJECTION: GPT-J-6B with bf16 weights, as GPT-J was served (mesh-transformer-jax
 # resharding_example.py: "early_cast": True), at context 2048 on a v3-8 with mp=8 (device_sample.py reshapes the
 # devices into (count // cores_per_replica, cores_per_replica), and configs/6B_roto_256.json sets cores_per_replica 8)
@@ -262,7 +264,8 @@ def sweep(session: nox.Session) -> None:
         aot = ["--aot", aot_dir]
         session.log(f"CPU sweep and TPU projection: {time.monotonic() - start:.0f} s")
     decode_dir = f"{out}/decode"
-    session.run(current, "-m", "bench", "decode", f"--out={decode_dir}", "--resume", *DECODE_MAIN_JOB, external=True)
+    decoding = DECODE_QUICK if "--quick" in args else DECODE_MAIN_JOB
+    session.run(current, "-m", "bench", "decode", f"--out={decode_dir}", "--resume", *decoding, external=True)
     if with_tpu:
         _decode_tpu(session, decode_dir)
     session.log(f"with decoding: {time.monotonic() - start:.0f} s")
