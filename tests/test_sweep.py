@@ -131,9 +131,14 @@ def test_full_runs_each_kernel_that_runs_here_with_a_reference_among_them_and_re
     assert all(j.repeat == 0 for j in planned)
 
 
-def test_quick_runs_blockwise_only_and_where_the_variant_exists():
+def test_the_quick_look_has_no_kernel_part():
+    assert QUICK.kernels == ()
+
+
+def test_a_kernel_part_on_cpu_runs_blockwise_only_and_where_the_variant_exists():
     fastest = Variant.parse("parallel-h256-pjit-full")  # the fastest is one of the variants the look measured
-    planned = kernel_jobs(QUICK, ["current", "xmap"], fastest, cpu_refusals())
+    plan = dataclasses.replace(QUICK, kernels=(K.blockwise, K.cudnn, K.pallas))
+    planned = kernel_jobs(plan, ["current", "xmap"], fastest, cpu_refusals())
     runs = names([j for j in planned if j.refusal is None])
     assert runs == [
         ("xmap", GPTJ.name, False),
@@ -142,7 +147,6 @@ def test_quick_runs_blockwise_only_and_where_the_variant_exists():
         ("current", f"{fastest.name}+blockwise", False),
     ]
     assert {j.variant.attention_kernel for j in planned if j.refusal} == {K.cudnn, K.pallas}
-    assert K.xla not in QUICK.kernels
 
 
 def test_the_kernel_variants_are_gptjs_and_the_fastest_once_each():

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from bench.report.analyse import Analysis
-from bench.report.format import figure, fmt, fmt_ratio, markdown_table
+from bench.report.format import figure, fmt, fmt_ratio, markdown_table, span
 from bench.report.stats import Effect, Noise, axis_values, version_key
 
 
@@ -19,7 +19,12 @@ def effect_sentence(effect: Effect, noise: Noise) -> str:
         return f"{c.label}: no pair in this run (needs two variants that differ only in {c.axis}, {held} fixed)."
     ratios = effect.ratios
     what = f"{c.a} runs at {effect.median:.3f}x the tokens/s of {c.b}"
-    spread = f"median of {len(ratios)} pair(s), range {min(ratios):.3f}-{max(ratios):.3f}x"
+    three = "{:.3f}".format
+    spread = (
+        "one pair"
+        if len(ratios) == 1
+        else f"median of {len(ratios)} pairs, {span(min(ratios), max(ratios), three, 'x')}"
+    )
     memory = ""
     if c.axis == "remat" and not math.isnan(effect.memory_median):
         memory = f"; its peak memory per device is {effect.memory_median:.3f}x that of {c.b}"
