@@ -173,10 +173,22 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+# Below this k a part has no time left in the fitted step: its efficiency 1/k is no figure to print
+NEGLIGIBLE_K = 1e-3
+
+
+def _k(k: float) -> str:
+    return f"{k:.3f}" if k >= NEGLIGIBLE_K else f"{k:.1e}"
+
+
+def _efficiency(k: float) -> str:
+    return pct(1 / k, 3) if k >= NEGLIGIBLE_K else "none: the fit gives this part no time"
+
+
 def _parameters(summary: calibrate.Summary) -> list[str]:
     rows = pd.DataFrame(
         [
-            {"part": name, "k": f"{k:.3f}", "efficiency 1/k": pct(1 / k, 3), "meaning": MEANING[name]}
+            {"part": name, "k": _k(k), "efficiency 1/k": _efficiency(k), "meaning": MEANING[name]}
             for name, k in summary.fit.k
         ]
     )
