@@ -85,19 +85,22 @@ def test_resume_keys_are_ok_records_only(tmp_path):
 
 
 def test_resume_keys_tell_apart_the_sizes_and_meshes_of_one_variant(tmp_path):
-    from bench.records.store import planned_key
-    from model.config import Mesh, apply_overrides, get_preset
+    from bench.records.context import failed_record
+    from bench.records.store import record_key
+    from model.config import apply_overrides
 
-    preset = get_preset("tiny")
+    preset, variant = get_preset("tiny"), Variant.parse("parallel-h256-pjit-none")
     bigger = apply_overrides(preset, ["n_layers=4"])
-    head = record("a") | {"preset": preset.name, "seq": preset.seq, "grad_accum": preset.grad_accum}
-    shape = {"batch": preset.batch, "d_model": preset.model.d_model, "d_ff": preset.model.d_ff}
-    written = head | shape | {"vocab": preset.model.vocab, "n_layers": preset.model.n_layers}
-    append_record(tmp_path, written | {"mesh_dp": 2, "mesh_mp": 4})
+
+    def planned(p, mesh):  # the key of the head a run would write, as --resume asks
+        return record_key(failed_record(variant, p, mesh, Scope.MODEL, 0, "0.1", None))
+
+    head = failed_record(variant, preset, Mesh(2, 4), Scope.MODEL, 0, "0.1", None)
+    append_record(tmp_path, head | {"status": "ok"})
     done = finished_keys(tmp_path)
-    assert planned_key("a", 0, "0.1", preset, Mesh(2, 4)) in done
-    assert planned_key("a", 0, "0.1", bigger, Mesh(2, 4)) not in done  # another size: not yet run
-    assert planned_key("a", 0, "0.1", preset, Mesh(1, 8)) not in done  # another mesh: not yet run
+    assert planned(preset, Mesh(2, 4)) in done
+    assert planned(bigger, Mesh(2, 4)) not in done  # another size: not yet run
+    assert planned(preset, Mesh(1, 8)) not in done  # another mesh: not yet run
 
 
 def test_new_run_directories_never_collide(tmp_path):

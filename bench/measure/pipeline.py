@@ -28,7 +28,7 @@ from bench.measure import session as distributed
 from bench.measure.peaks import peak_flops_for_rates, per_run_peak_fields, run_peak_fields
 from bench.records.context import base_record, environment, failed_record
 from bench.records.schema import Profile, Status, comm_key, section_fields
-from bench.records.store import append_record, finished_keys, planned_key
+from bench.records.store import append_record, finished_keys, record_key
 from model.config import Mesh, Preset, Variant
 from model.program import Scope
 
@@ -247,13 +247,13 @@ def run_variants(
     records = []
     peak: dict[str, Any] | None = None
     for variant in variants:
-        if planned_key(variant.name, repeat, jax.__version__, preset, mesh) in done:
+        placeholder = functools.partial(failed_record, variant, preset, mesh, scope, repeat, jax.__version__)
+        if record_key(placeholder(None)) in done:  # the key of the head this run would write
             print(f"skip {variant.name} (repeat {repeat}): already recorded ok in {out}", file=sys.stderr)
             continue
         if peak is None:  # before the first timed step; process 0 writes the run directory's peak file
             peak = _run_peak(out, preset, mesh, peak_cache)
         trace_dir = out / "traces" if profile else None
-        placeholder = functools.partial(failed_record, variant, preset, mesh, scope, repeat, jax.__version__)
         distributed.begin_variant(variant.name, placeholder, out)
         if "error" in peak:  # a refused peak fails the record: nothing is measured against it
             record = {**base_record(variant, preset, mesh, scope, repeat), **environment(), **peak}

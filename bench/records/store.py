@@ -155,14 +155,6 @@ def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
     return (*head, *(record.get(f) for f in SHAPE_FIELDS))
 
 
-def planned_key(variant: str, repeat: int, jax_version: str, preset: Any, mesh: Any) -> tuple[Any, ...]:
-    """The ``record_key`` that a run of ``variant`` on ``preset`` (model.config.Preset, after --set) and ``mesh``
-    will write: what ``--resume`` looks for among ``finished_keys``."""
-    model = preset.model
-    shape = (mesh.dp, mesh.mp, preset.batch, preset.seq, preset.grad_accum)
-    return (variant, repeat, jax_version, preset.name, *shape, model.n_layers, model.d_model, model.d_ff, model.vocab)
-
-
 def finished_keys(run_dir: Path) -> set[tuple[Any, ...]]:
     """Keys of the records already ``ok``: what ``--resume`` skips."""
     return {record_key(r) for r in load_records(run_dir).records if r.get("status") == Status.OK.value}

@@ -24,8 +24,9 @@ from bench.analysis.components import Basis, attribute, breakdown
 from bench.analysis.extrapolate import affine_source, bilinear_source, whole_step, whole_step_by_label
 from bench.analysis.hlo import Collective, CollectiveKind, parse_collectives
 from bench.compile.failure import CompilerRefused, variant_failures
+from bench.records.context import failed_record
 from bench.records.schema import COMM_AXES, COST_POINT_KEYS, RecordKind, Status, comm_key, comm_overlap_key
-from bench.records.store import append_record, finished_keys, planned_key
+from bench.records.store import append_record, finished_keys, record_key
 from bench.tpu_aot.cache import (
     KEY_VERSION,
     POINT_KEY_VERSION,
@@ -447,7 +448,7 @@ def run_aot(
     done = finished_keys(out) if resume else set()
     failures = 0
     for variant in variants:
-        if planned_key(variant.name, 0, jax.__version__, preset, mesh) in done:
+        if record_key(failed_record(variant, preset, mesh, Scope.MODEL, 0, jax.__version__, None)) in done:
             print(f"skip {variant.name}: already recorded ok in {out}", file=sys.stderr)
             continue
         start = time.perf_counter()
