@@ -486,7 +486,7 @@ _FSDP = ["batch=256", "grad_accum=2"]
 SCALE_POINTS = [
     ("parallel-h256-shard_map-full", "dp=32,mp=8", ["n_layers=32"]),  # 6.9B
     *(("parallel-h256-shard_map-full", "dp=8,mp=32", [*_MP32, f"n_layers={n}", *_WIDE]) for n in (24, 28, 32)),
-    ("parallel-h256-shard_map-full+fsdp", "dp=256,mp=1", [*_FSDP, "n_layers=24", *_WIDE]),  # 20.1B
+    ("parallel-h256-shard_map-full+fsdp", "dp=256,mp=1", [*_FSDP, "n_layers=24", *_WIDE]),  # 20.2B
     ("parallel-h256-shard_map-full+fsdp", "dp=256,mp=1", [*_FSDP, "n_layers=48", *_WIDE]),  # 39.5B
     ("parallel-h256-shard_map-full+fsdp", "dp=256,mp=1", [*_FSDP, "n_layers=48", "d_model=10240", "d_ff=40960"]),
     ("parallel-h256-shard_map-full+fsdp", "dp=256,mp=1", [*_FSDP, "n_layers=64", "d_model=10240", "d_ff=40960"]),

@@ -92,8 +92,8 @@ QUICK_VARIANTS = (
 )
 
 
-# --quick leaves the kernel comparison out: each run is a process and a compile (7-9 s on 2 cores, 2026-12-08), and
-# the four it added took the look from about a minute to 96 s; `nox` (the main job) makes the comparison.
+# --quick leaves the kernel comparison out: each run is a process and a compile, and its four runs were a third of the
+# look's time (reports/example/NOTES.md); `nox` (the main job) makes the comparison.
 QUICK = SweepPlan("tiny", steps=3, warmup=1, repeats=1, xmap_baselines=False, kernels=(), variants=QUICK_VARIANTS)
 # 3 timed steps (and one warm-up) keep the main job within 20 minutes on the slowest 2-core machine seen (2026-12-01:
 # 5 steps took 23 min there); the report's noise is the steps' IQR over median, which 3 steps still give.

@@ -742,11 +742,14 @@ _V2_TO_SECONDS = {
     "profile_other_programs_s_per_step_per_device": 1e-3,
     "gemm_floor_component_s_per_step": 1e-3,
 }
-# xla_cost_points' keys in version 2 (each a per-device figure) -> COST_POINT_KEYS' spelling
+# xla_cost_points' keys in version 2 (each a per-device figure), by cost-analysis key -> COST_POINT_KEYS' spelling
 _V2_COST_POINT = {
-    "xla_flops_per_step": "xla_flops_per_step_per_device",
-    "xla_bytes_accessed_per_step": "xla_bytes_accessed_per_step_per_device",
-    "xla_optimal_seconds_per_step": "xla_optimal_s_per_step_per_device",
+    v2: COST_POINT_KEYS[key]
+    for key, v2 in (
+        ("flops", "xla_flops_per_step"),
+        ("bytes accessed", "xla_bytes_accessed_per_step"),
+        ("optimal_seconds", "xla_optimal_seconds_per_step"),
+    )
 }
 
 

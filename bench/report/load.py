@@ -157,8 +157,9 @@ def load_run(run_dir: Path, aot_dirs: Sequence[Path] = ()) -> RunRecords:
     skipped += config_skipped
     search = [r for r in aot if r.get("search_point")]
     validation = [r for r in aot if r.get("validation_id")]
-    resized = [r for r in aot if is_resized(r)]
-    ranked = [not r.get("search_point") and not r.get("validation_id") and not is_resized(r) for r in aot]
+    flags = [is_resized(r) for r in aot]
+    resized = [r for r, flag in zip(aot, flags) if flag]
+    ranked = [not (r.get("search_point") or r.get("validation_id") or flag) for r, flag in zip(aot, flags)]
     aot_from = [d for d, keep in zip(aot_from, ranked) if keep]
     aot = [r for r, keep in zip(aot, ranked) if keep]
     if not measured and not aot and not search and not validation and not resized:

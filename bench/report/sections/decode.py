@@ -36,11 +36,11 @@ def decode_records(directory: Path) -> list[dict[str, Any]]:
 
 def write_decode_report(directory: Path) -> Path | None:
     """DIRECTORY/DECODE.md from its decode records (``bench decode`` writes it after each run); None without."""
-    lines = section_decode(decode_records(directory))
+    records = decode_records(directory)
+    lines = section_decode(records)
     if not lines:
         return None
     path = Path(directory) / DECODE_REPORT
-    records = decode_records(directory)
     head = ["# gptj-bench: decoding", "", *decode_answer(records), "", record_counts(records), ""]
     path.write_text("\n".join([*head, *lines[2:]]).rstrip() + "\n")
     return path
@@ -70,15 +70,15 @@ def decode_answer(records: Sequence[Mapping[str, Any]]) -> list[str]:
         ends = sorted({batches[0], batches[-1]})
         said = [_fastest_line([r for r in at if r["batch"] == b], step, "PROJECTION") for b in ends]
         lines.append(f"- TPU {where}: " + "; ".join(said))
+    smallest = min((r["batch"] for r in cpu), default=None)
     for context in sorted({r["seq"] for r in cpu}):
-        at = [r for r in cpu if r["seq"] == context and r["batch"] == min(x["batch"] for x in cpu)]
+        at = [r for r in cpu if r["seq"] == context and r["batch"] == smallest]
         best = min(at, key=lambda r: r["decode_step_median_s"])
         lines.append(
             f"- Measured here ({best['preset']} preset, context {context}): "
             f"{_fastest_line(at, 'decode_step_median_s', 'measured')}, MBU {best['decode_mbu']:.0%}"
         )
-    claim = _claim(tpu)
-    return lines + ([f"- {claim[2]}"] if claim else [])
+    return lines + ([f"- {_claim_sentence(tpu)}"] if tpu else [])
 
 
 def record_counts(records: Sequence[Mapping[str, Any]]) -> str:
@@ -260,7 +260,10 @@ def _claim(ok: Sequence[Mapping[str, Any]]) -> list[str]:
     """Whether GPT-J's design is the fastest decoder at every (slice, batch), and where not."""
     if not ok:
         return []
-    lines = ["### The article's claim, checked (PROJECTION)", ""]
+    return ["### The article's claim, checked (PROJECTION)", "", _claim_sentence(ok), ""]
+
+
+def _claim_sentence(ok: Sequence[Mapping[str, Any]]) -> str:
     flips = []
     wins = 0
     cells = sorted({(r["topology"], r["seq"], r["batch"]) for r in ok})
@@ -271,8 +274,7 @@ def _claim(ok: Sequence[Mapping[str, Any]]) -> list[str]:
             wins += 1
         else:
             flips.append(f"{topology} context {context} batch {batch}: {at[0]['variant']} fastest")
-    lines.append(
+    return (
         f"GPT-J's choices (parallel block, 256-wide heads) decode fastest in {wins} of {len(cells)} projected "
         f"(slice, context, batch) points" + (f"; elsewhere: {'; '.join(flips)}." if flips else ".")
     )
-    return lines + [""]
